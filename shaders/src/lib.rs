@@ -1,0 +1,1 @@
+//! WGSL compute shaders (GPU backend). Placeholder until the GPU issue lands.
