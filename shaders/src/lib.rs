@@ -1,1 +1,24 @@
-//! WGSL compute shaders (GPU backend). Placeholder until the GPU issue lands.
+//! ferro's GPU backend: WGSL compute shaders run through wgpu (Vulkan, Metal, DX12).
+//!
+//! - [`GpuContext`] opens a device ([`list_adapters`] shows what wgpu sees), uploads
+//!   [`GpuWeight`]s in their GGUF block formats (never as dequantized copies) and
+//!   [`GpuTensor`]s of f32 activations, and caches one compute pipeline per shader variant.
+//! - One `.wgsl` per op in `src/`: `matmul.wgsl` and `get_rows.wgsl` are specialised per block
+//!   format by prepending `common.wgsl` + `quant_<type>.wgsl` (which define `load8`, eight
+//!   dequantized weights of a row); `rms_norm`, `rope`, `softmax`, `attention`, `glu`, `add`.
+//!   The workgroup size is the Rust const [`WG`], passed to every pipeline as the override `WG`.
+//! - [`GpuModel`] runs a whole forward pass (llama- and gemma3-style decoders) with the KV cache in
+//!   GPU memory; each batch of tokens is one command encoder and only logits come back.
+
+mod context;
+mod error;
+mod model;
+mod ops;
+
+pub use context::{
+    list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode,
+    MATMUL_TILE, WG,
+};
+pub use error::{GpuError, Result};
+pub use model::{GpuHparams, GpuLayerParams, GpuModel, WeightRef};
+pub use ops::{AttnParams, RopeParams, MAX_HEAD_DIM};

@@ -1,0 +1,53 @@
+// Shared by every shader that reads GGUF blocks as they are in the file.
+//
+// `wq` holds a tensor's raw bytes (little endian) as u32 words. Block sizes such as
+// Q4_0's 18 bytes leave blocks 2-byte aligned, so reads of a u32 at an offset that is
+// 2 mod 4 stitch two words together. The host pads every weight buffer by 4 bytes so
+// that `wq[w + 1]` stays inside the buffer.
+
+fn rd_u32(off: u32) -> u32 {
+    let w = off >> 2u;
+    if ((off & 2u) == 0u) {
+        return wq[w];
+    }
+    return (wq[w] >> 16u) | (wq[w + 1u] << 16u);
+}
+
+fn rd_u16(off: u32) -> u32 {
+    return (wq[off >> 2u] >> ((off & 2u) * 8u)) & 0xFFFFu;
+}
+
+fn rd_u8(off: u32) -> u32 {
+    return (wq[off >> 2u] >> ((off & 3u) * 8u)) & 0xFFu;
+}
+
+fn rd_f16(off: u32) -> f32 {
+    return unpack2x16float(rd_u16(off)).x;
+}
+
+// The four bytes of `q` as floats 0..255.
+fn u8x4(q: u32) -> vec4<f32> {
+    return vec4<f32>(f32(q & 0xFFu), f32((q >> 8u) & 0xFFu), f32((q >> 16u) & 0xFFu), f32(q >> 24u));
+}
+
+// The four bytes of `q` as signed i8 values.
+fn i8x4(q: u32) -> vec4<f32> {
+    let v = bitcast<vec4<i32>>(vec4<u32>(q << 24u, q << 16u, q << 8u, q)) >> vec4<u32>(24u);
+    return vec4<f32>(v);
+}
+
+// Bit 0 of each byte of `q`.
+fn bit0x4(q: u32) -> vec4<f32> {
+    return vec4<f32>(f32(q & 1u), f32((q >> 8u) & 1u), f32((q >> 16u) & 1u), f32((q >> 24u) & 1u));
+}
+
+// Bits 0..3 of `h` as four floats (one bit each).
+fn bits4(h: u32) -> vec4<f32> {
+    return vec4<f32>(f32(h & 1u), f32((h >> 1u) & 1u), f32((h >> 2u) & 1u), f32((h >> 3u) & 1u));
+}
+
+// Eight consecutive weights of a row.
+struct W8 {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}

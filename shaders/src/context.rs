@@ -1,0 +1,890 @@
+//! The wgpu device, buffers, the pipeline cache and command recording.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use ferro_gguf::GgmlType;
+use wgpu::util::DeviceExt;
+
+use crate::error::{GpuError, Result};
+
+/// Workgroup size (threads) of every shader; passed to the pipelines as the override `WG`.
+/// A power of two: the shared-memory reductions halve it.
+pub const WG: u32 = 64;
+/// Tokens per workgroup of the batched (prefill) matrix product; 1 is the decode path.
+pub const MATMUL_TILE: u32 = 8;
+/// Bytes uploaded per `write_buffer` call, so big tensors do not need one huge staging copy.
+const UPLOAD_PIECE: usize = 64 << 20;
+
+/// One adapter wgpu can see, for `ferro info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterSummary {
+    pub name: String,
+    /// "Vulkan", "Metal", "Dx12", "Gl".
+    pub backend: String,
+    /// "DiscreteGpu", "IntegratedGpu", "Cpu" (e.g. lavapipe), ...
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+impl fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {} {}", self.driver, self.driver_info)?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl AdapterSummary {
+    fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        Self {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+        }
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter wgpu sees on this machine (empty when there is none).
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| AdapterSummary::from_info(&a.get_info()))
+        .collect()
+}
+
+/// A storage buffer of 4-byte values (f32 activations or u32 token ids).
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    pub(crate) buf: wgpu::Buffer,
+    len: usize,
+}
+
+impl GpuTensor {
+    /// Number of 4-byte elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.buf.as_entire_binding()
+    }
+}
+
+/// Rows `row0..row0 + n_rows` of a weight, in one buffer that fits one storage binding.
+#[derive(Clone, Debug)]
+pub(crate) struct WeightChunk {
+    pub(crate) buf: wgpu::Buffer,
+    pub(crate) row0: u32,
+    pub(crate) n_rows: u32,
+}
+
+/// A weight matrix uploaded once in its GGUF block format (never dequantized on the host).
+#[derive(Clone, Debug)]
+pub struct GpuWeight {
+    pub(crate) ty: GgmlType,
+    /// Row length (GGUF dims[0]).
+    pub(crate) k: u32,
+    pub(crate) n_rows: u32,
+    pub(crate) row_bytes: u32,
+    pub(crate) chunks: Vec<WeightChunk>,
+}
+
+impl GpuWeight {
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    /// Row length (elements).
+    pub fn k(&self) -> usize {
+        self.k as usize
+    }
+    pub fn n_rows(&self) -> usize {
+        self.n_rows as usize
+    }
+}
+
+/// Block formats that have a `quant_*.wgsl`.
+pub fn supports_type(ty: GgmlType) -> bool {
+    quant_source(ty).is_some()
+}
+
+fn quant_source(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => include_str!("quant_f32.wgsl"),
+        GgmlType::F16 => include_str!("quant_f16.wgsl"),
+        GgmlType::Q4_0 => include_str!("quant_q4_0.wgsl"),
+        GgmlType::Q4_1 => include_str!("quant_q4_1.wgsl"),
+        GgmlType::Q5_0 => include_str!("quant_q5_0.wgsl"),
+        GgmlType::Q8_0 => include_str!("quant_q8_0.wgsl"),
+        GgmlType::Q4_K => include_str!("quant_q4_k.wgsl"),
+        GgmlType::Q5_K => include_str!("quant_q5_k.wgsl"),
+        GgmlType::Q6_K => include_str!("quant_q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Which entry point of rms_norm.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NormMode {
+    /// `y = norm(x) * w`
+    Out,
+    /// `x = norm(x) * w`
+    InPlace,
+    /// `y += norm(x) * w`
+    Add,
+}
+
+/// Gated activation of glu.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Glu {
+    /// silu(gate) * up (llama, qwen, phi3)
+    SwiGlu,
+    /// gelu_tanh(gate) * up (gemma)
+    GeGlu,
+}
+
+/// A shader entry point with its compile-time specialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Op {
+    Matmul { ty: GgmlType, tile: u32 },
+    GetRows { ty: GgmlType },
+    RmsNorm(NormMode),
+    Rope,
+    Softmax,
+    Glu(Glu),
+    Add,
+    Attention,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+impl Op {
+    fn slots(self) -> &'static [Slot] {
+        use Slot::*;
+        match self {
+            Op::Matmul { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
+            Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
+            Op::Softmax => &[Uniform, ReadWrite],
+            Op::Rope => &[Uniform, ReadWrite, Read],
+            Op::Glu(_) | Op::Add => &[Uniform, ReadWrite, Read],
+            Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            Op::RmsNorm(NormMode::Out) => "main",
+            Op::RmsNorm(NormMode::InPlace) => "main_inplace",
+            Op::RmsNorm(NormMode::Add) => "main_add",
+            Op::Glu(Glu::SwiGlu) => "swiglu",
+            Op::Glu(Glu::GeGlu) => "geglu",
+            _ => "main",
+        }
+    }
+
+    fn source(self) -> Result<String> {
+        let step = include_str!("step.wgsl");
+        let quant = |ty: GgmlType| {
+            quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))
+        };
+        Ok(match self {
+            Op::Matmul { ty, tile } => format!(
+                "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\n{}",
+                include_str!("common.wgsl"),
+                quant(ty)?,
+                include_str!("matmul.wgsl")
+            ),
+            Op::GetRows { ty } => format!(
+                "{step}\n{}\n{}\n{}",
+                include_str!("common.wgsl"),
+                quant(ty)?,
+                include_str!("get_rows.wgsl")
+            ),
+            Op::RmsNorm(_) => format!("{step}\n{}", include_str!("rms_norm.wgsl")),
+            Op::Rope => format!("{step}\n{}", include_str!("rope.wgsl")),
+            Op::Softmax => format!("{step}\n{}", include_str!("softmax.wgsl")),
+            Op::Glu(_) => format!("{step}\n{}", include_str!("glu.wgsl")),
+            Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
+            Op::Attention => format!("{step}\n{}", include_str!("attention.wgsl")),
+        })
+    }
+}
+
+/// A compiled pipeline and the layout of its bind group 0.
+#[derive(Clone, Debug)]
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+/// How many workgroups a recorded dispatch needs, given the batch's token count.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Grid {
+    /// Exactly these counts.
+    Fixed([u32; 3]),
+    /// One workgroup per row, `per_tok` rows per token, folded over (x, y).
+    Rows { per_tok: u32 },
+    /// One thread per value, `per_tok` values per token.
+    Threads { per_tok: u32 },
+    /// Matrix product: one workgroup per row, z = token tiles.
+    Matmul { rows: u32, tile: u32 },
+    /// One workgroup per (head, token).
+    Attention { n_head: u32 },
+    /// One workgroup per token.
+    Tokens,
+}
+
+/// A pipeline with its bound resources, ready to be recorded for any batch size.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    /// Used instead of `pipeline` when the batch has more than one token (prefill matmul).
+    pub(crate) batched: Option<(wgpu::ComputePipeline, u32)>,
+    pub(crate) bind: wgpu::BindGroup,
+    pub(crate) grid: Grid,
+}
+
+/// The `Step` uniform (bind group 1) of a batch: n_tok and pos0.
+#[derive(Debug)]
+pub(crate) struct StepState {
+    buf: wgpu::Buffer,
+    pub(crate) bind: wgpu::BindGroup,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StepUniform {
+    n_tok: u32,
+    pos0: u32,
+    _pad: [u32; 2],
+}
+
+enum Cmd {
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        wg: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_off: u64,
+        dst: wgpu::Buffer,
+        dst_off: u64,
+        size: u64,
+    },
+}
+
+/// The work of one batch, recorded and then submitted as one command encoder.
+pub(crate) struct Recorder {
+    n_tok: u32,
+    pos0: u32,
+    cmds: Vec<Cmd>,
+}
+
+impl Recorder {
+    pub(crate) fn new(n_tok: u32, pos0: u32) -> Self {
+        Self {
+            n_tok,
+            pos0,
+            cmds: Vec::new(),
+        }
+    }
+
+    pub(crate) fn n_tok(&self) -> u32 {
+        self.n_tok
+    }
+
+    pub(crate) fn record(&mut self, ctx: &GpuContext, p: &Prepared) {
+        let n = self.n_tok;
+        let (pipeline, wg) = match p.grid {
+            Grid::Matmul { rows, tile } => match &p.batched {
+                Some((batched, t)) if n > 1 => {
+                    let (x, y) = ctx.fold(rows);
+                    (batched.clone(), [x, y, n.div_ceil(*t)])
+                }
+                _ => {
+                    let (x, y) = ctx.fold(rows);
+                    (p.pipeline.clone(), [x, y, n.div_ceil(tile)])
+                }
+            },
+            Grid::Fixed(wg) => (p.pipeline.clone(), wg),
+            Grid::Rows { per_tok } => {
+                let (x, y) = ctx.fold(n * per_tok);
+                (p.pipeline.clone(), [x, y, 1])
+            }
+            Grid::Threads { per_tok } => {
+                let (x, y) = ctx.fold((n * per_tok).div_ceil(WG));
+                (p.pipeline.clone(), [x, y, 1])
+            }
+            Grid::Attention { n_head } => (p.pipeline.clone(), [n_head, n, 1]),
+            Grid::Tokens => (p.pipeline.clone(), [n, 1, 1]),
+        };
+        self.cmds.push(Cmd::Dispatch {
+            pipeline,
+            bind: p.bind.clone(),
+            wg,
+        });
+    }
+
+    pub(crate) fn copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_off: u64,
+        dst: &wgpu::Buffer,
+        dst_off: u64,
+        size: u64,
+    ) {
+        self.cmds.push(Cmd::Copy {
+            src: src.clone(),
+            src_off,
+            dst: dst.clone(),
+            dst_off,
+            size,
+        });
+    }
+
+    /// Encodes everything into one command encoder (consecutive dispatches share one compute pass)
+    /// and submits it.
+    pub(crate) fn submit(self, ctx: &GpuContext, step: &StepState) -> Result<()> {
+        let su = StepUniform {
+            n_tok: self.n_tok,
+            pos0: self.pos0,
+            _pad: [0; 2],
+        };
+        ctx.queue.write_buffer(&step.buf, 0, bytemuck::bytes_of(&su));
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut i = 0;
+        while i < self.cmds.len() {
+            match &self.cmds[i] {
+                Cmd::Copy {
+                    src,
+                    src_off,
+                    dst,
+                    dst_off,
+                    size,
+                } => {
+                    enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
+                    i += 1;
+                }
+                Cmd::Dispatch { .. } => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    pass.set_bind_group(1, &step.bind, &[]);
+                    while let Some(Cmd::Dispatch { pipeline, bind, wg }) = self.cmds.get(i) {
+                        if wg.contains(&0) {
+                            i += 1;
+                            continue;
+                        }
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, bind, &[]);
+                        pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.take_error()
+    }
+}
+
+/// An open GPU device with its pipeline cache.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<Op, Pipeline>>,
+    layouts: Mutex<HashMap<&'static [Slot], (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    step_layout: wgpu::BindGroupLayout,
+    /// Bound where an entry point ignores a binding of its layout.
+    pub(crate) dummy: wgpu::Buffer,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter wgpu finds (a discrete GPU first; lavapipe on a machine without one).
+    pub fn new() -> Result<Self> {
+        let instance = instance();
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ferro"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device {
+            adapter: info.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("step"),
+            entries: &[layout_entry(0, Slot::Uniform)],
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+            step_layout,
+            dummy,
+            error,
+        })
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter(&self) -> AdapterSummary {
+        AdapterSummary::from_info(&self.info)
+    }
+
+    /// Largest buffer one storage binding may cover.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    fn take_error(&self) -> Result<()> {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(e) => Err(GpuError::Wgpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// (x, y) workgroup counts covering `n` workgroups within the per-dimension limit.
+    pub(crate) fn fold(&self, n: u32) -> (u32, u32) {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if n <= max {
+            (n, 1)
+        } else {
+            let y = n.div_ceil(max);
+            (n.div_ceil(y), y)
+        }
+    }
+
+    // ---------------------------------------------------------------- buffers
+
+    fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(4).next_multiple_of(4);
+        if size > self.max_binding_bytes() {
+            return Err(GpuError::TooLarge {
+                what: label.to_string(),
+                bytes: size,
+                limit: self.max_binding_bytes(),
+            });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Writes `bytes` at `offset` in pieces, padding the tail to a multiple of 4.
+    fn write_bytes(&self, buf: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            let end = (off + UPLOAD_PIECE).min(bytes.len());
+            let piece = &bytes[off..end];
+            if piece.len() % 4 == 0 {
+                self.queue.write_buffer(buf, offset + off as u64, piece);
+            } else {
+                let mut padded = piece.to_vec();
+                padded.resize(piece.len().next_multiple_of(4), 0);
+                self.queue.write_buffer(buf, offset + off as u64, &padded);
+            }
+            off = end;
+        }
+    }
+
+    /// A zero-filled tensor of `len` 4-byte elements.
+    pub fn zeros(&self, len: usize) -> Result<GpuTensor> {
+        let buf = self.storage("tensor", len as u64 * 4)?;
+        Ok(GpuTensor { buf, len })
+    }
+
+    /// Uploads f32 values.
+    pub fn upload_f32(&self, data: &[f32]) -> Result<GpuTensor> {
+        let t = self.zeros(data.len())?;
+        self.write_bytes(&t.buf, 0, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// Uploads u32 values (token ids).
+    pub fn upload_u32(&self, data: &[u32]) -> Result<GpuTensor> {
+        let t = self.zeros(data.len())?;
+        self.write_bytes(&t.buf, 0, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// Overwrites f32 values of `t` starting at element `offset`.
+    pub fn write_f32(&self, t: &GpuTensor, offset: usize, data: &[f32]) -> Result<()> {
+        if offset + data.len() > t.len {
+            return Err(GpuError::Shape(format!(
+                "write of {} values at {offset} into a tensor of {}",
+                data.len(),
+                t.len
+            )));
+        }
+        self.write_bytes(&t.buf, offset as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Overwrites u32 values of `t` starting at element `offset`.
+    pub fn write_u32(&self, t: &GpuTensor, offset: usize, data: &[u32]) -> Result<()> {
+        if offset + data.len() > t.len {
+            return Err(GpuError::Shape(format!(
+                "write of {} ids at {offset} into a tensor of {}",
+                data.len(),
+                t.len
+            )));
+        }
+        self.write_bytes(&t.buf, offset as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Reads the whole tensor back as f32 values (waits for the GPU).
+    pub fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        self.read_range(t, 0, t.len)
+    }
+
+    /// Reads `len` f32 values starting at element `offset` (waits for the GPU).
+    pub fn read_range(&self, t: &GpuTensor, offset: usize, len: usize) -> Result<Vec<f32>> {
+        if offset + len > t.len {
+            return Err(GpuError::Shape(format!(
+                "read of {len} values at {offset} from a tensor of {}",
+                t.len
+            )));
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let size = len as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(&t.buf, offset as u64 * 4, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.take_error()?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view[..]).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Uploads a weight in its GGUF layout. `dims` are in ggml order (dims[0] = row length);
+    /// `bytes` are exactly the tensor's bytes in the file. Tables larger than one storage binding
+    /// are split into row chunks.
+    pub fn upload_weight(&self, ty: GgmlType, dims: &[u64], bytes: &[u8]) -> Result<GpuWeight> {
+        if !supports_type(ty) {
+            return Err(GpuError::UnsupportedType(ty.name()));
+        }
+        let k = *dims
+            .first()
+            .ok_or_else(|| GpuError::Shape("weight with no dimensions".into()))?;
+        let n_rows: u64 = dims[1..].iter().product();
+        if k == 0 || k % ty.block_size() != 0 || k % 8 != 0 {
+            return Err(GpuError::Shape(format!(
+                "row length {k} of a {} weight is not a multiple of its block size and 8",
+                ty.name()
+            )));
+        }
+        let row_bytes = ty
+            .row_bytes(k)
+            .ok_or_else(|| GpuError::Shape(format!("row length {k} for {}", ty.name())))?;
+        if row_bytes * n_rows != bytes.len() as u64 {
+            return Err(GpuError::Shape(format!(
+                "{} weight {dims:?} needs {} bytes, got {}",
+                ty.name(),
+                row_bytes * n_rows,
+                bytes.len()
+            )));
+        }
+        let too_big = || GpuError::TooLarge {
+            what: format!("weight {dims:?}"),
+            bytes: bytes.len() as u64,
+            limit: u32::MAX as u64,
+        };
+        let rows_u32 = u32::try_from(n_rows).map_err(|_| too_big())?;
+        let row_bytes_u32 = u32::try_from(row_bytes).map_err(|_| too_big())?;
+        // Chunks leave 4 bytes of padding for the 2-byte-aligned u32 reads; each chunk's byte
+        // offsets must stay below 2^32 inside the shader.
+        let limit = (self.max_binding_bytes() - 8).min(u32::MAX as u64 - 8);
+        let rows_per_chunk = (limit / row_bytes).max(1);
+        if row_bytes > limit {
+            return Err(GpuError::TooLarge {
+                what: format!("one row of weight {dims:?}"),
+                bytes: row_bytes,
+                limit,
+            });
+        }
+        let mut chunks = Vec::new();
+        let mut row0 = 0u64;
+        while row0 < n_rows {
+            let n = rows_per_chunk.min(n_rows - row0);
+            let lo = (row0 * row_bytes) as usize;
+            let hi = ((row0 + n) * row_bytes) as usize;
+            let size = ((hi - lo) as u64).next_multiple_of(4) + 4;
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("weight"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.write_bytes(&buf, 0, &bytes[lo..hi]);
+            chunks.push(WeightChunk {
+                buf,
+                row0: row0 as u32,
+                n_rows: n as u32,
+            });
+            row0 += n;
+        }
+        self.take_error()?;
+        Ok(GpuWeight {
+            ty,
+            k: k as u32,
+            n_rows: rows_u32,
+            row_bytes: row_bytes_u32,
+            chunks,
+        })
+    }
+
+    // ---------------------------------------------------------------- pipelines
+
+    fn layouts(&self, slots: &'static [Slot]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut map = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(slots)
+            .or_insert_with(|| {
+                let entries: Vec<_> = slots
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| layout_entry(i as u32, *s))
+                    .collect();
+                let bgl = self
+                    .device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: None,
+                        entries: &entries,
+                    });
+                let pl = self
+                    .device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: None,
+                        bind_group_layouts: &[Some(&bgl), Some(&self.step_layout)],
+                        immediate_size: 0,
+                    });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    /// The pipeline of `op`, compiled on first use.
+    pub(crate) fn pipeline(&self, op: Op) -> Result<Pipeline> {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&op)
+        {
+            return Ok(p.clone());
+        }
+        let source = op.source()?;
+        let (layout, pl) = self.layouts(op.slots());
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(op.entry()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(op.entry()),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(op.entry()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("WG", WG as f64)],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Wgpu(format!("pipeline {op:?}: {e}")));
+        }
+        let p = Pipeline { pipeline, layout };
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op, p.clone());
+        Ok(p)
+    }
+
+    /// A uniform buffer holding `params`.
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// Binds `params` and `buffers` (in binding order after the uniform) for `op`.
+    pub(crate) fn prepare<T: bytemuck::Pod>(
+        &self,
+        op: Op,
+        params: &T,
+        buffers: &[&wgpu::Buffer],
+        grid: Grid,
+    ) -> Result<Prepared> {
+        let p = self.pipeline(op)?;
+        let uni = self.uniform(params);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uni.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &p.layout,
+            entries: &entries,
+        });
+        Ok(Prepared {
+            pipeline: p.pipeline,
+            batched: None,
+            bind,
+            grid,
+        })
+    }
+
+    /// A fresh `Step` uniform with its bind group.
+    pub(crate) fn step_state(&self) -> StepState {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step"),
+            size: std::mem::size_of::<StepUniform>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("step"),
+            layout: &self.step_layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: buf.as_entire_binding(),
+            }],
+        });
+        StepState { buf, bind }
+    }
+
+    /// Waits until the GPU has finished everything submitted.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Wgpu(e.to_string()))?;
+        self.take_error()
+    }
+}
+
+fn layout_entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
+    let ty = match slot {
+        Slot::Uniform => wgpu::BufferBindingType::Uniform,
+        Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+        Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+    };
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}

@@ -1,0 +1,76 @@
+// y[t][row0 + r] = sum_k W[r][k] * x[t][k] for the rows r of one weight chunk.
+//
+// W is in its GGUF block format (`load8` comes from the quant_*.wgsl prepended to this file).
+// One workgroup computes one row for TILE tokens: each thread walks groups of 8 weights,
+// dequantizes them once and dots them with the TILE activation rows, then a shared-memory
+// tree reduction sums the threads. TILE = 1 is the decode matrix-vector product; larger tiles
+// reuse each dequantized weight for several tokens during prefill.
+// Dispatch: (x, y) fold the chunk's rows (row = x + y * num_workgroups.x), z = token tiles.
+
+struct Params {
+    n_rows: u32,    // rows in this chunk
+    k: u32,         // row length (multiple of 8)
+    row_bytes: u32, // bytes per row in wq
+    y_stride: u32,  // floats per output token row (all rows of the tensor)
+    row0: u32,      // first row of this chunk in the tensor
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> wq: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;   // [n_tok][k]
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;  // [n_tok][y_stride]
+
+var<workgroup> red: array<f32, WG * TILE>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.n_rows) {
+        return;
+    }
+    let t0 = wid.z * TILE;
+    if (t0 >= batch.n_tok) {
+        return;
+    }
+    let nt = min(TILE, batch.n_tok - t0);
+    let rb = row * p.row_bytes;
+    let ng = p.k / 8u;
+    let k4 = p.k / 4u;
+    var acc: array<f32, TILE>;
+    for (var t = 0u; t < TILE; t++) {
+        acc[t] = 0.0;
+    }
+    for (var g = li; g < ng; g += WG) {
+        let w = load8(rb, g);
+        for (var t = 0u; t < TILE; t++) {
+            if (t < nt) {
+                let xb = (t0 + t) * k4 + g * 2u;
+                acc[t] += dot(w.a, x[xb]) + dot(w.b, x[xb + 1u]);
+            }
+        }
+    }
+    for (var t = 0u; t < TILE; t++) {
+        red[t * WG + li] = acc[t];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            for (var t = 0u; t < TILE; t++) {
+                red[t * WG + li] += red[t * WG + li + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (li < nt) {
+        y[(t0 + li) * p.y_stride + p.row0 + row] = red[li * WG];
+    }
+}

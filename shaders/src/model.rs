@@ -1,0 +1,797 @@
+//! A whole decoder forward pass on the GPU (llama- and gemma3-style models).
+//!
+//! The engine hands over the GGUF tensors as they are ([`WeightRef`]) and the hyper-parameters
+//! ([`GpuHparams`]); the model uploads the weights once, keeps the KV cache in GPU memory, and for
+//! each batch of tokens records every dispatch into one command encoder; only the logits come back.
+//!
+//! Per layer (llama.cpp `llm_build_llama` / `llm_build_gemma3`; optional parts run when their
+//! tensors exist):
+//! ```text
+//! xb  = rms_norm(x) * attn_norm
+//! q, k, v = Wq xb, Wk xb, Wv xb
+//! q, k = rms_norm per head * attn_{q,k}_norm          (gemma3, qwen3)
+//! q, k = rope(q, k)                                   (normal or neox layout)
+//! kv cache[pos0..pos0+n] = k, v
+//! att = softmax(scale * q k^T + causal/window mask) v
+//! o   = Wo att
+//! x  += post_attention_norm ? rms_norm(o) * w : o     (gemma3 post-norms)
+//! xb  = rms_norm(x) * ffn_norm
+//! h   = act(W_gate xb) * (W_up xb)                    (SwiGLU or GeGLU)
+//! o   = W_down h
+//! x  += post_ffw_norm ? rms_norm(o) * w : o
+//! ```
+//! then `logits = W_out (rms_norm(x) * output_norm)` (W_out = token_embd when tied).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferro_gguf::{GgmlType, Gguf};
+
+use crate::context::{
+    GpuContext, GpuTensor, GpuWeight, Glu, Grid, NormMode, Prepared, Recorder, StepState,
+};
+use crate::error::{GpuError, Result};
+use crate::ops::{AttnParams, RopeParams};
+
+/// One GGUF tensor as stored in the file.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightRef<'a> {
+    /// GGUF name, e.g. `blk.3.attn_q.weight`.
+    pub name: &'a str,
+    pub ty: GgmlType,
+    /// ggml order: dims[0] is the row length.
+    pub dims: &'a [u64],
+    pub bytes: &'a [u8],
+}
+
+/// Per-layer attention settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuLayerParams {
+    pub rope_base: f32,
+    /// Linear position scaling (1 / rope scaling factor; 1 = none).
+    pub rope_freq_scale: f32,
+    /// Sliding attention window in positions (0 = full causal attention).
+    pub sliding_window: u32,
+}
+
+/// Hyper-parameters of a decoder, filled by the engine from the GGUF metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuHparams {
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Rotated dimensions per head (usually head_dim).
+    pub n_rot: usize,
+    pub n_ff: usize,
+    pub rms_eps: f32,
+    /// true: neox rope layout (gemma, qwen); false: normal (llama).
+    pub rope_neox: bool,
+    pub glu: Glu,
+    /// Multiplies the token embeddings (gemma: sqrt(n_embd); otherwise 1).
+    pub embd_scale: f32,
+    /// Multiplies q.k (usually 1/sqrt(head_dim); gemma3: 1/sqrt(query_pre_attn_scalar)).
+    pub attn_scale: f32,
+    /// Attention logit soft-capping (0 = none).
+    pub attn_softcap: f32,
+    /// Final logit soft-capping (0 = none).
+    pub final_softcap: f32,
+    pub layers: Vec<GpuLayerParams>,
+    /// KV cache length (positions).
+    pub n_ctx: usize,
+    /// Most tokens one forward chunk processes; longer inputs are split.
+    pub n_batch: usize,
+}
+
+impl GpuHparams {
+    /// A llama-style model: SwiGLU, normal rope, 1/sqrt(head_dim), no window.
+    #[allow(clippy::too_many_arguments)]
+    pub fn llama(
+        n_vocab: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_head_kv: usize,
+        n_ff: usize,
+        rms_eps: f32,
+        rope_base: f32,
+        n_ctx: usize,
+    ) -> Self {
+        let head_dim = n_embd / n_head.max(1);
+        Self {
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot: head_dim,
+            n_ff,
+            rms_eps,
+            rope_neox: false,
+            glu: Glu::SwiGlu,
+            embd_scale: 1.0,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            attn_softcap: 0.0,
+            final_softcap: 0.0,
+            layers: vec![
+                GpuLayerParams {
+                    rope_base,
+                    rope_freq_scale: 1.0,
+                    sliding_window: 0,
+                };
+                n_layer
+            ],
+            n_ctx,
+            n_batch: 512,
+        }
+    }
+
+    /// A gemma3 model: GeGLU, neox rope, embeddings scaled by sqrt(n_embd), every
+    /// `swa_period`-th layer global (rope `rope_base`), the others sliding (rope `rope_base_local`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemma3(
+        n_vocab: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+        n_ff: usize,
+        rms_eps: f32,
+        rope_base: f32,
+        rope_base_local: f32,
+        rope_freq_scale: f32,
+        sliding_window: u32,
+        swa_period: usize,
+        n_ctx: usize,
+    ) -> Self {
+        let layers = (0..n_layer)
+            .map(|il| {
+                let global = swa_period == 0 || il % swa_period == swa_period - 1;
+                if global {
+                    GpuLayerParams {
+                        rope_base,
+                        rope_freq_scale,
+                        sliding_window: 0,
+                    }
+                } else {
+                    GpuLayerParams {
+                        rope_base: rope_base_local,
+                        rope_freq_scale: 1.0,
+                        sliding_window,
+                    }
+                }
+            })
+            .collect();
+        Self {
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot: head_dim,
+            n_ff,
+            rms_eps,
+            rope_neox: true,
+            glu: Glu::GeGlu,
+            embd_scale: (n_embd as f32).sqrt(),
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            attn_softcap: 0.0,
+            final_softcap: 0.0,
+            layers,
+            n_ctx,
+            n_batch: 512,
+        }
+    }
+
+    /// Reads the hyper-parameters of a `llama` or `gemma3` GGUF (as llama.cpp's
+    /// `llm_load_hparams`), with a KV cache of `n_ctx` positions.
+    pub fn from_gguf(g: &Gguf, n_ctx: usize) -> Result<Self> {
+        let arch = g.architecture()?.to_string();
+        let key = |k: &str| format!("{arch}.{k}");
+        let u = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
+        let f = |k: &str, default: f32| g.get_f64(&key(k)).map(|v| v as f32).unwrap_or(default);
+        let n_embd = u("embedding_length")?;
+        let n_layer = u("block_count")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = g
+            .get_u64(&key("attention.head_count_kv"))
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
+        let n_ff = u("feed_forward_length")?;
+        let (embd_info, _) = g.tensor("token_embd.weight")?;
+        let n_vocab = embd_info.n_rows() as usize;
+        let head_dim = g
+            .get_u64(&key("attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(n_embd / n_head.max(1));
+        let eps = f("attention.layer_norm_rms_epsilon", 1e-5);
+        let rope_base = f("rope.freq_base", 10000.0);
+        let freq_scale = match g.get_str(&key("rope.scaling.type")) {
+            Some("linear") | None => 1.0 / f("rope.scaling.factor", 1.0).max(1e-6),
+            Some("none") => 1.0,
+            Some(other) => {
+                return Err(GpuError::Hparams(format!("rope scaling {other}")));
+            }
+        };
+        let n_ctx = n_ctx.max(1);
+        let mut hp = match arch.as_str() {
+            "llama" => {
+                let mut hp = Self::llama(
+                    n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, eps, rope_base, n_ctx,
+                );
+                hp.head_dim = head_dim;
+                hp.attn_scale = 1.0 / (head_dim as f32).sqrt();
+                for l in &mut hp.layers {
+                    l.rope_freq_scale = freq_scale;
+                }
+                hp
+            }
+            "gemma3" => Self::gemma3(
+                n_vocab,
+                n_embd,
+                n_layer,
+                n_head,
+                n_head_kv,
+                head_dim,
+                n_ff,
+                eps,
+                rope_base,
+                10000.0,
+                freq_scale,
+                g.get_u64(&key("attention.sliding_window")).unwrap_or(0) as u32,
+                6,
+                n_ctx,
+            ),
+            other => return Err(GpuError::UnsupportedArch(other.to_string())),
+        };
+        hp.n_rot = g
+            .get_u64(&key("rope.dimension_count"))
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
+        hp.n_batch = hp.n_batch.min(n_ctx);
+        Ok(hp)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(GpuError::Hparams(m));
+        if self.n_vocab == 0 || self.n_embd == 0 || self.n_layer == 0 || self.n_ff == 0 {
+            return bad(format!("zero size in {self:?}"));
+        }
+        if self.n_head == 0 || self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+            return bad(format!(
+                "{} heads cannot share {} kv heads",
+                self.n_head, self.n_head_kv
+            ));
+        }
+        if self.n_rot > self.head_dim || self.n_rot % 2 != 0 {
+            return bad(format!(
+                "n_rot {} with head_dim {}",
+                self.n_rot, self.head_dim
+            ));
+        }
+        if self.layers.len() != self.n_layer {
+            return bad(format!(
+                "{} layer params for {} layers",
+                self.layers.len(),
+                self.n_layer
+            ));
+        }
+        if self.n_ctx == 0 || self.n_batch == 0 {
+            return bad("n_ctx and n_batch must be positive".into());
+        }
+        if self.n_ctx > u32::MAX as usize / 2 {
+            return bad(format!("n_ctx {}", self.n_ctx));
+        }
+        Ok(())
+    }
+}
+
+/// Scratch buffers of one batch (B = n_batch tokens).
+struct Scratch {
+    ids: GpuTensor,  // [B] token ids
+    x: GpuTensor,    // [B][n_embd] residual stream
+    xb: GpuTensor,   // [B][n_embd] normed input of a block
+    xb2: GpuTensor,  // [B][n_embd] block output before the residual add
+    q: GpuTensor,    // [B][n_head * head_dim]
+    k: GpuTensor,    // [B][n_head_kv * head_dim]
+    v: GpuTensor,    // [B][n_head_kv * head_dim]
+    att: GpuTensor,  // [B][n_head * head_dim]
+    hg: GpuTensor,   // [B][n_ff] gate, then act(gate) * up
+    hu: GpuTensor,   // [B][n_ff]
+    last: GpuTensor, // [n_embd] last token's hidden state, then normed
+    logits: GpuTensor, // [n_vocab]
+}
+
+/// Dispatches of one layer, bound once; the KV copies are recorded per batch.
+struct LayerOps {
+    pre_kv: Vec<Prepared>,
+    post_kv: Vec<Prepared>,
+    k_cache: GpuTensor, // [n_ctx][n_head_kv * head_dim]
+    v_cache: GpuTensor, // [n_ctx][n_head_kv * head_dim]
+}
+
+/// All-token logits for perplexity: [n_tok][n_vocab] in chunks of `batch` tokens.
+struct AllLogits {
+    batch: usize,
+    logits: GpuTensor,
+    ops: Vec<Prepared>,
+}
+
+/// A decoder living on the GPU: weights, KV cache, scratch and recorded dispatches.
+pub struct GpuModel {
+    ctx: Arc<GpuContext>,
+    hp: GpuHparams,
+    step: StepState,
+    s: Scratch,
+    embed: Vec<Prepared>,
+    layers: Vec<LayerOps>,
+    head: Vec<Prepared>,
+    output: GpuWeight,
+    output_norm: GpuTensor,
+    all: Option<AllLogits>,
+    staging: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for GpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuModel").field("hp", &self.hp).finish()
+    }
+}
+
+struct Tensors<'a> {
+    map: HashMap<&'a str, WeightRef<'a>>,
+}
+
+impl<'a> Tensors<'a> {
+    fn get(&self, name: &str) -> Result<&WeightRef<'a>> {
+        self.map
+            .get(name)
+            .ok_or_else(|| GpuError::MissingTensor(name.to_string()))
+    }
+
+    fn matrix(&self, ctx: &GpuContext, name: &str, k: usize, rows: usize) -> Result<GpuWeight> {
+        let w = self.get(name)?;
+        let n_rows: u64 = w.dims.iter().skip(1).product();
+        if w.dims.first() != Some(&(k as u64)) || n_rows != rows as u64 {
+            return Err(GpuError::Shape(format!(
+                "{name} has dims {:?}, expected [{k}, {rows}]",
+                w.dims
+            )));
+        }
+        ctx.upload_weight(w.ty, w.dims, w.bytes)
+    }
+
+    /// A norm weight as f32 (GGUF stores them as F32; F16 is converted).
+    fn vector(&self, ctx: &GpuContext, name: &str, n: usize) -> Result<GpuTensor> {
+        let w = self.get(name)?;
+        let elems: u64 = w.dims.iter().product();
+        if elems != n as u64 {
+            return Err(GpuError::Shape(format!(
+                "{name} has dims {:?}, expected [{n}]",
+                w.dims
+            )));
+        }
+        let values: Vec<f32> = match w.ty {
+            GgmlType::F32 if w.bytes.len() == n * 4 => w
+                .bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            GgmlType::F16 if w.bytes.len() == n * 2 => w
+                .bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            GgmlType::F32 | GgmlType::F16 => {
+                return Err(GpuError::Shape(format!(
+                    "{name}: {} bytes for {n} values",
+                    w.bytes.len()
+                )))
+            }
+            other => return Err(GpuError::UnsupportedType(other.name())),
+        };
+        ctx.upload_f32(&values)
+    }
+
+    fn optional_vector(
+        &self,
+        ctx: &GpuContext,
+        name: &str,
+        n: usize,
+    ) -> Result<Option<GpuTensor>> {
+        if self.map.contains_key(name) {
+            self.vector(ctx, name, n).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl GpuModel {
+    /// Uploads the weights and prepares every dispatch. Tensor names follow GGUF
+    /// (`token_embd.weight`, `blk.N.attn_q.weight`, ..., `output_norm.weight`, `output.weight`);
+    /// a missing `output.weight` means tied embeddings. Tensors with biases are rejected.
+    pub fn new<'a>(
+        ctx: Arc<GpuContext>,
+        hp: GpuHparams,
+        weights: impl IntoIterator<Item = WeightRef<'a>>,
+    ) -> Result<Self> {
+        hp.validate()?;
+        let t = Tensors {
+            map: weights.into_iter().map(|w| (w.name, w)).collect(),
+        };
+        if let Some(b) = t.map.keys().find(|n| n.ends_with(".bias")) {
+            return Err(GpuError::UnsupportedType(if b.contains("attn") {
+                "attention bias"
+            } else {
+                "bias"
+            }));
+        }
+        let c = &*ctx;
+        let (e, hd, nh, nkv, ff, b) = (
+            hp.n_embd,
+            hp.head_dim,
+            hp.n_head,
+            hp.n_head_kv,
+            hp.n_ff,
+            hp.n_batch,
+        );
+        let s = Scratch {
+            ids: c.zeros(b)?,
+            x: c.zeros(b * e)?,
+            xb: c.zeros(b * e)?,
+            xb2: c.zeros(b * e)?,
+            q: c.zeros(b * nh * hd)?,
+            k: c.zeros(b * nkv * hd)?,
+            v: c.zeros(b * nkv * hd)?,
+            att: c.zeros(b * nh * hd)?,
+            hg: c.zeros(b * ff)?,
+            hu: c.zeros(b * ff)?,
+            last: c.zeros(e)?,
+            logits: c.zeros(hp.n_vocab)?,
+        };
+
+        let tok_embd = t.matrix(c, "token_embd.weight", e, hp.n_vocab)?;
+        let embed = c.prep_get_rows(&tok_embd, &s.ids, &s.x, b, hp.embd_scale)?;
+
+        let rope_freqs = t.optional_vector(c, "rope_freqs.weight", hp.n_rot / 2)?;
+        let mut layers = Vec::with_capacity(hp.n_layer);
+        for (il, lp) in hp.layers.iter().enumerate() {
+            let n = |suffix: &str| format!("blk.{il}.{suffix}.weight");
+            let attn_norm = t.vector(c, &n("attn_norm"), e)?;
+            let wq = t.matrix(c, &n("attn_q"), e, nh * hd)?;
+            let wk = t.matrix(c, &n("attn_k"), e, nkv * hd)?;
+            let wv = t.matrix(c, &n("attn_v"), e, nkv * hd)?;
+            let wo = t.matrix(c, &n("attn_output"), nh * hd, e)?;
+            let q_norm = t.optional_vector(c, &n("attn_q_norm"), hd)?;
+            let k_norm = t.optional_vector(c, &n("attn_k_norm"), hd)?;
+            let post_attn = t.optional_vector(c, &n("post_attention_norm"), e)?;
+            let ffn_norm = t.vector(c, &n("ffn_norm"), e)?;
+            let w_gate = t.matrix(c, &n("ffn_gate"), e, ff)?;
+            let w_up = t.matrix(c, &n("ffn_up"), e, ff)?;
+            let w_down = t.matrix(c, &n("ffn_down"), ff, e)?;
+            let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
+
+            let mut pre = Vec::new();
+            pre.push(c.prep_rms_norm(
+                NormMode::Out,
+                &s.x,
+                &attn_norm,
+                Some(&s.xb),
+                e,
+                1,
+                hp.rms_eps,
+                b,
+            )?);
+            pre.extend(c.prep_matmul(&wq, &s.xb, &s.q, b)?);
+            pre.extend(c.prep_matmul(&wk, &s.xb, &s.k, b)?);
+            pre.extend(c.prep_matmul(&wv, &s.xb, &s.v, b)?);
+            if let Some(w) = &q_norm {
+                pre.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
+            }
+            if let Some(w) = &k_norm {
+                pre.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
+            }
+            let rope = |heads: usize| RopeParams {
+                n_heads: heads as u32,
+                head_dim: hd as u32,
+                n_rot: hp.n_rot as u32,
+                neox: hp.rope_neox,
+                base: lp.rope_base,
+                freq_scale: lp.rope_freq_scale,
+            };
+            pre.push(c.prep_rope(&s.q, &rope(nh), rope_freqs.as_ref(), b)?);
+            pre.push(c.prep_rope(&s.k, &rope(nkv), rope_freqs.as_ref(), b)?);
+
+            let k_cache = c.zeros(hp.n_ctx * nkv * hd)?;
+            let v_cache = c.zeros(hp.n_ctx * nkv * hd)?;
+            let attn = AttnParams {
+                n_head: nh as u32,
+                n_kv_head: nkv as u32,
+                head_dim: hd as u32,
+                window: lp.sliding_window,
+                scale: hp.attn_scale,
+                softcap: hp.attn_softcap,
+            };
+            let mut post = Vec::new();
+            post.push(c.prep_attention(&s.q, &k_cache, &v_cache, &s.att, &attn, b, hp.n_ctx)?);
+            post.extend(c.prep_matmul(&wo, &s.att, &s.xb2, b)?);
+            match &post_attn {
+                Some(w) => post.push(c.prep_rms_norm(
+                    NormMode::Add,
+                    &s.xb2,
+                    w,
+                    Some(&s.x),
+                    e,
+                    1,
+                    hp.rms_eps,
+                    b,
+                )?),
+                None => post.push(c.prep_add(&s.x, &s.xb2, e, b)?),
+            }
+            post.push(c.prep_rms_norm(
+                NormMode::Out,
+                &s.x,
+                &ffn_norm,
+                Some(&s.xb),
+                e,
+                1,
+                hp.rms_eps,
+                b,
+            )?);
+            post.extend(c.prep_matmul(&w_gate, &s.xb, &s.hg, b)?);
+            post.extend(c.prep_matmul(&w_up, &s.xb, &s.hu, b)?);
+            post.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b)?);
+            post.extend(c.prep_matmul(&w_down, &s.hg, &s.xb2, b)?);
+            match &post_ffw {
+                Some(w) => post.push(c.prep_rms_norm(
+                    NormMode::Add,
+                    &s.xb2,
+                    w,
+                    Some(&s.x),
+                    e,
+                    1,
+                    hp.rms_eps,
+                    b,
+                )?),
+                None => post.push(c.prep_add(&s.x, &s.xb2, e, b)?),
+            }
+            layers.push(LayerOps {
+                pre_kv: pre,
+                post_kv: post,
+                k_cache,
+                v_cache,
+            });
+        }
+
+        let output_norm = t.vector(c, "output_norm.weight", e)?;
+        let output = if t.map.contains_key("output.weight") {
+            t.matrix(c, "output.weight", e, hp.n_vocab)?
+        } else {
+            tok_embd.clone()
+        };
+        // Last token only: the hidden row is copied to `last`, normed in place, projected.
+        let mut head = vec![c.prep_rms_norm(
+            NormMode::InPlace,
+            &s.last,
+            &output_norm,
+            None,
+            e,
+            1,
+            hp.rms_eps,
+            1,
+        )?];
+        head[0].grid = Grid::Fixed([1, 1, 1]);
+        for mut p in c.prep_matmul(&output, &s.last, &s.logits, 1)? {
+            if let Grid::Matmul { rows, .. } = p.grid {
+                let (x, y) = c.fold(rows);
+                p.grid = Grid::Fixed([x, y, 1]);
+            }
+            p.batched = None;
+            head.push(p);
+        }
+        let staging = c.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("logits readback"),
+            size: (hp.n_vocab * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        c.wait()?;
+        let step = c.step_state();
+        Ok(Self {
+            ctx,
+            hp,
+            step,
+            s,
+            embed,
+            layers,
+            head,
+            output,
+            output_norm,
+            all: None,
+            staging,
+        })
+    }
+
+    /// Builds the model of a GGUF file: [`GpuHparams::from_gguf`] plus every tensor as stored.
+    pub fn from_gguf(ctx: Arc<GpuContext>, g: &Gguf, n_ctx: usize) -> Result<Self> {
+        let hp = GpuHparams::from_gguf(g, n_ctx)?;
+        let mut refs = Vec::with_capacity(g.tensors().len());
+        for info in g.tensors() {
+            let (info, bytes) = g.tensor(&info.name)?;
+            refs.push(WeightRef {
+                name: &info.name,
+                ty: info.ty,
+                dims: &info.dims,
+                bytes,
+            });
+        }
+        Self::new(ctx, hp, refs)
+    }
+
+    pub fn hparams(&self) -> &GpuHparams {
+        &self.hp
+    }
+
+    /// The device this model runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(GpuError::Shape("forward with no tokens".into()));
+        }
+        if pos + tokens.len() > self.hp.n_ctx {
+            return Err(GpuError::Shape(format!(
+                "positions {pos}..{} exceed the context of {}",
+                pos + tokens.len(),
+                self.hp.n_ctx
+            )));
+        }
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.hp.n_vocab) {
+            return Err(GpuError::Shape(format!(
+                "token id {t} outside the vocabulary of {}",
+                self.hp.n_vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the layers for `tokens` (at most n_batch) starting at position `pos`.
+    fn record_layers(&self, tokens: &[u32], pos: usize) -> Result<Recorder> {
+        let c = &*self.ctx;
+        c.write_u32(&self.s.ids, 0, tokens)?;
+        let n = tokens.len();
+        let mut rec = Recorder::new(n as u32, pos as u32);
+        for p in &self.embed {
+            rec.record(c, p);
+        }
+        let kv = (self.hp.n_head_kv * self.hp.head_dim * 4) as u64;
+        for l in &self.layers {
+            for p in &l.pre_kv {
+                rec.record(c, p);
+            }
+            rec.copy(&self.s.k.buf, 0, &l.k_cache.buf, pos as u64 * kv, n as u64 * kv);
+            rec.copy(&self.s.v.buf, 0, &l.v_cache.buf, pos as u64 * kv, n as u64 * kv);
+            for p in &l.post_kv {
+                rec.record(c, p);
+            }
+        }
+        Ok(rec)
+    }
+
+    fn read_logits(&self, mut rec: Recorder, src: &GpuTensor, n_values: usize) -> Result<Vec<f32>> {
+        let bytes = (n_values * 4) as u64;
+        rec.copy(&src.buf, 0, &self.staging, 0, bytes);
+        rec.submit(&self.ctx, &self.step)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.staging
+            .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+                let _ = tx.send(r);
+            });
+        self.ctx.wait()?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mut out = {
+            let view = self
+                .staging
+                .get_mapped_range(0..bytes)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view[..]).to_vec()
+        };
+        self.staging.unmap();
+        let cap = self.hp.final_softcap;
+        if cap > 0.0 {
+            for v in &mut out {
+                *v = cap * (*v / cap).tanh();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` (filling the KV cache) and returns
+    /// the logits of the last token, [n_vocab].
+    pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        self.check(tokens, pos)?;
+        let b = self.hp.n_batch;
+        let mut start = 0;
+        while tokens.len() - start > b {
+            let rec = self.record_layers(&tokens[start..start + b], pos + start)?;
+            rec.submit(&self.ctx, &self.step)?;
+            start += b;
+        }
+        let chunk = &tokens[start..];
+        let mut rec = self.record_layers(chunk, pos + start)?;
+        let e = (self.hp.n_embd * 4) as u64;
+        rec.copy(
+            &self.s.x.buf,
+            (chunk.len() as u64 - 1) * e,
+            &self.s.last.buf,
+            0,
+            e,
+        );
+        for p in &self.head {
+            rec.record(&self.ctx, p);
+        }
+        self.read_logits(rec, &self.s.logits, self.hp.n_vocab)
+    }
+
+    /// Like [`forward`](Self::forward) but returns the logits of every token, [n_tok][n_vocab]
+    /// (perplexity).
+    pub fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        self.check(tokens, pos)?;
+        if self.all.is_none() {
+            self.all = Some(self.prepare_all()?);
+        }
+        let batch = self.all.as_ref().map(|a| a.batch).unwrap_or(1);
+        let v = self.hp.n_vocab;
+        let mut out = Vec::with_capacity(tokens.len() * v);
+        for (i, chunk) in tokens.chunks(batch).enumerate() {
+            let mut rec = self.record_layers(chunk, pos + i * batch)?;
+            let all = self.all.as_ref().ok_or_else(|| GpuError::Shape("no logits".into()))?;
+            for p in &all.ops {
+                rec.record(&self.ctx, p);
+            }
+            // The staging buffer holds one token's logits: read token by token.
+            rec.submit(&self.ctx, &self.step)?;
+            for t in 0..chunk.len() {
+                let mut r = self.ctx.read_range(&all.logits, t * v, v)?;
+                let cap = self.hp.final_softcap;
+                if cap > 0.0 {
+                    for x in &mut r {
+                        *x = cap * (*x / cap).tanh();
+                    }
+                }
+                out.extend(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn prepare_all(&self) -> Result<AllLogits> {
+        let c = &*self.ctx;
+        let v = self.hp.n_vocab;
+        let batch = ((c.max_binding_bytes() / (v as u64 * 4)) as usize)
+            .clamp(1, self.hp.n_batch);
+        let logits = c.zeros(batch * v)?;
+        let mut ops = vec![c.prep_rms_norm(
+            NormMode::Out,
+            &self.s.x,
+            &self.output_norm,
+            Some(&self.s.xb),
+            self.hp.n_embd,
+            1,
+            self.hp.rms_eps,
+            self.hp.n_batch,
+        )?];
+        ops.extend(c.prep_matmul(&self.output, &self.s.xb, &logits, batch)?);
+        Ok(AllLogits { batch, logits, ops })
+    }
+}

@@ -1,0 +1,489 @@
+//! One function per shader: `prep_*` binds the buffers once (the model records the result for every
+//! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
+
+use crate::context::{
+    GpuContext, GpuTensor, GpuWeight, Glu, Grid, NormMode, Op, Prepared, Recorder, MATMUL_TILE, WG,
+};
+use crate::error::{GpuError, Result};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    n_rows: u32,
+    k: u32,
+    row_bytes: u32,
+    y_stride: u32,
+    row0: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GetRowsParams {
+    k: u32,
+    row_bytes: u32,
+    row0: u32,
+    n_rows: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct NormParams {
+    n: u32,
+    rows_per_tok: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RopeUniform {
+    n_heads: u32,
+    head_dim: u32,
+    n_rot: u32,
+    neox: u32,
+    base: f32,
+    freq_scale: f32,
+    has_factors: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LenParams {
+    n: u32,
+    n_rows: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttnUniform {
+    n_head: u32,
+    n_kv_head: u32,
+    head_dim: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+    _pad: [u32; 2],
+}
+
+/// Rotary embedding settings of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub n_heads: u32,
+    pub head_dim: u32,
+    /// Rotated dimensions (usually head_dim).
+    pub n_rot: u32,
+    /// true: pairs (i, i + n_rot/2) (neox, gemma, qwen); false: pairs (2i, 2i+1) (llama).
+    pub neox: bool,
+    pub base: f32,
+    /// Linear position scaling (1 / rope scaling factor).
+    pub freq_scale: f32,
+}
+
+/// Attention settings of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+    /// Sliding window in positions (0 = attend to the whole past).
+    pub window: u32,
+    /// Multiplies q.k (1/sqrt(head_dim) for most models).
+    pub scale: f32,
+    /// Logit soft-capping (0 = none).
+    pub softcap: f32,
+}
+
+/// Maximum head dimension attention.wgsl handles.
+pub const MAX_HEAD_DIM: u32 = 512;
+
+fn check_len(what: &str, t: &GpuTensor, need: usize) -> Result<()> {
+    if t.len() < need {
+        return Err(GpuError::Shape(format!(
+            "{what} holds {} values, needs {need}",
+            t.len()
+        )));
+    }
+    Ok(())
+}
+
+impl GpuContext {
+    /// `y[t][..] = W x[t]` for `max_tok` tokens: one prepared dispatch per weight chunk.
+    pub(crate) fn prep_matmul(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        max_tok: usize,
+    ) -> Result<Vec<Prepared>> {
+        check_len("matmul input", x, max_tok * w.k())?;
+        check_len("matmul output", y, max_tok * w.n_rows())?;
+        let single = self.pipeline(Op::Matmul { ty: w.ty, tile: 1 })?;
+        let batched = if max_tok > 1 {
+            Some((
+                self.pipeline(Op::Matmul {
+                    ty: w.ty,
+                    tile: MATMUL_TILE,
+                })?
+                .pipeline,
+                MATMUL_TILE,
+            ))
+        } else {
+            None
+        };
+        w.chunks
+            .iter()
+            .map(|c| {
+                let params = MatmulParams {
+                    n_rows: c.n_rows,
+                    k: w.k,
+                    row_bytes: w.row_bytes,
+                    y_stride: w.n_rows,
+                    row0: c.row0,
+                    _pad: [0; 3],
+                };
+                let mut p = self.prepare(
+                    Op::Matmul { ty: w.ty, tile: 1 },
+                    &params,
+                    &[&c.buf, &x.buf, &y.buf],
+                    Grid::Matmul {
+                        rows: c.n_rows,
+                        tile: 1,
+                    },
+                )?;
+                p.pipeline = single.pipeline.clone();
+                p.batched = batched.clone();
+                Ok(p)
+            })
+            .collect()
+    }
+
+    /// `out[t][..] = scale * W[ids[t]][..]`.
+    pub(crate) fn prep_get_rows(
+        &self,
+        w: &GpuWeight,
+        ids: &GpuTensor,
+        out: &GpuTensor,
+        max_tok: usize,
+        scale: f32,
+    ) -> Result<Vec<Prepared>> {
+        check_len("embedding ids", ids, max_tok)?;
+        check_len("embedding output", out, max_tok * w.k())?;
+        w.chunks
+            .iter()
+            .map(|c| {
+                let params = GetRowsParams {
+                    k: w.k,
+                    row_bytes: w.row_bytes,
+                    row0: c.row0,
+                    n_rows: c.n_rows,
+                    scale,
+                    _pad: [0; 3],
+                };
+                self.prepare(
+                    Op::GetRows { ty: w.ty },
+                    &params,
+                    &[&c.buf, &ids.buf, &out.buf],
+                    Grid::Tokens,
+                )
+            })
+            .collect()
+    }
+
+    /// RMS norm of `rows_per_tok` rows of length `n` per token, weight `w` of length `n`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prep_rms_norm(
+        &self,
+        mode: NormMode,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        y: Option<&GpuTensor>,
+        n: usize,
+        rows_per_tok: usize,
+        eps: f32,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        check_len("rms_norm input", x, max_tok * rows_per_tok * n)?;
+        check_len("rms_norm weight", w, n)?;
+        let y_buf = match (mode, y) {
+            (NormMode::InPlace, _) => &self.dummy,
+            (_, Some(y)) => {
+                check_len("rms_norm output", y, max_tok * rows_per_tok * n)?;
+                &y.buf
+            }
+            (_, None) => return Err(GpuError::Shape("rms_norm needs an output".into())),
+        };
+        let params = NormParams {
+            n: n as u32,
+            rows_per_tok: rows_per_tok as u32,
+            eps,
+            _pad: 0,
+        };
+        self.prepare(
+            Op::RmsNorm(mode),
+            &params,
+            &[&x.buf, &w.buf, y_buf],
+            Grid::Rows {
+                per_tok: rows_per_tok as u32,
+            },
+        )
+    }
+
+    pub(crate) fn prep_rope(
+        &self,
+        x: &GpuTensor,
+        r: &RopeParams,
+        factors: Option<&GpuTensor>,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        if let Some(f) = factors {
+            check_len("rope factors", f, r.n_rot as usize / 2)?;
+        }
+        check_len("rope input", x, max_tok * (r.n_heads * r.head_dim) as usize)?;
+        if r.n_rot > r.head_dim || r.n_rot % 2 != 0 {
+            return Err(GpuError::Shape(format!(
+                "rope n_rot {} with head_dim {}",
+                r.n_rot, r.head_dim
+            )));
+        }
+        let params = RopeUniform {
+            n_heads: r.n_heads,
+            head_dim: r.head_dim,
+            n_rot: r.n_rot,
+            neox: r.neox as u32,
+            base: r.base,
+            freq_scale: r.freq_scale,
+            has_factors: factors.is_some() as u32,
+            _pad: 0,
+        };
+        self.prepare(
+            Op::Rope,
+            &params,
+            &[&x.buf, factors.map(|f| &f.buf).unwrap_or(&self.dummy)],
+            Grid::Threads {
+                per_tok: r.n_heads * r.n_rot / 2,
+            },
+        )
+    }
+
+    pub(crate) fn prep_glu(
+        &self,
+        kind: Glu,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        n: usize,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        check_len("glu gate", gate, max_tok * n)?;
+        check_len("glu up", up, max_tok * n)?;
+        let params = LenParams {
+            n: n as u32,
+            n_rows: 0,
+            _pad: [0; 2],
+        };
+        self.prepare(
+            Op::Glu(kind),
+            &params,
+            &[&gate.buf, &up.buf],
+            Grid::Threads { per_tok: n as u32 },
+        )
+    }
+
+    pub(crate) fn prep_add(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        n: usize,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        check_len("add a", a, max_tok * n)?;
+        check_len("add b", b, max_tok * n)?;
+        let params = LenParams {
+            n: n as u32,
+            n_rows: 0,
+            _pad: [0; 2],
+        };
+        self.prepare(
+            Op::Add,
+            &params,
+            &[&a.buf, &b.buf],
+            Grid::Threads { per_tok: n as u32 },
+        )
+    }
+
+    pub(crate) fn prep_softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<Prepared> {
+        check_len("softmax input", x, n * rows)?;
+        let params = LenParams {
+            n: n as u32,
+            n_rows: rows as u32,
+            _pad: [0; 2],
+        };
+        let (gx, gy) = self.fold(rows as u32);
+        self.prepare(Op::Softmax, &params, &[&x.buf], Grid::Fixed([gx, gy, 1]))
+    }
+
+    /// Attention of `max_tok` queries over a KV cache of `n_ctx` positions.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prep_attention(
+        &self,
+        q: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        out: &GpuTensor,
+        a: &AttnParams,
+        max_tok: usize,
+        n_ctx: usize,
+    ) -> Result<Prepared> {
+        if a.head_dim > MAX_HEAD_DIM || a.head_dim > WG * 8 {
+            return Err(GpuError::Shape(format!(
+                "head_dim {} above the attention shader's {MAX_HEAD_DIM}",
+                a.head_dim
+            )));
+        }
+        if a.n_kv_head == 0 || a.n_head % a.n_kv_head != 0 {
+            return Err(GpuError::Shape(format!(
+                "{} heads cannot share {} kv heads",
+                a.n_head, a.n_kv_head
+            )));
+        }
+        let q_len = max_tok * (a.n_head * a.head_dim) as usize;
+        let kv_len = n_ctx * (a.n_kv_head * a.head_dim) as usize;
+        check_len("attention q", q, q_len)?;
+        check_len("attention out", out, q_len)?;
+        check_len("k cache", k_cache, kv_len)?;
+        check_len("v cache", v_cache, kv_len)?;
+        let params = AttnUniform {
+            n_head: a.n_head,
+            n_kv_head: a.n_kv_head,
+            head_dim: a.head_dim,
+            window: a.window,
+            scale: a.scale,
+            softcap: a.softcap,
+            _pad: [0; 2],
+        };
+        self.prepare(
+            Op::Attention,
+            &params,
+            &[&q.buf, &k_cache.buf, &v_cache.buf, &out.buf],
+            Grid::Attention { n_head: a.n_head },
+        )
+    }
+
+    fn run(&self, n_tok: usize, pos0: usize, ops: &[Prepared]) -> Result<()> {
+        let mut rec = Recorder::new(n_tok as u32, pos0 as u32);
+        for p in ops {
+            rec.record(self, p);
+        }
+        let step = self.step_state();
+        rec.submit(self, &step)
+    }
+
+    // ------------------------------------------------- one op per submission
+
+    /// `y[t][r] = sum_k W[r][k] x[t][k]` for `n_tok` tokens; `x` is [n_tok][k], `y` [n_tok][n_rows].
+    pub fn matmul(&self, w: &GpuWeight, x: &GpuTensor, y: &GpuTensor, n_tok: usize) -> Result<()> {
+        let ops = self.prep_matmul(w, x, y, n_tok)?;
+        self.run(n_tok, 0, &ops)
+    }
+
+    /// Embedding lookup: `out[t] = scale * W[ids[t]]`, dequantized from the weight's blocks.
+    pub fn get_rows(
+        &self,
+        w: &GpuWeight,
+        ids: &GpuTensor,
+        out: &GpuTensor,
+        n_tok: usize,
+        scale: f32,
+    ) -> Result<()> {
+        let ops = self.prep_get_rows(w, ids, out, n_tok, scale)?;
+        self.run(n_tok, 0, &ops)
+    }
+
+    /// RMS norm of `rows` rows of length `n`: `y = x / rms(x) * w` (or in place / added to y).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm(
+        &self,
+        mode: NormMode,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        y: Option<&GpuTensor>,
+        n: usize,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let op = self.prep_rms_norm(mode, x, w, y, n, rows, eps, 1)?;
+        self.run(1, 0, &[op])
+    }
+
+    /// Rotary embedding in place on x [n_tok][n_heads][head_dim], token t at position pos0 + t;
+    /// `factors` [n_rot / 2] divide the angles (llama 3's `rope_freqs.weight`).
+    pub fn rope(
+        &self,
+        x: &GpuTensor,
+        r: &RopeParams,
+        factors: Option<&GpuTensor>,
+        n_tok: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        let op = self.prep_rope(x, r, factors, n_tok)?;
+        self.run(n_tok, pos0, &[op])
+    }
+
+    /// Softmax in place over `rows` rows of length `n`.
+    pub fn softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<()> {
+        let op = self.prep_softmax(x, n, rows)?;
+        self.run(1, 0, &[op])
+    }
+
+    /// `gate = act(gate) * up` over n_tok * n values.
+    pub fn glu(
+        &self,
+        kind: Glu,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        n: usize,
+        n_tok: usize,
+    ) -> Result<()> {
+        let op = self.prep_glu(kind, gate, up, n, n_tok)?;
+        self.run(n_tok, 0, &[op])
+    }
+
+    /// `a += b` over n_tok * n values.
+    pub fn add(&self, a: &GpuTensor, b: &GpuTensor, n: usize, n_tok: usize) -> Result<()> {
+        let op = self.prep_add(a, b, n, n_tok)?;
+        self.run(n_tok, 0, &[op])
+    }
+
+    /// Causal attention of q [n_tok][n_head][head_dim] (token t at position pos0 + t) over the
+    /// caches [n_ctx][n_kv_head][head_dim], which must already hold positions 0..pos0 + n_tok.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        q: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        out: &GpuTensor,
+        a: &AttnParams,
+        n_tok: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        let per_pos = (a.n_kv_head * a.head_dim) as usize;
+        let n_ctx = if per_pos == 0 {
+            0
+        } else {
+            k_cache.len() / per_pos
+        };
+        if pos0 + n_tok > n_ctx {
+            return Err(GpuError::Shape(format!(
+                "positions up to {} in a cache of {n_ctx}",
+                pos0 + n_tok
+            )));
+        }
+        let op = self.prep_attention(q, k_cache, v_cache, out, a, n_tok, n_ctx)?;
+        self.run(n_tok, pos0, &[op])
+    }
+}

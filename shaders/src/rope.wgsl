@@ -1,0 +1,55 @@
+// Rotary position embedding, in place, on x[n_tok][n_heads][head_dim] (llama.cpp ggml_rope_ext).
+// Token t sits at position pos0 + t. Pair i (0 <= i < n_rot / 2) rotates by
+//   theta = pos * freq_scale * base^(-2i / n_rot)
+// normal layout (llama): the pair is (2i, 2i + 1); neox layout (gemma, qwen): (i, i + n_rot / 2).
+// With per-pair frequency factors (llama 3's rope_freqs.weight) theta is divided by factors[i].
+// Dimensions >= n_rot pass through. One thread per pair; threads fold over (x, y).
+
+struct Params {
+    n_heads: u32,
+    head_dim: u32,
+    n_rot: u32,
+    neox: u32,
+    base: f32,
+    freq_scale: f32,
+    has_factors: u32,
+    _pad1: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> factors: array<f32>; // [n_rot / 2]
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let hh = p.n_rot / 2u;
+    let idx = gid.x + gid.y * nwg.x * WG;
+    let per_tok = p.n_heads * hh;
+    if (idx >= batch.n_tok * per_tok) {
+        return;
+    }
+    let t = idx / per_tok;
+    let r = idx % per_tok;
+    let h = r / hh;
+    let i = r % hh;
+    let pos = f32(batch.pos0 + t);
+    var theta = pos * p.freq_scale * pow(p.base, -2.0 * f32(i) / f32(p.n_rot));
+    if (p.has_factors != 0u) {
+        theta /= factors[i];
+    }
+    let c = cos(theta);
+    let s = sin(theta);
+    let base = (t * p.n_heads + h) * p.head_dim;
+    var i0 = base + 2u * i;
+    var i1 = i0 + 1u;
+    if (p.neox != 0u) {
+        i0 = base + i;
+        i1 = base + i + hh;
+    }
+    let a = x[i0];
+    let b = x[i1];
+    x[i0] = a * c - b * s;
+    x[i1] = a * s + b * c;
+}

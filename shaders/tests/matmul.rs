@@ -1,0 +1,141 @@
+//! Matrix products and embedding lookups on every block format against the scalar reference
+//! (dequantize on the CPU, then f32 math), on shapes spanning several workgroups.
+
+mod common;
+
+use common::{assert_close, dequantize, random_weight, Rng};
+use ferro_gguf::GgmlType;
+use ferro_shaders::GpuContext;
+use proptest::prelude::*;
+
+const TYPES: [GgmlType; 9] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn is_k(ty: GgmlType) -> bool {
+    ty.block_size() == 256
+}
+
+/// Runs `y = W x` for n_tok tokens on the GPU and checks every output against the reference.
+fn check_matmul(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let bytes = random_weight(ty, k, rows, &mut rng);
+    let x = rng.vec(n_tok * k);
+    let w = ctx.upload_weight(ty, &[k as u64, rows as u64], &bytes).unwrap();
+    let xg = ctx.upload_f32(&x).unwrap();
+    let yg = ctx.zeros(n_tok * rows).unwrap();
+    ctx.matmul(&w, &xg, &yg, n_tok).unwrap();
+    let got = ctx.read_f32(&yg).unwrap();
+    let wf = dequantize(ty, &bytes, k, rows);
+    let mut want = vec![0f32; n_tok * rows];
+    let mut scale = vec![0f32; n_tok * rows];
+    for t in 0..n_tok {
+        for (r, row) in wf.iter().enumerate() {
+            let xs = &x[t * k..(t + 1) * k];
+            want[t * rows + r] = row.iter().zip(xs).map(|(a, b)| a * b).sum();
+            scale[t * rows + r] = row.iter().zip(xs).map(|(a, b)| (a * b).abs()).sum();
+        }
+    }
+    for i in 0..want.len() {
+        let tol = 1e-5 + 1e-4 * scale[i];
+        assert!(
+            (got[i] - want[i]).abs() <= tol,
+            "{} k={k} rows={rows} n_tok={n_tok}: output {i} (token {}, row {}): gpu {} vs cpu {} (tol {tol})",
+            ty.name(),
+            i / rows,
+            i % rows,
+            got[i],
+            want[i]
+        );
+    }
+}
+
+#[test]
+fn matvec_every_type() {
+    let Some(ctx) = common::ctx() else { return };
+    for ty in TYPES {
+        // 67 and 130 rows: several workgroups and an odd count; k spans several loop trips.
+        let k = if is_k(ty) { 768 } else { 544 };
+        check_matmul(&ctx, ty, k, 67, 1, 1);
+        check_matmul(&ctx, ty, 256, 130, 1, 2);
+    }
+}
+
+#[test]
+fn matmul_prefill_every_type() {
+    let Some(ctx) = common::ctx() else { return };
+    for ty in TYPES {
+        let k = if is_k(ty) { 512 } else { 96 };
+        // 11 tokens: one full tile of 8 and a partial one.
+        check_matmul(&ctx, ty, k, 37, 11, 3);
+    }
+}
+
+#[test]
+fn get_rows_every_type() {
+    let Some(ctx) = common::ctx() else { return };
+    for ty in TYPES {
+        let k = if is_k(ty) { 512 } else { 96 };
+        let rows = 29;
+        let mut rng = Rng::new(7);
+        let bytes = random_weight(ty, k, rows, &mut rng);
+        let w = ctx.upload_weight(ty, &[k as u64, rows as u64], &bytes).unwrap();
+        let ids = [3u32, 0, 28, 3, 17];
+        let idg = ctx.upload_u32(&ids).unwrap();
+        let out = ctx.zeros(ids.len() * k).unwrap();
+        ctx.get_rows(&w, &idg, &out, ids.len(), 1.5).unwrap();
+        let got = ctx.read_f32(&out).unwrap();
+        let wf = dequantize(ty, &bytes, k, rows);
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| wf[i as usize].iter().map(|v| v * 1.5))
+            .collect();
+        assert_close(&format!("get_rows {}", ty.name()), &got, &want, 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let Some(ctx) = common::ctx() else { return };
+    // 18 bytes short of the declared shape.
+    let bytes = vec![0u8; 18 * 3];
+    assert!(ctx
+        .upload_weight(GgmlType::Q4_0, &[32, 4], &bytes)
+        .is_err());
+    // row length not a multiple of the block size
+    assert!(ctx
+        .upload_weight(GgmlType::Q4_K, &[128, 1], &[0u8; 72])
+        .is_err());
+    assert!(ctx
+        .upload_weight(GgmlType::Q2_K, &[256, 1], &[0u8; 84])
+        .is_err());
+    let w = ctx
+        .upload_weight(GgmlType::Q8_0, &[32, 2], &[0u8; 68])
+        .unwrap();
+    let x = ctx.zeros(16).unwrap();
+    let y = ctx.zeros(2).unwrap();
+    assert!(ctx.matmul(&w, &x, &y, 1).is_err(), "input too short");
+}
+
+fn any_type() -> impl Strategy<Value = GgmlType> {
+    proptest::sample::select(TYPES.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matmul_random_shapes(ty in any_type(), blocks in 1usize..5, rows in 1usize..150, n_tok in 1usize..12, seed in 0u64..1000) {
+        let Some(ctx) = common::ctx() else { return Ok(()) };
+        let k = blocks * if is_k(ty) { 256 } else { 32 };
+        check_matmul(&ctx, ty, k, rows, n_tok, seed);
+    }
+}

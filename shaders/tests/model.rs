@@ -1,0 +1,251 @@
+//! Whole forward passes: a small synthetic llama and gemma3 against a CPU reference written from
+//! the same scalar pieces, and the real test models against llama.cpp's greedy tokens.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{dequantize, random_weight, Rng};
+use ferro_gguf::GgmlType;
+use ferro_shaders::{Glu, GpuContext, GpuHparams, GpuModel, WeightRef};
+
+struct Tensor {
+    ty: GgmlType,
+    dims: Vec<u64>,
+    bytes: Vec<u8>,
+}
+
+fn add_mat(m: &mut HashMap<String, Tensor>, name: String, ty: GgmlType, k: usize, rows: usize, rng: &mut Rng) {
+    let bytes = random_weight(ty, k, rows, rng);
+    m.insert(name, Tensor { ty, dims: vec![k as u64, rows as u64], bytes });
+}
+
+fn add_vec(m: &mut HashMap<String, Tensor>, name: String, n: usize, rng: &mut Rng) {
+    let v: Vec<f32> = (0..n).map(|_| 1.0 + 0.3 * rng.f32()).collect();
+    m.insert(name, Tensor { ty: GgmlType::F32, dims: vec![n as u64], bytes: bytemuck::cast_slice(&v).to_vec() });
+}
+
+/// Random weights for `hp`, with a mix of block formats.
+fn synthetic(hp: &GpuHparams, gemma: bool, rng: &mut Rng) -> HashMap<String, Tensor> {
+    let mut m = HashMap::new();
+    let (e, hd, nh, nkv, ff) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv, hp.n_ff);
+    add_mat(&mut m, "token_embd.weight".into(), GgmlType::Q8_0, e, hp.n_vocab, rng);
+    let types = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_K, GgmlType::F16];
+    for il in 0..hp.n_layer {
+        let ty = |j: usize| types[(il * 3 + j) % types.len()];
+        add_mat(&mut m, format!("blk.{il}.attn_q.weight"), ty(0), e, nh * hd, rng);
+        add_mat(&mut m, format!("blk.{il}.attn_k.weight"), ty(1), e, nkv * hd, rng);
+        add_mat(&mut m, format!("blk.{il}.attn_v.weight"), GgmlType::Q8_0, e, nkv * hd, rng);
+        add_mat(&mut m, format!("blk.{il}.attn_output.weight"), ty(2), nh * hd, e, rng);
+        add_mat(&mut m, format!("blk.{il}.ffn_gate.weight"), ty(3), e, ff, rng);
+        add_mat(&mut m, format!("blk.{il}.ffn_up.weight"), ty(4), e, ff, rng);
+        add_mat(&mut m, format!("blk.{il}.ffn_down.weight"), ty(5), ff, e, rng);
+        add_vec(&mut m, format!("blk.{il}.attn_norm.weight"), e, rng);
+        add_vec(&mut m, format!("blk.{il}.ffn_norm.weight"), e, rng);
+        if gemma {
+            add_vec(&mut m, format!("blk.{il}.attn_q_norm.weight"), hd, rng);
+            add_vec(&mut m, format!("blk.{il}.attn_k_norm.weight"), hd, rng);
+            add_vec(&mut m, format!("blk.{il}.post_attention_norm.weight"), e, rng);
+            add_vec(&mut m, format!("blk.{il}.post_ffw_norm.weight"), e, rng);
+        }
+    }
+    add_vec(&mut m, "output_norm.weight".into(), e, rng);
+    if !gemma {
+        add_mat(&mut m, "output.weight".into(), GgmlType::Q6_K, e, hp.n_vocab, rng);
+    }
+    m
+}
+
+fn matvec(w: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
+    w.iter().map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+}
+
+/// The CPU reference forward pass (recomputed from scratch): logits of every position.
+fn reference(hp: &GpuHparams, m: &HashMap<String, Tensor>, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let deq = |name: &str| {
+        let t = &m[name];
+        dequantize(t.ty, &t.bytes, t.dims[0] as usize, t.dims[1] as usize)
+    };
+    let vecf = |name: &str| -> Option<Vec<f32>> {
+        m.get(name).map(|t| bytemuck::cast_slice::<u8, f32>(&t.bytes).to_vec())
+    };
+    let (hd, nh, nkv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
+    let n = tokens.len();
+    let embd = deq("token_embd.weight");
+    let mut x: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|&t| embd[t as usize].iter().map(|v| v * hp.embd_scale).collect())
+        .collect();
+    for (il, lp) in hp.layers.iter().enumerate() {
+        let name = |s: &str| format!("blk.{il}.{s}.weight");
+        let (wq, wk, wv, wo) = (deq(&name("attn_q")), deq(&name("attn_k")), deq(&name("attn_v")), deq(&name("attn_output")));
+        let attn_norm = vecf(&name("attn_norm")).unwrap();
+        let mut q = Vec::new();
+        let mut kc = Vec::new();
+        let mut vc = Vec::new();
+        for xt in &x {
+            let xb = common::rms_norm(xt, &attn_norm, hp.rms_eps);
+            let mut qt = matvec(&wq, &xb);
+            let mut kt = matvec(&wk, &xb);
+            if let Some(w) = vecf(&name("attn_q_norm")) {
+                qt = qt.chunks(hd).flat_map(|h| common::rms_norm(h, &w, hp.rms_eps)).collect();
+            }
+            if let Some(w) = vecf(&name("attn_k_norm")) {
+                kt = kt.chunks(hd).flat_map(|h| common::rms_norm(h, &w, hp.rms_eps)).collect();
+            }
+            q.extend(qt);
+            kc.extend(kt);
+            vc.extend(matvec(&wv, &xb));
+        }
+        common::rope(&mut q, n, nh, hd, hp.n_rot, hp.rope_neox, lp.rope_base, lp.rope_freq_scale, 0);
+        common::rope(&mut kc, n, nkv, hd, hp.n_rot, hp.rope_neox, lp.rope_base, lp.rope_freq_scale, 0);
+        let att = common::attention(&q, &kc, &vc, n, 0, nh, nkv, hd, lp.sliding_window as usize, hp.attn_scale);
+        let post_attn = vecf(&name("post_attention_norm"));
+        let post_ffw = vecf(&name("post_ffw_norm"));
+        let ffn_norm = vecf(&name("ffn_norm")).unwrap();
+        let (wg, wu, wd) = (deq(&name("ffn_gate")), deq(&name("ffn_up")), deq(&name("ffn_down")));
+        for (t, xt) in x.iter_mut().enumerate() {
+            let mut o = matvec(&wo, &att[t * nh * hd..(t + 1) * nh * hd]);
+            if let Some(w) = &post_attn {
+                o = common::rms_norm(&o, w, hp.rms_eps);
+            }
+            xt.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let xb = common::rms_norm(xt, &ffn_norm, hp.rms_eps);
+            let g = matvec(&wg, &xb);
+            let u = matvec(&wu, &xb);
+            let act = match hp.glu {
+                Glu::SwiGlu => common::silu,
+                Glu::GeGlu => common::gelu,
+            };
+            let h: Vec<f32> = g.iter().zip(&u).map(|(g, u)| act(*g) * u).collect();
+            let mut o = matvec(&wd, &h);
+            if let Some(w) = &post_ffw {
+                o = common::rms_norm(&o, w, hp.rms_eps);
+            }
+            xt.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        }
+    }
+    let out_norm = vecf("output_norm.weight").unwrap();
+    let out = if m.contains_key("output.weight") { deq("output.weight") } else { embd };
+    x.iter().map(|xt| matvec(&out, &common::rms_norm(xt, &out_norm, hp.rms_eps))).collect()
+}
+
+fn build(ctx: Arc<GpuContext>, hp: &GpuHparams, m: &HashMap<String, Tensor>) -> GpuModel {
+    let refs: Vec<WeightRef> = m
+        .iter()
+        .map(|(name, t)| WeightRef { name, ty: t.ty, dims: &t.dims, bytes: &t.bytes })
+        .collect();
+    GpuModel::new(ctx, hp.clone(), refs).unwrap()
+}
+
+fn close_logits(what: &str, got: &[f32], want: &[f32]) {
+    let scale = want.iter().map(|v| v.abs()).fold(0.0, f32::max).max(1e-3);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 2e-3 * scale,
+            "{what}: logit {i}: gpu {g} vs cpu {w} (max |logit| {scale})"
+        );
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+fn check_synthetic(gemma: bool) {
+    let Some(ctx) = common::ctx() else { return };
+    let mut hp = if gemma {
+        // every 2nd layer global, sliding window of 4 positions on the others
+        GpuHparams::gemma3(300, 256, 2, 4, 2, 64, 512, 1e-6, 1e6, 1e4, 1.0, 4, 2, 32)
+    } else {
+        GpuHparams::llama(300, 256, 2, 4, 2, 512, 1e-5, 1e4, 32)
+    };
+    // Prefill in chunks of 4 exercises the batch split too.
+    hp.n_batch = 4;
+    let mut rng = Rng::new(if gemma { 11 } else { 12 });
+    let m = synthetic(&hp, gemma, &mut rng);
+    let tokens: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % 300).collect();
+    let want = reference(&hp, &m, &tokens);
+    let mut model = build(ctx, &hp, &m);
+    let what = if gemma { "gemma3" } else { "llama" };
+
+    // prefill 6 tokens (chunks of 4 + 2), then decode 3 one by one
+    let logits = model.forward(&tokens[..6], 0).unwrap();
+    close_logits(&format!("{what} prefill"), &logits, &want[5]);
+    for p in 6..9 {
+        let logits = model.forward(&tokens[p..p + 1], p).unwrap();
+        close_logits(&format!("{what} decode at {p}"), &logits, &want[p]);
+    }
+    // all-token logits from scratch (the cache is overwritten from position 0)
+    let all = model.forward_all(&tokens, 0).unwrap();
+    for (t, w) in want.iter().enumerate() {
+        close_logits(&format!("{what} all-logits token {t}"), &all[t * 300..(t + 1) * 300], w);
+    }
+    assert!(model.forward(&[300], 0).is_err(), "token outside the vocabulary");
+    assert!(model.forward(&[1], 32).is_err(), "position past the context");
+}
+
+#[test]
+fn synthetic_llama_matches_cpu() {
+    check_synthetic(false);
+}
+
+#[test]
+fn synthetic_gemma3_matches_cpu() {
+    check_synthetic(true);
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy decoding on the GPU reproduces llama.cpp's tokens up to `must_match_tokens`.
+fn check_greedy(model_name: &str) {
+    let Some(ctx) = common::ctx() else { return };
+    let home = std::env::var("FERRO_HOME").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ferro")
+    });
+    let path = home.join("models").join(format!("{model_name}.gguf"));
+    if !path.exists() {
+        if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipping: {} missing", path.display());
+            return;
+        }
+        panic!("{} missing (run `ferro pull {model_name}` or set FERRO_SKIP_MODEL_TESTS=1)", path.display());
+    }
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/llama_cpp_greedy.json")).unwrap();
+    let g = ferro_gguf::Gguf::open(&path).unwrap();
+    let mut model = GpuModel::from_gguf(ctx, &g, 128).unwrap();
+    for case in fixture[model_name].as_array().unwrap() {
+        let prompt: Vec<u32> = case["prompt_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["greedy_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let n_match = case["must_match_tokens"].as_u64().unwrap() as usize;
+        let mut logits = model.forward(&prompt, 0).unwrap();
+        let mut got = Vec::new();
+        for i in 0..n_match {
+            let t = argmax(&logits);
+            got.push(t);
+            if got[i] != want[i] {
+                break;
+            }
+            logits = model.forward(&[t], prompt.len() + i).unwrap();
+        }
+        assert_eq!(got[..], want[..got.len()], "{model_name} prompt {}", case["prompt"]);
+        assert_eq!(got.len(), n_match);
+    }
+}
+
+#[test]
+fn smollm2_greedy_matches_llama_cpp() {
+    check_greedy("smollm2-135m-instruct");
+}
+
+#[test]
+fn gemma3_greedy_matches_llama_cpp() {
+    check_greedy("gemma3-270m");
+}
