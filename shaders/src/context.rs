@@ -80,10 +80,6 @@ impl GpuTensor {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
-        self.buf.as_entire_binding()
-    }
 }
 
 /// Rows `row0..row0 + n_rows` of a weight, in one buffer that fits one storage binding.
@@ -308,10 +304,6 @@ impl Recorder {
             pos0,
             cmds: Vec::new(),
         }
-    }
-
-    pub(crate) fn n_tok(&self) -> u32 {
-        self.n_tok
     }
 
     pub(crate) fn record(&mut self, ctx: &GpuContext, p: &Prepared) {

@@ -759,18 +759,15 @@ impl GpuModel {
             for p in &all.ops {
                 rec.record(&self.ctx, p);
             }
-            // The staging buffer holds one token's logits: read token by token.
             rec.submit(&self.ctx, &self.step)?;
-            for t in 0..chunk.len() {
-                let mut r = self.ctx.read_range(&all.logits, t * v, v)?;
-                let cap = self.hp.final_softcap;
-                if cap > 0.0 {
-                    for x in &mut r {
-                        *x = cap * (*x / cap).tanh();
-                    }
+            let mut r = self.ctx.read_range(&all.logits, 0, chunk.len() * v)?;
+            let cap = self.hp.final_softcap;
+            if cap > 0.0 {
+                for x in &mut r {
+                    *x = cap * (*x / cap).tanh();
                 }
-                out.extend(r);
             }
+            out.extend(r);
         }
         Ok(out)
     }
