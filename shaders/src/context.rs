@@ -14,6 +14,9 @@ use crate::error::{GpuError, Result};
 pub const WG: u32 = 64;
 /// Tokens per workgroup of the batched (prefill) matrix product; 1 is the decode path.
 pub const MATMUL_TILE: u32 = 8;
+/// Threads sharing one row in matmul.wgsl (a power of two dividing [`WG`]): a workgroup
+/// computes `WG / MATMUL_LANES` rows.
+pub const MATMUL_LANES: u32 = 16;
 /// Bytes uploaded per `write_buffer` call, so big tensors do not need one huge staging copy.
 const UPLOAD_PIECE: usize = 64 << 20;
 
@@ -205,7 +208,7 @@ impl Op {
         };
         Ok(match self {
             Op::Matmul { ty, tile } => format!(
-                "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\n{}",
+                "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {MATMUL_LANES}u;\n{}",
                 include_str!("common.wgsl"),
                 quant(ty)?,
                 include_str!("matmul.wgsl")
@@ -242,7 +245,7 @@ pub(crate) enum Grid {
     Rows { per_tok: u32 },
     /// One thread per value, `per_tok` values per token.
     Threads { per_tok: u32 },
-    /// Matrix product: one workgroup per row, z = token tiles.
+    /// Matrix product: WG / MATMUL_LANES rows per workgroup, z = token tiles.
     Matmul { rows: u32, tile: u32 },
     /// One workgroup per (head, token).
     Attention { n_head: u32 },
@@ -311,11 +314,11 @@ impl Recorder {
         let (pipeline, wg) = match p.grid {
             Grid::Matmul { rows, tile } => match &p.batched {
                 Some((batched, t)) if n > 1 => {
-                    let (x, y) = ctx.fold(rows);
+                    let (x, y) = ctx.fold(rows.div_ceil(WG / MATMUL_LANES));
                     (batched.clone(), [x, y, n.div_ceil(*t)])
                 }
                 _ => {
-                    let (x, y) = ctx.fold(rows);
+                    let (x, y) = ctx.fold(rows.div_ceil(WG / MATMUL_LANES));
                     (p.pipeline.clone(), [x, y, n.div_ceil(tile)])
                 }
             },

@@ -17,7 +17,7 @@ mod ops;
 
 pub use context::{
     list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode,
-    MATMUL_TILE, WG,
+    MATMUL_LANES, MATMUL_TILE, WG,
 };
 pub use error::{GpuError, Result};
 pub use model::{GpuHparams, GpuLayerParams, GpuModel, WeightRef};

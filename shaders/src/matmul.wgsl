@@ -1,11 +1,12 @@
 // y[t][row0 + r] = sum_k W[r][k] * x[t][k] for the rows r of one weight chunk.
 //
 // W is in its GGUF block format (`load8` comes from the quant_*.wgsl prepended to this file).
-// One workgroup computes one row for TILE tokens: each thread walks groups of 8 weights,
-// dequantizes them once and dots them with the TILE activation rows, then a shared-memory
-// tree reduction sums the threads. TILE = 1 is the decode matrix-vector product; larger tiles
-// reuse each dequantized weight for several tokens during prefill.
-// Dispatch: (x, y) fold the chunk's rows (row = x + y * num_workgroups.x), z = token tiles.
+// A workgroup computes WG / LANES rows for TILE tokens: LANES threads share a row, each walking
+// groups of 8 weights, dequantizing them once and dotting them with the TILE activation rows;
+// a shared-memory tree reduction over the lanes sums them. TILE = 1 is the decode matrix-vector
+// product; larger tiles reuse each dequantized weight for several tokens during prefill.
+// Dispatch: (x, y) fold the chunk's row groups (x + y * num_workgroups.x), z = token tiles.
+// TILE and LANES are Rust consts prepended to this file.
 
 struct Params {
     n_rows: u32,    // rows in this chunk
@@ -33,23 +34,22 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.n_rows) {
-        return;
-    }
+    let lane = li % LANES;
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES;
     let t0 = wid.z * TILE;
     if (t0 >= batch.n_tok) {
         return;
     }
     let nt = min(TILE, batch.n_tok - t0);
+    let valid = row < p.n_rows;
     let rb = row * p.row_bytes;
-    let ng = p.k / 8u;
+    let ng = select(0u, p.k / 8u, valid);
     let k4 = p.k / 4u;
     var acc: array<f32, TILE>;
     for (var t = 0u; t < TILE; t++) {
         acc[t] = 0.0;
     }
-    for (var g = li; g < ng; g += WG) {
+    for (var g = lane; g < ng; g += LANES) {
         let w = load8(rb, g);
         for (var t = 0u; t < TILE; t++) {
             if (t < nt) {
@@ -62,15 +62,15 @@ fn main(
         red[t * WG + li] = acc[t];
     }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
             for (var t = 0u; t < TILE; t++) {
                 red[t * WG + li] += red[t * WG + li + s];
             }
         }
         workgroupBarrier();
     }
-    if (li < nt) {
-        y[(t0 + li) * p.y_stride + p.row0 + row] = red[li * WG];
+    if (valid && lane < nt) {
+        y[(t0 + lane) * p.y_stride + p.row0 + row] = red[lane * WG + li - lane];
     }
 }

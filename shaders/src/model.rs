@@ -29,6 +29,7 @@ use ferro_gguf::{GgmlType, Gguf};
 
 use crate::context::{
     GpuContext, GpuTensor, GpuWeight, Glu, Grid, NormMode, Prepared, Recorder, StepState,
+    MATMUL_LANES, WG,
 };
 use crate::error::{GpuError, Result};
 use crate::ops::{AttnParams, RopeParams};
@@ -589,7 +590,7 @@ impl GpuModel {
         head[0].grid = Grid::Fixed([1, 1, 1]);
         for mut p in c.prep_matmul(&output, &s.last, &s.logits, 1)? {
             if let Grid::Matmul { rows, .. } = p.grid {
-                let (x, y) = c.fold(rows);
+                let (x, y) = c.fold(rows.div_ceil(WG / MATMUL_LANES));
                 p.grid = Grid::Fixed([x, y, 1]);
             }
             p.batched = None;
