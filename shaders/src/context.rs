@@ -168,6 +168,7 @@ pub(crate) enum Op {
     Glu(Glu),
     Add,
     Attention,
+    QuantizeAct,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -187,6 +188,7 @@ impl Op {
             Op::Rope => &[Uniform, ReadWrite, Read],
             Op::Glu(_) | Op::Add => &[Uniform, ReadWrite, Read],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
+            Op::QuantizeAct => &[Uniform, Read, ReadWrite],
         }
     }
 
@@ -203,9 +205,7 @@ impl Op {
 
     fn source(self) -> Result<String> {
         let step = include_str!("step.wgsl");
-        let quant = |ty: GgmlType| {
-            quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))
-        };
+        let quant = |ty: GgmlType| quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()));
         Ok(match self {
             Op::Matmul { ty, tile } => format!(
                 "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {MATMUL_LANES}u;\n{}",
@@ -225,6 +225,7 @@ impl Op {
             Op::Glu(_) => format!("{step}\n{}", include_str!("glu.wgsl")),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
             Op::Attention => format!("{step}\n{}", include_str!("attention.wgsl")),
+            Op::QuantizeAct => format!("{step}\n{}", include_str!("quantize_act.wgsl")),
         })
     }
 }
@@ -341,14 +342,7 @@ impl Recorder {
         });
     }
 
-    pub(crate) fn copy(
-        &mut self,
-        src: &wgpu::Buffer,
-        src_off: u64,
-        dst: &wgpu::Buffer,
-        dst_off: u64,
-        size: u64,
-    ) {
+    pub(crate) fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, size: u64) {
         self.cmds.push(Cmd::Copy {
             src: src.clone(),
             src_off,
@@ -423,9 +417,7 @@ pub struct GpuContext {
 
 impl fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpuContext")
-            .field("adapter", &self.info.name)
-            .finish()
+        f.debug_struct("GpuContext").field("adapter", &self.info.name).finish()
     }
 }
 
@@ -527,9 +519,7 @@ impl GpuContext {
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
     }
@@ -734,19 +724,15 @@ impl GpuContext {
                     .enumerate()
                     .map(|(i, s)| layout_entry(i as u32, *s))
                     .collect();
-                let bgl = self
-                    .device
-                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                        label: None,
-                        entries: &entries,
-                    });
-                let pl = self
-                    .device
-                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                        label: None,
-                        bind_group_layouts: &[Some(&bgl), Some(&self.step_layout)],
-                        immediate_size: 0,
-                    });
+                let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: None,
+                    entries: &entries,
+                });
+                let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: None,
+                    bind_group_layouts: &[Some(&bgl), Some(&self.step_layout)],
+                    immediate_size: 0,
+                });
                 (bgl, pl)
             })
             .clone()
@@ -754,36 +740,27 @@ impl GpuContext {
 
     /// The pipeline of `op`, compiled on first use.
     pub(crate) fn pipeline(&self, op: Op) -> Result<Pipeline> {
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&op)
-        {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&op) {
             return Ok(p.clone());
         }
         let source = op.source()?;
         let (layout, pl) = self.layouts(op.slots());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(op.entry()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(op.entry()),
-                layout: Some(&pl),
-                module: &module,
-                entry_point: Some(op.entry()),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("WG", WG as f64)],
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(op.entry()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(op.entry()),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(op.entry()),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WG", WG as f64)],
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Wgpu(format!("pipeline {op:?}: {e}")));
         }
@@ -797,12 +774,11 @@ impl GpuContext {
 
     /// A uniform buffer holding `params`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
     }
 
     /// Binds `params` and `buffers` (in binding order after the uniform) for `op`.

@@ -20,11 +20,7 @@ pub enum GpuError {
     Shape(String),
     /// A buffer is larger than the device allows.
     #[error("{what} needs {bytes} bytes, more than the device's limit of {limit}")]
-    TooLarge {
-        what: String,
-        bytes: u64,
-        limit: u64,
-    },
+    TooLarge { what: String, bytes: u64, limit: u64 },
     /// wgpu reported a validation or out-of-memory error.
     #[error("GPU error: {0}")]
     Wgpu(String),

@@ -16,9 +16,9 @@ mod model;
 mod ops;
 
 pub use context::{
-    list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode,
-    MATMUL_LANES, MATMUL_TILE, WG,
+    list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode, MATMUL_LANES,
+    MATMUL_TILE, WG,
 };
 pub use error::{GpuError, Result};
 pub use model::{GpuHparams, GpuLayerParams, GpuModel, WeightRef};
-pub use ops::{AttnParams, RopeParams, MAX_HEAD_DIM};
+pub use ops::{ActQuant, AttnParams, RopeParams, MAX_HEAD_DIM};

@@ -28,11 +28,10 @@ use std::sync::Arc;
 use ferro_gguf::{GgmlType, Gguf};
 
 use crate::context::{
-    GpuContext, GpuTensor, GpuWeight, Glu, Grid, NormMode, Prepared, Recorder, StepState,
-    MATMUL_LANES, WG,
+    Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Prepared, Recorder, StepState, MATMUL_LANES, WG,
 };
 use crate::error::{GpuError, Result};
-use crate::ops::{AttnParams, RopeParams};
+use crate::ops::{ActQuant, AttnParams, RopeParams};
 
 /// One GGUF tensor as stored in the file.
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +83,9 @@ pub struct GpuHparams {
     pub n_ctx: usize,
     /// Most tokens one forward chunk processes; longer inputs are split.
     pub n_batch: usize,
+    /// Round activations before each product as llama.cpp's CPU backend does (Q8_0/Q8_K/f16,
+    /// and ggml's f16 GELU table), so greedy tokens follow the CPU engine's. On by default.
+    pub emulate_cpu_rounding: bool,
 }
 
 impl GpuHparams {
@@ -127,6 +129,7 @@ impl GpuHparams {
             ],
             n_ctx,
             n_batch: 512,
+            emulate_cpu_rounding: true,
         }
     }
 
@@ -186,6 +189,7 @@ impl GpuHparams {
             layers,
             n_ctx,
             n_batch: 512,
+            emulate_cpu_rounding: true,
         }
     }
 
@@ -222,9 +226,7 @@ impl GpuHparams {
         let n_ctx = n_ctx.max(1);
         let mut hp = match arch.as_str() {
             "llama" => {
-                let mut hp = Self::llama(
-                    n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, eps, rope_base, n_ctx,
-                );
+                let mut hp = Self::llama(n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, eps, rope_base, n_ctx);
                 hp.head_dim = head_dim;
                 hp.attn_scale = 1.0 / (head_dim as f32).sqrt();
                 for l in &mut hp.layers {
@@ -232,22 +234,29 @@ impl GpuHparams {
                 }
                 hp
             }
-            "gemma3" => Self::gemma3(
-                n_vocab,
-                n_embd,
-                n_layer,
-                n_head,
-                n_head_kv,
-                head_dim,
-                n_ff,
-                eps,
-                rope_base,
-                10000.0,
-                freq_scale,
-                g.get_u64(&key("attention.sliding_window")).unwrap_or(0) as u32,
-                6,
-                n_ctx,
-            ),
+            "gemma3" => {
+                let mut hp = Self::gemma3(
+                    n_vocab,
+                    n_embd,
+                    n_layer,
+                    n_head,
+                    n_head_kv,
+                    head_dim,
+                    n_ff,
+                    eps,
+                    rope_base,
+                    10000.0,
+                    freq_scale,
+                    g.get_u64(&key("attention.sliding_window")).unwrap_or(0) as u32,
+                    6,
+                    n_ctx,
+                );
+                // llama.cpp: the 27B model (62 layers) scales queries by 1/sqrt(n_embd / n_head).
+                if n_layer == 62 {
+                    hp.attn_scale = 1.0 / ((n_embd / n_head) as f32).sqrt();
+                }
+                hp
+            }
             other => return Err(GpuError::UnsupportedArch(other.to_string())),
         };
         hp.n_rot = g
@@ -270,10 +279,7 @@ impl GpuHparams {
             ));
         }
         if self.n_rot > self.head_dim || self.n_rot % 2 != 0 {
-            return bad(format!(
-                "n_rot {} with head_dim {}",
-                self.n_rot, self.head_dim
-            ));
+            return bad(format!("n_rot {} with head_dim {}", self.n_rot, self.head_dim));
         }
         if self.layers.len() != self.n_layer {
             return bad(format!(
@@ -294,17 +300,19 @@ impl GpuHparams {
 
 /// Scratch buffers of one batch (B = n_batch tokens).
 struct Scratch {
-    ids: GpuTensor,  // [B] token ids
-    x: GpuTensor,    // [B][n_embd] residual stream
-    xb: GpuTensor,   // [B][n_embd] normed input of a block
-    xb2: GpuTensor,  // [B][n_embd] block output before the residual add
-    q: GpuTensor,    // [B][n_head * head_dim]
-    k: GpuTensor,    // [B][n_head_kv * head_dim]
-    v: GpuTensor,    // [B][n_head_kv * head_dim]
-    att: GpuTensor,  // [B][n_head * head_dim]
-    hg: GpuTensor,   // [B][n_ff] gate, then act(gate) * up
-    hu: GpuTensor,   // [B][n_ff]
-    last: GpuTensor, // [n_embd] last token's hidden state, then normed
+    ids: GpuTensor,    // [B] token ids
+    x: GpuTensor,      // [B][n_embd] residual stream
+    xb: GpuTensor,     // [B][n_embd] normed input of a block
+    xb2: GpuTensor,    // [B][n_embd] block output before the residual add
+    q: GpuTensor,      // [B][n_head * head_dim]
+    k: GpuTensor,      // [B][n_head_kv * head_dim]
+    v: GpuTensor,      // [B][n_head_kv * head_dim]
+    att: GpuTensor,    // [B][n_head * head_dim]
+    hg: GpuTensor,     // [B][n_ff] gate, then act(gate) * up
+    hu: GpuTensor,     // [B][n_ff]
+    k16: GpuTensor,    // [B][n_head_kv * head_dim] keys rounded to f16 (llama.cpp's f16 cache)
+    v16: GpuTensor,    // [B][n_head_kv * head_dim]
+    last: GpuTensor,   // [n_embd] last token's hidden state, then normed
     logits: GpuTensor, // [n_vocab]
 }
 
@@ -372,10 +380,7 @@ impl<'a> Tensors<'a> {
         let w = self.get(name)?;
         let elems: u64 = w.dims.iter().product();
         if elems != n as u64 {
-            return Err(GpuError::Shape(format!(
-                "{name} has dims {:?}, expected [{n}]",
-                w.dims
-            )));
+            return Err(GpuError::Shape(format!("{name} has dims {:?}, expected [{n}]", w.dims)));
         }
         let values: Vec<f32> = match w.ty {
             GgmlType::F32 if w.bytes.len() == n * 4 => w
@@ -399,17 +404,59 @@ impl<'a> Tensors<'a> {
         ctx.upload_f32(&values)
     }
 
-    fn optional_vector(
-        &self,
-        ctx: &GpuContext,
-        name: &str,
-        n: usize,
-    ) -> Result<Option<GpuTensor>> {
+    fn optional_vector(&self, ctx: &GpuContext, name: &str, n: usize) -> Result<Option<GpuTensor>> {
         if self.map.contains_key(name) {
             self.vector(ctx, name, n).map(Some)
         } else {
             Ok(None)
         }
+    }
+}
+
+/// Rounded copies of matmul inputs, keyed by (values per token, rounding).
+struct ActScratch {
+    emulate: bool,
+    batch: usize,
+    bufs: HashMap<(usize, ActQuant), GpuTensor>,
+}
+
+impl ActScratch {
+    /// `y = W input` for each (W, y), rounding `input` once per kind of rounding the weights need.
+    fn project(
+        &mut self,
+        c: &GpuContext,
+        input: &GpuTensor,
+        k: usize,
+        ws: &[(&GpuWeight, &GpuTensor)],
+        out: &mut Vec<Prepared>,
+    ) -> Result<()> {
+        let mut done = Vec::new();
+        for (w, y) in ws {
+            let q = if self.emulate {
+                ActQuant::for_weight(w.ty())
+            } else {
+                ActQuant::None
+            };
+            let src = if q == ActQuant::None {
+                input.clone()
+            } else {
+                let buf = match self.bufs.get(&(k, q)) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = c.zeros(self.batch * k)?;
+                        self.bufs.insert((k, q), b.clone());
+                        b
+                    }
+                };
+                if !done.contains(&q) {
+                    out.extend(c.prep_quantize_act(q, input, &buf, k, self.batch, None)?);
+                    done.push(q);
+                }
+                buf
+            };
+            out.extend(c.prep_matmul(w, &src, y, self.batch)?);
+        }
+        Ok(())
     }
 }
 
@@ -434,14 +481,7 @@ impl GpuModel {
             }));
         }
         let c = &*ctx;
-        let (e, hd, nh, nkv, ff, b) = (
-            hp.n_embd,
-            hp.head_dim,
-            hp.n_head,
-            hp.n_head_kv,
-            hp.n_ff,
-            hp.n_batch,
-        );
+        let (e, hd, nh, nkv, ff, b) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv, hp.n_ff, hp.n_batch);
         let s = Scratch {
             ids: c.zeros(b)?,
             x: c.zeros(b * e)?,
@@ -453,6 +493,8 @@ impl GpuModel {
             att: c.zeros(b * nh * hd)?,
             hg: c.zeros(b * ff)?,
             hu: c.zeros(b * ff)?,
+            k16: c.zeros(b * nkv * hd)?,
+            v16: c.zeros(b * nkv * hd)?,
             last: c.zeros(e)?,
             logits: c.zeros(hp.n_vocab)?,
         };
@@ -461,6 +503,11 @@ impl GpuModel {
         let embed = c.prep_get_rows(&tok_embd, &s.ids, &s.x, b, hp.embd_scale)?;
 
         let rope_freqs = t.optional_vector(c, "rope_freqs.weight", hp.n_rot / 2)?;
+        let mut acts = ActScratch {
+            emulate: hp.emulate_cpu_rounding,
+            batch: b,
+            bufs: HashMap::new(),
+        };
         let mut layers = Vec::with_capacity(hp.n_layer);
         for (il, lp) in hp.layers.iter().enumerate() {
             let n = |suffix: &str| format!("blk.{il}.{suffix}.weight");
@@ -479,19 +526,8 @@ impl GpuModel {
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
             let mut pre = Vec::new();
-            pre.push(c.prep_rms_norm(
-                NormMode::Out,
-                &s.x,
-                &attn_norm,
-                Some(&s.xb),
-                e,
-                1,
-                hp.rms_eps,
-                b,
-            )?);
-            pre.extend(c.prep_matmul(&wq, &s.xb, &s.q, b)?);
-            pre.extend(c.prep_matmul(&wk, &s.xb, &s.k, b)?);
-            pre.extend(c.prep_matmul(&wv, &s.xb, &s.v, b)?);
+            pre.push(c.prep_rms_norm(NormMode::Out, &s.x, &attn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
+            acts.project(c, &s.xb, e, &[(&wq, &s.q), (&wk, &s.k), (&wv, &s.v)], &mut pre)?;
             if let Some(w) = &q_norm {
                 pre.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
             }
@@ -508,6 +544,11 @@ impl GpuModel {
             };
             pre.push(c.prep_rope(&s.q, &rope(nh), rope_freqs.as_ref(), b)?);
             pre.push(c.prep_rope(&s.k, &rope(nkv), rope_freqs.as_ref(), b)?);
+            if hp.emulate_cpu_rounding {
+                // llama.cpp keeps the cache in f16.
+                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.k, &s.k16, nkv * hd, b, None)?);
+                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.v, &s.v16, nkv * hd, b, None)?);
+            }
 
             let k_cache = c.zeros(hp.n_ctx * nkv * hd)?;
             let v_cache = c.zeros(hp.n_ctx * nkv * hd)?;
@@ -521,45 +562,17 @@ impl GpuModel {
             };
             let mut post = Vec::new();
             post.push(c.prep_attention(&s.q, &k_cache, &v_cache, &s.att, &attn, b, hp.n_ctx)?);
-            post.extend(c.prep_matmul(&wo, &s.att, &s.xb2, b)?);
+            acts.project(c, &s.att, nh * hd, &[(&wo, &s.xb2)], &mut post)?;
             match &post_attn {
-                Some(w) => post.push(c.prep_rms_norm(
-                    NormMode::Add,
-                    &s.xb2,
-                    w,
-                    Some(&s.x),
-                    e,
-                    1,
-                    hp.rms_eps,
-                    b,
-                )?),
+                Some(w) => post.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?),
                 None => post.push(c.prep_add(&s.x, &s.xb2, e, b)?),
             }
-            post.push(c.prep_rms_norm(
-                NormMode::Out,
-                &s.x,
-                &ffn_norm,
-                Some(&s.xb),
-                e,
-                1,
-                hp.rms_eps,
-                b,
-            )?);
-            post.extend(c.prep_matmul(&w_gate, &s.xb, &s.hg, b)?);
-            post.extend(c.prep_matmul(&w_up, &s.xb, &s.hu, b)?);
-            post.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b)?);
-            post.extend(c.prep_matmul(&w_down, &s.hg, &s.xb2, b)?);
+            post.push(c.prep_rms_norm(NormMode::Out, &s.x, &ffn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
+            acts.project(c, &s.xb, e, &[(&w_gate, &s.hg), (&w_up, &s.hu)], &mut post)?;
+            post.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b, hp.emulate_cpu_rounding)?);
+            acts.project(c, &s.hg, ff, &[(&w_down, &s.xb2)], &mut post)?;
             match &post_ffw {
-                Some(w) => post.push(c.prep_rms_norm(
-                    NormMode::Add,
-                    &s.xb2,
-                    w,
-                    Some(&s.x),
-                    e,
-                    1,
-                    hp.rms_eps,
-                    b,
-                )?),
+                Some(w) => post.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?),
                 None => post.push(c.prep_add(&s.x, &s.xb2, e, b)?),
             }
             layers.push(LayerOps {
@@ -577,18 +590,22 @@ impl GpuModel {
             tok_embd.clone()
         };
         // Last token only: the hidden row is copied to `last`, normed in place, projected.
-        let mut head = vec![c.prep_rms_norm(
-            NormMode::InPlace,
-            &s.last,
-            &output_norm,
-            None,
-            e,
-            1,
-            hp.rms_eps,
-            1,
-        )?];
+        let mut head = vec![c.prep_rms_norm(NormMode::InPlace, &s.last, &output_norm, None, e, 1, hp.rms_eps, 1)?];
         head[0].grid = Grid::Fixed([1, 1, 1]);
-        for mut p in c.prep_matmul(&output, &s.last, &s.logits, 1)? {
+        let q = if hp.emulate_cpu_rounding {
+            ActQuant::for_weight(output.ty())
+        } else {
+            ActQuant::None
+        };
+        let last_q = c.zeros(e)?;
+        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, e, 1, Some(1))? {
+            Some(p) => {
+                head.push(p);
+                &last_q
+            }
+            None => &s.last,
+        };
+        for mut p in c.prep_matmul(&output, head_in, &s.logits, 1)? {
             if let Grid::Matmul { rows, .. } = p.grid {
                 let (x, y) = c.fold(rows.div_ceil(WG / MATMUL_LANES));
                 p.grid = Grid::Fixed([x, y, 1]);
@@ -678,8 +695,13 @@ impl GpuModel {
             for p in &l.pre_kv {
                 rec.record(c, p);
             }
-            rec.copy(&self.s.k.buf, 0, &l.k_cache.buf, pos as u64 * kv, n as u64 * kv);
-            rec.copy(&self.s.v.buf, 0, &l.v_cache.buf, pos as u64 * kv, n as u64 * kv);
+            let (k, v) = if self.hp.emulate_cpu_rounding {
+                (&self.s.k16, &self.s.v16)
+            } else {
+                (&self.s.k, &self.s.v)
+            };
+            rec.copy(&k.buf, 0, &l.k_cache.buf, pos as u64 * kv, n as u64 * kv);
+            rec.copy(&v.buf, 0, &l.v_cache.buf, pos as u64 * kv, n as u64 * kv);
             for p in &l.post_kv {
                 rec.record(c, p);
             }
@@ -692,10 +714,9 @@ impl GpuModel {
         rec.copy(&src.buf, 0, &self.staging, 0, bytes);
         rec.submit(&self.ctx, &self.step)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        self.staging
-            .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-                let _ = tx.send(r);
-            });
+        self.staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
         self.ctx.wait()?;
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
@@ -731,13 +752,7 @@ impl GpuModel {
         let chunk = &tokens[start..];
         let mut rec = self.record_layers(chunk, pos + start)?;
         let e = (self.hp.n_embd * 4) as u64;
-        rec.copy(
-            &self.s.x.buf,
-            (chunk.len() as u64 - 1) * e,
-            &self.s.last.buf,
-            0,
-            e,
-        );
+        rec.copy(&self.s.x.buf, (chunk.len() as u64 - 1) * e, &self.s.last.buf, 0, e);
         for p in &self.head {
             rec.record(&self.ctx, p);
         }
@@ -776,8 +791,7 @@ impl GpuModel {
     fn prepare_all(&self) -> Result<AllLogits> {
         let c = &*self.ctx;
         let v = self.hp.n_vocab;
-        let batch = ((c.max_binding_bytes() / (v as u64 * 4)) as usize)
-            .clamp(1, self.hp.n_batch);
+        let batch = ((c.max_binding_bytes() / (v as u64 * 4)) as usize).clamp(1, self.hp.n_batch);
         let logits = c.zeros(batch * v)?;
         let mut ops = vec![c.prep_rms_norm(
             NormMode::Out,
@@ -789,7 +803,12 @@ impl GpuModel {
             self.hp.rms_eps,
             self.hp.n_batch,
         )?];
-        ops.extend(c.prep_matmul(&self.output, &self.s.xb, &logits, batch)?);
+        let mut acts = ActScratch {
+            emulate: self.hp.emulate_cpu_rounding,
+            batch,
+            bufs: HashMap::new(),
+        };
+        acts.project(c, &self.s.xb, self.hp.n_embd, &[(&self.output, &logits)], &mut ops)?;
         Ok(AllLogits { batch, logits, ops })
     }
 }

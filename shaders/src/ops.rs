@@ -1,10 +1,9 @@
 //! One function per shader: `prep_*` binds the buffers once (the model records the result for every
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
-use crate::context::{
-    GpuContext, GpuTensor, GpuWeight, Glu, Grid, NormMode, Op, Prepared, Recorder, MATMUL_TILE, WG,
-};
+use crate::context::{Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, MATMUL_TILE, WG};
 use crate::error::{GpuError, Result};
+use ferro_gguf::GgmlType;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -96,6 +95,50 @@ pub struct AttnParams {
     pub scale: f32,
     /// Logit soft-capping (0 = none).
     pub softcap: f32,
+}
+
+/// How llama.cpp's CPU backend rounds the activations before a product with a weight of some type
+/// (quantize_act.wgsl emulates it so GPU logits follow the CPU's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActQuant {
+    /// F32 weights: activations as they are.
+    None,
+    /// Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights: Q8_0/Q8_1 blocks of 32 with an f16 scale.
+    Q8_0,
+    /// K-quant weights: Q8_K blocks of 256 with an f32 scale.
+    Q8K,
+    /// F16 weights: activations rounded to f16.
+    F16,
+}
+
+impl ActQuant {
+    /// The rounding llama.cpp applies before a product with a `ty` weight.
+    pub fn for_weight(ty: GgmlType) -> Self {
+        match ty {
+            GgmlType::F16 => ActQuant::F16,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q2_K | GgmlType::Q3_K => ActQuant::Q8K,
+            GgmlType::F32 => ActQuant::None,
+            _ => ActQuant::Q8_0,
+        }
+    }
+
+    fn mode_block(self) -> Option<(u32, u32)> {
+        match self {
+            ActQuant::None => None,
+            ActQuant::Q8_0 => Some((0, 32)),
+            ActQuant::Q8K => Some((1, 256)),
+            ActQuant::F16 => Some((2, 32)),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QuantParams {
+    k: u32,
+    block: u32,
+    mode: u32,
+    rows: u32,
 }
 
 /// Maximum head dimension attention.wgsl handles.
@@ -270,6 +313,46 @@ impl GpuContext {
         )
     }
 
+    /// `out = x` rounded as `q` (see [`ActQuant`]); `rows` = Some(n) processes n tokens
+    /// whatever the batch size (the single-row head of the model).
+    pub(crate) fn prep_quantize_act(
+        &self,
+        q: ActQuant,
+        x: &GpuTensor,
+        out: &GpuTensor,
+        k: usize,
+        max_tok: usize,
+        rows: Option<usize>,
+    ) -> Result<Option<Prepared>> {
+        let Some((mode, block)) = q.mode_block() else {
+            return Ok(None);
+        };
+        if k % block as usize != 0 {
+            return Err(GpuError::Shape(format!(
+                "{k} activations are not whole blocks of {block}"
+            )));
+        }
+        let n = rows.unwrap_or(max_tok);
+        check_len("quantize input", x, n * k)?;
+        check_len("quantize output", out, n * k)?;
+        let params = QuantParams {
+            k: k as u32,
+            block,
+            mode,
+            rows: rows.unwrap_or(0) as u32,
+        };
+        let per_tok = (k / block as usize) as u32;
+        let grid = match rows {
+            Some(r) => {
+                let (gx, gy) = self.fold((r as u32 * per_tok).div_ceil(WG));
+                Grid::Fixed([gx, gy, 1])
+            }
+            None => Grid::Threads { per_tok },
+        };
+        self.prepare(Op::QuantizeAct, &params, &[&x.buf, &out.buf], grid)
+            .map(Some)
+    }
+
     pub(crate) fn prep_glu(
         &self,
         kind: Glu,
@@ -277,12 +360,13 @@ impl GpuContext {
         up: &GpuTensor,
         n: usize,
         max_tok: usize,
+        f16_table: bool,
     ) -> Result<Prepared> {
         check_len("glu gate", gate, max_tok * n)?;
         check_len("glu up", up, max_tok * n)?;
         let params = LenParams {
             n: n as u32,
-            n_rows: 0,
+            n_rows: f16_table as u32,
             _pad: [0; 2],
         };
         self.prepare(
@@ -293,13 +377,7 @@ impl GpuContext {
         )
     }
 
-    pub(crate) fn prep_add(
-        &self,
-        a: &GpuTensor,
-        b: &GpuTensor,
-        n: usize,
-        max_tok: usize,
-    ) -> Result<Prepared> {
+    pub(crate) fn prep_add(&self, a: &GpuTensor, b: &GpuTensor, n: usize, max_tok: usize) -> Result<Prepared> {
         check_len("add a", a, max_tok * n)?;
         check_len("add b", b, max_tok * n)?;
         let params = LenParams {
@@ -307,12 +385,7 @@ impl GpuContext {
             n_rows: 0,
             _pad: [0; 2],
         };
-        self.prepare(
-            Op::Add,
-            &params,
-            &[&a.buf, &b.buf],
-            Grid::Threads { per_tok: n as u32 },
-        )
+        self.prepare(Op::Add, &params, &[&a.buf, &b.buf], Grid::Threads { per_tok: n as u32 })
     }
 
     pub(crate) fn prep_softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<Prepared> {
@@ -391,14 +464,7 @@ impl GpuContext {
     }
 
     /// Embedding lookup: `out[t] = scale * W[ids[t]]`, dequantized from the weight's blocks.
-    pub fn get_rows(
-        &self,
-        w: &GpuWeight,
-        ids: &GpuTensor,
-        out: &GpuTensor,
-        n_tok: usize,
-        scale: f32,
-    ) -> Result<()> {
+    pub fn get_rows(&self, w: &GpuWeight, ids: &GpuTensor, out: &GpuTensor, n_tok: usize, scale: f32) -> Result<()> {
         let ops = self.prep_get_rows(w, ids, out, n_tok, scale)?;
         self.run(n_tok, 0, &ops)
     }
@@ -440,16 +506,17 @@ impl GpuContext {
     }
 
     /// `gate = act(gate) * up` over n_tok * n values.
-    pub fn glu(
-        &self,
-        kind: Glu,
-        gate: &GpuTensor,
-        up: &GpuTensor,
-        n: usize,
-        n_tok: usize,
-    ) -> Result<()> {
-        let op = self.prep_glu(kind, gate, up, n, n_tok)?;
+    pub fn glu(&self, kind: Glu, gate: &GpuTensor, up: &GpuTensor, n: usize, n_tok: usize) -> Result<()> {
+        let op = self.prep_glu(kind, gate, up, n, n_tok, false)?;
         self.run(n_tok, 0, &[op])
+    }
+
+    /// `out = x` ([n_tok][k]) rounded as llama.cpp's CPU rounds activations for `q`.
+    pub fn quantize_act(&self, q: ActQuant, x: &GpuTensor, out: &GpuTensor, k: usize, n_tok: usize) -> Result<()> {
+        match self.prep_quantize_act(q, x, out, k, n_tok, None)? {
+            Some(op) => self.run(n_tok, 0, &[op]),
+            None => Err(GpuError::Shape("no rounding for F32 weights".into())),
+        }
     }
 
     /// `a += b` over n_tok * n values.
@@ -472,11 +539,7 @@ impl GpuContext {
         pos0: usize,
     ) -> Result<()> {
         let per_pos = (a.n_kv_head * a.head_dim) as usize;
-        let n_ctx = if per_pos == 0 {
-            0
-        } else {
-            k_cache.len() / per_pos
-        };
+        let n_ctx = if per_pos == 0 { 0 } else { k_cache.len() / per_pos };
         if pos0 + n_tok > n_ctx {
             return Err(GpuError::Shape(format!(
                 "positions up to {} in a cache of {n_ctx}",

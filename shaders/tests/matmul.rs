@@ -107,19 +107,11 @@ fn bad_shapes_are_errors() {
     let Some(ctx) = common::ctx() else { return };
     // 18 bytes short of the declared shape.
     let bytes = vec![0u8; 18 * 3];
-    assert!(ctx
-        .upload_weight(GgmlType::Q4_0, &[32, 4], &bytes)
-        .is_err());
+    assert!(ctx.upload_weight(GgmlType::Q4_0, &[32, 4], &bytes).is_err());
     // row length not a multiple of the block size
-    assert!(ctx
-        .upload_weight(GgmlType::Q4_K, &[128, 1], &[0u8; 72])
-        .is_err());
-    assert!(ctx
-        .upload_weight(GgmlType::Q2_K, &[256, 1], &[0u8; 84])
-        .is_err());
-    let w = ctx
-        .upload_weight(GgmlType::Q8_0, &[32, 2], &[0u8; 68])
-        .unwrap();
+    assert!(ctx.upload_weight(GgmlType::Q4_K, &[128, 1], &[0u8; 72]).is_err());
+    assert!(ctx.upload_weight(GgmlType::Q2_K, &[256, 1], &[0u8; 84]).is_err());
+    let w = ctx.upload_weight(GgmlType::Q8_0, &[32, 2], &[0u8; 68]).unwrap();
     let x = ctx.zeros(16).unwrap();
     let y = ctx.zeros(2).unwrap();
     assert!(ctx.matmul(&w, &x, &y, 1).is_err(), "input too short");

@@ -12,16 +12,12 @@ fn rms_norm_modes() {
     let (n, rows) = (333, 7);
     let x = cos_data(n * rows, 0.5);
     let w = Rng::new(1).vec(n);
-    let want: Vec<f32> = x
-        .chunks(n)
-        .flat_map(|r| common::rms_norm(r, &w, 1e-6))
-        .collect();
+    let want: Vec<f32> = x.chunks(n).flat_map(|r| common::rms_norm(r, &w, 1e-6)).collect();
     let xg = ctx.upload_f32(&x).unwrap();
     let wg = ctx.upload_f32(&w).unwrap();
 
     let yg = ctx.zeros(n * rows).unwrap();
-    ctx.rms_norm(NormMode::Out, &xg, &wg, Some(&yg), n, rows, 1e-6)
-        .unwrap();
+    ctx.rms_norm(NormMode::Out, &xg, &wg, Some(&yg), n, rows, 1e-6).unwrap();
     assert_close("rms_norm", &ctx.read_f32(&yg).unwrap(), &want, 1e-5, 1e-4);
 
     let base = Rng::new(2).vec(n * rows);
@@ -31,8 +27,7 @@ fn rms_norm_modes() {
     let want_add: Vec<f32> = base.iter().zip(&want).map(|(a, b)| a + b).collect();
     assert_close("rms_norm add", &ctx.read_f32(&acc).unwrap(), &want_add, 1e-5, 1e-4);
 
-    ctx.rms_norm(NormMode::InPlace, &xg, &wg, None, n, rows, 1e-6)
-        .unwrap();
+    ctx.rms_norm(NormMode::InPlace, &xg, &wg, None, n, rows, 1e-6).unwrap();
     assert_close("rms_norm in place", &ctx.read_f32(&xg).unwrap(), &want, 1e-5, 1e-4);
 }
 

@@ -285,7 +285,11 @@ pub fn rope(
             for i in 0..n_rot / 2 {
                 let theta = pos * freq_scale as f64 * (base as f64).powf(-2.0 * i as f64 / n_rot as f64);
                 let (s, c) = (theta.sin() as f32, theta.cos() as f32);
-                let (i0, i1) = if neox { (o + i, o + i + n_rot / 2) } else { (o + 2 * i, o + 2 * i + 1) };
+                let (i0, i1) = if neox {
+                    (o + i, o + i + n_rot / 2)
+                } else {
+                    (o + 2 * i, o + 2 * i + 1)
+                };
                 let (a, b) = (x[i0], x[i1]);
                 x[i0] = a * c - b * s;
                 x[i1] = a * s + b * c;
@@ -315,7 +319,11 @@ pub fn attention(
         for h in 0..n_head {
             let kvh = h / (n_head / n_kv);
             let qo = (t * n_head + h) * hd;
-            let start = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
+            let start = if window > 0 && pos + 1 > window {
+                pos + 1 - window
+            } else {
+                0
+            };
             let mut scores: Vec<f32> = (start..=pos)
                 .map(|j| {
                     let ko = j * stride + kvh * hd;
