@@ -9,6 +9,22 @@
 //!   The workgroup size is the Rust const [`WG`], passed to every pipeline as the override `WG`.
 //! - [`GpuModel`] runs a whole forward pass (llama- and gemma3-style decoders) with the KV cache in
 //!   GPU memory; each batch of tokens is one command encoder and only logits come back.
+//!
+//! Engine use (`--device gpu|auto`):
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let g = ferro_gguf::Gguf::open("model.gguf")?;
+//! // `gpu`: fail with this error; `auto`: fall back to the CPU on Err.
+//! let ctx = Arc::new(ferro_shaders::GpuContext::new()?);
+//! let mut model = ferro_shaders::GpuModel::from_gguf(ctx, &g, 4096)?; // n_ctx
+//! let logits = model.forward(&[1, 2, 3], 0)?; // prefill at positions 0..3 -> last token's logits
+//! let next = model.forward(&[42], 3)?; // decode at position 3
+//! let all = model.forward_all(&[1, 2, 3], 0)?; // [3][n_vocab] for perplexity
+//! # let _ = (logits, next, all); Ok(()) }
+//! ```
+//! `GpuModel::new(ctx, GpuHparams, weights)` takes the hyper-parameters and `WeightRef`s
+//! (name, type, dims, bytes) directly when the engine has already parsed them.
 
 mod context;
 mod error;
