@@ -18,20 +18,21 @@ use crate::quants::q5_k::BlockQ5K;
 use crate::quants::q6_k::BlockQ6K;
 use crate::quants::q8_k::{BlockQ8K, KQuantKernels, QK_K};
 
+/// The AVX2 kernel table. Only for tables handed out after checking AVX2 + FMA (as
+/// [`kernels`] does): its pointers assume the CPU has them.
+pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
+    name: "avx2",
+    quantize_q8_k: checked::quantize_q8_k,
+    dot_q2_k: checked::dot_q2_k,
+    dot_q3_k: checked::dot_q3_k,
+    dot_q4_k: checked::dot_q4_k,
+    dot_q5_k: checked::dot_q5_k,
+    dot_q6_k: checked::dot_q6_k,
+};
+
 /// The AVX2 kernel table, if this CPU has AVX2 and FMA.
 pub fn kernels() -> Option<KQuantKernels> {
-    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-        return None;
-    }
-    Some(KQuantKernels {
-        name: "avx2",
-        quantize_q8_k: checked::quantize_q8_k,
-        dot_q2_k: checked::dot_q2_k,
-        dot_q3_k: checked::dot_q3_k,
-        dot_q4_k: checked::dot_q4_k,
-        dot_q5_k: checked::dot_q5_k,
-        dot_q6_k: checked::dot_q6_k,
-    })
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(KERNELS)
 }
 
 /// Safe wrappers, reachable only through tables built after the AVX2 + FMA check.

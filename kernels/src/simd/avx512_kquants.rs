@@ -17,7 +17,29 @@ use crate::quants::q6_k::BlockQ6K;
 use crate::quants::q8_k::{BlockQ8K, KQuantKernels};
 use crate::simd::avx2_kquants::checked as avx2;
 
-fn has_avx512() -> bool {
+/// The AVX-512 table (Q2_K, Q3_K and the activation quantizer use the AVX2 kernels). Only for
+/// tables handed out after checking AVX-512 F/BW/VL, AVX2 and FMA.
+pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
+    name: "avx512",
+    quantize_q8_k: avx2::quantize_q8_k,
+    dot_q2_k: avx2::dot_q2_k,
+    dot_q3_k: avx2::dot_q3_k,
+    dot_q4_k: checked::dot_q4_k,
+    dot_q5_k: checked::dot_q5_k,
+    dot_q6_k: checked::dot_q6_k,
+};
+
+/// [`KERNELS`] with the AVX512_VNNI dot products; only after also checking `avx512vnni`.
+pub(crate) const KERNELS_VNNI: KQuantKernels = KQuantKernels {
+    name: "avx512vnni",
+    dot_q4_k: checked::dot_q4_k_vnni,
+    dot_q5_k: checked::dot_q5_k_vnni,
+    dot_q6_k: checked::dot_q6_k_vnni,
+    ..KERNELS
+};
+
+/// Whether this CPU can run [`KERNELS`].
+pub(crate) fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
@@ -26,30 +48,13 @@ fn has_avx512() -> bool {
 }
 
 /// Every AVX-512 table this CPU can run: "avx512", then "avx512vnni" where AVX512_VNNI exists.
-/// Q2_K, Q3_K and the activation quantizer use the AVX2 kernels.
 pub fn all_kernels() -> Vec<KQuantKernels> {
     let mut v = Vec::new();
-    if !has_avx512() {
-        return v;
-    }
-    let base = KQuantKernels {
-        name: "avx512",
-        quantize_q8_k: avx2::quantize_q8_k,
-        dot_q2_k: avx2::dot_q2_k,
-        dot_q3_k: avx2::dot_q3_k,
-        dot_q4_k: checked::dot_q4_k,
-        dot_q5_k: checked::dot_q5_k,
-        dot_q6_k: checked::dot_q6_k,
-    };
-    v.push(base);
-    if is_x86_feature_detected!("avx512vnni") {
-        v.push(KQuantKernels {
-            name: "avx512vnni",
-            dot_q4_k: checked::dot_q4_k_vnni,
-            dot_q5_k: checked::dot_q5_k_vnni,
-            dot_q6_k: checked::dot_q6_k_vnni,
-            ..base
-        });
+    if has_avx512() {
+        v.push(KERNELS);
+        if is_x86_feature_detected!("avx512vnni") {
+            v.push(KERNELS_VNNI);
+        }
     }
     v
 }

@@ -20,35 +20,44 @@ use crate::quants::q5_k::BlockQ5K;
 use crate::quants::q6_k::BlockQ6K;
 use crate::quants::q8_k::{BlockQ8K, KQuantKernels, QK_K};
 
+/// The plain NEON table (NEON is part of the aarch64 baseline).
+pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
+    name: "neon",
+    quantize_q8_k: checked::quantize_q8_k,
+    dot_q2_k: checked::dot_q2_k,
+    dot_q3_k: checked::dot_q3_k,
+    dot_q4_k: checked::dot_q4_k,
+    dot_q5_k: checked::dot_q5_k,
+    dot_q6_k: checked::dot_q6_k,
+};
+
+/// The `sdot` table; only for tables handed out after checking `dotprod`.
+pub(crate) const KERNELS_DOTPROD: KQuantKernels = KQuantKernels {
+    name: "neon+dotprod",
+    dot_q2_k: checked::dot_q2_k_dotprod,
+    dot_q3_k: checked::dot_q3_k_dotprod,
+    dot_q4_k: checked::dot_q4_k_dotprod,
+    dot_q5_k: checked::dot_q5_k_dotprod,
+    dot_q6_k: checked::dot_q6_k_dotprod,
+    ..KERNELS
+};
+
 /// Every NEON table this CPU can run: "neon", then "neon+dotprod" where the CPU has `sdot`.
 pub fn all_kernels() -> Vec<KQuantKernels> {
-    let base = KQuantKernels {
-        name: "neon",
-        quantize_q8_k: checked::quantize_q8_k,
-        dot_q2_k: checked::dot_q2_k,
-        dot_q3_k: checked::dot_q3_k,
-        dot_q4_k: checked::dot_q4_k,
-        dot_q5_k: checked::dot_q5_k,
-        dot_q6_k: checked::dot_q6_k,
-    };
-    let mut v = vec![base];
+    let mut v = vec![KERNELS];
     if std::arch::is_aarch64_feature_detected!("dotprod") {
-        v.push(KQuantKernels {
-            name: "neon+dotprod",
-            dot_q2_k: checked::dot_q2_k_dotprod,
-            dot_q3_k: checked::dot_q3_k_dotprod,
-            dot_q4_k: checked::dot_q4_k_dotprod,
-            dot_q5_k: checked::dot_q5_k_dotprod,
-            dot_q6_k: checked::dot_q6_k_dotprod,
-            ..base
-        });
+        v.push(KERNELS_DOTPROD);
     }
     v
 }
 
-/// The best NEON table (NEON is part of the aarch64 baseline).
+/// The best NEON table.
 pub fn kernels() -> KQuantKernels {
-    all_kernels().pop().expect("the plain NEON table is always present")
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        KERNELS_DOTPROD
+    } else {
+        KERNELS
+    }
 }
 
 /// Safe wrappers. NEON is baseline on aarch64; the `_dotprod` ones are reachable only through
