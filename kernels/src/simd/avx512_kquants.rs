@@ -59,11 +59,6 @@ pub fn all_kernels() -> Vec<KQuantKernels> {
     v
 }
 
-/// The best AVX-512 table, if this CPU has AVX-512 F/BW/VL.
-pub fn kernels() -> Option<KQuantKernels> {
-    all_kernels().pop()
-}
-
 /// Safe wrappers, reachable only through tables built after the feature checks above.
 mod checked {
     use super::*;
