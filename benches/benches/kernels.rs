@@ -29,7 +29,9 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// Weight bytes of a `rows x cols` matrix: 64 distinct quantized rows, repeated (the values do
 /// not change the speed; the size does). Returned as u64 words so the bytes are aligned.
 fn matrix(ty: GgmlType, rows: usize, cols: usize) -> (Vec<u64>, usize) {
-    let distinct: Vec<Vec<u8>> = (0..64).map(|r| quantize_row(ty, &values(cols, r as u64 + 1)).unwrap()).collect();
+    let distinct: Vec<Vec<u8>> = (0..64)
+        .map(|r| quantize_row(ty, &values(cols, r as u64 + 1)).unwrap())
+        .collect();
     let rb = distinct[0].len();
     let mut words = vec![0u64; (rows * rb).div_ceil(8)];
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
@@ -47,7 +49,10 @@ fn types() -> Vec<GgmlType> {
 }
 
 fn tables() -> Vec<&'static KernelTable> {
-    KernelPath::available().into_iter().filter_map(KernelTable::for_path).collect()
+    KernelPath::available()
+        .into_iter()
+        .filter_map(KernelTable::for_path)
+        .collect()
 }
 
 fn one_thread() -> rayon::ThreadPool {
@@ -76,7 +81,10 @@ fn bench_dot(c: &mut Criterion) {
 
 fn bench_matvec(c: &mut Criterion) {
     let bw = ferro_kernels::measure_read_bandwidth(rayon::current_num_threads(), 1 << 30);
-    eprintln!("memory read bandwidth ({} threads): {bw:.1} GB/s", rayon::current_num_threads());
+    eprintln!(
+        "memory read bandwidth ({} threads): {bw:.1} GB/s",
+        rayon::current_num_threads()
+    );
     let mut g = c.benchmark_group("matvec");
     for ty in types() {
         for (rows, cols) in [(4096, 4096), (14336, 4096)] {

@@ -8,41 +8,33 @@
 //! model fails the test unless `FERRO_SKIP_MODEL_TESTS=1`.
 
 use ferro_gguf::Gguf;
-use ferro_kernels::{dequantize_row, is_supported, GgmlType, KernelPath, KernelTable, WeightMatrix};
+use ferro_kernels::{dequantize_row, is_supported, KernelPath, KernelTable, WeightMatrix};
 use std::path::PathBuf;
 
 fn model(name: &str) -> Option<Gguf> {
-    let home = std::env::var_os("FERRO_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/ferro")
-    });
+    let home = std::env::var_os("FERRO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/ferro"));
     let path = home.join("models").join(format!("{name}.gguf"));
     if !path.exists() {
         if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
             eprintln!("skipping: {} is missing and FERRO_SKIP_MODEL_TESTS=1", path.display());
             return None;
         }
-        panic!("model {} not found (run `ferro pull {name}`, or set FERRO_SKIP_MODEL_TESTS=1)", path.display());
+        panic!(
+            "model {} not found (run `ferro pull {name}`, or set FERRO_SKIP_MODEL_TESTS=1)",
+            path.display()
+        );
     }
     Some(Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-}
-
-/// K-quant kernels are written on their own branch; until they are wired in, tensors of those
-/// types are reported, everything else must be covered.
-fn pending(ty: GgmlType) -> bool {
-    !is_supported(ty) && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
 }
 
 fn every_tensor_is_finite(name: &str) {
     let Some(g) = model(name) else { return };
     let mut row = Vec::new();
-    let mut skipped = Vec::new();
     for info in g.tensors() {
         let (_, data) = g.tensor(&info.name).unwrap();
         let (ne0, rows) = (info.ne0() as usize, info.n_rows() as usize);
-        if pending(info.ty) {
-            skipped.push(format!("{} ({})", info.name, info.ty));
-            continue;
-        }
         row.resize(ne0, 0.0);
         let rb = data.len() / rows;
         for r in 0..rows {
@@ -53,24 +45,34 @@ fn every_tensor_is_finite(name: &str) {
             }
         }
     }
-    eprintln!("{name}: K-quant tensors pending kernels: {skipped:?}");
 }
 
 fn simd_agrees_with_scalar(name: &str) {
     let Some(g) = model(name) else { return };
     let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
-    let tables: Vec<_> = KernelPath::available().into_iter().filter(|p| *p != KernelPath::Scalar).collect();
+    let tables: Vec<_> = KernelPath::available()
+        .into_iter()
+        .filter(|p| *p != KernelPath::Scalar)
+        .collect();
     let mut n_checked = 0;
     for info in g.tensors() {
-        if info.dims.len() != 2 || !is_supported(info.ty) {
+        if info.dims.len() != 2 {
             continue;
         }
+        assert!(
+            is_supported(info.ty),
+            "{name} {}: no kernels for {}",
+            info.name,
+            info.ty
+        );
         let (_, data) = g.tensor(&info.name).unwrap();
         let (cols, rows) = (info.ne0() as usize, info.n_rows() as usize);
         let w = WeightMatrix::new(info.ty, rows, cols, data).unwrap();
         // Up to 9 rows spread over the matrix, as a contiguous sub-matrix each.
         let picks: Vec<usize> = (0..9).map(|k| k * (rows - 1) / 8).collect();
-        let x: Vec<f32> = (0..cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0).collect();
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0)
+            .collect();
         for &r in &picks {
             let sub = WeightMatrix::new(info.ty, 1, cols, w.row(r)).unwrap();
             let mut wf = vec![0f32; cols];

@@ -1,7 +1,7 @@
 //! Fixed-data checks in the style of llama.cpp's tests/test-quantize-fns.cpp, on every path:
 //! x = 0.1 + 2·cos(i + offset), 4096 elements.
 //!
-//! Bounds (llama.cpp's): quantize→dequantize RMSE < 0.002 (2-bit K-quants 0.0075, 3-bit 0.004);
+//! Bounds (llama.cpp's; its "RMSE" is sqrt(Σ(a-b)²)/n): quantize→dequantize error < 0.002 (2-bit K-quants 0.0075, 3-bit 0.004);
 //! |dot(W, x) - Σ w·x| / 4096 < 0.02 (2-bit and 3-bit K-quants 0.04), with weights at offset 0
 //! and activations at offset 1 quantized on the fly; on-the-fly activation quantization vs the
 //! reference quantizer, RMSE of the dequantized values < 0.0001.
@@ -20,9 +20,27 @@ fn rmse(a: &[f32], b: &[f32]) -> f32 {
     (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / a.len() as f32).sqrt()
 }
 
+/// test-quantize-fns' `array_rmse`: sqrt(Σ(a-b)²) / n.
+fn llama_rmse(a: &[f32], b: &[f32]) -> f32 {
+    (a.iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / a.len() as f64) as f32
+}
+
 fn weight_types() -> Vec<GgmlType> {
     let v: Vec<GgmlType> = GgmlType::ALL.into_iter().filter(|t| is_supported(*t)).collect();
-    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16] {
+    for t in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
         assert!(v.contains(&t), "{t} must be supported");
     }
     v
@@ -43,7 +61,7 @@ fn quantization_error() {
         let q = quantize_row(ty, &x).unwrap();
         let mut back = vec![0f32; N];
         dequantize_row(ty, &q, &mut back).unwrap();
-        let e = rmse(&x, &back);
+        let e = llama_rmse(&x, &back);
         assert!(e < bounds(ty).0, "{ty}: quantization RMSE {e}");
     }
 }

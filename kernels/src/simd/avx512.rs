@@ -26,11 +26,15 @@ pub(crate) fn table() -> Option<&'static KernelTable> {
     if !detected() {
         return None;
     }
-    Some(if is_x86_feature_detected!("avx512vnni") { &vnni::TABLE } else { &bw::TABLE })
+    Some(if is_x86_feature_detected!("avx512vnni") {
+        &vnni::TABLE
+    } else {
+        &bw::TABLE
+    })
 }
 
 macro_rules! avx512_kernels {
-    ($module:ident, $name:literal, $feat:literal, $sum_u8_i8:ident) => {
+    ($module:ident, $name:literal, $feat:literal, $sum_u8_i8:ident, $kquants:expr) => {
         mod $module {
             use super::*;
 
@@ -47,6 +51,7 @@ macro_rules! avx512_kernels {
                 dot_f32: avx2::dot_f32,
                 dot_f16: avx2::dot_f16,
                 dot_bf16: avx2::dot_bf16,
+                kquants: $kquants,
             };
 
             macro_rules! safe_entry {
@@ -116,7 +121,10 @@ macro_rules! avx512_kernels {
             unsafe fn dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
                 let mut acc = _mm512_setzero_ps();
                 for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
-                    let d = scales(avx2::fp16(x[0].d) * avx2::fp16(y[0].d), avx2::fp16(x[1].d) * avx2::fp16(y[1].d));
+                    let d = scales(
+                        avx2::fp16(x[0].d) * avx2::fp16(y[0].d),
+                        avx2::fp16(x[1].d) * avx2::fp16(y[1].d),
+                    );
                     let q = join(avx2::unpack_nibbles(&x[0].qs), avx2::unpack_nibbles(&x[1].qs));
                     let q = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
                     acc = _mm512_fmadd_ps(d, sum_i8_i8(q, load2(&y[0].qs, &y[1].qs)), acc);
@@ -130,7 +138,10 @@ macro_rules! avx512_kernels {
                 let mut summs = 0f32;
                 for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
                     summs += avx2::fp16(x[0].m) * avx2::fp16(y[0].s) + avx2::fp16(x[1].m) * avx2::fp16(y[1].s);
-                    let d = scales(avx2::fp16(x[0].d) * avx2::fp16(y[0].d), avx2::fp16(x[1].d) * avx2::fp16(y[1].d));
+                    let d = scales(
+                        avx2::fp16(x[0].d) * avx2::fp16(y[0].d),
+                        avx2::fp16(x[1].d) * avx2::fp16(y[1].d),
+                    );
                     let q = join(avx2::unpack_nibbles(&x[0].qs), avx2::unpack_nibbles(&x[1].qs));
                     acc = _mm512_fmadd_ps(d, sum_u8_i8(q, load2(&y[0].qs, &y[1].qs)), acc);
                 }
@@ -142,7 +153,10 @@ macro_rules! avx512_kernels {
                 let mut acc = _mm512_setzero_ps();
                 let f0 = _mm256_set1_epi8(0xF0u8 as i8);
                 for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
-                    let d = scales(avx2::fp16(x[0].d) * avx2::fp16(y[0].d), avx2::fp16(x[1].d) * avx2::fp16(y[1].d));
+                    let d = scales(
+                        avx2::fp16(x[0].d) * avx2::fp16(y[0].d),
+                        avx2::fp16(x[1].d) * avx2::fp16(y[1].d),
+                    );
                     let q: [__m256i; 2] = core::array::from_fn(|k| {
                         let hi = _mm256_andnot_si256(avx2::bytes_from_bits(u32::from_le_bytes(x[k].qh)), f0);
                         _mm256_or_si256(avx2::unpack_nibbles(&x[k].qs), hi)
@@ -159,7 +173,10 @@ macro_rules! avx512_kernels {
                 let b4 = _mm256_set1_epi8(0x10);
                 for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
                     summs += avx2::fp16(x[0].m) * avx2::fp16(y[0].s) + avx2::fp16(x[1].m) * avx2::fp16(y[1].s);
-                    let d = scales(avx2::fp16(x[0].d) * avx2::fp16(y[0].d), avx2::fp16(x[1].d) * avx2::fp16(y[1].d));
+                    let d = scales(
+                        avx2::fp16(x[0].d) * avx2::fp16(y[0].d),
+                        avx2::fp16(x[1].d) * avx2::fp16(y[1].d),
+                    );
                     let q: [__m256i; 2] = core::array::from_fn(|k| {
                         let hi = _mm256_and_si256(avx2::bytes_from_bits(u32::from_le_bytes(x[k].qh)), b4);
                         _mm256_or_si256(avx2::unpack_nibbles(&x[k].qs), hi)
@@ -173,7 +190,10 @@ macro_rules! avx512_kernels {
             unsafe fn dot_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
                 let mut acc = _mm512_setzero_ps();
                 for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
-                    let d = scales(avx2::fp16(x[0].d) * avx2::fp16(y[0].d), avx2::fp16(x[1].d) * avx2::fp16(y[1].d));
+                    let d = scales(
+                        avx2::fp16(x[0].d) * avx2::fp16(y[0].d),
+                        avx2::fp16(x[1].d) * avx2::fp16(y[1].d),
+                    );
                     let q = load2(&x[0].qs, &x[1].qs);
                     acc = _mm512_fmadd_ps(d, sum_i8_i8(q, load2(&y[0].qs, &y[1].qs)), acc);
                 }
@@ -197,5 +217,17 @@ unsafe fn sum4_vnni(x: __m512i, y: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y)
 }
 
-avx512_kernels!(bw, "avx512", "avx512f,avx512bw,avx512vl,avx2,fma,f16c", sum4_bw);
-avx512_kernels!(vnni, "avx512-vnni", "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", sum4_vnni);
+avx512_kernels!(
+    bw,
+    "avx512",
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    sum4_bw,
+    crate::simd::avx512_kquants::KERNELS
+);
+avx512_kernels!(
+    vnni,
+    "avx512-vnni",
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    sum4_vnni,
+    crate::simd::avx512_kquants::KERNELS_VNNI
+);

@@ -14,7 +14,11 @@ pub(crate) fn table() -> Option<&'static KernelTable> {
     if !std::arch::is_aarch64_feature_detected!("neon") {
         return None;
     }
-    Some(if std::arch::is_aarch64_feature_detected!("dotprod") { &dotprod::TABLE } else { &plain::TABLE })
+    Some(if std::arch::is_aarch64_feature_detected!("dotprod") {
+        &dotprod::TABLE
+    } else {
+        &plain::TABLE
+    })
 }
 
 /// acc += four-byte group sums of a · b with `sdot`.
@@ -73,7 +77,7 @@ unsafe fn load_q8(qs: &[i8; 32]) -> (int8x16_t, int8x16_t) {
 }
 
 macro_rules! neon_kernels {
-    ($module:ident, $name:literal, $feat:literal, $dot:ident) => {
+    ($module:ident, $name:literal, $feat:literal, $dot:ident, $kquants:expr) => {
         mod $module {
             use super::*;
 
@@ -90,6 +94,7 @@ macro_rules! neon_kernels {
                 dot_f32: super::dot_f32,
                 dot_f16: super::dot_f16,
                 dot_bf16: super::dot_bf16,
+                kquants: $kquants,
             };
 
             macro_rules! safe_entry {
@@ -181,8 +186,14 @@ macro_rules! neon_kernels {
     };
 }
 
-neon_kernels!(plain, "neon", "neon", mull_dot);
-neon_kernels!(dotprod, "neon-dotprod", "neon,dotprod", sdot);
+neon_kernels!(plain, "neon", "neon", mull_dot, crate::simd::neon_kquants::KERNELS);
+neon_kernels!(
+    dotprod,
+    "neon-dotprod",
+    "neon,dotprod",
+    sdot,
+    crate::simd::neon_kquants::KERNELS_DOTPROD
+);
 
 fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), out.len() * 32);
