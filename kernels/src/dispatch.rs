@@ -87,7 +87,7 @@ pub struct KernelTable {
     pub dot_f16: DotFn<f16, f32>,
     /// BF16 · f32.
     pub dot_bf16: DotFn<bf16, f32>,
-    /// The K-quant kernels (Q2_K..Q6_K · Q8_K and the Q8_K activation quantizer).
+    /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
     pub kquants: KQuantKernels,
 }
 

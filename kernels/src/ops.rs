@@ -2,8 +2,8 @@
 //! the matrix-vector (decode) and matrix-matrix (prefill) products on top of a [`KernelTable`].
 
 use crate::dispatch::{DotFn, KernelTable};
-use crate::quants::q8_k::BlockQ8K;
 use crate::quants::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use crate::{GgmlType, KernelError};
 use bytemuck::Pod;
@@ -33,13 +33,13 @@ pub fn is_supported(ty: GgmlType) -> bool {
 
 /// Whether `dequantize_row` / `quantize_row` handle the type (the weight types plus Q8_1).
 fn is_row_type(ty: GgmlType) -> bool {
-    is_supported(ty) || ty == GgmlType::Q8_1 || ty == GgmlType::Q8_K
+    is_supported(ty) || matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
 }
 
 /// Alignment the blocks of `ty` need to be viewed in place.
 fn block_align(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::F32 => 4,
+        GgmlType::F32 | GgmlType::Q8_K => 4,
         _ => 2,
     }
 }
@@ -294,7 +294,7 @@ macro_rules! dispatch_types {
             GgmlType::Q2_K => {
                 let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
                 $run(
-                    &blocks::<q2_k::BlockQ2K>($w.data),
+                    &blocks::<BlockQ2K>($w.data),
                     per_row,
                     &a,
                     $n,
@@ -305,7 +305,7 @@ macro_rules! dispatch_types {
             GgmlType::Q3_K => {
                 let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
                 $run(
-                    &blocks::<q3_k::BlockQ3K>($w.data),
+                    &blocks::<BlockQ3K>($w.data),
                     per_row,
                     &a,
                     $n,
@@ -316,7 +316,7 @@ macro_rules! dispatch_types {
             GgmlType::Q4_K => {
                 let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
                 $run(
-                    &blocks::<q4_k::BlockQ4K>($w.data),
+                    &blocks::<BlockQ4K>($w.data),
                     per_row,
                     &a,
                     $n,
@@ -327,7 +327,7 @@ macro_rules! dispatch_types {
             GgmlType::Q5_K => {
                 let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
                 $run(
-                    &blocks::<q5_k::BlockQ5K>($w.data),
+                    &blocks::<BlockQ5K>($w.data),
                     per_row,
                     &a,
                     $n,
@@ -338,7 +338,7 @@ macro_rules! dispatch_types {
             GgmlType::Q6_K => {
                 let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
                 $run(
-                    &blocks::<q6_k::BlockQ6K>($w.data),
+                    &blocks::<BlockQ6K>($w.data),
                     per_row,
                     &a,
                     $n,
@@ -357,7 +357,7 @@ fn mv<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], _n: usize, dot
 }
 
 impl KernelTable {
-    /// y[rows] = W · x, x: [cols]. Quantizes x once (Q8_0 or Q8_1 per the weight type; floats
+    /// y[rows] = W · x, x: [cols]. Quantizes x once (Q8_0, Q8_1 or Q8_K per the weight type; floats
     /// use x as is), then runs the rows in parallel with rayon.
     ///
     /// # Panics
