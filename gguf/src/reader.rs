@@ -333,7 +333,7 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
 
     /// Row length (ne0).
@@ -343,7 +343,7 @@ impl TensorInfo {
 
     /// Number of rows (product of all dims but the first).
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.dims.iter().skip(1).fold(1u64, |a, &d| a.saturating_mul(d))
     }
 }
 
@@ -427,8 +427,8 @@ impl Gguf {
         // Each key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes; each tensor
         // info at least 8 + 4 + 8 + 4 + 8. Reject absurd counts before allocating anything, and
         // never reserve more than a small amount up front: vectors grow with what really parses.
-        cur.check_count(n_kv, 13, "metadata count", 16)?;
-        cur.check_count(n_tensors, 32, "tensor count", 8)?;
+        cur.check_count(n_kv, 13, "metadata count", 8)?;
+        cur.check_count(n_tensors, 32, "tensor count", 16)?;
 
         let mut keys = Vec::with_capacity(n_kv.min(PREALLOC_MAX) as usize);
         let mut index = HashMap::with_capacity(n_kv.min(PREALLOC_MAX) as usize);
@@ -508,14 +508,15 @@ impl Gguf {
                 });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
-            let mut n_elements: u64 = 1;
+            // The product of the dims with zeros counted as 1 must stay below MAX_ELEMENTS, so
+            // that no partial product (rows, elements) can overflow even when a dim is 0.
+            let mut bound: u64 = 1;
             for d in 0..n_dims {
                 let off = cur.pos as u64;
                 let v = cur.u64_with(|| format!("dimension {d} of tensor '{name}'"))?;
-                // ggml stores dims as int64: anything above i64::MAX is a negative dimension.
-                n_elements = n_elements
-                    .checked_mul(v)
-                    .filter(|&n| v <= i64::MAX as u64 && n < MAX_ELEMENTS)
+                bound = bound
+                    .checked_mul(v.max(1))
+                    .filter(|&n| n < MAX_ELEMENTS)
                     .ok_or_else(|| GgufError::Invalid {
                         what: format!("dimension {d} of tensor '{name}'"),
                         offset: off,
@@ -523,6 +524,7 @@ impl Gguf {
                     })?;
                 dims.push(v);
             }
+            let n_elements: u64 = dims.iter().product();
             let ty_off = cur.pos as u64;
             let ty_id = cur.u32_with(|| format!("type of tensor '{name}'"))?;
             let ty = GgmlType::from_id(ty_id).ok_or_else(|| GgufError::UnknownTensorType {

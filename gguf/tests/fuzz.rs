@@ -265,7 +265,7 @@ fn donor() -> &'static [u8] {
     D.get_or_init(|| written(32, 7).bytes)
 }
 
-// ---- the properties: 12,500 cases in all --------------------------------------------------------
+// ---- the properties: 11,500 cases in all --------------------------------------------------------
 
 #[test]
 fn fuzz_written_files() {
