@@ -12,11 +12,10 @@ use ferro_kernels::quants::{q2_k, q3_k, q4_k, q5_k, q6_k};
 const ROWS: usize = 4096;
 const COLS: usize = 4096;
 
-fn probe<B: bytemuck::Pod + Sync>(
-    name: &str,
-    quantize: fn(&[f32], &mut [B]),
-    dot: fn(&KQuantKernels) -> fn(&[B], &[BlockQ8K]) -> f32,
-) {
+/// Picks a format's dot product out of a kernel table.
+type DotOf<B> = fn(&KQuantKernels) -> fn(&[B], &[BlockQ8K]) -> f32;
+
+fn probe<B: bytemuck::Pod + Sync>(name: &str, quantize: fn(&[f32], &mut [B]), dot: DotOf<B>) {
     let per_row = COLS / QK_K;
     let row: Vec<f32> = (0..COLS).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut one = vec![B::zeroed(); per_row];
