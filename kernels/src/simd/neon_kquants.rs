@@ -51,15 +51,6 @@ pub fn all_kernels() -> Vec<KQuantKernels> {
     v
 }
 
-/// The best NEON table.
-pub fn kernels() -> KQuantKernels {
-    if std::arch::is_aarch64_feature_detected!("dotprod") {
-        KERNELS_DOTPROD
-    } else {
-        KERNELS
-    }
-}
-
 /// Safe wrappers. NEON is baseline on aarch64; the `_dotprod` ones are reachable only through
 /// the table built after the dotprod check.
 mod checked {
