@@ -1,1 +1,4 @@
 #![forbid(unsafe_code)]
+pub mod chat_template;
+pub mod sampler;
+pub mod tokenizer;

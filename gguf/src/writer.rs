@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{GgufError, Result};
-use crate::reader::{ValueType, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::reader::{ValueType, DEFAULT_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS};
 use crate::types::GgmlType;
 
 /// An owned metadata value, for writing.
@@ -147,8 +147,10 @@ impl GgufWriter {
                 MetaValue::U64(a) => a,
                 _ => return Err(GgufError::Write("general.alignment must be u32".into())),
             };
-            if a == 0 || !a.is_power_of_two() {
-                return Err(GgufError::Write(format!("alignment {a} is not a power of two")));
+            if a == 0 || !a.is_power_of_two() || a > MAX_ALIGNMENT {
+                return Err(GgufError::Write(format!(
+                    "alignment {a} is not a power of two between 1 and {MAX_ALIGNMENT}"
+                )));
             }
             self.alignment = a;
         }
@@ -183,14 +185,16 @@ impl GgufWriter {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| GgufError::Write(format!("tensor '{name}' is too large")))?;
-        if dims[0] % ty.block_size() != 0 {
+        if !dims[0].is_multiple_of(ty.block_size()) {
             return Err(GgufError::Write(format!(
                 "tensor '{name}': row length {} is not a multiple of {}",
                 dims[0],
                 ty.block_size()
             )));
         }
-        let need = n / ty.block_size() * ty.type_size();
+        let need = (n / ty.block_size())
+            .checked_mul(ty.type_size())
+            .ok_or_else(|| GgufError::Write(format!("tensor '{name}' is too large")))?;
         if data.len() as u64 != need {
             return Err(GgufError::Write(format!(
                 "tensor '{name}' needs {need} bytes of {ty}, got {}",
