@@ -1,0 +1,69 @@
+//! Greedy generation against llama.cpp: from each reference prompt's tokens, ferro's greedy
+//! tokens must equal llama.cpp's up to `must_match_tokens` (the steps before the first one
+//! whose top-2 margin is under 0.05, where float summation order may legitimately flip it).
+
+use std::path::PathBuf;
+
+use ferro_engine::generate::greedy;
+use ferro_engine::{Model, ModelOptions};
+use serde_json::Value;
+
+fn reference() -> Value {
+    let text = include_str!("../fixtures/llama-cpp-reference.json");
+    serde_json::from_str(text).expect("reference JSON")
+}
+
+fn model_file(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("FERRO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ferro"));
+    let p = home.join("models").join(format!("{name}.gguf"));
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+        return None;
+    }
+    panic!("model {} not found; run `ferro pull {name}`", p.display());
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn check_model(store_name: &str, reference_name: &str) {
+    let Some(path) = model_file(store_name) else { return };
+    let opts = ModelOptions {
+        n_ctx: 128,
+        ..ModelOptions::default()
+    };
+    let mut model = Model::load(&path, &opts).expect("load model");
+    let r = reference();
+    let completions = r[reference_name]["completions"].as_array().expect("completions");
+    let mut failures = Vec::new();
+    for c in completions {
+        let prompt = ids(&c["prompt_tokens"]);
+        let want = ids(&c["greedy_tokens"]);
+        let must = c["must_match_tokens"].as_u64().unwrap() as usize;
+        let got = greedy(&mut model, &prompt, must, |_| false).expect("generate");
+        if got[..] != want[..must] {
+            failures.push(format!(
+                "prompt {:?}:\n  llama.cpp {:?}\n  ferro     {:?}",
+                c["prompt"].as_str().unwrap(),
+                &want[..must],
+                got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{store_name}: greedy tokens differ\n{}", failures.join("\n"));
+}
+
+#[test]
+fn smollm2_greedy_matches_llama_cpp() {
+    check_model("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf");
+}
+
+#[test]
+fn gemma3_greedy_matches_llama_cpp() {
+    check_model("gemma3-270m", "gemma-3-270m-q4_k_m.gguf");
+}
