@@ -1,0 +1,1 @@
+//! Q2_K: placeholder, filled by the K-quant work (branch kquants).

@@ -1,0 +1,1 @@
+//! Q3_K: placeholder, filled by the K-quant work (branch kquants).

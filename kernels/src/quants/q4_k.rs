@@ -1,0 +1,1 @@
+//! Q4_K: placeholder, filled by the K-quant work (branch kquants).

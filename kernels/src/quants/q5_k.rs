@@ -1,0 +1,1 @@
+//! Q5_K: placeholder, filled by the K-quant work (branch kquants).

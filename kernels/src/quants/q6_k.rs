@@ -1,0 +1,1 @@
+//! Q6_K: placeholder, filled by the K-quant work (branch kquants).
