@@ -6,6 +6,6 @@ pub mod models;
 pub mod ops;
 
 pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions};
+pub mod gen_model;
 pub mod generate;
 pub mod perplexity;
-pub mod gen_model;

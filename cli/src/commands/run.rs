@@ -83,17 +83,17 @@ struct Session {
 }
 
 impl Session {
-    /// Generate after `prompt` (at `n_past`, after `history`), streaming to stdout unless
+    /// Generate after `prompt` (following the `cached` tokens), streaming to stdout unless
     /// `quiet`; returns the generation and its text.
     fn generate(
         &mut self,
-        n_past: usize,
-        history: &[u32],
+        cached: &[u32],
         prompt: &[u32],
         max_tokens: i64,
         quiet: bool,
     ) -> Result<(Generation, String)> {
         let n_ctx = self.model.n_ctx();
+        let n_past = cached.len();
         if n_past + prompt.len() >= n_ctx {
             bail!(
                 "the prompt is {} tokens, too long for the context of {n_ctx} tokens (raise -c/--ctx-size)",
@@ -114,8 +114,7 @@ impl Session {
         let mut stdout = std::io::stdout().lock();
         let gen = generate(
             model,
-            n_past,
-            history,
+            cached,
             prompt,
             max,
             |logits, hist| sampler.sample(logits, hist),
@@ -230,7 +229,7 @@ pub fn run(args: Args) -> Result<()> {
     if tokens.is_empty() {
         bail!("the prompt is empty");
     }
-    let (g, text) = s.generate(0, &[], &tokens, args.max_tokens, args.json)?;
+    let (g, text) = s.generate(&[], &tokens, args.max_tokens, args.json)?;
     if args.json {
         let out = serde_json::json!({ "prompt_tokens": tokens, "tokens": g.tokens, "text": text });
         println!("{out}");
@@ -280,7 +279,7 @@ fn repl(s: &mut Session, args: &Args) -> Result<()> {
         if keep == all.len() {
             keep -= 1; // at least one token must run to get logits
         }
-        match s.generate(keep, &all[..keep], &all[keep..], args.max_tokens, false) {
+        match s.generate(&all[..keep], &all[keep..], args.max_tokens, false) {
             Ok((g, text)) => {
                 println!();
                 s.report(&g);
