@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{GgufError, Result};
-use crate::reader::{ValueType, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::reader::{ValueType, DEFAULT_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS};
 use crate::types::GgmlType;
 
 /// An owned metadata value, for writing.
@@ -147,8 +147,10 @@ impl GgufWriter {
                 MetaValue::U64(a) => a,
                 _ => return Err(GgufError::Write("general.alignment must be u32".into())),
             };
-            if a == 0 || !a.is_power_of_two() {
-                return Err(GgufError::Write(format!("alignment {a} is not a power of two")));
+            if a == 0 || !a.is_power_of_two() || a > MAX_ALIGNMENT {
+                return Err(GgufError::Write(format!(
+                    "alignment {a} is not a power of two between 1 and {MAX_ALIGNMENT}"
+                )));
             }
             self.alignment = a;
         }
@@ -183,14 +185,16 @@ impl GgufWriter {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| GgufError::Write(format!("tensor '{name}' is too large")))?;
-        if dims[0] % ty.block_size() != 0 {
+        if !dims[0].is_multiple_of(ty.block_size()) {
             return Err(GgufError::Write(format!(
                 "tensor '{name}': row length {} is not a multiple of {}",
                 dims[0],
                 ty.block_size()
             )));
         }
-        let need = n / ty.block_size() * ty.type_size();
+        let need = (n / ty.block_size())
+            .checked_mul(ty.type_size())
+            .ok_or_else(|| GgufError::Write(format!("tensor '{name}' is too large")))?;
         if data.len() as u64 != need {
             return Err(GgufError::Write(format!(
                 "tensor '{name}' needs {need} bytes of {ty}, got {}",
@@ -207,28 +211,38 @@ impl GgufWriter {
     }
 
     fn header(&self) -> Result<(Vec<u8>, Vec<u64>)> {
+        let infos: Vec<(&str, &[u64], GgmlType, u64)> = self
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty, t.data.len() as u64))
+            .collect();
+        self.header_for(&infos)
+    }
+
+    /// The header for tensors given as (name, dims, type, bytes), with their data offsets.
+    fn header_for(&self, infos: &[(&str, &[u64], GgmlType, u64)]) -> Result<(Vec<u8>, Vec<u64>)> {
         let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(infos.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             encode_str(&mut out, k);
             out.extend_from_slice(&v.value_type().id().to_le_bytes());
             v.encode(&mut out)?;
         }
-        let mut offsets = Vec::with_capacity(self.tensors.len());
+        let mut offsets = Vec::with_capacity(infos.len());
         let mut off = 0u64;
-        for t in &self.tensors {
-            encode_str(&mut out, &t.name);
-            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
+        for &(name, dims, ty, n_bytes) in infos {
+            encode_str(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&t.ty.id().to_le_bytes());
+            out.extend_from_slice(&ty.id().to_le_bytes());
             out.extend_from_slice(&off.to_le_bytes());
             offsets.push(off);
-            off = (off + t.data.len() as u64).div_ceil(self.alignment) * self.alignment;
+            off = (off + n_bytes).div_ceil(self.alignment) * self.alignment;
         }
         let padded = (out.len() as u64).div_ceil(self.alignment) * self.alignment;
         out.resize(padded as usize, 0);
@@ -270,5 +284,81 @@ impl GgufWriter {
             let _ = std::fs::remove_file(&tmp);
         }
         res
+    }
+
+    /// Write the metadata and the tensors of `specs` to `path` atomically, asking `fill` for
+    /// each tensor's bytes in order while writing, so files larger than memory can be made.
+    /// Tensors added with [`add_tensor`](Self::add_tensor) are not written. `fill` must write
+    /// exactly the bytes the tensor's shape and type need.
+    pub fn write_file_streaming(
+        &self,
+        path: impl AsRef<Path>,
+        specs: &[TensorSpec],
+        mut fill: impl FnMut(usize, &TensorSpec, &mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let mut infos = Vec::with_capacity(specs.len());
+        for t in specs {
+            if t.dims.is_empty() || t.dims.len() > MAX_DIMS as usize || !t.dims[0].is_multiple_of(t.ty.block_size()) {
+                return Err(GgufError::Write(format!("tensor '{}' has a bad shape {:?}", t.name, t.dims)));
+            }
+            let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+            let bytes = n
+                .map(|n| n / t.ty.block_size() * t.ty.type_size())
+                .ok_or_else(|| GgufError::Write(format!("tensor '{}' is too large", t.name)))?;
+            infos.push((t.name.as_str(), t.dims.as_slice(), t.ty, bytes));
+        }
+        let (header, _) = self.header_for(&infos)?;
+        let path = path.as_ref();
+        let tmp = path.with_extension("gguf.partial");
+        let res = (|| {
+            let f = std::fs::File::create(&tmp)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            w.write_all(&header)?;
+            for (i, (t, info)) in specs.iter().zip(&infos).enumerate() {
+                let mut counted = CountingWriter { inner: &mut w, n: 0 };
+                fill(i, t, &mut counted)?;
+                if counted.n != info.3 {
+                    return Err(GgufError::Write(format!(
+                        "tensor '{}' needs {} bytes, {} were written",
+                        t.name, info.3, counted.n
+                    )));
+                }
+                let pad = info.3.div_ceil(self.alignment) * self.alignment - info.3;
+                w.write_all(&vec![0u8; pad as usize])?;
+            }
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(())
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+}
+
+/// A tensor to be written by [`GgufWriter::write_file_streaming`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    /// ggml order: row length first.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

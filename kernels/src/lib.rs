@@ -1,1 +1,28 @@
-//! placeholder
+//! ferro-kernels: quantized block formats, their scalar reference kernels, hand-written SIMD
+//! paths (AVX2, AVX-512, NEON) chosen once at run time, and the matrix-vector / matrix-matrix
+//! products the engine runs on top of them.
+//!
+//! Every `unsafe` of this crate lives in [`simd`](crate::simd); the scalar code in [`quants`] is
+//! always compiled and is the oracle the SIMD paths are tested against.
+
+pub mod dispatch;
+mod membw;
+mod ops;
+pub mod quants;
+mod simd;
+
+pub use dispatch::{cpu_features, kernel_path, KernelPath, KernelTable};
+pub use ferro_gguf::GgmlType;
+pub use membw::measure_read_bandwidth;
+pub use ops::{dequantize_row, is_supported, matmul, matvec, quantize_row, WeightMatrix};
+
+/// Errors of the kernel API.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The type has no kernels (yet).
+    #[error("tensor type {0} is not supported by the CPU kernels")]
+    UnsupportedType(GgmlType),
+    /// Lengths that do not fit the type or each other.
+    #[error("shape error: {0}")]
+    Shape(String),
+}

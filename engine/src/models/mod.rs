@@ -1,0 +1,969 @@
+//! Transformer models read from GGUF files.
+//!
+//! [`Hparams::from_gguf`] reads the shape of the model with one `match` on
+//! `general.architecture`; each architecture's file loads its tensors (as views into the memory
+//! map, never copied) and runs its block from the shared [`ops`](crate::ops). [`Model`] owns the
+//! file, the KV cache and the scratch buffers ([`RunState`], llama2.c style), all allocated once
+//! for the context size, and runs [`Model::forward`] over a batch of tokens.
+
+mod gemma3;
+mod llama;
+mod phi3;
+mod qwen2;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use ferro_gguf::{Gguf, GgufError};
+use ferro_kernels::{dequantize_row, is_supported, matmul, matvec, GgmlType, KernelError, WeightMatrix};
+use rayon::prelude::*;
+
+use crate::kv_cache::KvCache;
+use crate::ops::{self, Rope, RopeStyle};
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unknown model architecture '{0}' (ferro runs llama, mistral, qwen2, phi3 and gemma3)")]
+    UnknownArchitecture(String),
+    #[error("model metadata {key}: {reason}")]
+    Metadata { key: String, reason: String },
+    #[error("tensor {name}: {reason}")]
+    Tensor { name: String, reason: String },
+    #[error("tensor {name}: {source}")]
+    Kernel { name: String, source: KernelError },
+    #[error("{n_tokens} tokens at position {pos} do not fit in the context of {n_ctx} tokens")]
+    ContextFull { n_tokens: usize, pos: usize, n_ctx: usize },
+    #[error("token id {id} is outside the vocabulary of {n_vocab} tokens")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error("could not build a thread pool of {threads} threads: {reason}")]
+    ThreadPool { threads: usize, reason: String },
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// The architectures ferro runs (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama 1/2/3.x, Mistral, SmolLM2.
+    Llama,
+    /// Qwen 2 / 2.5: llama with QKV biases and NeoX rope.
+    Qwen2,
+    /// Phi-3: fused QKV and gate/up projections, NeoX rope.
+    Phi3,
+    /// Gemma 3: QK norms, GeGLU, embedding scale, sliding-window layers, post-norms.
+    Gemma3,
+}
+
+impl Arch {
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Some(match name {
+            "llama" | "mistral" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "phi3" => Arch::Phi3,
+            "gemma3" => Arch::Gemma3,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Phi3 => "phi3",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// The shape and constants of a model.
+#[derive(Debug, Clone)]
+pub struct Hparams {
+    pub arch: Arch,
+    /// `general.architecture` as written (metadata keys are prefixed with it).
+    pub arch_name: String,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Key/query length per head.
+    pub head_dim: usize,
+    /// Value length per head.
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    /// Rotated dimensions per head.
+    pub n_rot: usize,
+    pub norm_eps: f32,
+    pub rope_style: RopeStyle,
+    pub rope_base: f32,
+    pub rope_freq_scale: f32,
+    /// Rope base and scale of sliding-window layers.
+    pub rope_base_swa: f32,
+    pub rope_freq_scale_swa: f32,
+    /// Keys a sliding-window layer sees (query position - key position < window); 0 = none.
+    pub sliding_window: usize,
+    /// With a window, every `swa_pattern`-th layer (the last of each group) attends globally;
+    /// 0 = every layer uses the window.
+    pub swa_pattern: usize,
+    /// Factor on q·k before the softmax.
+    pub attn_scale: f32,
+    /// Factor on the token embeddings (gemma: sqrt(n_embd)).
+    pub embd_scale: f32,
+    pub final_logit_softcap: Option<f32>,
+}
+
+/// Metadata access with the architecture prefix and typed errors.
+struct Meta<'a> {
+    g: &'a Gguf,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    fn bad(&self, k: &str, reason: &str) -> ModelError {
+        ModelError::Metadata {
+            key: self.key(k),
+            reason: reason.into(),
+        }
+    }
+
+    fn usize(&self, k: &str) -> Result<usize> {
+        let v = self.g.require_u64(&self.key(k))?;
+        usize::try_from(v).map_err(|_| self.bad(k, "too large"))
+    }
+
+    fn opt_usize(&self, k: &str) -> Option<usize> {
+        self.g.get_u64(&self.key(k)).and_then(|v| usize::try_from(v).ok())
+    }
+
+    fn opt_f32(&self, k: &str) -> Option<f32> {
+        self.g.get_f64(&self.key(k)).map(|v| v as f32)
+    }
+
+    fn opt_str(&self, k: &str) -> Option<&str> {
+        self.g.get_str(&self.key(k))
+    }
+}
+
+impl Hparams {
+    /// Read the model's shape from its metadata.
+    pub fn from_gguf(g: &Gguf) -> Result<Hparams> {
+        let arch_name = g.architecture()?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnknownArchitecture(arch_name.into()))?;
+        let m = Meta { g, arch: arch_name };
+        let n_embd = m.usize("embedding_length")?;
+        let n_head = m.usize("attention.head_count")?;
+        if n_head == 0 || n_embd == 0 {
+            return Err(m.bad("attention.head_count", "must be positive"));
+        }
+        let n_head_kv = m.opt_usize("attention.head_count_kv").unwrap_or(n_head);
+        if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
+            return Err(m.bad("attention.head_count_kv", "must divide attention.head_count"));
+        }
+        let head_dim = m.opt_usize("attention.key_length").unwrap_or(n_embd / n_head);
+        let head_dim_v = m.opt_usize("attention.value_length").unwrap_or(head_dim);
+        let n_rot = m.opt_usize("rope.dimension_count").unwrap_or(head_dim);
+        if n_rot > head_dim || !n_rot.is_multiple_of(2) {
+            return Err(m.bad("rope.dimension_count", "must be even and at most the head size"));
+        }
+        let n_vocab = match g.tensor_info("token_embd.weight") {
+            Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+            _ => {
+                return Err(ModelError::Tensor {
+                    name: "token_embd.weight".into(),
+                    reason: "missing or not a matrix".into(),
+                })
+            }
+        };
+        let rope_base = m.opt_f32("rope.freq_base").unwrap_or(10000.0);
+        // Linear rope scaling divides positions by the factor (llama.cpp `rope_freq_scale`).
+        let rope_freq_scale = match (m.opt_str("rope.scaling.type"), m.opt_f32("rope.scaling.factor")) {
+            (Some("linear"), Some(f)) if f > 0.0 => 1.0 / f,
+            _ => m
+                .opt_f32("rope.scale_linear")
+                .filter(|f| *f > 0.0)
+                .map_or(1.0, |f| 1.0 / f),
+        };
+        let mut hp = Hparams {
+            arch,
+            arch_name: arch_name.to_string(),
+            n_vocab,
+            n_ctx_train: m.opt_usize("context_length").unwrap_or(2048),
+            n_embd,
+            n_layer: m.usize("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_ff: m.usize("feed_forward_length")?,
+            n_rot,
+            norm_eps: m.opt_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rope_style: RopeStyle::Normal,
+            rope_base,
+            rope_freq_scale,
+            rope_base_swa: rope_base,
+            rope_freq_scale_swa: rope_freq_scale,
+            sliding_window: 0,
+            swa_pattern: 0,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embd_scale: 1.0,
+            final_logit_softcap: m.opt_f32("final_logit_softcapping").filter(|c| *c > 0.0),
+        };
+        match arch {
+            Arch::Llama => {}
+            Arch::Qwen2 => qwen2::adjust_hparams(&mut hp),
+            Arch::Phi3 => phi3::adjust_hparams(&mut hp),
+            Arch::Gemma3 => gemma3::adjust_hparams(&mut hp, m.opt_usize("attention.sliding_window").unwrap_or(0)),
+        }
+        Ok(hp)
+    }
+
+    /// Whether layer `il` attends through the sliding window.
+    pub fn is_swa(&self, il: usize) -> bool {
+        self.sliding_window > 0 && (self.swa_pattern == 0 || il % self.swa_pattern < self.swa_pattern - 1)
+    }
+
+    /// Width of a query row (all heads).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of a key row (all KV heads).
+    pub fn k_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// Width of a value row (all KV heads).
+    pub fn v_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim_v
+    }
+}
+
+/// A weight matrix in the file: where its bytes are and how to read them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tensor {
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features (row length).
+    pub cols: usize,
+    /// Byte range in the file.
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Tensor {
+    /// The matrix as a kernel view over the file's bytes (checked when loaded).
+    fn view<'a>(&self, file: &'a [u8]) -> WeightMatrix<'a> {
+        WeightMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &file[self.start..self.start + self.len],
+        }
+    }
+
+    fn bytes<'a>(&self, file: &'a [u8]) -> &'a [u8] {
+        &file[self.start..self.start + self.len]
+    }
+}
+
+/// One transformer block's weights. Architectures use the parts they have.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    /// `[n_embd]`
+    pub attn_norm: Vec<f32>,
+    /// Separate projections `[q_dim x n_embd]`, `[k_dim x n_embd]`, `[v_dim x n_embd]` ...
+    pub wq: Option<Tensor>,
+    pub wk: Option<Tensor>,
+    pub wv: Option<Tensor>,
+    /// ... or one fused `[(q_dim + k_dim + v_dim) x n_embd]` (phi3).
+    pub wqkv: Option<Tensor>,
+    /// Biases `[q_dim]`, `[k_dim]`, `[v_dim]` (qwen2).
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    /// Per-head norms `[head_dim]` applied before rope (gemma3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// `[n_embd x n_head * head_dim_v]`
+    pub wo: Tensor,
+    /// `[n_embd]`, on the attention output before the residual add (gemma3).
+    pub post_attn_norm: Option<Vec<f32>>,
+    /// `[n_embd]`
+    pub ffn_norm: Vec<f32>,
+    /// `[n_ff x n_embd]`; None when `up` is fused `[2 n_ff x n_embd]` with the gate first (phi3).
+    pub gate: Option<Tensor>,
+    pub up: Tensor,
+    /// `[n_embd x n_ff]`
+    pub down: Tensor,
+    /// `[n_embd]`, on the FFN output before the residual add (gemma3).
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// All of a model's weights.
+#[derive(Debug)]
+pub(crate) struct Weights {
+    /// `[n_vocab x n_embd]`, looked up row by row.
+    pub tok_embd: Tensor,
+    pub layers: Vec<Layer>,
+    /// `[n_embd]`
+    pub output_norm: Vec<f32>,
+    /// `[n_vocab x n_embd]`; the embedding table itself when the model ties them.
+    pub output: Tensor,
+    /// Rope of the global layers and of the sliding-window layers.
+    pub rope: Rope,
+    pub rope_swa: Rope,
+}
+
+/// Reads tensors by name, checking shapes and kernel support.
+pub(crate) struct Loader<'a> {
+    pub g: &'a Gguf,
+}
+
+impl Loader<'_> {
+    fn err(name: &str, reason: String) -> ModelError {
+        ModelError::Tensor {
+            name: name.into(),
+            reason,
+        }
+    }
+
+    /// A matrix of `rows` rows of `cols` elements.
+    pub fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Tensor> {
+        self.opt_matrix(name, cols, rows)?
+            .ok_or_else(|| Self::err(name, "missing".into()))
+    }
+
+    pub fn opt_matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Tensor>> {
+        let Some(info) = self.g.tensor_info(name) else {
+            return Ok(None);
+        };
+        let d = &info.dims;
+        let shape_ok = d.len() >= 2 && d[0] as usize == cols && d[1] as usize == rows && d[2..].iter().all(|&x| x == 1);
+        if !shape_ok {
+            return Err(Self::err(name, format!("expected shape [{cols}, {rows}], found {d:?}")));
+        }
+        if !is_supported(info.ty) {
+            return Err(Self::err(
+                name,
+                format!("type {} is not supported by ferro's kernels", info.ty),
+            ));
+        }
+        let t = Tensor {
+            ty: info.ty,
+            rows,
+            cols,
+            start: info.offset as usize,
+            len: info.n_bytes as usize,
+        };
+        // Validate once here so the forward pass can build views without checks.
+        WeightMatrix::new(t.ty, rows, cols, t.bytes(self.g.bytes())).map_err(|source| ModelError::Kernel {
+            name: name.into(),
+            source,
+        })?;
+        Ok(Some(t))
+    }
+
+    /// A vector of `n` elements, converted to f32 (norm weights, biases: tiny).
+    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        self.opt_vector(name, n)?
+            .ok_or_else(|| Self::err(name, "missing".into()))
+    }
+
+    pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        let Some(info) = self.g.tensor_info(name) else {
+            return Ok(None);
+        };
+        if info.n_elements() != n as u64 {
+            return Err(Self::err(name, format!("expected {n} elements, found {:?}", info.dims)));
+        }
+        let mut out = vec![0.0; n];
+        dequantize_row(info.ty, self.g.tensor_data(info), &mut out).map_err(|source| ModelError::Kernel {
+            name: name.into(),
+            source,
+        })?;
+        Ok(Some(out))
+    }
+
+    /// The embedding table, and the output matrix (tied to it when `output.weight` is absent).
+    pub fn embeddings(&self, hp: &Hparams) -> Result<(Tensor, Tensor)> {
+        let embd = self.matrix("token_embd.weight", hp.n_embd, hp.n_vocab)?;
+        let output = self.opt_matrix("output.weight", hp.n_embd, hp.n_vocab)?.unwrap_or(embd);
+        Ok((embd, output))
+    }
+
+    /// The rope of the global and of the sliding-window layers, with frequency factors from
+    /// `rope_freqs.weight` (llama3) or `factors_tensor`, or computed from `rope.scaling.*`.
+    pub fn ropes(&self, hp: &Hparams, factors_tensor: &str) -> Result<(Rope, Rope)> {
+        let m = Meta {
+            g: self.g,
+            arch: &hp.arch_name,
+        };
+        let half = hp.n_rot / 2;
+        let mut factors = self.opt_vector(factors_tensor, half)?;
+        if factors.is_none() && m.opt_str("rope.scaling.type") == Some("llama3") {
+            factors = Some(ops::llama3_rope_factors(
+                hp.n_rot,
+                hp.rope_base,
+                m.opt_f32("rope.scaling.factor").unwrap_or(8.0),
+                m.opt_f32("rope.scaling.low_freq_factor").unwrap_or(1.0),
+                m.opt_f32("rope.scaling.high_freq_factor").unwrap_or(4.0),
+                m.opt_usize("rope.scaling.original_context_length").unwrap_or(8192) as f32,
+            ));
+        }
+        let rope = Rope::new(
+            hp.rope_style,
+            hp.n_rot,
+            hp.rope_base,
+            hp.rope_freq_scale,
+            factors.as_deref(),
+        );
+        let rope_swa = Rope::new(
+            hp.rope_style,
+            hp.n_rot,
+            hp.rope_base_swa,
+            hp.rope_freq_scale_swa,
+            factors.as_deref(),
+        );
+        Ok((rope, rope_swa))
+    }
+
+    /// The tensors every llama-like block has: norms, attention output, FFN down.
+    pub fn layer_common(&self, hp: &Hparams, il: usize) -> Result<(Vec<f32>, Tensor, Vec<f32>, Tensor)> {
+        let p = format!("blk.{il}");
+        Ok((
+            self.vector(&format!("{p}.attn_norm.weight"), hp.n_embd)?,
+            self.matrix(&format!("{p}.attn_output.weight"), hp.n_head * hp.head_dim_v, hp.n_embd)?,
+            self.vector(&format!("{p}.ffn_norm.weight"), hp.n_embd)?,
+            self.matrix(&format!("{p}.ffn_down.weight"), hp.n_ff, hp.n_embd)?,
+        ))
+    }
+
+    /// A block with separate Q/K/V and gate/up projections (llama, qwen2, gemma3).
+    pub fn layer_separate(&self, hp: &Hparams, il: usize) -> Result<Layer> {
+        let p = format!("blk.{il}");
+        let (attn_norm, wo, ffn_norm, down) = self.layer_common(hp, il)?;
+        Ok(Layer {
+            attn_norm,
+            wq: Some(self.matrix(&format!("{p}.attn_q.weight"), hp.n_embd, hp.q_dim())?),
+            wk: Some(self.matrix(&format!("{p}.attn_k.weight"), hp.n_embd, hp.k_dim())?),
+            wv: Some(self.matrix(&format!("{p}.attn_v.weight"), hp.n_embd, hp.v_dim())?),
+            wqkv: None,
+            bq: self.opt_vector(&format!("{p}.attn_q.bias"), hp.q_dim())?,
+            bk: self.opt_vector(&format!("{p}.attn_k.bias"), hp.k_dim())?,
+            bv: self.opt_vector(&format!("{p}.attn_v.bias"), hp.v_dim())?,
+            q_norm: None,
+            k_norm: None,
+            wo,
+            post_attn_norm: None,
+            ffn_norm,
+            gate: Some(self.matrix(&format!("{p}.ffn_gate.weight"), hp.n_embd, hp.n_ff)?),
+            up: self.matrix(&format!("{p}.ffn_up.weight"), hp.n_embd, hp.n_ff)?,
+            down,
+            post_ffn_norm: None,
+        })
+    }
+}
+
+/// Scratch buffers for a batch of up to `n_batch` tokens, allocated once.
+#[derive(Debug)]
+pub struct RunState {
+    pub n_batch: usize,
+    /// `[n_batch][n_embd]` residual stream
+    pub x: Vec<f32>,
+    /// `[n_batch][n_embd]` normalized input of a sub-block
+    pub xb: Vec<f32>,
+    /// `[n_batch][n_embd]` output of a sub-block
+    pub xb2: Vec<f32>,
+    /// `[n_batch][n_head * head_dim]`
+    pub q: Vec<f32>,
+    /// `[n_batch][n_head_kv * head_dim]`
+    pub k: Vec<f32>,
+    /// `[n_batch][n_head_kv * head_dim_v]`
+    pub v: Vec<f32>,
+    /// `[n_batch][q_dim + k_dim + v_dim]` fused QKV output (empty unless the model fuses it)
+    pub qkv: Vec<f32>,
+    /// `[n_batch][n_head * head_dim_v]` attention output, heads concatenated
+    pub att: Vec<f32>,
+    /// `[n_batch][n_ff]` gate activations, then the gated product
+    pub hb: Vec<f32>,
+    /// `[n_batch][n_ff]` up projection (`[n_batch][2 n_ff]` when gate/up are fused)
+    pub hb2: Vec<f32>,
+    /// `[n][n_vocab]` logits of the tokens asked for; grows on first use of `Logits::All`
+    pub logits: Vec<f32>,
+}
+
+impl RunState {
+    fn new(hp: &Hparams, n_batch: usize, fused_qkv: bool, fused_up: bool) -> Self {
+        let b = n_batch;
+        RunState {
+            n_batch,
+            x: vec![0.0; b * hp.n_embd],
+            xb: vec![0.0; b * hp.n_embd],
+            xb2: vec![0.0; b * hp.n_embd],
+            q: vec![0.0; b * hp.q_dim()],
+            k: vec![0.0; b * hp.k_dim()],
+            v: vec![0.0; b * hp.v_dim()],
+            qkv: if fused_qkv {
+                vec![0.0; b * (hp.q_dim() + hp.k_dim() + hp.v_dim())]
+            } else {
+                Vec::new()
+            },
+            att: vec![0.0; b * hp.n_head * hp.head_dim_v],
+            hb: vec![0.0; b * hp.n_ff],
+            hb2: vec![0.0; b * hp.n_ff * if fused_up { 2 } else { 1 }],
+            logits: vec![0.0; hp.n_vocab],
+        }
+    }
+}
+
+/// Which logits [`Model::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// `[n_vocab]` for the last token.
+    Last,
+    /// `[n_tokens][n_vocab]` for every token.
+    All,
+    /// None (filling the cache only).
+    None,
+}
+
+/// Options for [`Model::load`].
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Context size; 0 = the smaller of 4096 and the training context.
+    pub n_ctx: usize,
+    /// Most tokens one internal forward step processes (bounds the scratch buffers).
+    pub n_batch: usize,
+    /// Worker threads; 0 = rayon's default (one per core).
+    pub threads: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            n_ctx: 0,
+            n_batch: 256,
+            threads: 0,
+        }
+    }
+}
+
+/// A loaded model: weights in the memory map, KV cache, scratch buffers and thread pool.
+pub struct Model {
+    gguf: Arc<Gguf>,
+    hp: Hparams,
+    w: Weights,
+    kv: KvCache,
+    s: RunState,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("hparams", &self.hp)
+            .field("n_ctx", &self.kv.n_ctx)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Open a GGUF file and load the model in it.
+    pub fn load(path: impl AsRef<Path>, opts: &ModelOptions) -> Result<Model> {
+        Self::from_gguf(Arc::new(Gguf::open(path)?), opts)
+    }
+
+    /// Load the model of an opened file.
+    pub fn from_gguf(gguf: Arc<Gguf>, opts: &ModelOptions) -> Result<Model> {
+        let hp = Hparams::from_gguf(&gguf)?;
+        let loader = Loader { g: &gguf };
+        let w = match hp.arch {
+            Arch::Llama => llama::load(&loader, &hp)?,
+            Arch::Qwen2 => qwen2::load(&loader, &hp)?,
+            Arch::Phi3 => phi3::load(&loader, &hp)?,
+            Arch::Gemma3 => gemma3::load(&loader, &hp)?,
+        };
+        let n_ctx = if opts.n_ctx == 0 {
+            hp.n_ctx_train.min(4096)
+        } else {
+            opts.n_ctx
+        };
+        let n_batch = opts.n_batch.clamp(1, n_ctx.max(1));
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim());
+        let s = RunState::new(&hp, n_batch, w.layers[0].wqkv.is_some(), w.layers[0].gate.is_none());
+        let pool = if opts.threads > 0 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(opts.threads)
+                    .build()
+                    .map_err(|e| ModelError::ThreadPool {
+                        threads: opts.threads,
+                        reason: e.to_string(),
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Model {
+            gguf,
+            hp,
+            w,
+            kv,
+            s,
+            pool,
+        })
+    }
+
+    pub fn hparams(&self) -> &Hparams {
+        &self.hp
+    }
+
+    /// The file the model was loaded from (tokenizer and chat template live in its metadata).
+    pub fn gguf(&self) -> &Arc<Gguf> {
+        &self.gguf
+    }
+
+    /// Context size: positions the KV cache holds.
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.hp.n_vocab
+    }
+
+    /// Bytes of weights a decode step reads (every matrix once, one embedding row aside).
+    pub fn weight_bytes(&self) -> usize {
+        let mut n = if self.w.output.start == self.w.tok_embd.start {
+            self.w.output.len
+        } else {
+            self.w.output.len + self.w.tok_embd.len / self.hp.n_vocab
+        };
+        for l in &self.w.layers {
+            for t in [l.wq, l.wk, l.wv, l.wqkv, Some(l.wo), l.gate, Some(l.up), Some(l.down)]
+                .into_iter()
+                .flatten()
+            {
+                n += t.len;
+            }
+        }
+        n
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.kv.size_bytes()
+    }
+
+    /// Run `tokens` at positions `pos..pos + tokens.len()`, filling the KV cache, and return
+    /// the logits asked for: `[n_vocab]` for `Logits::Last`, `[tokens.len()][n_vocab]` for
+    /// `Logits::All`, empty for `Logits::None`. Positions after `pos` are overwritten.
+    pub fn forward(&mut self, tokens: &[u32], pos: usize, which: Logits) -> Result<&[f32]> {
+        let n_ctx = self.kv.n_ctx;
+        if tokens.is_empty() {
+            return Ok(&[]);
+        }
+        if pos + tokens.len() > n_ctx {
+            return Err(ModelError::ContextFull {
+                n_tokens: tokens.len(),
+                pos,
+                n_ctx,
+            });
+        }
+        let n_vocab = self.hp.n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab });
+        }
+        let want = match which {
+            Logits::Last => n_vocab,
+            Logits::All => tokens.len() * n_vocab,
+            Logits::None => 0,
+        };
+        if self.s.logits.len() < want {
+            self.s.logits.resize(want, 0.0);
+        }
+        let Model {
+            gguf,
+            hp,
+            w,
+            kv,
+            s,
+            pool,
+            ..
+        } = self;
+        let file = gguf.bytes();
+        let mut run = || -> Result<()> {
+            let b = s.n_batch;
+            let n_chunks = tokens.len().div_ceil(b);
+            for (ci, chunk) in tokens.chunks(b).enumerate() {
+                let p = pos + ci * b;
+                let out = match which {
+                    Logits::All => Some((0..chunk.len(), ci * b)),
+                    Logits::Last if ci + 1 == n_chunks => Some((chunk.len() - 1..chunk.len(), 0)),
+                    _ => None,
+                };
+                forward_batch(hp, w, kv, s, file, chunk, p, out)?;
+            }
+            Ok(())
+        };
+        match pool {
+            Some(pool) => pool.install(run)?,
+            None => run()?,
+        }
+        Ok(&self.s.logits[..want])
+    }
+}
+
+/// `y[n][rows] = x[n][cols] · Wᵀ`: matvec for one token, matmul for a batch.
+fn mm(t: &Tensor, file: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
+    let w = t.view(file);
+    let x = &x[..n * t.cols];
+    let y = &mut y[..n * t.rows];
+    if n == 1 {
+        matvec(&w, x, y);
+    } else {
+        matmul(&w, x, n, y);
+    }
+}
+
+/// `x[n][len] += b` for each row.
+fn add_bias(x: &mut [f32], b: &[f32], n: usize) {
+    for row in x.chunks_exact_mut(b.len()).take(n) {
+        ops::add(row, b);
+    }
+}
+
+/// One batch of tokens through the whole model; logits of `out.0` (rows of the batch) are
+/// written to `s.logits` starting at row `out.1`.
+#[allow(clippy::too_many_arguments)]
+fn forward_batch(
+    hp: &Hparams,
+    w: &Weights,
+    kv: &mut KvCache,
+    s: &mut RunState,
+    file: &[u8],
+    tokens: &[u32],
+    pos: usize,
+    out: Option<(Range<usize>, usize)>,
+) -> Result<()> {
+    let n = tokens.len();
+    let d = hp.n_embd;
+    let embd = w.tok_embd;
+    for (t, &tok) in tokens.iter().enumerate() {
+        let row = &mut s.x[t * d..(t + 1) * d];
+        ops::embedding_row(embd.ty, embd.bytes(file), tok as usize, row).map_err(|source| ModelError::Kernel {
+            name: "token_embd.weight".into(),
+            source,
+        })?;
+        if hp.embd_scale != 1.0 {
+            row.iter_mut().for_each(|v| *v *= hp.embd_scale);
+        }
+    }
+    for (il, layer) in w.layers.iter().enumerate() {
+        let rope = if hp.is_swa(il) { &w.rope_swa } else { &w.rope };
+        let ctx = BlockCtx {
+            hp,
+            layer,
+            rope,
+            il,
+            pos,
+            n,
+            file,
+        };
+        match hp.arch {
+            Arch::Llama | Arch::Qwen2 | Arch::Phi3 => llama::block(&ctx, s, kv),
+            Arch::Gemma3 => gemma3::block(&ctx, s, kv),
+        }
+    }
+    if let Some((rows, first)) = out {
+        let m = rows.len();
+        for (i, t) in rows.clone().enumerate() {
+            ops::rms_norm(
+                &mut s.xb[i * d..(i + 1) * d],
+                &s.x[t * d..(t + 1) * d],
+                &w.output_norm,
+                hp.norm_eps,
+            );
+        }
+        let v = hp.n_vocab;
+        let logits = &mut s.logits[first * v..(first + m) * v];
+        mm(&w.output, file, &s.xb, m, logits);
+        if let Some(cap) = hp.final_logit_softcap {
+            ops::softcap(logits, cap);
+        }
+    }
+    Ok(())
+}
+
+/// What a block's forward pass needs besides the buffers.
+pub(crate) struct BlockCtx<'a> {
+    pub hp: &'a Hparams,
+    pub layer: &'a Layer,
+    pub rope: &'a Rope,
+    pub il: usize,
+    /// Position of the first token of the batch.
+    pub pos: usize,
+    /// Tokens in the batch.
+    pub n: usize,
+    pub file: &'a [u8],
+}
+
+impl BlockCtx<'_> {
+    /// `s.xb[t] = rms_norm(s.x[t]) * weight` for every token.
+    pub fn norm_input(&self, s: &mut RunState, weight: &[f32]) {
+        let d = self.hp.n_embd;
+        for t in 0..self.n {
+            ops::rms_norm(
+                &mut s.xb[t * d..(t + 1) * d],
+                &s.x[t * d..(t + 1) * d],
+                weight,
+                self.hp.norm_eps,
+            );
+        }
+    }
+
+    /// In-place rms_norm of each token's row of `s.xb2` (gemma's post-norms).
+    pub fn post_norm(&self, s: &mut RunState, weight: &[f32]) {
+        let d = self.hp.n_embd;
+        ops::rms_norm_rows(&mut s.xb2[..self.n * d], weight, self.hp.norm_eps);
+    }
+
+    /// `s.x += s.xb2` (the residual connection).
+    pub fn residual(&self, s: &mut RunState) {
+        let m = self.n * self.hp.n_embd;
+        ops::add(&mut s.x[..m], &s.xb2[..m]);
+    }
+
+    /// Q, K, V projections of `s.xb` into `s.q`, `s.k`, `s.v`, with biases.
+    pub fn qkv(&self, s: &mut RunState) {
+        let (l, n, f) = (self.layer, self.n, self.file);
+        let (qd, kd, vd) = (self.hp.q_dim(), self.hp.k_dim(), self.hp.v_dim());
+        if let Some(wqkv) = &l.wqkv {
+            mm(wqkv, f, &s.xb, n, &mut s.qkv);
+            for t in 0..n {
+                let row = &s.qkv[t * (qd + kd + vd)..(t + 1) * (qd + kd + vd)];
+                s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                s.k[t * kd..(t + 1) * kd].copy_from_slice(&row[qd..qd + kd]);
+                s.v[t * vd..(t + 1) * vd].copy_from_slice(&row[qd + kd..]);
+            }
+        } else if let (Some(wq), Some(wk), Some(wv)) = (&l.wq, &l.wk, &l.wv) {
+            mm(wq, f, &s.xb, n, &mut s.q);
+            mm(wk, f, &s.xb, n, &mut s.k);
+            mm(wv, f, &s.xb, n, &mut s.v);
+        }
+        if let Some(b) = &l.bq {
+            add_bias(&mut s.q, b, n);
+        }
+        if let Some(b) = &l.bk {
+            add_bias(&mut s.k, b, n);
+        }
+        if let Some(b) = &l.bv {
+            add_bias(&mut s.v, b, n);
+        }
+    }
+
+    /// Per-head RMS norms of Q and K (gemma3, qwen3), before rope.
+    pub fn qk_norm(&self, s: &mut RunState) {
+        let (l, n, eps) = (self.layer, self.n, self.hp.norm_eps);
+        if let Some(w) = &l.q_norm {
+            ops::rms_norm_rows(&mut s.q[..n * self.hp.q_dim()], w, eps);
+        }
+        if let Some(w) = &l.k_norm {
+            ops::rms_norm_rows(&mut s.k[..n * self.hp.k_dim()], w, eps);
+        }
+    }
+
+    /// Rope Q and K, append K and V to the cache, attend (causal, grouped-query, windowed on
+    /// sliding-window layers) and project the heads through `wo` into `s.xb2`.
+    pub fn attention(&self, s: &mut RunState, kv: &mut KvCache) {
+        let hp = self.hp;
+        let (n, pos, hd, hdv) = (self.n, self.pos, hp.head_dim, hp.head_dim_v);
+        let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
+        for t in 0..n {
+            self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, pos + t);
+            self.rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, pos + t);
+        }
+        kv.store(self.il, pos, &s.k[..n * kd], &s.v[..n * vd]);
+        let (kc, vc) = kv.layer(self.il);
+        let window = if hp.is_swa(self.il) { hp.sliding_window } else { 0 };
+        let group = hp.n_head / hp.n_head_kv;
+        let scale = hp.attn_scale;
+        let q = &s.q;
+        let n_ctx = kv.n_ctx;
+        // One task per (token, head): out row [hdv] of s.att.
+        s.att[..n * hp.n_head * hdv]
+            .par_chunks_mut(hdv)
+            .enumerate()
+            .for_each_init(
+                || Vec::with_capacity(n_ctx),
+                |scores, (i, out)| {
+                    let (t, h) = (i / hp.n_head, i % hp.n_head);
+                    let p = pos + t;
+                    let kvh = h / group;
+                    let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
+                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                    scores.clear();
+                    scores.extend((lo..=p).map(|j| dot(qh, &kc[j * kd + kvh * hd..j * kd + (kvh + 1) * hd]) * scale));
+                    ops::softmax(scores);
+                    out.fill(0.0);
+                    for (j, &a) in (lo..=p).zip(scores.iter()) {
+                        let vj = &vc[j * vd + kvh * hdv..j * vd + (kvh + 1) * hdv];
+                        for (o, &x) in out.iter_mut().zip(vj) {
+                            *o += a * x;
+                        }
+                    }
+                },
+            );
+        mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
+    }
+
+    /// Gated feed-forward of `s.xb` into `s.xb2`: `down(act(gate x) * up x)`.
+    pub fn ffn(&self, s: &mut RunState, gelu: bool) {
+        let (l, n, f, ff) = (self.layer, self.n, self.file, self.hp.n_ff);
+        match &l.gate {
+            Some(gate) => {
+                mm(gate, f, &s.xb, n, &mut s.hb);
+                mm(&l.up, f, &s.xb, n, &mut s.hb2);
+            }
+            None => {
+                // Fused [gate; up] rows: each token's output is gate then up.
+                mm(&l.up, f, &s.xb, n, &mut s.hb2);
+                for t in 0..n {
+                    s.hb[t * ff..(t + 1) * ff].copy_from_slice(&s.hb2[t * 2 * ff..t * 2 * ff + ff]);
+                    s.hb2.copy_within(t * 2 * ff + ff..(t + 1) * 2 * ff, t * ff);
+                }
+            }
+        }
+        let (g, u) = (&mut s.hb[..n * ff], &s.hb2[..n * ff]);
+        if gelu {
+            ops::geglu(g, u);
+        } else {
+            ops::swiglu(g, u);
+        }
+        mm(&l.down, f, &s.hb, n, &mut s.xb2);
+    }
+}
+
+/// Dot product with eight independent partial sums (vectorizes without fast-math).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

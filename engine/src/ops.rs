@@ -1,0 +1,237 @@
+//! The small numeric building blocks every architecture's forward pass is made of.
+//!
+//! Each op follows the ggml CPU op of the same name closely enough that ferro's logits agree
+//! with llama.cpp's to float rounding: sums of squares and softmax denominators accumulate in
+//! f64 as ggml's do, and GELU goes through an f16 round trip like ggml's `GGML_GELU_FP16` table.
+
+use ferro_kernels::{dequantize_row, GgmlType, KernelError};
+use half::f16;
+
+/// `out = x / sqrt(mean(x²) + eps) * w` (ggml `rms_norm` followed by `mul`).
+pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    debug_assert_eq!(out.len(), x.len());
+    debug_assert_eq!(w.len(), x.len());
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// In-place [`rms_norm`] of each `w.len()`-long row of `x` (per-head Q/K norms).
+pub fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for row in x.chunks_exact_mut(n) {
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
+        for (v, &g) in row.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+/// Softmax in place; the denominator accumulates in f64 (ggml `soft_max`).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// How rotary embedding pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(x[2i], x[2i+1])`: llama, mistral (ggml `GGML_ROPE_TYPE_NORMAL`).
+    Normal,
+    /// Split halves `(x[i], x[i + n_rot/2])`: gemma, qwen2, phi3 (ggml `GGML_ROPE_TYPE_NEOX`).
+    Neox,
+}
+
+/// Rotary position embedding parameters of one layer type: the per-pair inverse frequencies
+/// with frequency scaling and llama3-style frequency factors already folded in.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Rotated dimensions per head (`rope.dimension_count`); the rest pass through.
+    pub n_rot: usize,
+    /// `[n_rot / 2]`: theta_i = pos * inv_freq[i].
+    pub inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    /// ggml `rope_ext` without YaRN: theta_i = pos * freq_scale * base^(-2i/n_rot) / factor_i.
+    pub fn new(style: RopeStyle, n_rot: usize, base: f32, freq_scale: f32, factors: Option<&[f32]>) -> Self {
+        // ggml builds theta_scale^i by repeated multiplication in f32; do the same.
+        let theta_scale = base.powf(-2.0 / n_rot as f32);
+        let mut t = 1.0f32;
+        let inv_freq = (0..n_rot / 2)
+            .map(|i| {
+                let ff = factors.and_then(|f| f.get(i).copied()).unwrap_or(1.0);
+                let v = freq_scale * (t / ff);
+                t *= theta_scale;
+                v
+            })
+            .collect();
+        Rope { style, n_rot, inv_freq }
+    }
+
+    /// Rotate every `head_dim`-long head in `x` for position `pos`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        let half = self.n_rot / 2;
+        for head in x.chunks_exact_mut(head_dim) {
+            for (i, &f) in self.inv_freq.iter().enumerate() {
+                let theta = pos as f32 * f;
+                let (sin, cos) = theta.sin_cos();
+                let (a, b) = match self.style {
+                    RopeStyle::Normal => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// llama3 rope scaling (Meta's `apply_scaling`): the per-pair factors llama.cpp's converter
+/// stores as `rope_freqs.weight`, for files that only carry `rope.scaling.*` metadata.
+pub fn llama3_rope_factors(n_rot: usize, base: f32, factor: f32, low: f32, high: f32, orig_ctx: f32) -> Vec<f32> {
+    let low_wavelen = orig_ctx / low;
+    let high_wavelen = orig_ctx / high;
+    (0..n_rot / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(2.0 * i as f32 / n_rot as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (orig_ctx / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// SiLU-gated linear unit in place: `gate = silu(gate) * up` (ggml `swiglu`).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// GELU, tanh approximation, as ggml's CPU backend computes it: the input rounded to f16 and
+/// the result looked up in an f16 table (`GGML_GELU_FP16`), saturating beyond ±10.
+pub fn gelu(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let h = f16::from_f32(x).to_f32();
+        f16::from_f32(gelu_exact(h)).to_f32()
+    }
+}
+
+fn gelu_exact(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// GELU-gated linear unit in place: `gate = gelu(gate) * up` (ggml `geglu`).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
+/// `x += y`.
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Look one row (token) up in an embedding table stored as `ty` rows of `out.len()` elements.
+pub fn embedding_row(ty: GgmlType, table: &[u8], row: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    let rb = ty
+        .row_bytes(out.len() as u64)
+        .ok_or_else(|| KernelError::Shape(format!("embedding width {} does not fit {ty}", out.len())))?
+        as usize;
+    let src = table
+        .get(row * rb..(row + 1) * rb)
+        .ok_or_else(|| KernelError::Shape(format!("embedding row {row} is out of range")))?;
+    dequantize_row(ty, src, out)
+}
+
+/// Cap logits smoothly to (-cap, cap): `cap * tanh(x / cap)` (gemma's soft-capping).
+pub fn softcap(x: &mut [f32], cap: f32) {
+    for v in x.iter_mut() {
+        *v = (*v / cap).tanh() * cap;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_unit_rms() {
+        let x = [1.0, -2.0, 3.0, -4.0];
+        let mut out = [0.0; 4];
+        rms_norm(&mut out, &x, &[1.0; 4], 0.0);
+        let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!((ms - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0, 2.0, 3.0, -1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
+
+    #[test]
+    fn rope_layouts_rotate_different_pairs() {
+        let r = Rope::new(RopeStyle::Normal, 4, 10000.0, 1.0, None);
+        let mut x = [1.0, 0.0, 1.0, 0.0];
+        r.apply(&mut x, 4, 1);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        let r = Rope::new(RopeStyle::Neox, 4, 10000.0, 1.0, None);
+        let mut x = [1.0, 0.0, 0.0, 0.0];
+        r.apply(&mut x, 4, 1);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+        // Rotation keeps the norm and position 0 is the identity.
+        let mut y = [0.3, -0.7, 1.1, 0.2];
+        r.apply(&mut y, 4, 0);
+        assert_eq!(y, [0.3, -0.7, 1.1, 0.2]);
+    }
+
+    #[test]
+    fn gelu_matches_tanh_formula() {
+        for &x in &[-3.0f32, -0.5, 0.0, 0.25, 1.0, 2.5] {
+            assert!((gelu(x) - gelu_exact(x)).abs() < 2e-3 * (1.0 + x.abs()), "{x}");
+        }
+        assert_eq!(gelu(-20.0), 0.0);
+        assert_eq!(gelu(20.0), 20.0);
+    }
+
+    #[test]
+    fn llama3_factors_span_one_to_factor() {
+        let f = llama3_rope_factors(128, 500000.0, 8.0, 1.0, 4.0, 8192.0);
+        assert_eq!(f.len(), 64);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[63], 8.0);
+        assert!(f.windows(2).all(|w| w[1] >= w[0]));
+    }
+}

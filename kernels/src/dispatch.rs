@@ -1,0 +1,180 @@
+//! Run-time kernel selection.
+//!
+//! The CPU is probed once ([`KernelTable::get`], a `OnceLock`) and the best path's function
+//! pointers are stored in a [`KernelTable`]. `FERRO_KERNELS=scalar|avx2|avx512|neon` pins a
+//! path; if the pinned path is unknown or this CPU cannot run it, a warning goes to stderr and
+//! the best available path is used instead ([`kernel_path`] then shows what really runs).
+
+use crate::quants::q8_k::KQuantKernels;
+use crate::quants::{float, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use half::{bf16, f16};
+use std::sync::OnceLock;
+
+/// A family of kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL (VNNI `vpdpbusd` when present).
+    Avx512,
+    /// aarch64 NEON (`sdot` when dotprod is present).
+    Neon,
+}
+
+impl KernelPath {
+    /// Every path, best last.
+    pub const ALL: [KernelPath; 4] = [Self::Scalar, Self::Avx2, Self::Avx512, Self::Neon];
+
+    /// The name `FERRO_KERNELS` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+            Self::Neon => "neon",
+        }
+    }
+
+    /// Parse a `FERRO_KERNELS` value.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        KernelTable::for_path(self).is_some()
+    }
+
+    /// The paths this CPU can run, scalar first.
+    pub fn available() -> Vec<KernelPath> {
+        Self::ALL.into_iter().filter(|p| p.is_available()).collect()
+    }
+}
+
+/// Dot of a weight row (blocks) with an activation row (blocks).
+pub type DotFn<W, A> = fn(&[W], &[A]) -> f32;
+/// Quantize an f32 activation row into blocks.
+pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
+
+/// Function pointers of one path. Tables only exist for paths the CPU supports, so calling any
+/// pointer is always safe.
+#[derive(Clone, Copy)]
+pub struct KernelTable {
+    /// Which family the pointers belong to.
+    pub path: KernelPath,
+    /// Display name (`avx512-vnni`, `neon-dotprod`, ...).
+    pub name: &'static str,
+    /// f32 -> Q8_0 activations (bit-exact across paths).
+    pub quantize_q8_0: QuantizeFn<BlockQ8_0>,
+    /// f32 -> Q8_1 activations (bit-exact across paths).
+    pub quantize_q8_1: QuantizeFn<BlockQ8_1>,
+    /// Q4_0 · Q8_0.
+    pub dot_q4_0: DotFn<BlockQ4_0, BlockQ8_0>,
+    /// Q4_1 · Q8_1.
+    pub dot_q4_1: DotFn<BlockQ4_1, BlockQ8_1>,
+    /// Q5_0 · Q8_0.
+    pub dot_q5_0: DotFn<BlockQ5_0, BlockQ8_0>,
+    /// Q5_1 · Q8_1.
+    pub dot_q5_1: DotFn<BlockQ5_1, BlockQ8_1>,
+    /// Q8_0 · Q8_0.
+    pub dot_q8_0: DotFn<BlockQ8_0, BlockQ8_0>,
+    /// F32 · f32.
+    pub dot_f32: DotFn<f32, f32>,
+    /// F16 · f32.
+    pub dot_f16: DotFn<f16, f32>,
+    /// BF16 · f32.
+    pub dot_bf16: DotFn<bf16, f32>,
+    /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
+    pub kquants: KQuantKernels,
+}
+
+impl std::fmt::Debug for KernelTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelTable")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+static SCALAR: KernelTable = KernelTable {
+    path: KernelPath::Scalar,
+    name: "scalar",
+    quantize_q8_0: q8_0::quantize_activations,
+    quantize_q8_1: q8_1::quantize_activations,
+    dot_q4_0: q4_0::vec_dot,
+    dot_q4_1: q4_1::vec_dot,
+    dot_q5_0: q5_0::vec_dot,
+    dot_q5_1: q5_1::vec_dot,
+    dot_q8_0: q8_0::vec_dot,
+    dot_f32: float::vec_dot_f32,
+    dot_f16: float::vec_dot_f16,
+    dot_bf16: float::vec_dot_bf16,
+    kquants: KQuantKernels::SCALAR,
+};
+
+impl KernelTable {
+    /// The table of `path`, or `None` when this CPU (or build target) cannot run it.
+    pub fn for_path(path: KernelPath) -> Option<&'static KernelTable> {
+        match path {
+            KernelPath::Scalar => Some(&SCALAR),
+            KernelPath::Avx2 => crate::simd::avx2_table(),
+            KernelPath::Avx512 => crate::simd::avx512_table(),
+            KernelPath::Neon => crate::simd::neon_table(),
+        }
+    }
+
+    /// The best table this CPU can run.
+    pub fn best() -> &'static KernelTable {
+        [KernelPath::Avx512, KernelPath::Avx2, KernelPath::Neon]
+            .into_iter()
+            .find_map(Self::for_path)
+            .unwrap_or(&SCALAR)
+    }
+
+    /// The table in use: chosen once, honouring `FERRO_KERNELS`.
+    pub fn get() -> &'static KernelTable {
+        static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
+        CHOSEN.get_or_init(|| {
+            let Ok(want) = std::env::var("FERRO_KERNELS") else {
+                return Self::best();
+            };
+            if want.trim().is_empty() {
+                return Self::best();
+            }
+            let best = Self::best();
+            match KernelPath::from_name(&want) {
+                None => {
+                    eprintln!(
+                        "warning: FERRO_KERNELS={want:?} is not one of scalar|avx2|avx512|neon; using {}",
+                        best.name
+                    );
+                    best
+                }
+                Some(p) => Self::for_path(p).unwrap_or_else(|| {
+                    eprintln!(
+                        "warning: FERRO_KERNELS={} is not available on this CPU (it offers: {}); using {}",
+                        p.name(),
+                        cpu_features().join(" "),
+                        best.name
+                    );
+                    best
+                }),
+            }
+        })
+    }
+}
+
+/// The CPU features relevant to the kernels that this machine offers.
+pub fn cpu_features() -> Vec<&'static str> {
+    crate::simd::cpu_features()
+}
+
+/// The name of the kernel path in use (`scalar`, `avx2`, `avx512`, `avx512-vnni`, `neon`,
+/// `neon-dotprod`).
+pub fn kernel_path() -> &'static str {
+    KernelTable::get().name
+}

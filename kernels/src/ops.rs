@@ -1,0 +1,409 @@
+//! The engine-facing API: weight matrices borrowed from a GGUF map, row (de)quantization, and
+//! the matrix-vector (decode) and matrix-matrix (prefill) products on top of a [`KernelTable`].
+
+use crate::dispatch::{DotFn, KernelTable};
+use crate::quants::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use crate::{GgmlType, KernelError};
+use bytemuck::Pod;
+use half::{bf16, f16};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Whether the kernels can dequantize and multiply weights of this type.
+pub fn is_supported(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+    )
+}
+
+/// Whether `dequantize_row` / `quantize_row` handle the type (the weight types plus Q8_1).
+fn is_row_type(ty: GgmlType) -> bool {
+    is_supported(ty) || matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
+}
+
+/// Alignment the blocks of `ty` need to be viewed in place.
+fn block_align(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::F32 | GgmlType::Q8_K => 4,
+        _ => 2,
+    }
+}
+
+fn row_bytes_of(ty: GgmlType, n: usize) -> Result<usize, KernelError> {
+    ty.row_bytes(n as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| {
+            KernelError::Shape(format!(
+                "{n} elements are not a whole number of {ty} blocks of {}",
+                ty.block_size()
+            ))
+        })
+}
+
+/// A weight matrix borrowed from the GGUF map: `rows` rows of `cols` elements, row-major blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightMatrix<'a> {
+    /// Block format.
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features (elements per row).
+    pub cols: usize,
+    /// `rows * row_bytes()` bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> WeightMatrix<'a> {
+    /// Check type support, that `cols` is a whole number of blocks, that `data` holds exactly
+    /// `rows` rows, and that it is aligned for in-place block access (GGUF data always is).
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
+        if !is_supported(ty) {
+            return Err(KernelError::UnsupportedType(ty));
+        }
+        let rb = row_bytes_of(ty, cols)?;
+        let want = rb
+            .checked_mul(rows)
+            .ok_or_else(|| KernelError::Shape(format!("{rows} x {cols} {ty} overflows")))?;
+        if data.len() != want {
+            return Err(KernelError::Shape(format!(
+                "{rows} x {cols} {ty} needs {want} bytes, got {}",
+                data.len()
+            )));
+        }
+        if !(data.as_ptr() as usize).is_multiple_of(block_align(ty)) {
+            return Err(KernelError::Shape(format!(
+                "{ty} weight data must be {}-byte aligned",
+                block_align(ty)
+            )));
+        }
+        Ok(Self { ty, rows, cols, data })
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len().checked_div(self.rows).unwrap_or(0)
+    }
+
+    /// The bytes of row `i`. Panics when `i >= rows`.
+    pub fn row(&self, i: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[i * rb..(i + 1) * rb]
+    }
+}
+
+/// View bytes as blocks, copying only when they are not aligned.
+fn blocks<T: Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => {
+            let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+            bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+            Cow::Owned(v)
+        }
+    }
+}
+
+/// Dequantize one row (`dst.len()` elements) of type `ty` from `src`.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
+    if !is_row_type(ty) {
+        return Err(KernelError::UnsupportedType(ty));
+    }
+    let want = row_bytes_of(ty, dst.len())?;
+    if src.len() != want {
+        return Err(KernelError::Shape(format!(
+            "{} {ty} elements need {want} bytes, got {}",
+            dst.len(),
+            src.len()
+        )));
+    }
+    match ty {
+        GgmlType::F32 => dst.copy_from_slice(&blocks::<f32>(src)),
+        GgmlType::F16 => float::dequantize_f16(&blocks::<f16>(src), dst),
+        GgmlType::BF16 => float::dequantize_bf16(&blocks::<bf16>(src), dst),
+        GgmlType::Q4_0 => q4_0::dequantize(&blocks(src), dst),
+        GgmlType::Q4_1 => q4_1::dequantize(&blocks(src), dst),
+        GgmlType::Q5_0 => q5_0::dequantize(&blocks(src), dst),
+        GgmlType::Q5_1 => q5_1::dequantize(&blocks(src), dst),
+        GgmlType::Q8_0 => q8_0::dequantize(&blocks(src), dst),
+        GgmlType::Q8_1 => q8_1::dequantize(&blocks(src), dst),
+        GgmlType::Q2_K => q2_k::dequantize(&blocks(src), dst),
+        GgmlType::Q3_K => q3_k::dequantize(&blocks(src), dst),
+        GgmlType::Q4_K => q4_k::dequantize(&blocks(src), dst),
+        GgmlType::Q5_K => q5_k::dequantize(&blocks(src), dst),
+        GgmlType::Q6_K => q6_k::dequantize(&blocks(src), dst),
+        GgmlType::Q8_K => q8_k::dequantize(&blocks(src), dst),
+        _ => return Err(KernelError::UnsupportedType(ty)),
+    }
+    Ok(())
+}
+
+fn quantize_into<T: Pod>(src: &[f32], bs: usize, f: fn(&[f32], &mut [T])) -> Vec<u8> {
+    let mut out = vec![T::zeroed(); src.len() / bs];
+    f(src, &mut out);
+    bytemuck::cast_slice(&out).to_vec()
+}
+
+/// Quantize one row with the reference quantizer of `ty` (bytes as llama.cpp writes them).
+pub fn quantize_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, KernelError> {
+    if !is_row_type(ty) {
+        return Err(KernelError::UnsupportedType(ty));
+    }
+    row_bytes_of(ty, src.len())?;
+    Ok(match ty {
+        GgmlType::F32 => bytemuck::cast_slice(src).to_vec(),
+        GgmlType::F16 => quantize_into(src, 1, float::quantize_f16),
+        GgmlType::BF16 => quantize_into(src, 1, float::quantize_bf16),
+        GgmlType::Q4_0 => quantize_into(src, 32, q4_0::quantize),
+        GgmlType::Q4_1 => quantize_into(src, 32, q4_1::quantize),
+        GgmlType::Q5_0 => quantize_into(src, 32, q5_0::quantize),
+        GgmlType::Q5_1 => quantize_into(src, 32, q5_1::quantize),
+        GgmlType::Q8_0 => quantize_into(src, 32, q8_0::quantize),
+        GgmlType::Q8_1 => quantize_into(src, 32, q8_1::quantize),
+        GgmlType::Q2_K => quantize_into(src, 256, q2_k::quantize),
+        GgmlType::Q3_K => quantize_into(src, 256, q3_k::quantize),
+        GgmlType::Q4_K => quantize_into(src, 256, q4_k::quantize),
+        GgmlType::Q5_K => quantize_into(src, 256, q5_k::quantize),
+        GgmlType::Q6_K => quantize_into(src, 256, q6_k::quantize),
+        GgmlType::Q8_K => quantize_into(src, 256, q8_k::quantize),
+        _ => return Err(KernelError::UnsupportedType(ty)),
+    })
+}
+
+/// y[rows] = W · x with the kernels in use (see [`KernelTable::matvec`]).
+pub fn matvec(w: &WeightMatrix, x: &[f32], y: &mut [f32]) {
+    KernelTable::get().matvec(w, x, y)
+}
+
+/// Y[n][rows] = X[n][cols] · Wᵀ with the kernels in use (see [`KernelTable::matmul`]).
+pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    KernelTable::get().matmul(w, x, n, y)
+}
+
+/// Weight bytes one matmul task keeps hot while it runs over all tokens (fits L2).
+const MATMUL_CHUNK_BYTES: usize = 128 * 1024;
+/// Tokens per weight-row pass inside a matmul chunk.
+const TOKEN_TILE: usize = 8;
+
+/// Rows per parallel task: enough tasks to balance the threads, few enough to amortise them.
+fn matvec_chunk(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 8).max(1)
+}
+
+/// `y[r] = dot(w[r], act)` for every row `r`, rows split across rayon tasks.
+fn run_matvec<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], dot: DotFn<W, A>, y: &mut [f32]) {
+    let chunk = matvec_chunk(y.len());
+    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
+        let r0 = c * chunk;
+        for (i, y) in ys.iter_mut().enumerate() {
+            let r = r0 + i;
+            *y = dot(&w[r * per_row..(r + 1) * per_row], act);
+        }
+    });
+}
+
+/// `Y[t][r] = dot(w[r], act[t])`. Rows are split into chunks whose weights fit in L2; a task
+/// keeps its chunk hot while it sweeps all tokens, so each weight byte comes from memory once.
+/// Results go to a row-major scratch `yt[r][t]` (contiguous per task) and are transposed.
+fn run_matmul<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], n: usize, dot: DotFn<W, A>, y: &mut [f32]) {
+    let rows = y.len() / n.max(1);
+    if n == 0 || rows == 0 {
+        return;
+    }
+    let row_bytes = per_row * std::mem::size_of::<W>();
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.div_ceil(threads).max(1));
+    // yt: [rows][n]
+    let mut yt = vec![0f32; rows * n];
+    yt.par_chunks_mut(chunk * n).enumerate().for_each(|(c, out)| {
+        let r0 = c * chunk;
+        let nr = out.len() / n;
+        for t0 in (0..n).step_by(TOKEN_TILE) {
+            let t1 = (t0 + TOKEN_TILE).min(n);
+            for i in 0..nr {
+                let wr = &w[(r0 + i) * per_row..(r0 + i + 1) * per_row];
+                for t in t0..t1 {
+                    out[i * n + t] = dot(wr, &act[t * per_row..(t + 1) * per_row]);
+                }
+            }
+        }
+    });
+    y.par_chunks_mut(rows).enumerate().for_each(|(t, yr)| {
+        for (r, v) in yr.iter_mut().enumerate() {
+            *v = yt[r * n + t];
+        }
+    });
+}
+
+/// Activations of `n` rows quantized with `q`.
+fn quantize_acts<A: Pod + Send>(x: &[f32], n: usize, per_row: usize, q: fn(&[f32], &mut [A])) -> Vec<A> {
+    let mut act = vec![A::zeroed(); n * per_row];
+    let cols = x.len() / n.max(1);
+    if n == 1 {
+        q(x, &mut act);
+    } else {
+        act.par_chunks_mut(per_row)
+            .zip(x.par_chunks(cols))
+            .for_each(|(a, x)| q(x, a));
+    }
+    act
+}
+
+macro_rules! dispatch_types {
+    ($self:ident, $w:ident, $x:ident, $n:ident, $run:ident, $y:ident) => {{
+        let per_row = $w.cols / ($w.ty.block_size() as usize);
+        match $w.ty {
+            GgmlType::F32 => $run(&blocks::<f32>($w.data), per_row, $x, $n, $self.dot_f32, $y),
+            GgmlType::F16 => $run(&blocks::<f16>($w.data), per_row, $x, $n, $self.dot_f16, $y),
+            GgmlType::BF16 => $run(&blocks::<bf16>($w.data), per_row, $x, $n, $self.dot_bf16, $y),
+            GgmlType::Q4_0 => {
+                let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
+                $run(&blocks::<BlockQ4_0>($w.data), per_row, &a, $n, $self.dot_q4_0, $y)
+            }
+            GgmlType::Q4_1 => {
+                let a = quantize_acts::<BlockQ8_1>($x, $n, per_row, $self.quantize_q8_1);
+                $run(&blocks::<BlockQ4_1>($w.data), per_row, &a, $n, $self.dot_q4_1, $y)
+            }
+            GgmlType::Q5_0 => {
+                let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
+                $run(&blocks::<BlockQ5_0>($w.data), per_row, &a, $n, $self.dot_q5_0, $y)
+            }
+            GgmlType::Q5_1 => {
+                let a = quantize_acts::<BlockQ8_1>($x, $n, per_row, $self.quantize_q8_1);
+                $run(&blocks::<BlockQ5_1>($w.data), per_row, &a, $n, $self.dot_q5_1, $y)
+            }
+            GgmlType::Q8_0 => {
+                let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
+                $run(&blocks::<BlockQ8_0>($w.data), per_row, &a, $n, $self.dot_q8_0, $y)
+            }
+            GgmlType::Q2_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ2K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q2_k,
+                    $y,
+                )
+            }
+            GgmlType::Q3_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ3K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q3_k,
+                    $y,
+                )
+            }
+            GgmlType::Q4_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ4K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q4_k,
+                    $y,
+                )
+            }
+            GgmlType::Q5_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ5K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q5_k,
+                    $y,
+                )
+            }
+            GgmlType::Q6_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ6K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q6_k,
+                    $y,
+                )
+            }
+            // WeightMatrix::new only admits supported types.
+            ty => unreachable!("WeightMatrix of unsupported type {ty}"),
+        }
+    }};
+}
+
+fn mv<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], _n: usize, dot: DotFn<W, A>, y: &mut [f32]) {
+    run_matvec(w, per_row, act, dot, y)
+}
+
+impl KernelTable {
+    /// y[rows] = W · x, x: [cols]. Quantizes x once (Q8_0, Q8_1 or Q8_K per the weight type; floats
+    /// use x as is), then runs the rows in parallel with rayon.
+    ///
+    /// # Panics
+    /// When `x.len() != w.cols` or `y.len() != w.rows`.
+    pub fn matvec(&self, w: &WeightMatrix, x: &[f32], y: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            w.cols,
+            "matvec: x has {} elements, W has {} columns",
+            x.len(),
+            w.cols
+        );
+        assert_eq!(
+            y.len(),
+            w.rows,
+            "matvec: y has {} elements, W has {} rows",
+            y.len(),
+            w.rows
+        );
+        let n = 1usize;
+        dispatch_types!(self, w, x, n, mv, y)
+    }
+
+    /// Y[n][rows] = X[n][cols] · Wᵀ (prefill). Each token's activations are quantized once;
+    /// rows are split into L2-sized chunks swept over all tokens so weights are read once.
+    ///
+    /// # Panics
+    /// When `x.len() != n * w.cols` or `y.len() != n * w.rows`.
+    pub fn matmul(&self, w: &WeightMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            n * w.cols,
+            "matmul: x has {} elements, want {n} x {}",
+            x.len(),
+            w.cols
+        );
+        assert_eq!(
+            y.len(),
+            n * w.rows,
+            "matmul: y has {} elements, want {n} x {}",
+            y.len(),
+            w.rows
+        );
+        if n == 1 {
+            return self.matvec(w, x, y);
+        }
+        dispatch_types!(self, w, x, n, run_matmul, y)
+    }
+}

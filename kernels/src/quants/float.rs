@@ -1,0 +1,68 @@
+//! Unquantized rows: F32 (32 bits/weight), F16 (IEEE half, 16 bits/weight) and BF16 (the top
+//! 16 bits of an f32, 16 bits/weight). Little-endian, one element per "block". Their dot product
+//! runs against f32 activations directly.
+
+use half::{bf16, f16};
+
+/// Convert an F16 row to f32.
+pub fn dequantize_f16(src: &[f16], out: &mut [f32]) {
+    assert_eq!(src.len(), out.len());
+    for (y, x) in out.iter_mut().zip(src) {
+        *y = x.to_f32();
+    }
+}
+
+/// Convert a BF16 row to f32 (exact).
+pub fn dequantize_bf16(src: &[bf16], out: &mut [f32]) {
+    assert_eq!(src.len(), out.len());
+    for (y, x) in out.iter_mut().zip(src) {
+        *y = x.to_f32();
+    }
+}
+
+/// Round f32 to F16, nearest-even (as ggml's `GGML_FP32_TO_FP16`).
+pub fn quantize_f16(x: &[f32], out: &mut [f16]) {
+    assert_eq!(x.len(), out.len());
+    for (y, &v) in out.iter_mut().zip(x) {
+        *y = f16::from_f32(v);
+    }
+}
+
+/// Round f32 to BF16, nearest-even with NaN kept quiet (as ggml's `GGML_FP32_TO_BF16`).
+pub fn quantize_bf16(x: &[f32], out: &mut [bf16]) {
+    assert_eq!(x.len(), out.len());
+    for (y, &v) in out.iter_mut().zip(x) {
+        *y = bf16::from_f32(v);
+    }
+}
+
+/// Scalar dot of two f32 rows, eight partial sums (the order the SIMD paths also use, so
+/// results differ from them only by the final reduction).
+pub fn vec_dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    assert_eq!(w.len(), a.len());
+    let mut acc = [0f32; 8];
+    let mut wc = w.chunks_exact(8);
+    let mut ac = a.chunks_exact(8);
+    for (w8, a8) in (&mut wc).zip(&mut ac) {
+        for k in 0..8 {
+            acc[k] += w8[k] * a8[k];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in wc.remainder().iter().zip(ac.remainder()) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// Scalar dot of an F16 row with f32 activations.
+pub fn vec_dot_f16(w: &[f16], a: &[f32]) -> f32 {
+    assert_eq!(w.len(), a.len());
+    w.iter().zip(a).map(|(x, y)| x.to_f32() * y).sum()
+}
+
+/// Scalar dot of a BF16 row with f32 activations.
+pub fn vec_dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
+    assert_eq!(w.len(), a.len());
+    w.iter().zip(a).map(|(x, y)| x.to_f32() * y).sum()
+}

@@ -1,0 +1,84 @@
+//! Hand-written SIMD kernels. All `unsafe` of the crate lives below this module.
+//!
+//! Each ISA module exposes a `table()` that returns its [`KernelTable`] only after checking the
+//! CPU features it needs; the `#[target_feature]` functions are reachable only through it.
+
+use crate::dispatch::KernelTable;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+// K-quant kernels (Q2_K..Q6_K against Q8_K), their own files; their tables are embedded in ours.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_kquants;
+#[cfg(target_arch = "x86_64")]
+#[allow(dead_code)] // its `kernels()` helper is used by its own tests only
+pub mod avx512_kquants;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_kquants;
+
+pub(crate) fn avx2_table() -> Option<&'static KernelTable> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::table()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+pub(crate) fn avx512_table() -> Option<&'static KernelTable> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::table()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+pub(crate) fn neon_table() -> Option<&'static KernelTable> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        neon::table()
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        None
+    }
+}
+
+pub(crate) fn cpu_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$( if std::arch::is_x86_feature_detected!($f) { v.push($f); } )*};
+        }
+        probe!(
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$( if std::arch::is_aarch64_feature_detected!($f) { v.push($f); } )*};
+        }
+        probe!("neon", "dotprod", "fp16", "i8mm", "sve");
+    }
+    v
+}

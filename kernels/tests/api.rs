@@ -1,0 +1,150 @@
+//! The engine-facing API on every available path: shape checks, row round trips, and
+//! matvec/matmul against a dequantize-then-f32 reference.
+
+use ferro_kernels::{
+    dequantize_row, is_supported, quantize_row, GgmlType, KernelError, KernelPath, KernelTable, WeightMatrix,
+};
+
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn quantize_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let x = values(rows * cols, seed);
+    x.chunks(cols).flat_map(|r| quantize_row(ty, r).unwrap()).collect()
+}
+
+/// Owned bytes with 4-byte alignment (like a GGUF map).
+fn aligned(bytes: Vec<u8>) -> Vec<u32> {
+    let mut v = vec![0u32; bytes.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut v)[..bytes.len()].copy_from_slice(&bytes);
+    v
+}
+
+#[test]
+fn rejects_bad_shapes_and_types() {
+    assert!(matches!(
+        WeightMatrix::new(GgmlType::IQ2_XXS, 1, 256, &[0; 66]),
+        Err(KernelError::UnsupportedType(_))
+    ));
+    assert!(matches!(
+        WeightMatrix::new(GgmlType::Q4_0, 2, 33, &[0; 36]),
+        Err(KernelError::Shape(_))
+    ));
+    assert!(matches!(
+        WeightMatrix::new(GgmlType::Q4_0, 2, 32, &[0; 35]),
+        Err(KernelError::Shape(_))
+    ));
+    assert!(matches!(
+        dequantize_row(GgmlType::Q8_0, &[0; 33], &mut [0.0; 32]),
+        Err(KernelError::Shape(_))
+    ));
+    assert!(matches!(
+        quantize_row(GgmlType::Q5_1, &[0.0; 31]),
+        Err(KernelError::Shape(_))
+    ));
+    for ty in TYPES {
+        assert!(is_supported(ty), "{ty}");
+    }
+}
+
+#[test]
+fn rows_round_trip() {
+    let x = values(256, 7);
+    for ty in TYPES {
+        let q = quantize_row(ty, &x).unwrap();
+        assert_eq!(q.len() as u64, ty.row_bytes(256).unwrap());
+        let mut back = vec![0f32; 256];
+        dequantize_row(ty, &q, &mut back).unwrap();
+        // Max error on [-1, 1): about one quant step of the coarsest format (Q2_K: 2/3 of a
+        // sub-block range of at most 2, halved by rounding).
+        let err = x.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let bound = if ty == GgmlType::Q2_K || ty == GgmlType::Q3_K {
+            0.4
+        } else {
+            0.15
+        };
+        assert!(err < bound, "{ty}: max error {err}");
+        // Unaligned source bytes work too (copied internally).
+        let mut un = vec![0u8];
+        un.extend_from_slice(&q);
+        let mut back2 = vec![0f32; 256];
+        dequantize_row(ty, &un[1..], &mut back2).unwrap();
+        assert_eq!(back, back2);
+    }
+}
+
+#[test]
+fn matvec_and_matmul_match_dequantized_reference() {
+    let (rows, cols, n) = (37, 512, 5);
+    for path in KernelPath::available() {
+        let t = KernelTable::for_path(path).unwrap();
+        for ty in TYPES {
+            let data = aligned(quantize_matrix(ty, rows, cols, 3));
+            let bytes = &bytemuck::cast_slice::<u32, u8>(&data)[..rows * ty.row_bytes(cols as u64).unwrap() as usize];
+            let w = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
+            let mut wf = vec![0f32; rows * cols];
+            for r in 0..rows {
+                dequantize_row(ty, w.row(r), &mut wf[r * cols..(r + 1) * cols]).unwrap();
+            }
+            let x = values(n * cols, 11);
+            let mut y = vec![0f32; n * rows];
+            t.matmul(&w, &x, n, &mut y);
+            let mut y1 = vec![0f32; rows];
+            t.matvec(&w, &x[..cols], &mut y1);
+            for tok in 0..n {
+                for r in 0..rows {
+                    let want: f32 = wf[r * cols..(r + 1) * cols]
+                        .iter()
+                        .zip(&x[tok * cols..(tok + 1) * cols])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    let got = y[tok * rows + r];
+                    // Activations quantized to 8 bits: relative error ~ 1/127 of Σ|w·x|.
+                    let scale: f32 = wf[r * cols..(r + 1) * cols]
+                        .iter()
+                        .zip(&x[tok * cols..(tok + 1) * cols])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
+                    assert!(
+                        (got - want).abs() <= 0.02 * scale + 1e-4,
+                        "{path:?} {ty} tok {tok} row {r}: {got} vs {want}"
+                    );
+                    if tok == 0 {
+                        assert_eq!(got, y1[r], "{path:?} {ty}: matmul and matvec differ");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dispatch_reports_a_path() {
+    assert!(!ferro_kernels::kernel_path().is_empty());
+    assert!(KernelPath::available().contains(&KernelPath::Scalar));
+    let _ = ferro_kernels::cpu_features();
+}
