@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_close, cos_data, Rng};
-use ferro_shaders::{AttnParams, Glu, NormMode, RopeParams};
+use ferro_shaders::{ActQuant, AttnParams, Glu, NormMode, RopeParams};
 use proptest::prelude::*;
 
 #[test]
@@ -180,5 +180,53 @@ proptest! {
         let yg = ctx.zeros(n * rows).unwrap();
         ctx.rms_norm(NormMode::Out, &xg, &wg, Some(&yg), n, rows, 1e-5).unwrap();
         assert_close("rms_norm", &ctx.read_f32(&yg).unwrap(), &want, 1e-5, 1e-4);
+    }
+}
+
+/// quantize_row_q8_0 / quantize_row_q8_K / f16 rounding of ggml-quants.c, dequantized again.
+fn round_like_llama_cpp(q: ActQuant, x: &[f32]) -> Vec<f32> {
+    let f16r = |v: f32| half::f16::from_f32(v).to_f32();
+    match q {
+        ActQuant::None => x.to_vec(),
+        ActQuant::F16 => x.iter().map(|v| f16r(*v)).collect(),
+        ActQuant::Q8_0 => x
+            .chunks(32)
+            .flat_map(|b| {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b.iter()
+                    .map(move |v| (v * id).round_ties_even() * f16r(d))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        ActQuant::Q8K => x
+            .chunks(256)
+            .flat_map(|b| {
+                let mx = b.iter().fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+                if mx == 0.0 {
+                    return vec![0.0; b.len()];
+                }
+                let iscale = -127.0 / mx;
+                b.iter()
+                    .map(|v| (iscale * v).round_ties_even().min(127.0) / iscale)
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn quantize_act_like_llama_cpp() {
+    let Some(ctx) = common::ctx() else { return };
+    let (k, n_tok) = (512, 3);
+    let mut x = cos_data(k * n_tok, 0.3);
+    x[256..512].iter_mut().for_each(|v| *v = 0.0); // an all-zero block
+    let xg = ctx.upload_f32(&x).unwrap();
+    for q in [ActQuant::Q8_0, ActQuant::Q8K, ActQuant::F16] {
+        let out = ctx.zeros(x.len()).unwrap();
+        ctx.quantize_act(q, &xg, &out, k, n_tok).unwrap();
+        let want = round_like_llama_cpp(q, &x);
+        assert_close(&format!("{q:?}"), &ctx.read_f32(&out).unwrap(), &want, 1e-6, 1e-5);
     }
 }
