@@ -530,7 +530,7 @@ impl GpuContext {
         while off < bytes.len() {
             let end = (off + UPLOAD_PIECE).min(bytes.len());
             let piece = &bytes[off..end];
-            if piece.len() % 4 == 0 {
+            if piece.len().is_multiple_of(4) {
                 self.queue.write_buffer(buf, offset + off as u64, piece);
             } else {
                 let mut padded = piece.to_vec();
@@ -647,7 +647,7 @@ impl GpuContext {
             .first()
             .ok_or_else(|| GpuError::Shape("weight with no dimensions".into()))?;
         let n_rows: u64 = dims[1..].iter().product();
-        if k == 0 || k % ty.block_size() != 0 || k % 8 != 0 {
+        if k == 0 || !k.is_multiple_of(ty.block_size()) || !k.is_multiple_of(8) {
             return Err(GpuError::Shape(format!(
                 "row length {k} of a {} weight is not a multiple of its block size and 8",
                 ty.name()

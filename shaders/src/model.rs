@@ -272,13 +272,13 @@ impl GpuHparams {
         if self.n_vocab == 0 || self.n_embd == 0 || self.n_layer == 0 || self.n_ff == 0 {
             return bad(format!("zero size in {self:?}"));
         }
-        if self.n_head == 0 || self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+        if self.n_head == 0 || self.n_head_kv == 0 || !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
                 "{} heads cannot share {} kv heads",
                 self.n_head, self.n_head_kv
             ));
         }
-        if self.n_rot > self.head_dim || self.n_rot % 2 != 0 {
+        if self.n_rot > self.head_dim || !self.n_rot.is_multiple_of(2) {
             return bad(format!("n_rot {} with head_dim {}", self.n_rot, self.head_dim));
         }
         if self.layers.len() != self.n_layer {

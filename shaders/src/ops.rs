@@ -287,7 +287,7 @@ impl GpuContext {
             check_len("rope factors", f, r.n_rot as usize / 2)?;
         }
         check_len("rope input", x, max_tok * (r.n_heads * r.head_dim) as usize)?;
-        if r.n_rot > r.head_dim || r.n_rot % 2 != 0 {
+        if r.n_rot > r.head_dim || !r.n_rot.is_multiple_of(2) {
             return Err(GpuError::Shape(format!(
                 "rope n_rot {} with head_dim {}",
                 r.n_rot, r.head_dim
@@ -327,7 +327,7 @@ impl GpuContext {
         let Some((mode, block)) = q.mode_block() else {
             return Ok(None);
         };
-        if k % block as usize != 0 {
+        if !k.is_multiple_of(block as usize) {
             return Err(GpuError::Shape(format!(
                 "{k} activations are not whole blocks of {block}"
             )));
@@ -417,7 +417,7 @@ impl GpuContext {
                 a.head_dim
             )));
         }
-        if a.n_kv_head == 0 || a.n_head % a.n_kv_head != 0 {
+        if a.n_kv_head == 0 || !a.n_head.is_multiple_of(a.n_kv_head) {
             return Err(GpuError::Shape(format!(
                 "{} heads cannot share {} kv heads",
                 a.n_head, a.n_kv_head
@@ -539,7 +539,7 @@ impl GpuContext {
         pos0: usize,
     ) -> Result<()> {
         let per_pos = (a.n_kv_head * a.head_dim) as usize;
-        let n_ctx = if per_pos == 0 { 0 } else { k_cache.len() / per_pos };
+        let n_ctx = k_cache.len().checked_div(per_pos).unwrap_or(0);
         if pos0 + n_tok > n_ctx {
             return Err(GpuError::Shape(format!(
                 "positions up to {} in a cache of {n_ctx}",
