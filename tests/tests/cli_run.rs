@@ -37,7 +37,11 @@ fn raw_greedy_json_matches_llama_cpp() {
         let j: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
         assert_eq!(ids(&j["prompt_tokens"]), ids(&c["prompt_tokens"]), "{store}");
         assert_eq!(ids(&j["tokens"]), ids(&c["greedy_tokens"])[..must], "{store}");
-        assert_eq!(j["text"].as_str().unwrap(), c["must_match_text"].as_str().unwrap(), "{store}");
+        assert_eq!(
+            j["text"].as_str().unwrap(),
+            c["must_match_text"].as_str().unwrap(),
+            "{store}"
+        );
     }
 }
 
@@ -59,7 +63,9 @@ fn default_model_knows_the_capital_of_france() {
 /// A prompt longer than the context is one clear error line and exit code 1.
 #[test]
 fn prompt_longer_than_context_is_an_error() {
-    let Some(path) = require_model("smollm2-135m-instruct") else { return };
+    let Some(path) = require_model("smollm2-135m-instruct") else {
+        return;
+    };
     let prompt = "word ".repeat(200);
     let out = Command::new(ferro_bin())
         .arg("run")
@@ -84,7 +90,16 @@ fn gen_model_tiny_files_run() {
     for arch in ["llama", "mistral", "qwen2", "phi3", "gemma3"] {
         let f = dir.path().join(format!("{arch}.gguf"));
         let out = Command::new(ferro_bin())
-            .args(["gen-model", "--arch", arch, "--shape", "tiny", "--quant", "q8_0", "--out"])
+            .args([
+                "gen-model",
+                "--arch",
+                arch,
+                "--shape",
+                "tiny",
+                "--quant",
+                "q8_0",
+                "--out",
+            ])
             .arg(&f)
             .output()
             .unwrap();
@@ -104,7 +119,9 @@ fn gen_model_tiny_files_run() {
 /// `ferro perplexity` prints `PPL = <value> +/- <err>` as its last line.
 #[test]
 fn perplexity_command_prints_ppl_line() {
-    let Some(path) = require_model("smollm2-135m-instruct") else { return };
+    let Some(path) = require_model("smollm2-135m-instruct") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("text.txt");
     let text: String = include_str!("../fixtures/GPL-3").chars().take(3000).collect();

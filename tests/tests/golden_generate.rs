@@ -2,7 +2,6 @@
 //! tokens must equal llama.cpp's up to `must_match_tokens` (the steps before the first one
 //! whose top-2 margin is under 0.05, where float summation order may legitimately flip it).
 
-
 use ferro_engine::generate::greedy;
 use ferro_engine::{Model, ModelOptions};
 use ferro_tests::require_model;
@@ -13,9 +12,12 @@ fn reference() -> Value {
     serde_json::from_str(text).expect("reference JSON")
 }
 
-
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn check_model(store_name: &str, reference_name: &str) {
@@ -42,7 +44,11 @@ fn check_model(store_name: &str, reference_name: &str) {
             ));
         }
     }
-    assert!(failures.is_empty(), "{store_name}: greedy tokens differ\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{store_name}: greedy tokens differ\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

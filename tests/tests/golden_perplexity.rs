@@ -10,7 +10,6 @@ use ferro_tests::require_model;
 
 const GPL3: &str = include_str!("../fixtures/GPL-3");
 
-
 fn check(name: &str, llama_cpp_ppl: f64) {
     let Some(path) = require_model(name) else { return };
     let g = Arc::new(Gguf::open(&path).unwrap());
@@ -38,7 +37,11 @@ fn check(name: &str, llama_cpp_ppl: f64) {
         stats.stderr(),
         rel * 100.0
     );
-    assert!(rel < 0.005, "{name}: PPL {:.4} vs llama.cpp {llama_cpp_ppl}", stats.ppl());
+    assert!(
+        rel < 0.005,
+        "{name}: PPL {:.4} vs llama.cpp {llama_cpp_ppl}",
+        stats.ppl()
+    );
 }
 
 #[test]

@@ -155,7 +155,11 @@ impl Session {
 
     /// Tokens of a rendered chat: BOS added per metadata unless the template already wrote it.
     fn encode_chat(&self, rendered: &str) -> Vec<u32> {
-        let bos_text = self.tok.bos_id().and_then(|b| self.tok.token_str(b)).map(|s| s.into_owned());
+        let bos_text = self
+            .tok
+            .bos_id()
+            .and_then(|b| self.tok.token_str(b))
+            .map(|s| s.into_owned());
         let has_bos = bos_text.is_some_and(|b| !b.is_empty() && rendered.starts_with(&b));
         self.tok.encode(rendered, !has_bos, true)
     }
@@ -254,7 +258,10 @@ fn repl(s: &mut Session, args: &Args) -> Result<()> {
     let mut msgs = base.clone();
     // Tokens whose keys and values are in the cache, in order from position 0.
     let mut cached: Vec<u32> = Vec::new();
-    eprintln!("chat with {} — /clear starts over, /exit or Ctrl-D quits", s.model.hparams().arch_name);
+    eprintln!(
+        "chat with {} — /clear starts over, /exit or Ctrl-D quits",
+        s.model.hparams().arch_name
+    );
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
