@@ -85,7 +85,7 @@ impl<'a> WeightMatrix<'a> {
                 data.len()
             )));
         }
-        if data.as_ptr() as usize % block_align(ty) != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(block_align(ty)) {
             return Err(KernelError::Shape(format!(
                 "{ty} weight data must be {}-byte aligned",
                 block_align(ty)
