@@ -35,6 +35,8 @@ enum Commands {
     Perplexity(commands::perplexity::Args),
     /// Write a synthetic model: real shapes, random weights, a real tokenizer.
     GenModel(commands::gen_model::Args),
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(commands::tokenize::Args),
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -46,6 +48,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Commands::Run(a) => commands::run::run(a),
         Commands::Perplexity(a) => commands::perplexity::run(a),
         Commands::GenModel(a) => commands::gen_model::run(a),
+        Commands::Tokenize(a) => commands::tokenize::run(a),
     }
 }
 

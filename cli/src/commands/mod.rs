@@ -7,3 +7,4 @@ pub mod perplexity;
 pub mod pull;
 pub mod rm;
 pub mod run;
+pub mod tokenize;
