@@ -299,7 +299,10 @@ impl GgufWriter {
         let mut infos = Vec::with_capacity(specs.len());
         for t in specs {
             if t.dims.is_empty() || t.dims.len() > MAX_DIMS as usize || !t.dims[0].is_multiple_of(t.ty.block_size()) {
-                return Err(GgufError::Write(format!("tensor '{}' has a bad shape {:?}", t.name, t.dims)));
+                return Err(GgufError::Write(format!(
+                    "tensor '{}' has a bad shape {:?}",
+                    t.name, t.dims
+                )));
             }
             let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let bytes = n
