@@ -25,6 +25,14 @@ enum Commands {
     Rm(commands::rm::Args),
     /// Show a model's architecture, size, hyperparameters and metadata.
     Info(commands::info::Args),
+    /// Generate text from a prompt (chat template unless --raw), or chat without one.
+    Run(commands::run::Args),
+    /// Measure perplexity on a text file, as llama-perplexity does.
+    Perplexity(commands::perplexity::Args),
+    /// Write a synthetic model: real shapes, random weights, a real tokenizer.
+    GenModel(commands::gen_model::Args),
+    /// Measure prompt and generation speed as llama-bench does, or the memory bandwidth.
+    Bench(commands::bench::Args),
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -33,6 +41,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Commands::List(a) => commands::list::run(a),
         Commands::Rm(a) => commands::rm::run(a),
         Commands::Info(a) => commands::info::run(a),
+        Commands::Run(a) => commands::run::run(a),
+        Commands::Perplexity(a) => commands::perplexity::run(a),
+        Commands::GenModel(a) => commands::gen_model::run(a),
+        Commands::Bench(a) => commands::bench::run(a),
     }
 }
 
