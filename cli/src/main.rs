@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 mod commands;
-mod cpu;
 mod store;
 
 use clap::{Parser, Subcommand};
