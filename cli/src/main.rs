@@ -3,13 +3,16 @@
 #![forbid(unsafe_code)]
 
 mod commands;
-mod cpu;
 mod store;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferro", version, about = "LLM inference for GGUF models, from scratch in Rust")]
+#[command(
+    name = "ferro",
+    version,
+    about = "LLM inference for GGUF models, from scratch in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -62,7 +65,10 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("error: internal error: {}{at}", one_line(&msg));
         std::process::exit(1);
     }));

@@ -8,7 +8,7 @@ use ferro_gguf::{Gguf, GgufError, Value};
 use serde_json::{json, Map, Value as Json};
 
 use crate::commands::list::human_bytes;
-use crate::{cpu, store};
+use crate::store;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,8 +72,8 @@ fn summarize(g: &Gguf, path: &Path) -> Json {
         "chat_template": g.get("tokenizer.chat_template").is_some(),
         "alignment": g.alignment,
         "metadata": metadata,
-        "cpu_features": cpu::features(),
-        "kernels": cpu::kernel_path(),
+        "cpu_features": ferro_kernels::cpu_features(),
+        "kernels": ferro_kernels::kernel_path(),
     })
 }
 
@@ -118,15 +118,34 @@ fn print_human(info: &Json, g: &Gguf) {
         ("embedding length", s("embedding_length")),
         ("blocks", s("block_count")),
         ("feed-forward length", s("feed_forward_length")),
-        ("attention heads", format!("{} (kv {})", s("head_count"), s("head_count_kv"))),
-        ("vocabulary", format!("{} ({} tokenizer)", s("vocab_size"), s("tokenizer"))),
-        ("chat template", if info["chat_template"] == true { "yes".into() } else { "no".into() }),
+        (
+            "attention heads",
+            format!("{} (kv {})", s("head_count"), s("head_count_kv")),
+        ),
+        (
+            "vocabulary",
+            format!("{} ({} tokenizer)", s("vocab_size"), s("tokenizer")),
+        ),
+        (
+            "chat template",
+            if info["chat_template"] == true {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
         ("tensors", format!("{}: {}", g.tensors().len(), types.join(", "))),
         (
             "gguf",
-            format!("v{}, {} metadata keys, alignment {}, data at byte {}", g.version, g.keys().count(), g.alignment, g.data_offset),
+            format!(
+                "v{}, {} metadata keys, alignment {}, data at byte {}",
+                g.version,
+                g.keys().count(),
+                g.alignment,
+                g.data_offset
+            ),
         ),
-        ("cpu features", cpu::features().join(" ")),
+        ("cpu features", ferro_kernels::cpu_features().join(" ")),
         ("kernels", s("kernels")),
     ];
     for (k, v) in rows {
