@@ -2,6 +2,7 @@
 //! ferro-engine: models, KV cache, generation and perplexity on top of ferro-kernels;
 //! tokenizers, chat templates and sampling.
 
+pub mod bench;
 pub mod chat_template;
 pub mod gen_model;
 pub mod generate;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod gen_model;
 pub mod info;
 pub mod list;
