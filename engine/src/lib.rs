@@ -5,7 +5,9 @@ pub mod kv_cache;
 pub mod models;
 pub mod ops;
 
-pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions};
+pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
 pub mod generate;
 pub mod perplexity;
 pub mod gen_model;
+pub mod grammar;
+pub mod scheduler;
