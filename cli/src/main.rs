@@ -1,2 +1,66 @@
+//! The `ferro` binary: the command enum and dispatch. Each command lives in `commands/<name>.rs`
+//! with `pub fn run(args) -> anyhow::Result<()>`.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod commands;
+mod cpu;
+mod server;
+mod store;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferro", version, about = "LLM inference for GGUF models, from scratch in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Download a model into the store: a known name or an http(s) URL of a .gguf file.
+    Pull(commands::pull::Args),
+    /// List the models in the store.
+    List(commands::list::Args),
+    /// Remove a model from the store.
+    Rm(commands::rm::Args),
+    /// Show a model's architecture, size, hyperparameters and metadata.
+    Info(commands::info::Args),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings).
+    Serve(commands::serve::Args),
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Commands::Pull(a) => commands::pull::run(a),
+        Commands::List(a) => commands::list::run(a),
+        Commands::Rm(a) => commands::rm::run(a),
+        Commands::Info(a) => commands::info::run(a),
+        Commands::Serve(a) => commands::serve::run(a),
+    }
+}
+
+/// One line, whatever the message holds.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn main() {
+    // A bug must still reach the user as one line, never as a panic message and backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error: {}{at}", one_line(&msg));
+        std::process::exit(1);
+    }));
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {}", one_line(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}

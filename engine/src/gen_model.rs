@@ -276,7 +276,13 @@ fn plan(arch: GenArch, quant: GenQuant, d: &GenDims) -> Vec<Planned> {
         }
         push(format!("{p}.attn_output.weight"), mat([qd, e]), main, true, false);
         if arch == GenArch::Gemma3 {
-            push(format!("{p}.post_attention_norm.weight"), vec![e], GgmlType::F32, false, false);
+            push(
+                format!("{p}.post_attention_norm.weight"),
+                vec![e],
+                GgmlType::F32,
+                false,
+                false,
+            );
         }
         push(format!("{p}.ffn_norm.weight"), vec![e], GgmlType::F32, false, false);
         if arch == GenArch::Phi3 {
@@ -287,7 +293,13 @@ fn plan(arch: GenArch, quant: GenQuant, d: &GenDims) -> Vec<Planned> {
         }
         push(format!("{p}.ffn_down.weight"), mat([ff, e]), sens, true, false);
         if arch == GenArch::Gemma3 {
-            push(format!("{p}.post_ffw_norm.weight"), vec![e], GgmlType::F32, false, false);
+            push(
+                format!("{p}.post_ffw_norm.weight"),
+                vec![e],
+                GgmlType::F32,
+                false,
+                false,
+            );
         }
     }
     push("output_norm.weight".into(), vec![e], GgmlType::F32, false, false);
@@ -311,7 +323,10 @@ pub fn generate_model(opts: &GenOptions, tokenizer_src: &Gguf, out: &Path) -> Re
     w.set("general.architecture", MetaValue::String(a.into()))?;
     w.set(
         "general.name",
-        MetaValue::String(format!("ferro synthetic {:?} {:?} {:?}", opts.arch, opts.shape, opts.quant)),
+        MetaValue::String(format!(
+            "ferro synthetic {:?} {:?} {:?}",
+            opts.arch, opts.shape, opts.quant
+        )),
     )?;
     w.set("general.file_type", MetaValue::U32(opts.quant.file_type()))?;
     w.set("general.quantization_version", MetaValue::U32(2))?;
@@ -362,4 +377,80 @@ pub fn generate_model(opts: &GenOptions, tokenizer_src: &Gguf, out: &Path) -> Re
         }
     })?;
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Logits, Model, ModelOptions};
+
+    /// A file with nothing but a small tokenizer, as the source to copy.
+    fn tokenizer_source(dir: &Path) -> Gguf {
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", MetaValue::String("llama".into()))
+            .unwrap();
+        w.set("tokenizer.ggml.model", MetaValue::String("gpt2".into())).unwrap();
+        w.set(
+            "tokenizer.ggml.tokens",
+            MetaValue::strings((0..300).map(|i| format!("t{i}"))),
+        )
+        .unwrap();
+        let p = dir.join("tok.gguf");
+        w.write_file(&p).unwrap();
+        Gguf::open(&p).unwrap()
+    }
+
+    #[test]
+    fn tiny_models_of_every_arch_load_and_run_without_nan() {
+        let dir = std::env::temp_dir().join(format!("ferro-gen-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = tokenizer_source(&dir);
+        for arch in [
+            GenArch::Llama,
+            GenArch::Mistral,
+            GenArch::Qwen2,
+            GenArch::Phi3,
+            GenArch::Gemma3,
+        ] {
+            for quant in [GenQuant::Q4_0, GenQuant::Q8_0] {
+                let out = dir.join(format!("{arch:?}-{quant:?}.gguf"));
+                let opts = GenOptions {
+                    arch,
+                    shape: GenShape::Tiny,
+                    quant,
+                    seed: 7,
+                };
+                let d = generate_model(&opts, &src, &out).unwrap();
+                assert_eq!(d.n_vocab, 300);
+                let g = Gguf::open(&out).unwrap();
+                assert_eq!(g.get_array("tokenizer.ggml.tokens").unwrap().len, 300);
+                let mut m = Model::load(
+                    &out,
+                    &ModelOptions {
+                        n_ctx: 64,
+                        n_batch: 8,
+                        threads: 1,
+                    },
+                )
+                .unwrap();
+                let logits = m.forward(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0, Logits::All).unwrap();
+                assert_eq!(logits.len(), 10 * 300);
+                assert!(logits.iter().all(|v| v.is_finite()), "{arch:?} {quant:?}");
+                let spread = logits.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                assert!(spread > 1e-3, "{arch:?} {quant:?}: logits are all zero");
+                // Batched and one-by-one evaluation agree.
+                let last = logits[9 * 300..].to_vec();
+                for (i, t) in (1..=10u32).enumerate() {
+                    m.forward(&[t], i, Logits::Last).unwrap();
+                }
+                let one = m.forward(&[10], 9, Logits::Last).unwrap();
+                let diff = one.iter().zip(&last).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                assert!(
+                    diff < 1e-2 * (1.0 + spread),
+                    "{arch:?} {quant:?}: batch vs single {diff}"
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -53,18 +53,18 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Generate after `prompt`, which is appended at position `n_past` (tokens before it are
-/// already in the KV cache: a chat continues its conversation this way).
+/// Generate after `prompt`, which follows `cached`: the tokens whose keys and values are
+/// already in the KV cache at positions `0..cached.len()` (a chat continues its conversation
+/// this way; pass `&[]` to start from an empty cache).
 ///
 /// `sample(logits, history)` picks the next token from the logits (it may modify them);
 /// `history` is every token of the sequence so far. `is_eog` says which tokens end the
 /// generation. `on_token(id)` sees each generated token as it is made and may stop the loop.
-/// After return the cache holds `n_past + prompt.len() + tokens.len()` positions (minus one
+/// After return the cache holds `cached.len() + prompt.len() + tokens.len()` positions (minus one
 /// when the last generated token was not run through the model).
 pub fn generate(
     model: &mut Model,
-    n_past: usize,
-    history_before: &[u32],
+    cached: &[u32],
     prompt: &[u32],
     max_tokens: usize,
     mut sample: impl FnMut(&mut [f32], &[u32]) -> u32,
@@ -72,6 +72,7 @@ pub fn generate(
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation, ModelError> {
     let n_ctx = model.n_ctx();
+    let n_past = cached.len();
     if n_past + prompt.len() > n_ctx || prompt.is_empty() {
         return Err(ModelError::ContextFull {
             n_tokens: prompt.len(),
@@ -79,7 +80,7 @@ pub fn generate(
             n_ctx,
         });
     }
-    let mut history: Vec<u32> = history_before.iter().chain(prompt).copied().collect();
+    let mut history: Vec<u32> = cached.iter().chain(prompt).copied().collect();
     let t0 = Instant::now();
     let mut logits = model.forward(prompt, n_past, Logits::Last)?.to_vec();
     let prompt_time = t0.elapsed();
@@ -126,7 +127,6 @@ pub fn greedy(
 ) -> Result<Vec<u32>, ModelError> {
     let g = generate(
         model,
-        0,
         &[],
         prompt,
         max_tokens,

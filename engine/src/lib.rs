@@ -1,13 +1,17 @@
 #![forbid(unsafe_code)]
-//! ferro-engine: models, KV cache, generation and perplexity on top of ferro-kernels.
+//! ferro-engine: models, KV cache, generation and perplexity on top of ferro-kernels;
+//! tokenizers, chat templates and sampling.
 
+pub mod chat_template;
+pub mod gen_model;
+pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod ops;
+pub mod perplexity;
+pub mod sampler;
+pub mod tokenizer;
 
 pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
-pub mod generate;
-pub mod perplexity;
-pub mod gen_model;
 pub mod grammar;
 pub mod scheduler;

@@ -9,6 +9,6 @@ mod types;
 mod writer;
 
 pub use error::{GgufError, Result};
-pub use reader::{ArrayIter, ArrayRef, Gguf, TensorInfo, Value, ValueType, DEFAULT_ALIGNMENT, MAX_DIMS};
+pub use reader::{ArrayIter, ArrayRef, Gguf, TensorInfo, Value, ValueType, DEFAULT_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS};
 pub use types::GgmlType;
 pub use writer::{GgufWriter, MetaValue, TensorSpec};

@@ -134,6 +134,12 @@ const MAX_ARRAY_DEPTH: u32 = 8;
 pub const MAX_DIMS: u32 = 4;
 /// Default `general.alignment`.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// Largest `general.alignment` accepted (keeps padding arithmetic far from overflow).
+pub const MAX_ALIGNMENT: u64 = 1 << 30;
+/// Element counts at or above this are rejected (ggml's int64 sizes stay far from overflow).
+const MAX_ELEMENTS: u64 = 1 << 62;
+/// Never reserve more entries than this before they have parsed.
+const PREALLOC_MAX: u64 = 1024;
 
 /// Where a metadata value lies in the file; materialised into a [`Value`] on access.
 #[derive(Debug, Clone)]
@@ -327,7 +333,7 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
 
     /// Row length (ne0).
@@ -337,7 +343,7 @@ impl TensorInfo {
 
     /// Number of rows (product of all dims but the first).
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.dims.iter().skip(1).fold(1u64, |a, &d| a.saturating_mul(d))
     }
 }
 
@@ -398,25 +404,34 @@ impl Gguf {
         let bytes: &[u8] = &data;
         let file_size = bytes.len() as u64;
         let mut cur = Cursor::new(bytes, 0);
-        let magic = cur.take(4, "magic").map_err(|_| GgufError::BadMagic {
-            found: bytes[..bytes.len().min(4)].to_vec(),
-        })?;
-        if magic != b"GGUF" {
-            return Err(GgufError::BadMagic { found: magic.to_vec() });
+        if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
+            return Err(GgufError::BadMagic {
+                found: bytes[..bytes.len().min(4)].to_vec(),
+            });
         }
+        cur.pos = 4;
         let version = cur.u32("version")?;
         if version != 2 && version != 3 {
-            return Err(GgufError::UnsupportedVersion(version));
+            let hint = if version == 1 {
+                "GGUF v1 (2023) is obsolete and not supported; ferro reads versions 2 and 3, re-convert the model \
+                 with a current llama.cpp"
+            } else if matches!(version.swap_bytes(), 2 | 3) {
+                "this looks like a big-endian GGUF file, which ferro does not read"
+            } else {
+                "ferro reads versions 2 and 3"
+            };
+            return Err(GgufError::UnsupportedVersion { version, hint });
         }
         let n_tensors = cur.u64("tensor count")?;
         let n_kv = cur.u64("metadata count")?;
         // Each key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes; each tensor
-        // info at least 8 + 4 + 4 + 8. Reject absurd counts before allocating anything.
-        cur.check_count(n_kv, 13, "metadata count")?;
-        cur.check_count(n_tensors, 24, "tensor count")?;
+        // info at least 8 + 4 + 8 + 4 + 8. Reject absurd counts before allocating anything, and
+        // never reserve more than a small amount up front: vectors grow with what really parses.
+        cur.check_count(n_kv, 13, "metadata count", 8)?;
+        cur.check_count(n_tensors, 32, "tensor count", 16)?;
 
-        let mut keys = Vec::with_capacity(n_kv as usize);
-        let mut index = HashMap::with_capacity(n_kv as usize);
+        let mut keys = Vec::with_capacity(n_kv.min(PREALLOC_MAX) as usize);
+        let mut index = HashMap::with_capacity(n_kv.min(PREALLOC_MAX) as usize);
         for _ in 0..n_kv {
             let key_off = cur.pos as u64;
             let key = cur.string("metadata key")?;
@@ -428,7 +443,7 @@ impl Gguf {
                 })?
                 .to_string();
             let ty_off = cur.pos as u64;
-            let ty_id = cur.u32("metadata value type")?;
+            let ty_id = cur.u32_with(|| format!("value type of '{key}'"))?;
             let ty = ValueType::from_id(ty_id).ok_or_else(|| GgufError::Invalid {
                 what: format!("value type of '{key}'"),
                 offset: ty_off,
@@ -453,10 +468,10 @@ impl Gguf {
                     key: "general.alignment".into(),
                     reason: format!("expected an unsigned integer, found {}", v.value_type().name()),
                 })?;
-                if a == 0 || !a.is_power_of_two() || a > 1 << 30 {
+                if a == 0 || !a.is_power_of_two() || a > MAX_ALIGNMENT {
                     return Err(GgufError::Metadata {
                         key: "general.alignment".into(),
-                        reason: format!("{a} is not a power of two between 1 and 2^30"),
+                        reason: format!("{a} is not a power of two between 1 and {MAX_ALIGNMENT}"),
                     });
                 }
                 a
@@ -471,11 +486,11 @@ impl Gguf {
             n_bytes: u64,
             info_offset: u64,
         }
-        let mut pending = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        let mut pending = Vec::with_capacity(n_tensors.min(PREALLOC_MAX) as usize);
+        let mut tensor_index = HashMap::with_capacity(n_tensors.min(PREALLOC_MAX) as usize);
         for i in 0..n_tensors {
             let info_offset = cur.pos as u64;
-            let name_bytes = cur.string("tensor name")?;
+            let name_bytes = cur.string_with(|| format!("name of tensor {i}"))?;
             let name = std::str::from_utf8(name_bytes)
                 .map_err(|_| GgufError::Invalid {
                     what: format!("name of tensor {i}"),
@@ -484,7 +499,7 @@ impl Gguf {
                 })?
                 .to_string();
             let nd_off = cur.pos as u64;
-            let n_dims = cur.u32("tensor dimension count")?;
+            let n_dims = cur.u32_with(|| format!("dimension count of tensor '{name}'"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(GgufError::Invalid {
                     what: format!("dimension count of tensor '{name}'"),
@@ -493,32 +508,36 @@ impl Gguf {
                 });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
-            let mut n_elements: u64 = 1;
+            // The product of the dims with zeros counted as 1 must stay below MAX_ELEMENTS, so
+            // that no partial product (rows, elements) can overflow even when a dim is 0.
+            let mut bound: u64 = 1;
             for d in 0..n_dims {
                 let off = cur.pos as u64;
-                let v = cur.u64("tensor dimension")?;
-                n_elements = n_elements
-                    .checked_mul(v)
-                    .filter(|&n| n < 1 << 62)
+                let v = cur.u64_with(|| format!("dimension {d} of tensor '{name}'"))?;
+                bound = bound
+                    .checked_mul(v.max(1))
+                    .filter(|&n| n < MAX_ELEMENTS)
                     .ok_or_else(|| GgufError::Invalid {
                         what: format!("dimension {d} of tensor '{name}'"),
                         offset: off,
-                        reason: "element count overflows".into(),
+                        reason: format!("{v} makes the element count overflow"),
                     })?;
                 dims.push(v);
             }
+            let n_elements: u64 = dims.iter().product();
             let ty_off = cur.pos as u64;
-            let ty_id = cur.u32("tensor type")?;
-            let ty = GgmlType::from_id(ty_id).ok_or(GgufError::UnknownTensorType {
+            let ty_id = cur.u32_with(|| format!("type of tensor '{name}'"))?;
+            let ty = GgmlType::from_id(ty_id).ok_or_else(|| GgufError::UnknownTensorType {
                 tensor: name.clone(),
                 id: ty_id,
+                offset: ty_off,
             })?;
             let off_pos = cur.pos as u64;
-            let rel_offset = cur.u64("tensor offset")?;
+            let rel_offset = cur.u64_with(|| format!("data offset of tensor '{name}'"))?;
             if dims[0] % ty.block_size() != 0 {
                 return Err(GgufError::Invalid {
                     what: format!("shape of tensor '{name}'"),
-                    offset: ty_off,
+                    offset: nd_off,
                     reason: format!(
                         "row length {} is not a multiple of the {} block size {}",
                         dims[0],
@@ -536,7 +555,7 @@ impl Gguf {
                 })?;
             if rel_offset % alignment != 0 {
                 return Err(GgufError::Invalid {
-                    what: format!("offset of tensor '{name}'"),
+                    what: format!("data offset of tensor '{name}'"),
                     offset: off_pos,
                     reason: format!("{rel_offset} is not a multiple of the alignment {alignment}"),
                 });
@@ -559,6 +578,7 @@ impl Gguf {
         }
 
         let header_end = cur.pos as u64;
+        // header_end <= file_size and alignment <= 2^30, so this cannot overflow.
         let data_offset = header_end.div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(pending.len());
         for p in pending {
@@ -574,25 +594,32 @@ impl Gguf {
                     n_bytes: p.n_bytes,
                 }),
                 _ => {
-                    let _ = p.info_offset;
+                    let start = data_offset.saturating_add(p.rel_offset);
                     return Err(GgufError::TensorOutOfBounds {
                         tensor: p.name,
-                        start: data_offset.saturating_add(p.rel_offset),
-                        end: data_offset.saturating_add(p.rel_offset).saturating_add(p.n_bytes),
+                        info_offset: p.info_offset,
+                        start,
+                        end: start.saturating_add(p.n_bytes),
                         file_size,
                     });
                 }
             }
         }
-        // Overlap check: sort by start, compare neighbours.
-        let mut order: Vec<usize> = (0..tensors.len()).collect();
-        order.sort_by_key(|&i| (tensors[i].offset, tensors[i].n_bytes));
+        // Overlap check: sort by start, then every tensor must end before the next one starts.
+        // Empty tensors occupy no bytes and cannot overlap anything.
+        let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].n_bytes > 0).collect();
+        order.sort_by_key(|&i| tensors[i].offset);
         for w in order.windows(2) {
             let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
-            if a.n_bytes > 0 && b.n_bytes > 0 && a.offset + a.n_bytes > b.offset {
+            // Both ends are <= file_size (checked above), so the sums cannot overflow.
+            if a.offset + a.n_bytes > b.offset {
                 return Err(GgufError::TensorOverlap {
                     a: a.name.clone(),
+                    a_start: a.offset,
+                    a_end: a.offset + a.n_bytes,
                     b: b.name.clone(),
+                    b_start: b.offset,
+                    b_end: b.offset + b.n_bytes,
                 });
             }
         }
@@ -607,6 +634,13 @@ impl Gguf {
             alignment,
             data_offset,
         })
+    }
+
+    /// Total number of weights: the sum of every tensor's element count.
+    pub fn n_elements(&self) -> u64 {
+        // Each count is below 2^62 and the tensors fit in the file, so saturation never triggers
+        // on a real file; it only keeps absurd synthetic ones from wrapping.
+        self.tensors.iter().fold(0u64, |a, t| a.saturating_add(t.n_elements()))
     }
 
     /// Size of the whole file in bytes.
@@ -739,7 +773,8 @@ fn materialize<'a>(data: &'a [u8], raw: &RawValue) -> Value<'a> {
     }
 }
 
-/// A bounds-checked little-endian reader over the file.
+/// A bounds-checked little-endian reader over the file. Error descriptions are built lazily
+/// (closures), so reading a 256k-entry vocabulary allocates nothing per element.
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
@@ -754,10 +789,10 @@ impl<'a> Cursor<'a> {
         (self.data.len() - self.pos) as u64
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+    fn take_with(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(GgufError::Truncated {
-                what: what.into(),
+                what: what(),
                 offset: self.pos as u64,
                 need: n,
                 have: self.remaining(),
@@ -768,38 +803,52 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        let b = self.take(4, what)?;
+    fn u32_with(&mut self, what: impl FnOnce() -> String) -> Result<u32> {
+        let b = self.take_with(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64> {
-        let b = self.take(8, what)?;
+    fn u64_with(&mut self, what: impl FnOnce() -> String) -> Result<u64> {
+        let b = self.take_with(8, what)?;
         Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
 
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        self.u32_with(|| what.to_string())
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        self.u64_with(|| what.to_string())
+    }
+
     fn string(&mut self, what: &str) -> Result<&'a [u8]> {
+        self.string_with(|| what.to_string())
+    }
+
+    /// A `u64 length + bytes` string; the length is checked against what remains.
+    fn string_with(&mut self, what: impl Fn() -> String) -> Result<&'a [u8]> {
         let len_off = self.pos as u64;
-        let len = self.u64(what)?;
+        let len = self.u64_with(|| format!("length of {}", what()))?;
         if len > self.remaining() {
             return Err(GgufError::Truncated {
-                what: format!("{what} (length {len})"),
-                offset: len_off,
+                what: format!("{} (length {len}, stored at byte {len_off})", what()),
+                offset: self.pos as u64,
                 need: len,
                 have: self.remaining(),
             });
         }
-        self.take(len, what)
+        self.take_with(len, what)
     }
 
     /// Reject a count whose elements, at `min_size` bytes each, cannot fit in what remains.
-    fn check_count(&self, count: u64, min_size: u64, what: &str) -> Result<()> {
+    /// `at` is how far back the count itself was stored (for the error's byte offset).
+    fn check_count(&self, count: u64, min_size: u64, what: &str, at: usize) -> Result<()> {
         if count.checked_mul(min_size).is_none_or(|n| n > self.remaining()) {
             return Err(GgufError::Invalid {
                 what: what.into(),
-                offset: self.pos as u64,
+                offset: self.pos.saturating_sub(at) as u64,
                 reason: format!(
-                    "{count} entries cannot fit in the {} bytes that remain",
+                    "{count} entries of at least {min_size} bytes cannot fit in the {} bytes that remain",
                     self.remaining()
                 ),
             });
@@ -812,7 +861,7 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         match ty {
             ValueType::String => {
-                let s = self.string(&format!("string value of '{key}'"))?;
+                let s = self.string_with(|| format!("string value of '{key}'"))?;
                 let end = self.pos;
                 Ok(RawValue {
                     ty,
@@ -825,22 +874,26 @@ impl<'a> Cursor<'a> {
                     return Err(GgufError::Invalid {
                         what: format!("array '{key}'"),
                         offset: start as u64,
-                        reason: "arrays nested too deeply".into(),
+                        reason: format!("arrays nested more than {MAX_ARRAY_DEPTH} deep"),
                     });
                 }
                 let et_off = self.pos as u64;
-                let et_id = self.u32(&format!("array element type of '{key}'"))?;
+                let et_id = self.u32_with(|| format!("array element type of '{key}'"))?;
                 let et = ValueType::from_id(et_id).ok_or_else(|| GgufError::Invalid {
                     what: format!("array element type of '{key}'"),
                     offset: et_off,
                     reason: format!("unknown type id {et_id}"),
                 })?;
-                let len = self.u64(&format!("array length of '{key}'"))?;
-                self.check_count(len, et.min_size(), &format!("array length of '{key}'"))?;
+                let len = self.u64_with(|| format!("array length of '{key}'"))?;
+                self.check_count(len, et.min_size(), &format!("array length of '{key}'"), 8)?;
                 let body = self.pos;
                 match et.fixed_size() {
                     Some(sz) => {
-                        self.take(len * sz, &format!("array '{key}'"))?;
+                        // len * sz <= remaining (check_count), so no overflow.
+                        self.take_with(len * sz, || format!("array '{key}'"))?;
+                        if et == ValueType::Bool {
+                            self.check_bools(body, key)?;
+                        }
                     }
                     None => {
                         for _ in 0..len {
@@ -856,13 +909,9 @@ impl<'a> Cursor<'a> {
             }
             t => {
                 let sz = t.fixed_size().unwrap_or(1);
-                self.take(sz, &format!("value of '{key}'"))?;
-                if t == ValueType::Bool && self.data[start] > 1 {
-                    return Err(GgufError::Invalid {
-                        what: format!("bool '{key}'"),
-                        offset: start as u64,
-                        reason: format!("byte {} is not 0 or 1", self.data[start]),
-                    });
+                self.take_with(sz, || format!("{} value of '{key}'", t.name()))?;
+                if t == ValueType::Bool {
+                    self.check_bools(start, key)?;
                 }
                 Ok(RawValue {
                     ty,
@@ -870,6 +919,18 @@ impl<'a> Cursor<'a> {
                     range: start..self.pos,
                 })
             }
+        }
+    }
+
+    /// Every byte in `from..pos` must be a valid bool (0 or 1).
+    fn check_bools(&self, from: usize, key: &str) -> Result<()> {
+        match self.data[from..self.pos].iter().position(|&b| b > 1) {
+            None => Ok(()),
+            Some(i) => Err(GgufError::Invalid {
+                what: format!("bool in '{key}'"),
+                offset: (from + i) as u64,
+                reason: format!("byte {} is not 0 or 1", self.data[from + i]),
+            }),
         }
     }
 }

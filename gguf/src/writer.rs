@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{GgufError, Result};
-use crate::reader::{ValueType, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::reader::{ValueType, DEFAULT_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS};
 use crate::types::GgmlType;
 
 /// An owned metadata value, for writing.
@@ -147,8 +147,10 @@ impl GgufWriter {
                 MetaValue::U64(a) => a,
                 _ => return Err(GgufError::Write("general.alignment must be u32".into())),
             };
-            if a == 0 || !a.is_power_of_two() {
-                return Err(GgufError::Write(format!("alignment {a} is not a power of two")));
+            if a == 0 || !a.is_power_of_two() || a > MAX_ALIGNMENT {
+                return Err(GgufError::Write(format!(
+                    "alignment {a} is not a power of two between 1 and {MAX_ALIGNMENT}"
+                )));
             }
             self.alignment = a;
         }
@@ -190,7 +192,9 @@ impl GgufWriter {
                 ty.block_size()
             )));
         }
-        let need = n / ty.block_size() * ty.type_size();
+        let need = (n / ty.block_size())
+            .checked_mul(ty.type_size())
+            .ok_or_else(|| GgufError::Write(format!("tensor '{name}' is too large")))?;
         if data.len() as u64 != need {
             return Err(GgufError::Write(format!(
                 "tensor '{name}' needs {need} bytes of {ty}, got {}",
@@ -294,7 +298,7 @@ impl GgufWriter {
     ) -> Result<()> {
         let mut infos = Vec::with_capacity(specs.len());
         for t in specs {
-            if t.dims.is_empty() || t.dims.len() > MAX_DIMS as usize || t.dims[0] % t.ty.block_size() != 0 {
+            if t.dims.is_empty() || t.dims.len() > MAX_DIMS as usize || !t.dims[0].is_multiple_of(t.ty.block_size()) {
                 return Err(GgufError::Write(format!("tensor '{}' has a bad shape {:?}", t.name, t.dims)));
             }
             let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));

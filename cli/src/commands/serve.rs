@@ -1,7 +1,5 @@
 //! `ferro serve [MODEL]`: the OpenAI-compatible server (see `crate::server`).
 
-use std::path::PathBuf;
-
 use clap::Args as ClapArgs;
 
 use crate::server::{self, ServerConfig};
@@ -39,24 +37,6 @@ pub struct Args {
     pub max_body: usize,
 }
 
-/// The model file: a path that exists, or a name in `$FERRO_HOME/models`.
-fn resolve(arg: Option<&str>) -> anyhow::Result<PathBuf> {
-    let arg = arg.unwrap_or("smollm2-135m-instruct");
-    let p = PathBuf::from(arg);
-    if p.is_file() {
-        return Ok(p);
-    }
-    let home = match std::env::var_os("FERRO_HOME") {
-        Some(h) if !h.is_empty() => PathBuf::from(h),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ferro"),
-    };
-    let in_store = home.join("models").join(format!("{arg}.gguf"));
-    if in_store.is_file() {
-        return Ok(in_store);
-    }
-    anyhow::bail!("unknown model '{arg}': no such file and not in {}", home.join("models").display())
-}
-
 pub fn run(a: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -65,7 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--parallel must be between 1 and 256");
     }
     server::run(ServerConfig {
-        model_path: resolve(a.model.as_deref())?,
+        model_path: crate::store::resolve_model(a.model.as_deref())?,
         host: a.host,
         port: a.port,
         api_key: a.api_key,

@@ -8,7 +8,9 @@ use crate::kv_cache::KvCache;
 pub(super) fn load(ld: &Loader, hp: &Hparams) -> Result<Weights> {
     let (tok_embd, output) = ld.embeddings(hp)?;
     let (rope, rope_swa) = ld.ropes(hp, "rope_freqs.weight")?;
-    let layers = (0..hp.n_layer).map(|il| ld.layer_separate(hp, il)).collect::<Result<_>>()?;
+    let layers = (0..hp.n_layer)
+        .map(|il| ld.layer_separate(hp, il))
+        .collect::<Result<_>>()?;
     Ok(Weights {
         tok_embd,
         layers,

@@ -167,13 +167,13 @@ impl Hparams {
             return Err(m.bad("attention.head_count", "must be positive"));
         }
         let n_head_kv = m.opt_usize("attention.head_count_kv").unwrap_or(n_head);
-        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+        if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(m.bad("attention.head_count_kv", "must divide attention.head_count"));
         }
         let head_dim = m.opt_usize("attention.key_length").unwrap_or(n_embd / n_head);
         let head_dim_v = m.opt_usize("attention.value_length").unwrap_or(head_dim);
         let n_rot = m.opt_usize("rope.dimension_count").unwrap_or(head_dim);
-        if n_rot > head_dim || n_rot % 2 != 0 {
+        if n_rot > head_dim || !n_rot.is_multiple_of(2) {
             return Err(m.bad("rope.dimension_count", "must be even and at most the head size"));
         }
         let n_vocab = match g.tensor_info("token_embd.weight") {
@@ -189,7 +189,10 @@ impl Hparams {
         // Linear rope scaling divides positions by the factor (llama.cpp `rope_freq_scale`).
         let rope_freq_scale = match (m.opt_str("rope.scaling.type"), m.opt_f32("rope.scaling.factor")) {
             (Some("linear"), Some(f)) if f > 0.0 => 1.0 / f,
-            _ => m.opt_f32("rope.scale_linear").filter(|f| *f > 0.0).map_or(1.0, |f| 1.0 / f),
+            _ => m
+                .opt_f32("rope.scale_linear")
+                .filter(|f| *f > 0.0)
+                .map_or(1.0, |f| 1.0 / f),
         };
         let mut hp = Hparams {
             arch,
@@ -419,7 +422,13 @@ impl Loader<'_> {
                 m.opt_usize("rope.scaling.original_context_length").unwrap_or(8192) as f32,
             ));
         }
-        let rope = Rope::new(hp.rope_style, hp.n_rot, hp.rope_base, hp.rope_freq_scale, factors.as_deref());
+        let rope = Rope::new(
+            hp.rope_style,
+            hp.n_rot,
+            hp.rope_base,
+            hp.rope_freq_scale,
+            factors.as_deref(),
+        );
         let rope_swa = Rope::new(
             hp.rope_style,
             hp.n_rot,
@@ -563,7 +572,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("hparams", &self.hp).field("n_ctx", &self.kv.n_ctx).finish()
+        f.debug_struct("Model")
+            .field("hparams", &self.hp)
+            .field("n_ctx", &self.kv.n_ctx)
+            .finish()
     }
 }
 
@@ -683,7 +695,13 @@ impl Model {
             self.s.logits.resize(want, 0.0);
         }
         let Model {
-            gguf, hp, w, kv, s, pool, ..
+            gguf,
+            hp,
+            w,
+            kv,
+            s,
+            pool,
+            ..
         } = self;
         let file = gguf.bytes();
         let mut run = || -> Result<()> {

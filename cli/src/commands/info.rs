@@ -1,0 +1,144 @@
+//! `ferro info MODEL [--json]`: what a GGUF file holds and how ferro would run it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ferro_gguf::{Gguf, GgufError, Value};
+use serde_json::{json, Map, Value as Json};
+
+use crate::commands::list::human_bytes;
+use crate::{cpu, store};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A GGUF file or a store name (default: the default model).
+    pub model: Option<String>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Longest string shown in full; longer ones are cut and their length given.
+const MAX_STRING: usize = 200;
+
+pub fn run(args: Args) -> Result<()> {
+    let path = store::resolve_model(args.model.as_deref())?;
+    let g = match Gguf::open(&path) {
+        Ok(g) => g,
+        // These already name the path.
+        Err(e @ (GgufError::Open { .. } | GgufError::IsDirectory { .. })) => return Err(e.into()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let info = summarize(&g, &path);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print_human(&info, &g);
+    }
+    Ok(())
+}
+
+/// The `--json` object.
+fn summarize(g: &Gguf, path: &Path) -> Json {
+    let arch = g.get_str("general.architecture").unwrap_or("unknown").to_string();
+    let hp = |k: &str| g.get_u64(&format!("{arch}.{k}"));
+    let vocab_size = hp("vocab_size").or_else(|| g.get_array("tokenizer.ggml.tokens").map(|a| a.len));
+    let mut types: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in g.tensors() {
+        *types.entry(t.ty.name()).or_default() += 1;
+    }
+    let mut metadata = Map::new();
+    for (k, v) in g.metadata() {
+        metadata.insert(k.to_string(), meta_json(v));
+    }
+    json!({
+        "path": path.display().to_string(),
+        "architecture": arch,
+        "name": g.get_str("general.name"),
+        "gguf_version": g.version,
+        "file_bytes": g.file_size(),
+        "n_params": g.n_elements(),
+        "n_tensors": g.tensors().len(),
+        "tensor_types": types,
+        "context_length": hp("context_length"),
+        "embedding_length": hp("embedding_length"),
+        "block_count": hp("block_count"),
+        "feed_forward_length": hp("feed_forward_length"),
+        "head_count": hp("attention.head_count"),
+        "head_count_kv": hp("attention.head_count_kv"),
+        "vocab_size": vocab_size,
+        "tokenizer": g.get_str("tokenizer.ggml.model"),
+        "chat_template": g.get("tokenizer.chat_template").is_some(),
+        "alignment": g.alignment,
+        "metadata": metadata,
+        "cpu_features": cpu::features(),
+        "kernels": cpu::kernel_path(),
+    })
+}
+
+/// Scalars as JSON values, strings cut to MAX_STRING characters, arrays by type and length.
+fn meta_json(v: Value<'_>) -> Json {
+    match v {
+        Value::String(s) => {
+            let text = String::from_utf8_lossy(s);
+            if text.chars().count() > MAX_STRING {
+                let cut: String = text.chars().take(MAX_STRING).collect();
+                Json::String(format!("{cut}… ({} bytes)", s.len()))
+            } else {
+                Json::String(text.into_owned())
+            }
+        }
+        Value::Array(a) => json!({ "type": "array", "elem_type": a.elem_type.name(), "len": a.len }),
+        Value::Bool(b) => Json::Bool(b),
+        Value::F32(x) => json!(x as f64),
+        Value::F64(x) => json!(x),
+        Value::I8(_) | Value::I16(_) | Value::I32(_) | Value::I64(_) => json!(v.as_i64()),
+        Value::U8(_) | Value::U16(_) | Value::U32(_) | Value::U64(_) => json!(v.as_u64()),
+    }
+}
+
+fn print_human(info: &Json, g: &Gguf) {
+    let s = |k: &str| match &info[k] {
+        Json::Null => "-".to_string(),
+        Json::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let n_params = info["n_params"].as_u64().unwrap_or(0);
+    let types: Vec<String> = info["tensor_types"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    let rows = [
+        ("file", format!("{} ({})", s("path"), human_bytes(g.file_size()))),
+        ("architecture", s("architecture")),
+        ("name", s("name")),
+        ("parameters", format!("{} ({n_params})", human_count(n_params))),
+        ("context length", s("context_length")),
+        ("embedding length", s("embedding_length")),
+        ("blocks", s("block_count")),
+        ("feed-forward length", s("feed_forward_length")),
+        ("attention heads", format!("{} (kv {})", s("head_count"), s("head_count_kv"))),
+        ("vocabulary", format!("{} ({} tokenizer)", s("vocab_size"), s("tokenizer"))),
+        ("chat template", if info["chat_template"] == true { "yes".into() } else { "no".into() }),
+        ("tensors", format!("{}: {}", g.tensors().len(), types.join(", "))),
+        (
+            "gguf",
+            format!("v{}, {} metadata keys, alignment {}, data at byte {}", g.version, g.keys().count(), g.alignment, g.data_offset),
+        ),
+        ("cpu features", cpu::features().join(" ")),
+        ("kernels", s("kernels")),
+    ];
+    for (k, v) in rows {
+        println!("{k:<20} {v}");
+    }
+}
+
+fn human_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}

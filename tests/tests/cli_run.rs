@@ -1,0 +1,128 @@
+//! `ferro run`, `ferro perplexity` and `ferro gen-model` through the binary.
+
+use std::process::Command;
+
+use ferro_tests::{ferro_bin, require_model};
+use serde_json::Value;
+
+fn reference() -> Value {
+    serde_json::from_str(include_str!("../fixtures/llama-cpp-reference.json")).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+/// `ferro run MODEL PROMPT --raw --temp 0 --json` reproduces llama.cpp's prompt tokens and
+/// greedy tokens (to must_match_tokens) for each model's first reference prompt.
+#[test]
+fn raw_greedy_json_matches_llama_cpp() {
+    let r = reference();
+    for (store, refname) in [
+        ("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"),
+    ] {
+        let Some(path) = require_model(store) else { return };
+        let c = &r[refname]["completions"][0];
+        let must = c["must_match_tokens"].as_u64().unwrap() as usize;
+        let out = Command::new(ferro_bin())
+            .arg("run")
+            .arg(&path)
+            .arg(c["prompt"].as_str().unwrap())
+            .args(["--raw", "--temp", "0", "--json", "-c", "128", "-n"])
+            .arg(must.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let j: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(ids(&j["prompt_tokens"]), ids(&c["prompt_tokens"]), "{store}");
+        assert_eq!(ids(&j["tokens"]), ids(&c["greedy_tokens"])[..must], "{store}");
+        assert_eq!(j["text"].as_str().unwrap(), c["must_match_text"].as_str().unwrap(), "{store}");
+    }
+}
+
+/// The default model answers a simple question sensibly through its chat template.
+#[test]
+fn default_model_knows_the_capital_of_france() {
+    if require_model("smollm2-135m-instruct").is_none() {
+        return;
+    }
+    let out = Command::new(ferro_bin())
+        .args(["run", "What is the capital of France?", "--temp", "0", "-n", "24"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Paris"), "answer: {text}");
+}
+
+/// A prompt longer than the context is one clear error line and exit code 1.
+#[test]
+fn prompt_longer_than_context_is_an_error() {
+    let Some(path) = require_model("smollm2-135m-instruct") else { return };
+    let prompt = "word ".repeat(200);
+    let out = Command::new(ferro_bin())
+        .arg("run")
+        .arg(&path)
+        .arg(&prompt)
+        .args(["--raw", "-c", "64"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("context"), "{err}");
+}
+
+/// Synthetic models of every architecture generate without NaN through `ferro run`.
+#[test]
+fn gen_model_tiny_files_run() {
+    if require_model("smollm2-135m-instruct").is_none() || require_model("gemma3-270m").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["llama", "mistral", "qwen2", "phi3", "gemma3"] {
+        let f = dir.path().join(format!("{arch}.gguf"));
+        let out = Command::new(ferro_bin())
+            .args(["gen-model", "--arch", arch, "--shape", "tiny", "--quant", "q8_0", "--out"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{arch}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(ferro_bin())
+            .arg("run")
+            .arg(&f)
+            .args(["hello", "--raw", "--temp", "0", "-n", "8", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{arch}: {}", String::from_utf8_lossy(&out.stderr));
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(ids(&j["tokens"]).len() <= 8, "{arch}: {j}");
+    }
+}
+
+/// `ferro perplexity` prints `PPL = <value> +/- <err>` as its last line.
+#[test]
+fn perplexity_command_prints_ppl_line() {
+    let Some(path) = require_model("smollm2-135m-instruct") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("text.txt");
+    let text: String = include_str!("../fixtures/GPL-3").chars().take(3000).collect();
+    std::fs::write(&f, text).unwrap();
+    let out = Command::new(ferro_bin())
+        .arg("perplexity")
+        .arg(&path)
+        .arg("-f")
+        .arg(&f)
+        .args(["-c", "128"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.trim().lines().last().unwrap();
+    let parts: Vec<&str> = last.split_whitespace().collect();
+    assert_eq!(parts[0..2], ["PPL", "="], "{last}");
+    let ppl: f64 = parts[2].parse().unwrap();
+    assert!(ppl.is_finite() && ppl > 1.0 && ppl < 200.0, "{last}");
+    assert_eq!(parts[3], "+/-");
+}

@@ -1,0 +1,65 @@
+//! Perplexity on GPL-3 (-c 512, 14 chunks) within 0.5% of llama-perplexity's value.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferro_engine::perplexity::perplexity;
+use ferro_engine::tokenizer::Tokenizer;
+use ferro_engine::{Model, ModelOptions};
+use ferro_gguf::Gguf;
+
+const GPL3: &str = include_str!("../fixtures/GPL-3");
+
+fn model_file(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("FERRO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ferro"));
+    let p = home.join("models").join(format!("{name}.gguf"));
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+        return None;
+    }
+    panic!("model {} not found; run `ferro pull {name}`", p.display());
+}
+
+fn check(name: &str, llama_cpp_ppl: f64) {
+    let Some(path) = model_file(name) else { return };
+    let g = Arc::new(Gguf::open(&path).unwrap());
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let mut model = Model::from_gguf(
+        g,
+        &ModelOptions {
+            n_ctx: 512,
+            n_batch: 256,
+            threads: 0,
+        },
+    )
+    .unwrap();
+    let tokens = tok.encode(GPL3, true, false);
+    let bos = if tok.add_bos() { tok.bos_id() } else { None };
+    let stats = perplexity(&mut model, &tokens, 512, bos, |c, n, s| {
+        eprintln!("{name} [{}/{n}] {:.4}", c + 1, s.ppl());
+    })
+    .unwrap();
+    assert_eq!(stats.chunks, 14, "{name}: {} tokens", tokens.len());
+    let rel = (stats.ppl() - llama_cpp_ppl).abs() / llama_cpp_ppl;
+    eprintln!(
+        "{name}: PPL {:.4} +/- {:.5}, llama.cpp {llama_cpp_ppl}, off by {:.3}%",
+        stats.ppl(),
+        stats.stderr(),
+        rel * 100.0
+    );
+    assert!(rel < 0.005, "{name}: PPL {:.4} vs llama.cpp {llama_cpp_ppl}", stats.ppl());
+}
+
+#[test]
+fn smollm2_perplexity_matches_llama_cpp() {
+    check("smollm2-135m-instruct", 18.3914);
+}
+
+#[test]
+fn gemma3_perplexity_matches_llama_cpp() {
+    check("gemma3-270m", 13.9062);
+}
