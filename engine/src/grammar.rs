@@ -45,7 +45,9 @@ enum Lex {
     /// Before the top-level value: whitespace, then `{` (or any value when `any_top`).
     Start,
     /// A value; `]` also allowed when this is the first element of an array.
-    Value { first_in_array: bool },
+    Value {
+        first_in_array: bool,
+    },
     /// After `{`: a key or `}`.
     KeyOrEnd,
     /// After `,` in an object: a key.
@@ -55,10 +57,16 @@ enum Lex {
     /// After a value: `,` or the closing bracket.
     After,
     /// Inside a string (a key when `key`); `esc`: 0 none, 1 after `\`, 2..=5 hex digits left + 1.
-    Str { key: bool, esc: u8 },
+    Str {
+        key: bool,
+        esc: u8,
+    },
     Number(Num),
     /// Rest of `true`, `false` or `null`.
-    Literal { word: &'static [u8], at: u8 },
+    Literal {
+        word: &'static [u8],
+        at: u8,
+    },
     /// The top-level value is complete.
     Done,
 }
@@ -604,8 +612,21 @@ mod tests {
     #[test]
     fn rejects_invalid_text() {
         for bad in [
-            "[1]", "x", "{a", "{\"a\" 1", "{\"a\":}", "{\"a\":1,}", "{\"a\":01", "{\"a\":tru ", "{\"a\":\"\n\"",
-            "{\"a\":1]", "{}}", "{} ", "{\"a\":-}", "{\"a\":1.}", "{\"a\":\"\\x\"}",
+            "[1]",
+            "x",
+            "{a",
+            "{\"a\" 1",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":01",
+            "{\"a\":tru ",
+            "{\"a\":\"\n\"",
+            "{\"a\":1]",
+            "{}}",
+            "{} ",
+            "{\"a\":-}",
+            "{\"a\":1.}",
+            "{\"a\":\"\\x\"}",
         ] {
             assert!(!complete(bad), "{bad:?} accepted");
         }

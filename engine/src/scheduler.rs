@@ -104,9 +104,18 @@ pub struct Usage {
 pub enum Event {
     /// Text released by a generated token (may be empty while held back for UTF-8 or a possible
     /// stop string); `logprobs` when asked for and the text came from a token.
-    Token { text: String, logprobs: Option<TokenLogprobs> },
-    Done { finish: Finish, usage: Usage },
-    Embedding { vector: Vec<f32>, tokens: usize },
+    Token {
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+    },
+    Done {
+        finish: Finish,
+        usage: Usage,
+    },
+    Embedding {
+        vector: Vec<f32>,
+        tokens: usize,
+    },
     Error(String),
 }
 
@@ -169,7 +178,13 @@ impl Metrics {
         let metric = |s: &mut String, name: &str, kind: &str, help: &str, v: String| {
             s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
         };
-        metric(&mut s, "ferro_requests_total", "counter", "Requests received.", g(&self.requests_total).to_string());
+        metric(
+            &mut s,
+            "ferro_requests_total",
+            "counter",
+            "Requests received.",
+            g(&self.requests_total).to_string(),
+        );
         metric(
             &mut s,
             "ferro_requests_rejected_total",
@@ -198,7 +213,13 @@ impl Metrics {
             "Tokens generated.",
             g(&self.completion_tokens_total).to_string(),
         );
-        metric(&mut s, "ferro_queue_depth", "gauge", "Requests waiting for a slot.", g(&self.queue_depth).to_string());
+        metric(
+            &mut s,
+            "ferro_queue_depth",
+            "gauge",
+            "Requests waiting for a slot.",
+            g(&self.queue_depth).to_string(),
+        );
         metric(
             &mut s,
             "ferro_active_sequences",
@@ -225,7 +246,13 @@ impl Metrics {
             g(&self.ttft_us_sum) as f64 / 1e6,
             ttft_n
         ));
-        metric(&mut s, "ferro_steps_total", "counter", "Batched forward steps run.", g(&self.steps_total).to_string());
+        metric(
+            &mut s,
+            "ferro_steps_total",
+            "counter",
+            "Batched forward steps run.",
+            g(&self.steps_total).to_string(),
+        );
         s
     }
 }
@@ -258,22 +285,20 @@ impl Scheduler {
         let stop = Arc::new(AtomicBool::new(false));
         let (m, st) = (metrics.clone(), stop.clone());
         let prefill_chunk = cfg.prefill_chunk.max(1);
-        let thread = std::thread::Builder::new()
-            .name("ferro-engine".into())
-            .spawn(move || {
-                let mut lp = Loop {
-                    model,
-                    tok: &tokenizer,
-                    rx,
-                    metrics: m,
-                    stop: st,
-                    prefill_chunk,
-                    slots: (0..n_parallel).map(|_| Slot::default()).collect(),
-                    seqs: Vec::new(),
-                    clock: 0,
-                };
-                lp.run();
-            })?;
+        let thread = std::thread::Builder::new().name("ferro-engine".into()).spawn(move || {
+            let mut lp = Loop {
+                model,
+                tok: &tokenizer,
+                rx,
+                metrics: m,
+                stop: st,
+                prefill_chunk,
+                slots: (0..n_parallel).map(|_| Slot::default()).collect(),
+                seqs: Vec::new(),
+                clock: 0,
+            };
+            lp.run();
+        })?;
         Ok(Scheduler {
             tx: Some(tx),
             metrics,
@@ -736,7 +761,10 @@ fn sample_next(tok: &Tokenizer, s: &mut Seq, logits: &[f32], metrics: &Metrics) 
         }
         None => false,
     };
-    if !s.sink.send(Event::Token { text: out.text, logprobs }) {
+    if !s.sink.send(Event::Token {
+        text: out.text,
+        logprobs,
+    }) {
         // The receiver went away: the next step drops the sequence.
     }
     if out.stopped || json_done {

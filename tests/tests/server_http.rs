@@ -15,7 +15,10 @@ use server_common::{http, parse_response, Server};
 /// The error body: `{"error": {"message", "type", "param", "code"}}`.
 fn error_of(r: &server_common::Response) -> Value {
     let v = r.json();
-    let e = v.get("error").unwrap_or_else(|| panic!("no error object: {}", r.body)).clone();
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("no error object: {}", r.body))
+        .clone();
     for k in ["message", "type", "param", "code"] {
         assert!(e.get(k).is_some(), "error lacks {k}: {}", r.body);
     }
@@ -27,7 +30,9 @@ const CHAT: &str = r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tok
 
 #[test]
 fn bad_inputs_get_openai_errors() {
-    let Some(s) = Server::start(&["--max-body", "4096"]) else { return };
+    let Some(s) = Server::start(&["--max-body", "4096"]) else {
+        return;
+    };
 
     let r = s.post("/v1/chat/completions", "{\"messages\": [");
     assert_eq!(r.status, 400, "{}", r.body);
@@ -40,9 +45,16 @@ fn bad_inputs_get_openai_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(error_of(&r)["param"], "temperature", "{}", r.body);
 
-    let r = s.post("/v1/chat/completions", r#"{"messages": [{"role": "user", "content": 5}]}"#);
+    let r = s.post(
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": 5}]}"#,
+    );
     assert_eq!(r.status, 400);
-    assert!(error_of(&r)["param"].as_str().unwrap().starts_with("messages[0]"), "{}", r.body);
+    assert!(
+        error_of(&r)["param"].as_str().unwrap().starts_with("messages[0]"),
+        "{}",
+        r.body
+    );
 
     let r = s.post("/v1/chat/completions", r#"{"model": "x"}"#);
     assert_eq!(r.status, 400);
@@ -52,7 +64,10 @@ fn bad_inputs_get_openai_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(error_of(&r)["param"], "max_tokens");
 
-    let r = s.post("/v1/chat/completions", r#"{"messages": [{"role": "user", "content": "Hi"}], "n": 99}"#);
+    let r = s.post(
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "Hi"}], "n": 99}"#,
+    );
     assert_eq!(r.status, 400);
     assert_eq!(error_of(&r)["param"], "n");
 
@@ -97,12 +112,17 @@ fn bad_inputs_get_openai_errors() {
 
 #[test]
 fn api_key_is_required_when_set() {
-    let Some(s) = Server::start(&["--api-key", "sekrit"]) else { return };
+    let Some(s) = Server::start(&["--api-key", "sekrit"]) else {
+        return;
+    };
     let r = s.post("/v1/chat/completions", CHAT);
     assert_eq!(r.status, 401);
     assert_eq!(error_of(&r)["code"], "invalid_api_key");
     let wrong = [("Authorization", "Bearer nope"), ("Content-Type", "application/json")];
-    assert_eq!(s.request("POST", "/v1/chat/completions", &wrong, Some(CHAT)).status, 401);
+    assert_eq!(
+        s.request("POST", "/v1/chat/completions", &wrong, Some(CHAT)).status,
+        401
+    );
     let right = [("Authorization", "Bearer sekrit"), ("Content-Type", "application/json")];
     let r = s.request("POST", "/v1/chat/completions", &right, Some(CHAT));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -112,7 +132,9 @@ fn api_key_is_required_when_set() {
 
 #[test]
 fn health_metrics_and_cors() {
-    let Some(s) = Server::start(&["--cors", "http://example.test"]) else { return };
+    let Some(s) = Server::start(&["--cors", "http://example.test"]) else {
+        return;
+    };
     let r = s.request("GET", "/health", &[], None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "ok");
@@ -132,7 +154,10 @@ fn health_metrics_and_cors() {
     let pre = s.request(
         "OPTIONS",
         "/v1/chat/completions",
-        &[("Origin", "http://example.test"), ("Access-Control-Request-Method", "POST")],
+        &[
+            ("Origin", "http://example.test"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
         None,
     );
     assert!(pre.status < 300, "{pre:?}");
@@ -142,7 +167,9 @@ fn health_metrics_and_cors() {
 /// Greedy streams run together give what each gives alone.
 #[test]
 fn concurrent_greedy_streams_equal_solo_runs() {
-    let Some(s) = Server::start(&["--parallel", "4"]) else { return };
+    let Some(s) = Server::start(&["--parallel", "4"]) else {
+        return;
+    };
     let prompts: Vec<String> = (0..8)
         .map(|i| format!("Write a short sentence about the number {i}."))
         .collect();
@@ -155,7 +182,10 @@ fn concurrent_greedy_streams_equal_solo_runs() {
         .map(|p| {
             let r = s.post("/v1/chat/completions", &body(p, false));
             assert_eq!(r.status, 200, "{}", r.body);
-            r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+            r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
         })
         .collect();
     let addr = s.addr.clone();
@@ -164,7 +194,13 @@ fn concurrent_greedy_streams_equal_solo_runs() {
         .map(|p| {
             let (addr, b) = (addr.clone(), body(p, true));
             std::thread::spawn(move || {
-                let r = http(&addr, "POST", "/v1/chat/completions", &[("Content-Type", "application/json")], Some(b.as_bytes()));
+                let r = http(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Content-Type", "application/json")],
+                    Some(b.as_bytes()),
+                );
                 assert_eq!(r.status, 200, "{}", r.body);
                 let data = r.sse_data();
                 assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -193,7 +229,9 @@ fn metric(s: &Server, name: &str) -> f64 {
 
 #[test]
 fn disconnect_cancels_generation() {
-    let Some(s) = Server::start(&["--parallel", "1"]) else { return };
+    let Some(s) = Server::start(&["--parallel", "1"]) else {
+        return;
+    };
     let body = json!({"prompt": "Once upon a time", "max_tokens": 900, "temperature": 0, "stream": true,
         "stop": [], "repetition_penalty": 1.0})
     .to_string();
@@ -216,7 +254,10 @@ fn disconnect_cancels_generation() {
     // The slot comes free long before 900 tokens could be made.
     let t0 = Instant::now();
     while metric(&s, "ferro_active_sequences") > 0.0 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the sequence was never cancelled");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the sequence was never cancelled"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(metric(&s, "ferro_completion_tokens_total") < 900.0);
@@ -227,7 +268,9 @@ fn disconnect_cancels_generation() {
 
 #[test]
 fn full_queue_answers_503() {
-    let Some(s) = Server::start(&["--parallel", "1", "--queue", "1"]) else { return };
+    let Some(s) = Server::start(&["--parallel", "1", "--queue", "1"]) else {
+        return;
+    };
     // One long request holds the only slot ...
     let long = json!({"prompt": "Once upon a time", "max_tokens": 400, "temperature": 0, "stream": true}).to_string();
     let mut c = TcpStream::connect(&s.addr).unwrap();
@@ -242,7 +285,14 @@ fn full_queue_answers_503() {
     // ... so of two more, at most one fits in the queue.
     let addr = s.addr.clone();
     let waiting = std::thread::spawn(move || {
-        http(&addr, "POST", "/v1/chat/completions", &[("Content-Type", "application/json")], Some(CHAT.as_bytes())).status
+        http(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            Some(CHAT.as_bytes()),
+        )
+        .status
     });
     std::thread::sleep(Duration::from_millis(300));
     let r = s.post("/v1/chat/completions", CHAT);
@@ -257,7 +307,9 @@ fn full_queue_answers_503() {
 
 #[test]
 fn sigterm_stops_cleanly_and_default_host_is_loopback() {
-    let Some(model) = server_common::model_path() else { return };
+    let Some(model) = server_common::model_path() else {
+        return;
+    };
     let mut child = Command::new(server_common::ferro_bin())
         .arg("serve")
         .arg(&model)

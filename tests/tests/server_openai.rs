@@ -5,7 +5,9 @@ mod server_common;
 use server_common::{run_scenarios, Server};
 
 fn scenario(names: &[&str]) {
-    let Some(s) = Server::start(&["--parallel", "2"]) else { return };
+    let Some(s) = Server::start(&["--parallel", "2"]) else {
+        return;
+    };
     run_scenarios(&s, names);
 }
 

@@ -40,7 +40,10 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     if a.parallel == 0 || a.parallel > 256 {
         anyhow::bail!("--parallel must be between 1 and 256");
     }

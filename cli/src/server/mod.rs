@@ -186,13 +186,20 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let gguf = model.gguf().clone();
     let tok = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
     let template = ChatTemplate::from_gguf(&gguf, &tok).context("reading the chat template")?;
-    let bos_text = tok.bos_id().and_then(|b| tok.token_str(b)).map(|s| s.into_owned()).unwrap_or_default();
+    let bos_text = tok
+        .bos_id()
+        .and_then(|b| tok.token_str(b))
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
     let model_id = cfg
         .model_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let aliases = gguf.get_str("general.name").map(|s| vec![s.to_string()]).unwrap_or_default();
+    let aliases = gguf
+        .get_str("general.name")
+        .map(|s| vec![s.to_string()])
+        .unwrap_or_default();
     let n_ctx = model.n_ctx();
     let n_parallel = cfg.n_parallel.max(1);
     tracing::info!(
@@ -238,16 +245,14 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
-            .parse()
-            .or_else(|_| {
-                use std::net::ToSocketAddrs;
-                (cfg.host.as_str(), cfg.port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| anyhow::anyhow!("--host {}: not an address", cfg.host))
-            })?;
+        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port).parse().or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (cfg.host.as_str(), cfg.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| anyhow::anyhow!("--host {}: not an address", cfg.host))
+        })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;

@@ -29,7 +29,10 @@ const MAX_N: u32 = 8;
 const MAX_TOP_LOGPROBS: u32 = 20;
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn new_id(prefix: &str) -> String {
@@ -59,7 +62,13 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize)
         let missing = msg
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next())
-            .map(|f| if path == "." { f.to_string() } else { format!("{path}.{f}") });
+            .map(|f| {
+                if path == "." {
+                    f.to_string()
+                } else {
+                    format!("{path}.{f}")
+                }
+            });
         match missing {
             Some(field) => ApiError::bad_at(format!("missing required field '{field}'"), field),
             None if path == "." => ApiError::bad(format!("invalid request body: {msg}"), None),
@@ -113,7 +122,10 @@ fn prepare(s: &Sampling) -> Result<Prepared, ApiError> {
     range(s.repetition_penalty, 0.0, 10.0, "repetition_penalty")?;
     let n = s.n.unwrap_or(1);
     if n == 0 || n > MAX_N {
-        return Err(ApiError::bad(format!("'n' must be between 1 and {MAX_N}; got {n}"), Some("n")));
+        return Err(ApiError::bad(
+            format!("'n' must be between 1 and {MAX_N}; got {n}"),
+            Some("n"),
+        ));
     }
     let max_tokens = match (s.max_completion_tokens, s.max_tokens) {
         (Some(m), _) => Some((m, "max_completion_tokens")),
@@ -196,7 +208,10 @@ impl Sink for ChanSink {
 }
 
 /// Queue the jobs of one request; the receiver gets every job's events.
-fn submit_all(st: &AppState, jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job>>) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
+fn submit_all(
+    st: &AppState,
+    jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job>>,
+) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = unbounded_channel();
     for (index, make) in jobs.into_iter().enumerate() {
         let sink = Box::new(ChanSink { tx: tx.clone(), index });
@@ -311,10 +326,9 @@ fn tool_mode(req: &ChatRequest) -> Result<ToolMode, ApiError> {
             format!("tool_choice names the function '{name}', which is not in 'tools'"),
             Some("tool_choice"),
         )),
-        ToolMode::Required | ToolMode::Auto if tools.is_empty() => Err(ApiError::bad(
-            "tool_choice needs 'tools'",
-            Some("tool_choice"),
-        )),
+        ToolMode::Required | ToolMode::Auto if tools.is_empty() => {
+            Err(ApiError::bad("tool_choice needs 'tools'", Some("tool_choice")))
+        }
         _ => Ok(mode),
     }
 }
@@ -328,7 +342,10 @@ fn content_text(c: &Option<Content>, i: usize) -> Result<String, ApiError> {
             for (j, p) in parts.iter().enumerate() {
                 if p.kind != "text" {
                     return Err(ApiError::bad_at(
-                        format!("messages[{i}].content[{j}]: only 'text' parts are supported; got '{}'", p.kind),
+                        format!(
+                            "messages[{i}].content[{j}]: only 'text' parts are supported; got '{}'",
+                            p.kind
+                        ),
                         format!("messages[{i}].content[{j}].type"),
                     ));
                 }
@@ -342,17 +359,27 @@ fn content_text(c: &Option<Content>, i: usize) -> Result<String, ApiError> {
 /// Render the conversation with the model's chat template.
 fn render_chat(st: &AppState, req: &ChatRequest, mode: &ToolMode) -> Result<String, ApiError> {
     if req.messages.is_empty() {
-        return Err(ApiError::bad("'messages' must hold at least one message", Some("messages")));
+        return Err(ApiError::bad(
+            "'messages' must hold at least one message",
+            Some("messages"),
+        ));
     }
     let mut msgs = Vec::with_capacity(req.messages.len() + 1);
     for (i, m) in req.messages.iter().enumerate() {
         if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
             return Err(ApiError::bad_at(
-                format!("messages[{i}].role must be system, user, assistant or tool; got '{}'", m.role),
+                format!(
+                    "messages[{i}].role must be system, user, assistant or tool; got '{}'",
+                    m.role
+                ),
                 format!("messages[{i}].role"),
             ));
         }
-        let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+        let role = if m.role == "developer" {
+            "system"
+        } else {
+            m.role.as_str()
+        };
         let mut cm = ChatMessage::new(role, content_text(&m.content, i)?);
         cm.tool_calls = m.tool_calls.clone();
         cm.tool_call_id = m.tool_call_id.clone();
@@ -363,7 +390,9 @@ fn render_chat(st: &AppState, req: &ChatRequest, mode: &ToolMode) -> Result<Stri
     let mut extra = String::new();
     if let Some(rf) = &req.response_format {
         if let Some(schema) = rf.json_schema.as_ref().and_then(|j| j.schema.as_ref()) {
-            extra.push_str(&format!("Answer with a JSON object that follows this JSON schema: {schema}\n"));
+            extra.push_str(&format!(
+                "Answer with a JSON object that follows this JSON schema: {schema}\n"
+            ));
         } else if rf.kind == "json_object" {
             extra.push_str("Answer with a JSON object.\n");
         }
@@ -390,7 +419,10 @@ fn render_chat(st: &AppState, req: &ChatRequest, mode: &ToolMode) -> Result<Stri
         .template
         .render_with(&msgs, true, tools_arg, None)
         .map_err(|e| ApiError::bad(format!("could not apply the chat template: {e}"), Some("messages")))?;
-    let template_shows_tools = tools_arg.is_some() && tools.iter().all(|t| text.contains(t["function"]["name"].as_str().unwrap_or("")));
+    let template_shows_tools = tools_arg.is_some()
+        && tools
+            .iter()
+            .all(|t| text.contains(t["function"]["name"].as_str().unwrap_or("")));
     if tools_arg.is_some() && !template_shows_tools {
         extra.push_str(&format!(
             "You can call these functions: {}\nTo call one, answer only with a JSON object {{\"name\": <function name>, \"arguments\": <arguments object>}}.\n",
@@ -429,13 +461,22 @@ fn parse_tool_call(text: &str, tools: &[Tool]) -> Option<(String, String)> {
         (Some(a), None) => &t[a + "<tool_call>".len()..],
         _ => t,
     };
-    let inner = inner.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
+    let inner = inner
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```")
+        .trim();
     let v: Value = serde_json::from_str(inner).ok()?;
     let name = v.get("name")?.as_str()?.to_string();
     if !tools.iter().any(|t| t.function.name == name) {
         return None;
     }
-    let args = v.get("arguments").or_else(|| v.get("parameters")).cloned().unwrap_or(json!({}));
+    let args = v
+        .get("arguments")
+        .or_else(|| v.get("parameters"))
+        .cloned()
+        .unwrap_or(json!({}));
     let args = match args {
         Value::String(s) => s,
         other => other.to_string(),
@@ -463,7 +504,12 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesReje
     let mut constraint = match req.response_format.as_ref().map(|r| r.kind.as_str()) {
         None | Some("text") => Constraint::None,
         Some("json_object") => Constraint::JsonObject,
-        Some("json_schema") => match req.response_format.as_ref().and_then(|r| r.json_schema.as_ref()).and_then(|j| j.schema.clone()) {
+        Some("json_schema") => match req
+            .response_format
+            .as_ref()
+            .and_then(|r| r.json_schema.as_ref())
+            .and_then(|j| j.schema.clone())
+        {
             Some(schema) => Constraint::JsonSchema(schema),
             None => {
                 return Err(ApiError::bad(
@@ -521,7 +567,15 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesReje
     let id = new_id("chatcmpl");
     let tools = req.tools.clone().unwrap_or_default();
     if p.stream {
-        Ok(chat_stream(st.model_id.clone(), id, rx, p.n, p.include_usage, mode, tools))
+        Ok(chat_stream(
+            st.model_id.clone(),
+            id,
+            rx,
+            p.n,
+            p.include_usage,
+            mode,
+            tools,
+        ))
     } else {
         chat_collect(&st, id, rx, p.n, mode, &tools).await
     }
@@ -661,7 +715,12 @@ impl ChatStream {
                             self.queue.push_back(b);
                         }
                         if !text.is_empty() {
-                            let b = self.chunk(i, json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]}), None, lp);
+                            let b = self.chunk(
+                                i,
+                                json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]}),
+                                None,
+                                lp,
+                            );
                             self.queue.push_back(b);
                         }
                     }
@@ -766,7 +825,8 @@ fn chat_stream(
             match s.rx.recv().await {
                 Some((i, ev)) => s.on_event(i, ev),
                 None => {
-                    s.queue.push_back(sse(&ApiError::Internal("the engine stopped".into()).body()));
+                    s.queue
+                        .push_back(sse(&ApiError::Internal("the engine stopped".into()).body()));
                     s.finished = true;
                 }
             }
@@ -832,7 +892,10 @@ fn completion_logprobs(entries: &[TokenLogprobs], start_offset: usize) -> Value 
     })
 }
 
-pub async fn completions(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body, st.body_limit)?;
     st.check_model(&req.model)?;
     let p = prepare(&req.sampling())?;
@@ -959,7 +1022,14 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Result<Bytes, By
                     }
                     Some((i, Event::Done { finish, usage: u })) => {
                         add_usage(&mut usage, &u, i % per_prompt == 0);
-                        queue.push_back(chunk(&id, &model, i, String::new(), Value::Null, Some(finish_str(finish))));
+                        queue.push_back(chunk(
+                            &id,
+                            &model,
+                            i,
+                            String::new(),
+                            Value::Null,
+                            Some(finish_str(finish)),
+                        ));
                         done += 1;
                         if done == n {
                             if include_usage {
@@ -1005,7 +1075,10 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-pub async fn embeddings(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn embeddings(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: EmbeddingRequest = parse(body, st.body_limit)?;
     st.check_model(&req.model)?;
     let b64 = match req.encoding_format.as_deref() {
@@ -1033,7 +1106,10 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Result<Bytes, Byt
     let n = inputs.len();
     let jobs = inputs
         .into_iter()
-        .map(|tokens| Box::new(move |sink: Box<dyn Sink>| Job::Embed(EmbedRequest { tokens, sink })) as Box<dyn FnOnce(Box<dyn Sink>) -> Job>)
+        .map(|tokens| {
+            Box::new(move |sink: Box<dyn Sink>| Job::Embed(EmbedRequest { tokens, sink }))
+                as Box<dyn FnOnce(Box<dyn Sink>) -> Job>
+        })
         .collect();
     let mut rx = submit_all(&st, jobs)?;
     let mut data = vec![Value::Null; n];
@@ -1084,7 +1160,9 @@ pub async fn model_one(
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     st.check_model(&Some(name))?;
-    Ok(Json(json!({"id": st.model_id, "object": "model", "created": st.created, "owned_by": "ferro"})))
+    Ok(Json(
+        json!({"id": st.model_id, "object": "model", "created": st.created, "owned_by": "ferro"}),
+    ))
 }
 
 pub async fn health() -> Json<Value> {
@@ -1093,8 +1171,10 @@ pub async fn health() -> Json<Value> {
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let mut r = st.sched.metrics().render().into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     r
 }
 
@@ -1128,7 +1208,11 @@ mod tests {
                 parameters: None,
             },
         }];
-        let (n, a) = parse_tool_call(r#"<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>"#, &tools).unwrap();
+        let (n, a) = parse_tool_call(
+            r#"<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>"#,
+            &tools,
+        )
+        .unwrap();
         assert_eq!(n, "get_weather");
         assert_eq!(serde_json::from_str::<Value>(&a).unwrap()["city"], "Paris");
         assert!(parse_tool_call(r#"{"name": "other", "arguments": {}}"#, &tools).is_none());
@@ -1137,7 +1221,8 @@ mod tests {
 
     #[test]
     fn field_errors_name_the_field() {
-        let e = parse::<ChatRequest>(Ok(Bytes::from_static(br#"{"messages": [], "temperature": "hot"}"#)), 10).unwrap_err();
+        let e =
+            parse::<ChatRequest>(Ok(Bytes::from_static(br#"{"messages": [], "temperature": "hot"}"#)), 10).unwrap_err();
         match e {
             ApiError::BadRequest { param, message } => {
                 assert_eq!(param.as_deref(), Some("temperature"), "{message}");

@@ -62,7 +62,9 @@ impl Server {
             .expect("start ferro serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let addr = line
             .trim()
             .rsplit("http://")
