@@ -10,7 +10,11 @@ mod store;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferro", version, about = "LLM inference for GGUF models, from scratch in Rust")]
+#[command(
+    name = "ferro",
+    version,
+    about = "LLM inference for GGUF models, from scratch in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -26,6 +30,12 @@ enum Commands {
     Rm(commands::rm::Args),
     /// Show a model's architecture, size, hyperparameters and metadata.
     Info(commands::info::Args),
+    /// Generate text from a prompt (chat template unless --raw), or chat without one.
+    Run(commands::run::Args),
+    /// Measure perplexity on a text file, as llama-perplexity does.
+    Perplexity(commands::perplexity::Args),
+    /// Write a synthetic model: real shapes, random weights, a real tokenizer.
+    GenModel(commands::gen_model::Args),
     /// Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings).
     Serve(commands::serve::Args),
 }
@@ -36,6 +46,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Commands::List(a) => commands::list::run(a),
         Commands::Rm(a) => commands::rm::run(a),
         Commands::Info(a) => commands::info::run(a),
+        Commands::Run(a) => commands::run::run(a),
+        Commands::Perplexity(a) => commands::perplexity::run(a),
+        Commands::GenModel(a) => commands::gen_model::run(a),
         Commands::Serve(a) => commands::serve::run(a),
     }
 }
@@ -54,7 +67,10 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("error: internal error: {}{at}", one_line(&msg));
         std::process::exit(1);
     }));

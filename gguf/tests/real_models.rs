@@ -27,7 +27,9 @@ fn py_type_name(t: ValueType) -> &'static str {
 }
 
 fn check_model(name: &str) {
-    let Some(path) = common::require_model(name) else { return };
+    let Some(path) = common::require_model(name) else {
+        return;
+    };
     let fx = common::fixture(name);
     let g = Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 
@@ -36,8 +38,16 @@ fn check_model(name: &str) {
     assert_eq!(g.architecture().unwrap(), fx["architecture"].as_str().unwrap());
     assert_eq!(g.alignment, fx["alignment"].as_u64().unwrap());
     assert_eq!(g.data_offset, fx["data_offset"].as_u64().unwrap(), "data offset");
-    assert_eq!(g.tensors().len() as u64, fx["n_tensors"].as_u64().unwrap(), "tensor count");
-    assert_eq!(g.n_elements(), fx["total_elements"].as_u64().unwrap(), "parameter count");
+    assert_eq!(
+        g.tensors().len() as u64,
+        fx["n_tensors"].as_u64().unwrap(),
+        "tensor count"
+    );
+    assert_eq!(
+        g.n_elements(),
+        fx["total_elements"].as_u64().unwrap(),
+        "parameter count"
+    );
 
     // Type histogram.
     let mut hist = BTreeMap::new();
@@ -56,7 +66,12 @@ fn check_model(name: &str) {
     for t in fx["tensors"].as_array().unwrap() {
         let tname = t["name"].as_str().unwrap();
         let (info, data) = g.tensor(tname).unwrap();
-        let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        let dims: Vec<u64> = t["dims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
         assert_eq!(info.dims, dims, "{tname} dims");
         assert_eq!(info.ty.name(), t["type"].as_str().unwrap(), "{tname} type");
         assert_eq!(info.offset, t["offset"].as_u64().unwrap(), "{tname} offset");
@@ -70,8 +85,14 @@ fn check_model(name: &str) {
     let meta = fx["metadata"].as_object().unwrap();
     assert_eq!(g.keys().count(), meta.len(), "metadata key count");
     for (key, v) in g.metadata() {
-        let want = meta.get(key).unwrap_or_else(|| panic!("gguf-py does not report key {key}"));
-        assert_eq!(py_type_name(v.value_type()), want["type"].as_str().unwrap(), "{key} type");
+        let want = meta
+            .get(key)
+            .unwrap_or_else(|| panic!("gguf-py does not report key {key}"));
+        assert_eq!(
+            py_type_name(v.value_type()),
+            want["type"].as_str().unwrap(),
+            "{key} type"
+        );
         match v {
             Value::String(s) => {
                 assert_eq!(s.len() as u64, want["len"].as_u64().unwrap(), "{key} length");
@@ -81,7 +102,11 @@ fn check_model(name: &str) {
                 }
             }
             Value::Array(a) => {
-                assert_eq!(py_type_name(a.elem_type), want["elem_type"].as_str().unwrap(), "{key} elements");
+                assert_eq!(
+                    py_type_name(a.elem_type),
+                    want["elem_type"].as_str().unwrap(),
+                    "{key} elements"
+                );
                 assert_eq!(a.len, want["len"].as_u64().unwrap(), "{key} length");
                 assert_eq!(a.iter().count() as u64, a.len, "{key} iterates every element");
                 for (got, w) in a.iter().zip(want["head"].as_array().unwrap()) {
@@ -112,8 +137,9 @@ fn sha256_hex(msg: &[u8]) -> String {
         0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
         0xc67178f2,
     ];
-    let mut h: [u32; 8] =
-        [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+    ];
     let mut data = msg.to_vec();
     data.push(0x80);
     while data.len() % 64 != 56 {
@@ -134,7 +160,11 @@ fn sha256_hex(msg: &[u8]) -> String {
         for i in 0..64 {
             let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
             let ch = (e & f) ^ (!e & g);
-            let t1 = hh.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
             let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
             let maj = (a & b) ^ (a & c) ^ (b & c);
             let t2 = s0.wrapping_add(maj);
@@ -156,8 +186,14 @@ fn sha256_hex(msg: &[u8]) -> String {
 
 #[test]
 fn sha256_matches_known_vector() {
-    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        sha256_hex(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
 }
 
 #[test]
@@ -172,13 +208,18 @@ fn gemma3_matches_gguf_py() {
 
 #[test]
 fn smollm2_hparams() {
-    let Some(path) = common::require_model("smollm2-135m-instruct") else { return };
+    let Some(path) = common::require_model("smollm2-135m-instruct") else {
+        return;
+    };
     let g = Gguf::open(path).unwrap();
     assert_eq!(g.architecture().unwrap(), "llama");
     assert_eq!(g.require_u64("llama.block_count").unwrap(), 30);
     assert_eq!(g.require_u64("llama.embedding_length").unwrap(), 576);
     assert_eq!(g.require_str("tokenizer.ggml.model").unwrap(), "gpt2");
-    assert_eq!(g.get_array("tokenizer.ggml.tokens").unwrap().strings().unwrap().len(), 49152);
+    assert_eq!(
+        g.get_array("tokenizer.ggml.tokens").unwrap().strings().unwrap().len(),
+        49152
+    );
     assert!(g.get_str("tokenizer.chat_template").unwrap().contains("im_start"));
     // Tensor data are slices of the map: token_embd is the first tensor and starts the data section.
     let (info, data) = g.tensor("token_embd.weight").unwrap();
@@ -188,12 +229,17 @@ fn smollm2_hparams() {
 
 #[test]
 fn gemma3_hparams() {
-    let Some(path) = common::require_model("gemma3-270m") else { return };
+    let Some(path) = common::require_model("gemma3-270m") else {
+        return;
+    };
     let g = Gguf::open(path).unwrap();
     assert_eq!(g.architecture().unwrap(), "gemma3");
     assert_eq!(g.require_u64("gemma3.block_count").unwrap(), 18);
     assert_eq!(g.require_u64("gemma3.attention.head_count_kv").unwrap(), 1);
     assert_eq!(g.require_str("tokenizer.ggml.model").unwrap(), "llama");
-    assert_eq!(g.get_array("tokenizer.ggml.scores").unwrap().f32s().unwrap().len(), 262144);
+    assert_eq!(
+        g.get_array("tokenizer.ggml.scores").unwrap().f32s().unwrap().len(),
+        262144
+    );
     assert!(g.require_u64("general.architecture").is_err());
 }

@@ -94,8 +94,10 @@ fn check_round_trip(alignment: Option<u32>) {
         want.push(("general.alignment".into(), MetaValue::U32(a)));
     }
     want.extend(every_type().into_iter().map(|(k, v)| (k.to_string(), v)));
-    let got: Vec<(String, MetaValue)> =
-        g.metadata().map(|(k, v)| (k.to_string(), MetaValue::from_value(v))).collect();
+    let got: Vec<(String, MetaValue)> = g
+        .metadata()
+        .map(|(k, v)| (k.to_string(), MetaValue::from_value(v)))
+        .collect();
     assert_eq!(got, want);
     // Typed accessors.
     assert_eq!(g.get_u64("t.u32"), Some(4_000_000_000));
@@ -126,7 +128,8 @@ fn check_round_trip(alignment: Option<u32>) {
         w2.set(k, MetaValue::from_value(v)).unwrap();
     }
     for t in g.tensors() {
-        w2.add_tensor(&t.name, &t.dims, t.ty, g.tensor_data(t).to_vec()).unwrap();
+        w2.add_tensor(&t.name, &t.dims, t.ty, g.tensor_data(t).to_vec())
+            .unwrap();
     }
     assert_eq!(w2.to_bytes().unwrap(), file, "re-encoding is byte-identical");
 }
@@ -161,14 +164,27 @@ fn writer_rejects_bad_input() {
     assert!(w.set("general.alignment", MetaValue::U32(3)).is_err());
     assert!(w.set("general.alignment", MetaValue::U32(0)).is_err());
     assert!(w.set("general.alignment", MetaValue::String("x".into())).is_err());
-    assert!(w.add_tensor("t", &[33], GgmlType::Q4_0, vec![0; 18]).is_err(), "partial block");
-    assert!(w.add_tensor("t", &[32], GgmlType::Q4_0, vec![0; 17]).is_err(), "wrong size");
+    assert!(
+        w.add_tensor("t", &[33], GgmlType::Q4_0, vec![0; 18]).is_err(),
+        "partial block"
+    );
+    assert!(
+        w.add_tensor("t", &[32], GgmlType::Q4_0, vec![0; 17]).is_err(),
+        "wrong size"
+    );
     assert!(w.add_tensor("t", &[], GgmlType::F32, vec![]).is_err(), "no dims");
-    assert!(w.add_tensor("t", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0; 4]).is_err(), "5 dims");
-    assert!(w.add_tensor("t", &[1 << 62, 1 << 62], GgmlType::F32, vec![]).is_err(), "overflow");
+    assert!(
+        w.add_tensor("t", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0; 4]).is_err(),
+        "5 dims"
+    );
+    assert!(
+        w.add_tensor("t", &[1 << 62, 1 << 62], GgmlType::F32, vec![]).is_err(),
+        "overflow"
+    );
     w.add_tensor("t", &[1], GgmlType::F32, vec![0; 4]).unwrap();
     assert!(w.add_tensor("t", &[1], GgmlType::F32, vec![0; 4]).is_err(), "duplicate");
-    w.set("bad", MetaValue::Array(ValueType::U8, vec![MetaValue::U16(1)])).unwrap();
+    w.set("bad", MetaValue::Array(ValueType::U8, vec![MetaValue::U16(1)]))
+        .unwrap();
     assert!(w.to_bytes().is_err(), "mixed array");
 }
 
@@ -176,7 +192,8 @@ fn writer_rejects_bad_input() {
 
 fn small() -> Vec<u8> {
     let mut w = GgufWriter::new();
-    w.set("general.architecture", MetaValue::String("llama".into())).unwrap();
+    w.set("general.architecture", MetaValue::String("llama".into()))
+        .unwrap();
     w.add_tensor("a", &[8], GgmlType::F32, vec![1; 32]).unwrap();
     w.add_tensor("b", &[32, 2], GgmlType::Q8_0, vec![2; 68]).unwrap();
     w.to_bytes().unwrap()
@@ -245,7 +262,9 @@ fn unknown_tensor_type_names_tensor_and_offset() {
     let at = tensor_info_at(&f, "b") + 8 + 1 + 4 + 16; // len, name, n_dims, 2 dims
     f[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
     let e = err(f);
-    assert!(matches!(e, GgufError::UnknownTensorType { ref tensor, id: 99, offset } if tensor == "b" && offset == at as u64));
+    assert!(
+        matches!(e, GgufError::UnknownTensorType { ref tensor, id: 99, offset } if tensor == "b" && offset == at as u64)
+    );
 }
 
 #[test]
@@ -300,7 +319,10 @@ fn bad_metadata() {
     let mut f = build("k", MetaValue::String("abc".into()));
     f[37..45].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let e = err(f);
-    assert!(matches!(e, GgufError::Truncated { .. }) && e.to_string().contains("'k'"), "{e}");
+    assert!(
+        matches!(e, GgufError::Truncated { .. }) && e.to_string().contains("'k'"),
+        "{e}"
+    );
     let mut f = build("k", MetaValue::Array(ValueType::U32, vec![MetaValue::U32(1)]));
     f[41..49].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(err(f).to_string().contains("array length of 'k'"));

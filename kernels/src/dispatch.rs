@@ -5,6 +5,7 @@
 //! path; if the pinned path is unknown or this CPU cannot run it, a warning goes to stderr and
 //! the best available path is used instead ([`kernel_path`] then shows what really runs).
 
+use crate::quants::q8_k::KQuantKernels;
 use crate::quants::{float, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use half::{bf16, f16};
@@ -86,6 +87,8 @@ pub struct KernelTable {
     pub dot_f16: DotFn<f16, f32>,
     /// BF16 · f32.
     pub dot_bf16: DotFn<bf16, f32>,
+    /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
+    pub kquants: KQuantKernels,
 }
 
 impl std::fmt::Debug for KernelTable {
@@ -110,6 +113,7 @@ static SCALAR: KernelTable = KernelTable {
     dot_f32: float::vec_dot_f32,
     dot_f16: float::vec_dot_f16,
     dot_bf16: float::vec_dot_bf16,
+    kquants: KQuantKernels::SCALAR,
 };
 
 impl KernelTable {

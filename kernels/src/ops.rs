@@ -2,7 +2,8 @@
 //! the matrix-vector (decode) and matrix-matrix (prefill) products on top of a [`KernelTable`].
 
 use crate::dispatch::{DotFn, KernelTable};
-use crate::quants::{float, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+use crate::quants::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use crate::{GgmlType, KernelError};
 use bytemuck::Pod;
@@ -22,18 +23,23 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | GgmlType::Q5_0
             | GgmlType::Q5_1
             | GgmlType::Q8_0
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
     )
 }
 
 /// Whether `dequantize_row` / `quantize_row` handle the type (the weight types plus Q8_1).
 fn is_row_type(ty: GgmlType) -> bool {
-    is_supported(ty) || ty == GgmlType::Q8_1
+    is_supported(ty) || matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
 }
 
 /// Alignment the blocks of `ty` need to be viewed in place.
 fn block_align(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::F32 => 4,
+        GgmlType::F32 | GgmlType::Q8_K => 4,
         _ => 2,
     }
 }
@@ -79,7 +85,7 @@ impl<'a> WeightMatrix<'a> {
                 data.len()
             )));
         }
-        if data.as_ptr() as usize % block_align(ty) != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(block_align(ty)) {
             return Err(KernelError::Shape(format!(
                 "{ty} weight data must be {}-byte aligned",
                 block_align(ty)
@@ -135,6 +141,12 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), K
         GgmlType::Q5_1 => q5_1::dequantize(&blocks(src), dst),
         GgmlType::Q8_0 => q8_0::dequantize(&blocks(src), dst),
         GgmlType::Q8_1 => q8_1::dequantize(&blocks(src), dst),
+        GgmlType::Q2_K => q2_k::dequantize(&blocks(src), dst),
+        GgmlType::Q3_K => q3_k::dequantize(&blocks(src), dst),
+        GgmlType::Q4_K => q4_k::dequantize(&blocks(src), dst),
+        GgmlType::Q5_K => q5_k::dequantize(&blocks(src), dst),
+        GgmlType::Q6_K => q6_k::dequantize(&blocks(src), dst),
+        GgmlType::Q8_K => q8_k::dequantize(&blocks(src), dst),
         _ => return Err(KernelError::UnsupportedType(ty)),
     }
     Ok(())
@@ -162,6 +174,12 @@ pub fn quantize_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, KernelError> {
         GgmlType::Q5_1 => quantize_into(src, 32, q5_1::quantize),
         GgmlType::Q8_0 => quantize_into(src, 32, q8_0::quantize),
         GgmlType::Q8_1 => quantize_into(src, 32, q8_1::quantize),
+        GgmlType::Q2_K => quantize_into(src, 256, q2_k::quantize),
+        GgmlType::Q3_K => quantize_into(src, 256, q3_k::quantize),
+        GgmlType::Q4_K => quantize_into(src, 256, q4_k::quantize),
+        GgmlType::Q5_K => quantize_into(src, 256, q5_k::quantize),
+        GgmlType::Q6_K => quantize_into(src, 256, q6_k::quantize),
+        GgmlType::Q8_K => quantize_into(src, 256, q8_k::quantize),
         _ => return Err(KernelError::UnsupportedType(ty)),
     })
 }
@@ -273,6 +291,61 @@ macro_rules! dispatch_types {
                 let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
                 $run(&blocks::<BlockQ8_0>($w.data), per_row, &a, $n, $self.dot_q8_0, $y)
             }
+            GgmlType::Q2_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ2K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q2_k,
+                    $y,
+                )
+            }
+            GgmlType::Q3_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ3K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q3_k,
+                    $y,
+                )
+            }
+            GgmlType::Q4_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ4K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q4_k,
+                    $y,
+                )
+            }
+            GgmlType::Q5_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ5K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q5_k,
+                    $y,
+                )
+            }
+            GgmlType::Q6_K => {
+                let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
+                $run(
+                    &blocks::<BlockQ6K>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.kquants.dot_q6_k,
+                    $y,
+                )
+            }
             // WeightMatrix::new only admits supported types.
             ty => unreachable!("WeightMatrix of unsupported type {ty}"),
         }
@@ -284,7 +357,7 @@ fn mv<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], _n: usize, dot
 }
 
 impl KernelTable {
-    /// y[rows] = W · x, x: [cols]. Quantizes x once (Q8_0 or Q8_1 per the weight type; floats
+    /// y[rows] = W · x, x: [cols]. Quantizes x once (Q8_0, Q8_1 or Q8_K per the weight type; floats
     /// use x as is), then runs the rows in parallel with rayon.
     ///
     /// # Panics

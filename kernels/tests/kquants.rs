@@ -1,7 +1,6 @@
 //! K-quant kernels: every SIMD path against the scalar oracle on random blocks (proptest), and
 //! fixed-data accuracy tests in the style of llama.cpp's `test-quantize-fns`.
 
-use bytemuck::Zeroable;
 use ferro_kernels::quants::q2_k::{self, BlockQ2K};
 use ferro_kernels::quants::q3_k::{self, BlockQ3K};
 use ferro_kernels::quants::q4_k::{self, BlockQ4K};
@@ -455,4 +454,56 @@ fn paths_listed() {
     #[cfg(target_arch = "aarch64")]
     assert!(names.contains(&"neon"), "NEON path missing: {names:?}");
     assert_eq!(names[0], "scalar");
+}
+
+// ---- the engine-facing API: matvec / matmul / row (de)quantization on K-quant weights ----
+
+#[test]
+fn matvec_and_matmul_on_k_quant_weights() {
+    use ferro_kernels::{dequantize_row, matmul, matvec, quantize_row, GgmlType, WeightMatrix};
+    let (rows, cols, n) = (7usize, 512usize, 3usize);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| (i as f32 * 0.61).sin() * (1.0 + (i % 5) as f32))
+        .collect();
+    let x: Vec<f32> = (0..n * cols).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
+    for ty in [
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        let mut data = Vec::new();
+        for r in 0..rows {
+            data.extend(quantize_row(ty, &w[r * cols..(r + 1) * cols]).unwrap());
+        }
+        // Copy into u16 storage so the bytes are 2-byte aligned like GGUF tensor data.
+        let mut store = vec![0u16; data.len().div_ceil(2)];
+        bytemuck::cast_slice_mut::<u16, u8>(&mut store)[..data.len()].copy_from_slice(&data);
+        let bytes = &bytemuck::cast_slice::<u16, u8>(&store)[..data.len()];
+        let m = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
+        let mut wq = vec![0.0f32; cols];
+        let mut y1 = vec![0.0f32; rows];
+        matvec(&m, &x[..cols], &mut y1);
+        let mut yn = vec![0.0f32; n * rows];
+        matmul(&m, &x, n, &mut yn);
+        for r in 0..rows {
+            dequantize_row(ty, m.row(r), &mut wq).unwrap();
+            for t in 0..n {
+                let xt = &x[t * cols..(t + 1) * cols];
+                let exact: f64 = wq.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let mag: f64 = wq.iter().zip(xt).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                // Q8_K activations: relative error of each product <= 1/254 of the block max.
+                let bound = 0.01 * mag + 1e-3;
+                let got = yn[t * rows + r] as f64;
+                assert!(
+                    (got - exact).abs() <= bound,
+                    "{ty} matmul row {r} token {t}: {got} vs {exact}"
+                );
+                if t == 0 {
+                    assert_eq!(y1[r], yn[r], "{ty} matvec and matmul disagree at row {r}");
+                }
+            }
+        }
+    }
 }

@@ -19,11 +19,10 @@ fn fixture(name: &str) -> Vec<u8> {
 /// implementations may group d * sc * q - dmin * m differently).
 const REL_TOL: f32 = 5e-7;
 
-fn check<B: bytemuck::Pod>(
-    name: &str,
-    dequantize: fn(&[B], &mut [f32]),
-    dot: fn(&KQuantKernels) -> fn(&[B], &[BlockQ8K]) -> f32,
-) {
+/// Picks a format's dot product out of a kernel table.
+type DotOf<B> = fn(&KQuantKernels) -> fn(&[B], &[BlockQ8K]) -> f32;
+
+fn check<B: bytemuck::Pod>(name: &str, dequantize: fn(&[B], &mut [f32]), dot: DotOf<B>) {
     let raw = fixture(&format!("{name}.blocks"));
     let want: Vec<f32> = fixture(&format!("{name}.f32"))
         .chunks_exact(4)

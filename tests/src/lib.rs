@@ -17,7 +17,11 @@ pub fn ferro_bin() -> PathBuf {
         bin.is_file(),
         "the ferro binary is missing at {}: build it first with `cargo build{} --bin ferro`",
         bin.display(),
-        if profile_dir.ends_with("release") { " --release" } else { "" }
+        if profile_dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        }
     );
     bin
 }
@@ -26,7 +30,9 @@ pub fn ferro_bin() -> PathBuf {
 pub fn ferro_home() -> PathBuf {
     match std::env::var_os("FERRO_HOME") {
         Some(h) if !h.is_empty() => PathBuf::from(h),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("ferro"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache")
+            .join("ferro"),
     }
 }
 
@@ -96,7 +102,13 @@ pub fn assert_one_line_error(out: &Output, needle: &str) -> String {
     let line = lines[0];
     assert!(line.starts_with("error: "), "{line}");
     assert!(!line.contains("internal error"), "not a bug path: {line}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
-    assert!(line.to_lowercase().contains(&needle.to_lowercase()), "expected '{needle}' in: {line}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(
+        line.to_lowercase().contains(&needle.to_lowercase()),
+        "expected '{needle}' in: {line}"
+    );
     line.to_string()
 }

@@ -7,7 +7,8 @@ use ferro_tests::{assert_one_line_error, run_ferro, TempDir};
 
 fn small() -> Vec<u8> {
     let mut w = GgufWriter::new();
-    w.set("general.architecture", MetaValue::String("llama".into())).unwrap();
+    w.set("general.architecture", MetaValue::String("llama".into()))
+        .unwrap();
     w.add_tensor("a", &[8], GgmlType::F32, vec![1; 32]).unwrap();
     w.add_tensor("b", &[32, 2], GgmlType::Q8_0, vec![2; 68]).unwrap();
     w.to_bytes().unwrap()
@@ -42,7 +43,10 @@ fn missing_file() {
 #[test]
 fn directory() {
     let dir = TempDir::new("bad-dir");
-    assert_one_line_error(&run_ferro(dir.path(), &["info", dir.path().to_str().unwrap()]), "is a directory");
+    assert_one_line_error(
+        &run_ferro(dir.path(), &["info", dir.path().to_str().unwrap()]),
+        "is a directory",
+    );
 }
 
 #[test]
@@ -92,7 +96,10 @@ fn tensor_past_end_of_file() {
 #[test]
 fn unknown_store_name() {
     let dir = TempDir::new("bad-name");
-    let line = assert_one_line_error(&run_ferro(dir.path(), &["info", "no-such-model"]), "unknown model 'no-such-model'");
+    let line = assert_one_line_error(
+        &run_ferro(dir.path(), &["info", "no-such-model"]),
+        "unknown model 'no-such-model'",
+    );
     assert!(line.contains("smollm2-135m-instruct"), "lists the known names: {line}");
     assert_one_line_error(&run_ferro(dir.path(), &["rm", "no-such-model"]), "no model named");
     assert_one_line_error(&run_ferro(dir.path(), &["pull", "no-such-model"]), "unknown model name");

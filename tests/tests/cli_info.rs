@@ -14,7 +14,8 @@ fn info_json(home: &std::path::Path, model: &str) -> Value {
 fn info_of_a_written_file() {
     let dir = TempDir::new("info-written");
     let mut w = GgufWriter::new();
-    w.set("general.architecture", MetaValue::String("llama".into())).unwrap();
+    w.set("general.architecture", MetaValue::String("llama".into()))
+        .unwrap();
     w.set("general.name", MetaValue::String("tiny".into())).unwrap();
     w.set("llama.context_length", MetaValue::U32(128)).unwrap();
     w.set("llama.embedding_length", MetaValue::U32(32)).unwrap();
@@ -22,12 +23,19 @@ fn info_of_a_written_file() {
     w.set("llama.attention.head_count", MetaValue::U32(4)).unwrap();
     w.set("llama.attention.head_count_kv", MetaValue::U32(2)).unwrap();
     w.set("tokenizer.ggml.model", MetaValue::String("gpt2".into())).unwrap();
-    w.set("tokenizer.ggml.tokens", MetaValue::strings(["a", "b", "c"])).unwrap();
+    w.set("tokenizer.ggml.tokens", MetaValue::strings(["a", "b", "c"]))
+        .unwrap();
     w.set("long", MetaValue::String("x".repeat(5000))).unwrap();
-    w.set("nested", MetaValue::Array(ValueType::Array, vec![MetaValue::strings(["q"])])).unwrap();
+    w.set(
+        "nested",
+        MetaValue::Array(ValueType::Array, vec![MetaValue::strings(["q"])]),
+    )
+    .unwrap();
     w.set("neg", MetaValue::I32(-5)).unwrap();
-    w.add_tensor("token_embd.weight", &[32, 3], GgmlType::Q8_0, vec![0; 3 * 34]).unwrap();
-    w.add_tensor("output_norm.weight", &[32], GgmlType::F32, vec![0; 128]).unwrap();
+    w.add_tensor("token_embd.weight", &[32, 3], GgmlType::Q8_0, vec![0; 3 * 34])
+        .unwrap();
+    w.add_tensor("output_norm.weight", &[32], GgmlType::F32, vec![0; 128])
+        .unwrap();
     let p = dir.path().join("tiny.gguf");
     w.write_file(&p).unwrap();
 
@@ -73,8 +81,20 @@ fn info_of_a_written_file() {
 #[test]
 fn info_of_the_real_models() {
     for (name, arch, blocks, types, template) in [
-        ("smollm2-135m-instruct", "llama", 30, vec![("q4_1", 210), ("q8_0", 1), ("f32", 61)], true),
-        ("gemma3-270m", "gemma3", 18, vec![("q4_K", 27), ("q5_0", 81), ("q6_K", 9), ("q8_0", 10), ("f32", 109)], false),
+        (
+            "smollm2-135m-instruct",
+            "llama",
+            30,
+            vec![("q4_1", 210), ("q8_0", 1), ("f32", 61)],
+            true,
+        ),
+        (
+            "gemma3-270m",
+            "gemma3",
+            18,
+            vec![("q4_K", 27), ("q5_0", 81), ("q6_K", 9), ("q8_0", 10), ("f32", 109)],
+            false,
+        ),
     ] {
         let Some(path) = require_model(name) else { continue };
         let home = path.parent().unwrap().parent().unwrap();

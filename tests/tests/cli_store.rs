@@ -74,7 +74,11 @@ fn handle(mut s: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Log, cut_don
             let _ = s.write_all(&body[st..]);
         }
         None => {
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             if path.starts_with("/cut/") && !cut_done.contains(&path) {
                 cut_done.push(path.clone());
                 let _ = s.write_all(&body[..body.len() / 2]);
@@ -90,8 +94,10 @@ fn handle(mut s: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Log, cut_don
 
 fn model_bytes(seed: u8) -> Vec<u8> {
     let mut w = GgufWriter::new();
-    w.set("general.architecture", MetaValue::String("llama".into())).unwrap();
-    w.set("general.name", MetaValue::String(format!("served {seed}"))).unwrap();
+    w.set("general.architecture", MetaValue::String("llama".into()))
+        .unwrap();
+    w.set("general.name", MetaValue::String(format!("served {seed}")))
+        .unwrap();
     let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i as u8) ^ seed).collect();
     w.add_tensor("w", &[256, 256], GgmlType::F32, data).unwrap();
     w.to_bytes().unwrap()
@@ -103,7 +109,11 @@ fn sha(b: &[u8]) -> String {
 
 fn models_in(home: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(home.join("models"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -126,7 +136,10 @@ fn pull_url_list_rm() {
     let out = run_ferro(home.path(), &["list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("tiny"), "{text}");
-    assert!(text.contains("smollm2-135m-instruct"), "known names are offered: {text}");
+    assert!(
+        text.contains("smollm2-135m-instruct"),
+        "known names are offered: {text}"
+    );
 
     let out = run_ferro(home.path(), &["rm", "tiny"]);
     assert!(out.status.success());
@@ -145,7 +158,9 @@ fn interrupted_download_resumes_with_range() {
     assert_one_line_error(&first, "interrupted");
     assert!(models_in(home.path()).is_empty(), "nothing half-written in models/");
     let part = home.path().join("partial/resumable.gguf.download");
-    let have = std::fs::metadata(&part).expect("partial download kept for resuming").len();
+    let have = std::fs::metadata(&part)
+        .expect("partial download kept for resuming")
+        .len();
     assert!(have > 0 && (have as usize) < body.len());
 
     let second = run_ferro(home.path(), &["pull", &url, "--sha256", &sha(&body)]);
@@ -155,7 +170,11 @@ fn interrupted_download_resumes_with_range() {
     let log = log.lock().unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].1, None);
-    assert_eq!(log[1].1.as_deref(), Some(format!("bytes={have}-").as_str()), "resumed where it stopped");
+    assert_eq!(
+        log[1].1.as_deref(),
+        Some(format!("bytes={have}-").as_str()),
+        "resumed where it stopped"
+    );
 }
 
 #[test]
@@ -169,15 +188,30 @@ fn sha_mismatch_leaves_nothing() {
     assert!(line.contains(&sha(&body)), "{line}");
     assert!(models_in(home.path()).is_empty());
     assert!(!home.path().join("partial/bad.gguf.download").exists());
-    assert_one_line_error(&run_ferro(home.path(), &["pull", &format!("{base}/bad.gguf"), "--sha256", "xyz"]), "64 hex");
+    assert_one_line_error(
+        &run_ferro(home.path(), &["pull", &format!("{base}/bad.gguf"), "--sha256", "xyz"]),
+        "64 hex",
+    );
 }
 
 #[test]
 fn http_errors_and_non_gguf_downloads() {
-    let (base, _) = serve(HashMap::from([("/text.gguf".to_string(), b"not a model at all".to_vec())]));
+    let (base, _) = serve(HashMap::from([(
+        "/text.gguf".to_string(),
+        b"not a model at all".to_vec(),
+    )]));
     let home = TempDir::new("store-errors");
-    assert_one_line_error(&run_ferro(home.path(), &["pull", &format!("{base}/missing.gguf")]), "404");
-    assert_one_line_error(&run_ferro(home.path(), &["pull", &format!("{base}/text.gguf")]), "not a valid GGUF");
+    assert_one_line_error(
+        &run_ferro(home.path(), &["pull", &format!("{base}/missing.gguf")]),
+        "404",
+    );
+    assert_one_line_error(
+        &run_ferro(home.path(), &["pull", &format!("{base}/text.gguf")]),
+        "not a valid GGUF",
+    );
     assert!(models_in(home.path()).is_empty());
-    assert_one_line_error(&run_ferro(home.path(), &["pull", "http://127.0.0.1:1/x.gguf"]), "127.0.0.1:1");
+    assert_one_line_error(
+        &run_ferro(home.path(), &["pull", "http://127.0.0.1:1/x.gguf"]),
+        "127.0.0.1:1",
+    );
 }

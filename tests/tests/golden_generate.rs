@@ -2,10 +2,10 @@
 //! tokens must equal llama.cpp's up to `must_match_tokens` (the steps before the first one
 //! whose top-2 margin is under 0.05, where float summation order may legitimately flip it).
 
-use std::path::PathBuf;
 
 use ferro_engine::generate::greedy;
 use ferro_engine::{Model, ModelOptions};
+use ferro_tests::require_model;
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -13,26 +13,13 @@ fn reference() -> Value {
     serde_json::from_str(text).expect("reference JSON")
 }
 
-fn model_file(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("FERRO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ferro"));
-    let p = home.join("models").join(format!("{name}.gguf"));
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-        return None;
-    }
-    panic!("model {} not found; run `ferro pull {name}`", p.display());
-}
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn check_model(store_name: &str, reference_name: &str) {
-    let Some(path) = model_file(store_name) else { return };
+    let Some(path) = require_model(store_name) else { return };
     let opts = ModelOptions {
         n_ctx: 128,
         ..ModelOptions::default()

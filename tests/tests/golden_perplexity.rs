@@ -1,31 +1,18 @@
 //! Perplexity on GPL-3 (-c 512, 14 chunks) within 0.5% of llama-perplexity's value.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferro_engine::perplexity::perplexity;
 use ferro_engine::tokenizer::Tokenizer;
 use ferro_engine::{Model, ModelOptions};
 use ferro_gguf::Gguf;
+use ferro_tests::require_model;
 
 const GPL3: &str = include_str!("../fixtures/GPL-3");
 
-fn model_file(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("FERRO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ferro"));
-    let p = home.join("models").join(format!("{name}.gguf"));
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("FERRO_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-        return None;
-    }
-    panic!("model {} not found; run `ferro pull {name}`", p.display());
-}
 
 fn check(name: &str, llama_cpp_ppl: f64) {
-    let Some(path) = model_file(name) else { return };
+    let Some(path) = require_model(name) else { return };
     let g = Arc::new(Gguf::open(&path).unwrap());
     let tok = Tokenizer::from_gguf(&g).unwrap();
     let mut model = Model::from_gguf(

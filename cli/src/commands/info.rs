@@ -118,13 +118,32 @@ fn print_human(info: &Json, g: &Gguf) {
         ("embedding length", s("embedding_length")),
         ("blocks", s("block_count")),
         ("feed-forward length", s("feed_forward_length")),
-        ("attention heads", format!("{} (kv {})", s("head_count"), s("head_count_kv"))),
-        ("vocabulary", format!("{} ({} tokenizer)", s("vocab_size"), s("tokenizer"))),
-        ("chat template", if info["chat_template"] == true { "yes".into() } else { "no".into() }),
+        (
+            "attention heads",
+            format!("{} (kv {})", s("head_count"), s("head_count_kv")),
+        ),
+        (
+            "vocabulary",
+            format!("{} ({} tokenizer)", s("vocab_size"), s("tokenizer")),
+        ),
+        (
+            "chat template",
+            if info["chat_template"] == true {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
         ("tensors", format!("{}: {}", g.tensors().len(), types.join(", "))),
         (
             "gguf",
-            format!("v{}, {} metadata keys, alignment {}, data at byte {}", g.version, g.keys().count(), g.alignment, g.data_offset),
+            format!(
+                "v{}, {} metadata keys, alignment {}, data at byte {}",
+                g.version,
+                g.keys().count(),
+                g.alignment,
+                g.data_offset
+            ),
         ),
         ("cpu features", cpu::features().join(" ")),
         ("kernels", s("kernels")),

@@ -16,12 +16,23 @@ pub fn run(_args: Args) -> Result<()> {
         let width = models.iter().map(|m| m.name.len()).max().unwrap_or(0).max(4);
         println!("{:width$}  {:>10}  PATH", "NAME", "SIZE");
         for m in &models {
-            let default = if m.name == store::DEFAULT_MODEL { " (default)" } else { "" };
-            println!("{:width$}  {:>10}  {}{default}", m.name, human_bytes(m.bytes), m.path.display());
+            let default = if m.name == store::DEFAULT_MODEL {
+                " (default)"
+            } else {
+                ""
+            };
+            println!(
+                "{:width$}  {:>10}  {}{default}",
+                m.name,
+                human_bytes(m.bytes),
+                m.path.display()
+            );
         }
     }
-    let missing: Vec<&store::KnownModel> =
-        store::KNOWN.iter().filter(|k| !models.iter().any(|m| m.name == k.name)).collect();
+    let missing: Vec<&store::KnownModel> = store::KNOWN
+        .iter()
+        .filter(|k| !models.iter().any(|m| m.name == k.name))
+        .collect();
     if !missing.is_empty() {
         println!();
         println!("available with `ferro pull NAME`:");

@@ -36,10 +36,7 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Max-heap order: lower rank first, then smaller left index.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .rank
-            .cmp(&self.rank)
-            .then_with(|| other.left.cmp(&self.left))
+        other.rank.cmp(&self.rank).then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -68,37 +65,31 @@ pub(super) fn tokenize_word(
             start,
             len,
             prev: i.checked_sub(1),
-            next: if start + len == word.len() {
-                None
-            } else {
-                Some(i + 1)
-            },
+            next: if start + len == word.len() { None } else { Some(i + 1) },
         });
     }
 
     let mut queue = BinaryHeap::new();
-    let mut try_add = |queue: &mut BinaryHeap<Bigram>,
-                       symbols: &[Symbol],
-                       left: Option<usize>,
-                       right: Option<usize>| {
-        let (Some(left), Some(right)) = (left, right) else {
-            return;
+    let mut try_add =
+        |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
+            let (Some(left), Some(right)) = (left, right) else {
+                return;
+            };
+            let l: &Symbol = &symbols[left];
+            let r: &Symbol = &symbols[right];
+            key.clear();
+            key.push_str(&word[l.start..l.start + l.len]);
+            key.push(' ');
+            key.push_str(&word[r.start..r.start + r.len]);
+            if let Some(&rank) = ranks.get(key.as_str()) {
+                queue.push(Bigram {
+                    rank,
+                    left,
+                    right,
+                    size: l.len + r.len,
+                });
+            }
         };
-        let l: &Symbol = &symbols[left];
-        let r: &Symbol = &symbols[right];
-        key.clear();
-        key.push_str(&word[l.start..l.start + l.len]);
-        key.push(' ');
-        key.push_str(&word[r.start..r.start + r.len]);
-        if let Some(&rank) = ranks.get(key.as_str()) {
-            queue.push(Bigram {
-                rank,
-                left,
-                right,
-                size: l.len + r.len,
-            });
-        }
-    };
     for i in 1..symbols.len() {
         try_add(&mut queue, &symbols, Some(i - 1), Some(i));
     }

@@ -6,14 +6,16 @@
 mod bpe;
 mod pretokenize;
 mod spm;
+mod strtab;
 
 use std::collections::HashMap;
 
 use aho_corasick::AhoCorasick;
 use ferro_gguf::Gguf;
 
-pub use pretokenize::PreTokenizerKind;
 use pretokenize::PreTokenizer;
+pub use pretokenize::PreTokenizerKind;
+use strtab::{StrIndex, StrTable};
 
 /// Why a tokenizer could not be built from a model's metadata.
 #[derive(Debug, thiserror::Error)]
@@ -21,10 +23,7 @@ pub enum TokenizerError {
     #[error("missing tokenizer metadata `{0}`")]
     MissingKey(&'static str),
     #[error("tokenizer metadata `{key}` should be {expected}")]
-    WrongType {
-        key: &'static str,
-        expected: &'static str,
-    },
+    WrongType { key: &'static str, expected: &'static str },
     #[error("unknown tokenizer model `{0}` (ferro supports `llama` and `gpt2`)")]
     UnknownModel(String),
     #[error("unknown BPE pre-tokenizer `{0}` in tokenizer.ggml.pre")]
@@ -72,10 +71,10 @@ impl TokenType {
 /// Token texts, scores and the text -> id map.
 #[derive(Debug)]
 struct Vocab {
-    texts: Vec<Box<[u8]>>,
+    texts: StrTable,
     scores: Vec<f32>,
     types: Vec<TokenType>,
-    to_id: HashMap<Box<[u8]>, u32>,
+    to_id: StrIndex,
     /// SPM byte-fallback tokens `<0xNN>`.
     byte_tokens: [Option<u32>; 256],
     unk: Option<u32>,
@@ -83,14 +82,16 @@ struct Vocab {
 
 impl Vocab {
     fn lookup(&self, text: &[u8]) -> Option<u32> {
-        self.to_id.get(text).copied()
+        self.to_id.find(&self.texts, text)
+    }
+
+    fn text(&self, id: u32) -> &[u8] {
+        self.texts.get(id as usize).unwrap_or_default()
     }
 
     /// llama.cpp's `byte_to_token` for SPM: `<0xNN>`, else the byte as a one-char token, else UNK.
     fn byte_token(&self, b: u8) -> Option<u32> {
-        self.byte_tokens[b as usize]
-            .or_else(|| self.lookup(&[b]))
-            .or(self.unk)
+        self.byte_tokens[b as usize].or_else(|| self.lookup(&[b])).or(self.unk)
     }
 }
 
@@ -116,7 +117,7 @@ pub struct Tokenizer {
     vocab: Vocab,
     algo: Algorithm,
     /// Bytes each id decodes to (special tokens rendered as their text).
-    pieces: Vec<Box<[u8]>>,
+    pieces: StrTable,
     /// Control, user-defined and unknown tokens, longest text first (`cache_special_tokens`).
     special: Vec<u32>,
     /// Finds which special texts occur in an input at all, so that partitioning only scans those.
@@ -171,9 +172,7 @@ impl Tokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<Self, TokenizerError> {
         const TOKENS: &str = "tokenizer.ggml.tokens";
         const MODEL: &str = "tokenizer.ggml.model";
-        let model = g
-            .get_str(MODEL)
-            .ok_or(TokenizerError::MissingKey(MODEL))?;
+        let model = g.get_str(MODEL).ok_or(TokenizerError::MissingKey(MODEL))?;
         let texts: Vec<&[u8]> = g
             .get_array(TOKENS)
             .ok_or(TokenizerError::MissingKey(TOKENS))?
@@ -224,13 +223,12 @@ impl Tokenizer {
             None => vec![TokenType::Normal; n],
         };
 
-        let mut to_id: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(n);
-        let mut boxed: Vec<Box<[u8]>> = Vec::with_capacity(n);
-        for (i, t) in texts.iter().enumerate() {
-            boxed.push(Box::from(*t));
-            // Duplicated texts: llama.cpp's map keeps the last id.
-            to_id.insert(Box::from(*t), i as u32);
+        let mut table = StrTable::with_capacity(n, texts.iter().map(|t| t.len()).sum());
+        for t in &texts {
+            table.push(t);
         }
+        let to_id = StrIndex::build(&table);
+        let find = |t: &str| to_id.find(&table, t.as_bytes());
 
         let pre_name = g.get_str("tokenizer.ggml.pre").unwrap_or("");
         let (algo, mut add_bos, mut add_space_prefix, default_bos, default_eos) = match model {
@@ -264,10 +262,8 @@ impl Tokenizer {
         }
 
         let in_vocab = |id: u32| ((id as usize) < n).then_some(id);
-        let bos = token_id(g, "tokenizer.ggml.bos_token_id", n)
-            .unwrap_or_else(|| default_bos.and_then(in_vocab));
-        let eos = token_id(g, "tokenizer.ggml.eos_token_id", n)
-            .unwrap_or_else(|| default_eos.and_then(in_vocab));
+        let bos = token_id(g, "tokenizer.ggml.bos_token_id", n).unwrap_or_else(|| default_bos.and_then(in_vocab));
+        let eos = token_id(g, "tokenizer.ggml.eos_token_id", n).unwrap_or_else(|| default_eos.and_then(in_vocab));
         let unk = match token_id(g, "tokenizer.ggml.unknown_token_id", n) {
             Some(u) => u,
             None if matches!(algo, Algorithm::Spm) => in_vocab(0),
@@ -275,17 +271,10 @@ impl Tokenizer {
         };
         let eot = token_id(g, "tokenizer.ggml.eot_token_id", n)
             .flatten()
-            .or_else(|| {
-                EOT_TEXTS
-                    .iter()
-                    .find_map(|t| to_id.get(t.as_bytes()).copied())
-            });
+            .or_else(|| EOT_TEXTS.iter().find_map(|t| find(t)));
         let eom = token_id(g, "tokenizer.ggml.eom_token_id", n).flatten();
 
-        let mut eog: Vec<u32> = EOG_TEXTS
-            .iter()
-            .filter_map(|t| to_id.get(t.as_bytes()).copied())
-            .collect();
+        let mut eog: Vec<u32> = EOG_TEXTS.iter().filter_map(|t| find(t)).collect();
         eog.extend([eos, eot, eom].into_iter().flatten());
         eog.sort_unstable();
         eog.dedup();
@@ -296,11 +285,11 @@ impl Tokenizer {
 
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
-            *slot = to_id.get(format!("<0x{b:02X}>").as_bytes()).copied();
+            *slot = find(&format!("<0x{b:02X}>"));
         }
 
         let vocab = Vocab {
-            texts: boxed,
+            texts: table,
             scores,
             types,
             to_id,
@@ -314,20 +303,15 @@ impl Tokenizer {
                 matches!(
                     vocab.types[id as usize],
                     TokenType::Control | TokenType::UserDefined | TokenType::Unknown
-                ) && !vocab.texts[id as usize].is_empty()
-                    && std::str::from_utf8(&vocab.texts[id as usize]).is_ok()
+                ) && !vocab.text(id).is_empty()
+                    && std::str::from_utf8(vocab.text(id)).is_ok()
             })
             .collect();
-        special.sort_by(|&a, &b| {
-            vocab.texts[b as usize]
-                .len()
-                .cmp(&vocab.texts[a as usize].len())
-                .then(a.cmp(&b))
-        });
+        special.sort_by(|&a, &b| vocab.text(b).len().cmp(&vocab.text(a).len()).then(a.cmp(&b)));
         let special_finder = if special.is_empty() {
             None
         } else {
-            AhoCorasick::new(special.iter().map(|&id| &vocab.texts[id as usize])).ok()
+            AhoCorasick::new(special.iter().map(|&id| vocab.text(id))).ok()
         };
 
         Ok(Self {
@@ -386,10 +370,7 @@ impl Tokenizer {
 
     /// The token's text as stored in the vocabulary (lossy UTF-8), `None` when out of range.
     pub fn token_str(&self, id: u32) -> Option<std::borrow::Cow<'_, str>> {
-        self.vocab
-            .texts
-            .get(id as usize)
-            .map(|t| String::from_utf8_lossy(t))
+        self.vocab.texts.get(id as usize).map(|t| String::from_utf8_lossy(t))
     }
 
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
@@ -410,7 +391,7 @@ impl Tokenizer {
     /// to bytes, SentencePiece's U+2581 becomes a space, special tokens give their text. Empty
     /// for ids outside the vocabulary and unused tokens.
     pub fn token_to_piece(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map_or(&[], |p| p)
+        self.pieces.get(id as usize).unwrap_or_default()
     }
 
     /// Tokenizes `text`. `add_special` adds BOS/EOS as the metadata says; `parse_special` turns
@@ -505,16 +486,11 @@ impl Tokenizer {
             if !present[idx] {
                 continue;
             }
-            if !parse_special
-                && matches!(
-                    self.vocab.types[id as usize],
-                    TokenType::Control | TokenType::Unknown
-                )
-            {
+            if !parse_special && matches!(self.vocab.types[id as usize], TokenType::Control | TokenType::Unknown) {
                 continue;
             }
             // Checked UTF-8 when `special` was built.
-            let Ok(pat) = std::str::from_utf8(&self.vocab.texts[id as usize]) else {
+            let Ok(pat) = std::str::from_utf8(self.vocab.text(id)) else {
                 continue;
             };
             let mut next = Vec::with_capacity(frags.len() + 2);
@@ -606,46 +582,58 @@ fn load_merges(g: &Gguf) -> Result<HashMap<Box<str>, u32>, TokenizerError> {
 }
 
 /// The bytes each token decodes to (llama.cpp's `token_to_piece` with special tokens rendered).
-fn build_pieces(vocab: &Vocab, algo: &Algorithm) -> Vec<Box<[u8]>> {
-    let table = byte_table();
-    let inverse = pretokenize::unicode_to_byte_table(table);
-    vocab
-        .texts
-        .iter()
-        .zip(&vocab.types)
-        .map(|(text, ty)| -> Box<[u8]> {
-            match ty {
-                TokenType::Control | TokenType::Unknown | TokenType::UserDefined => text.clone(),
-                TokenType::Unused | TokenType::Undefined => Box::new([]),
-                TokenType::Byte if matches!(algo, Algorithm::Spm) => {
-                    match parse_byte_token(text) {
-                        Some(b) => Box::new([b]),
-                        None => text.clone(),
+fn build_pieces(vocab: &Vocab, algo: &Algorithm) -> StrTable {
+    const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
+    // GPT-2 char -> byte; every mapped char is below U+0144.
+    let mut inverse = [None::<u8>; 0x144];
+    for (b, &c) in byte_table().iter().enumerate() {
+        inverse[c as usize] = Some(b as u8);
+    }
+    let n = vocab.texts.len();
+    let mut pieces = StrTable::with_capacity(n, n * 8);
+    let mut out = Vec::new();
+    for id in 0..n as u32 {
+        let text = vocab.text(id);
+        out.clear();
+        match vocab.types[id as usize] {
+            TokenType::Control | TokenType::Unknown | TokenType::UserDefined => out.extend_from_slice(text),
+            TokenType::Unused | TokenType::Undefined => {}
+            TokenType::Byte if matches!(algo, Algorithm::Spm) => match parse_byte_token(text) {
+                Some(b) => out.push(b),
+                None => out.extend_from_slice(text),
+            },
+            _ => match algo {
+                Algorithm::Spm => {
+                    let mut rest = text;
+                    while !rest.is_empty() {
+                        if rest.starts_with(SPACE_MARK) {
+                            out.push(b' ');
+                            rest = &rest[SPACE_MARK.len()..];
+                        } else {
+                            out.push(rest[0]);
+                            rest = &rest[1..];
+                        }
                     }
                 }
-                _ => match algo {
-                    Algorithm::Spm => {
-                        let s = String::from_utf8_lossy(text);
-                        s.replace('\u{2581}', " ").into_bytes().into_boxed_slice()
-                    }
-                    Algorithm::Bpe { .. } => {
-                        let s = String::from_utf8_lossy(text);
-                        let mut out = Vec::with_capacity(s.len());
+                Algorithm::Bpe { .. } => match std::str::from_utf8(text) {
+                    Ok(s) => {
                         for c in s.chars() {
-                            match inverse.binary_search_by(|(k, _)| k.cmp(&c)) {
-                                Ok(i) => out.push(inverse[i].1),
-                                Err(_) => {
+                            match inverse.get(c as usize).copied().flatten() {
+                                Some(b) => out.push(b),
+                                None => {
                                     let mut buf = [0u8; 4];
                                     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                                 }
                             }
                         }
-                        out.into_boxed_slice()
                     }
+                    Err(_) => out.extend_from_slice(text),
                 },
-            }
-        })
-        .collect()
+            },
+        }
+        pieces.push(&out);
+    }
+    pieces
 }
 
 /// `<0xNN>` -> NN.

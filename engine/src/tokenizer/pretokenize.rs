@@ -31,26 +31,20 @@ impl PreTokenizerKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "" | "default" => Self::Default,
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-            | "lfm2" => Self::Llama3,
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" => {
+                Self::Llama3
+            }
             "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" => Self::Qwen2,
-            "gpt-2" | "gpt2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v1-en"
-            | "jina-v2-es" | "jina-v2-de" | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo"
-            | "jais" | "trillion" => Self::Gpt2,
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
-            | "minerva-7b" => Self::Smollm,
+            "gpt-2" | "gpt2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v1-en" | "jina-v2-es"
+            | "jina-v2-de" | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais" | "trillion" => Self::Gpt2,
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => Self::Smollm,
             _ => return None,
         })
     }
 
     fn patterns(self) -> &'static [&'static str] {
         match self {
-            Self::Default => &[
-                r"[\p{P}\$\+<=>\^~\|]+",
-                GPT2_RE,
-                r"\p{N}+",
-                r"[0-9][0-9][0-9]",
-            ],
+            Self::Default => &[r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", r"[0-9][0-9][0-9]"],
             Self::Llama3 => &[LLAMA3_RE],
             Self::Qwen2 => &[QWEN2_RE],
             Self::Gpt2 => &[GPT2_RE],
@@ -140,27 +134,13 @@ pub fn byte_to_unicode_table() -> [char; 256] {
     table
 }
 
-/// Inverse of [`byte_to_unicode_table`]: `(char, byte)` pairs sorted by char for binary search.
-pub fn unicode_to_byte_table(forward: &[char; 256]) -> Vec<(char, u8)> {
-    let mut v: Vec<(char, u8)> = forward
-        .iter()
-        .enumerate()
-        .map(|(b, &c)| (c, b as u8))
-        .collect();
-    v.sort_unstable();
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn words(kind: PreTokenizerKind, text: &str) -> Vec<String> {
         let p = PreTokenizer::new(kind).unwrap();
-        p.split(text)
-            .into_iter()
-            .map(|(s, e)| text[s..e].to_string())
-            .collect()
+        p.split(text).into_iter().map(|(s, e)| text[s..e].to_string()).collect()
     }
 
     #[test]
@@ -173,10 +153,7 @@ mod tests {
 
     #[test]
     fn smollm_splits_every_digit() {
-        assert_eq!(
-            words(PreTokenizerKind::Smollm, "x 123"),
-            ["x", " ", "1", "2", "3"]
-        );
+        assert_eq!(words(PreTokenizerKind::Smollm, "x 123"), ["x", " ", "1", "2", "3"]);
     }
 
     #[test]
@@ -189,10 +166,7 @@ mod tests {
 
     #[test]
     fn qwen2_single_digits_and_newlines() {
-        assert_eq!(
-            words(PreTokenizerKind::Qwen2, "a12\n\nb"),
-            ["a", "1", "2", "\n\n", "b"]
-        );
+        assert_eq!(words(PreTokenizerKind::Qwen2, "a12\n\nb"), ["a", "1", "2", "\n\n", "b"]);
     }
 
     #[test]
@@ -209,11 +183,10 @@ mod tests {
         assert_eq!(t[b'A' as usize], 'A');
         assert_eq!(t[b' ' as usize], '\u{120}');
         assert_eq!(t[b'\n' as usize], '\u{10A}');
-        let inv = unicode_to_byte_table(&t);
         let mut chars: Vec<char> = t.to_vec();
         chars.sort_unstable();
         chars.dedup();
         assert_eq!(chars.len(), 256);
-        assert_eq!(inv.len(), 256);
+        assert!(chars.iter().all(|&c| (c as u32) < 0x144));
     }
 }

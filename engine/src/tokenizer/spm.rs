@@ -69,20 +69,13 @@ pub(super) fn tokenize(vocab: &Vocab, text: &[u8], out: &mut Vec<u32>) {
             start: offs,
             len,
             prev: idx.checked_sub(1),
-            next: if offs + len == text.len() {
-                None
-            } else {
-                Some(idx + 1)
-            },
+            next: if offs + len == text.len() { None } else { Some(idx + 1) },
         });
         offs += len;
     }
 
     let mut queue = BinaryHeap::new();
-    let try_add = |queue: &mut BinaryHeap<Bigram>,
-                   symbols: &[Symbol],
-                   left: Option<usize>,
-                   right: Option<usize>| {
+    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
         let (Some(left), Some(right)) = (left, right) else {
             return;
         };

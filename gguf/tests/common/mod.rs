@@ -32,7 +32,9 @@ pub fn require_model(name: &str) -> Option<PathBuf> {
 pub const MODELS: [&str; 2] = ["smollm2-135m-instruct", "gemma3-270m"];
 
 pub fn fixture(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.json"));
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).expect("fixture is JSON")
 }

@@ -11,6 +11,10 @@
 //! ```
 //! 84 bytes per 256 weights = 2.625 bits/weight.
 
+// The loops mirror ggml's index arithmetic (sub-block j, element 16j + ii), which keeps the
+// ports checkable line by line against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::q4_k::make_qkx2_quants;

@@ -12,6 +12,10 @@
 //! ```
 //! 110 bytes per 256 weights = 3.4375 bits/weight. q = (2 low bits) - 4 * (1 - high bit).
 
+// The loops mirror ggml's index arithmetic (sub-block j, element 16j + ii), which keeps the
+// ports checkable line by line against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::q6_k::GROUP_MAX_EPS;

@@ -15,6 +15,10 @@
 //! m[j] = scales[j + 4] & 63; for j >= 4, sc[j] = (scales[j + 4] & 15) | (scales[j - 4] >> 6) << 4
 //! and m[j] = (scales[j + 4] >> 4) | (scales[j] >> 6) << 4.
 
+// The loops mirror ggml's index arithmetic (sub-block j, element 16j + ii), which keeps the
+// ports checkable line by line against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::q8_k::{f16_to_f32, f32_to_f16, nearest_int, BlockQ8K, QK_K};

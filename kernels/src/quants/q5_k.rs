@@ -12,6 +12,10 @@
 //! ```
 //! 176 bytes per 256 weights = 5.5 bits/weight.
 
+// The loops mirror ggml's index arithmetic (sub-block j, element 16j + ii), which keeps the
+// ports checkable line by line against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::q4_k::{quantize_scales_mins_k, scale_min_k4, unpack_scales_mins};

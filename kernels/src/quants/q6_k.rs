@@ -13,6 +13,10 @@
 //! ```
 //! 210 bytes per 256 weights = 6.5625 bits/weight.
 
+// The loops mirror ggml's index arithmetic (sub-block j, element 16j + ii), which keeps the
+// ports checkable line by line against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::q8_k::{f16_to_f32, f32_to_f16, nearest_int, BlockQ8K, QK_K};

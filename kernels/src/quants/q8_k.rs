@@ -13,6 +13,10 @@
 //!
 //! Also home of the helpers shared by the K-quant formats (`QK_K`, `nearest_int`, fp16 bytes).
 
+// The loops mirror ggml's index arithmetic (sub-block j, element 16j + ii), which keeps the
+// ports checkable line by line against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::{q2_k::BlockQ2K, q3_k::BlockQ3K, q4_k::BlockQ4K, q5_k::BlockQ5K, q6_k::BlockQ6K};

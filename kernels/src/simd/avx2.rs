@@ -31,6 +31,7 @@ static TABLE: KernelTable = KernelTable {
     dot_f32,
     dot_f16,
     dot_bf16,
+    kquants: super::avx2_kquants::KERNELS,
 };
 
 // Safe entry points. They are reachable only through `TABLE` (also from the AVX-512 table,

@@ -6,7 +6,7 @@
 //! pair stays below 2 * 63 * 128), sub-block scales applied with `vpmaddwd`, one f32 FMA per
 //! super-block. Results equal the scalar oracle up to f32 summation order.
 //!
-//! Every function here requires the CPU to support `avx2` and `fma` (checked by the caller,
+//! Every function here requires the CPU to support `avx2`, `fma` and `f16c` (checked by the caller,
 //! normally the dispatch table); the slices must have equal length (asserted).
 
 use core::arch::x86_64::*;
@@ -18,7 +18,7 @@ use crate::quants::q5_k::BlockQ5K;
 use crate::quants::q6_k::BlockQ6K;
 use crate::quants::q8_k::{BlockQ8K, KQuantKernels, QK_K};
 
-/// The AVX2 kernel table. Only for tables handed out after checking AVX2 + FMA (as
+/// The AVX2 kernel table. Only for tables handed out after checking AVX2 + FMA + F16C (as
 /// [`kernels`] does): its pointers assume the CPU has them.
 pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
     name: "avx2",
@@ -30,9 +30,10 @@ pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
     dot_q6_k: checked::dot_q6_k,
 };
 
-/// The AVX2 kernel table, if this CPU has AVX2 and FMA.
+/// The AVX2 kernel table, if this CPU has AVX2, FMA and F16C.
 pub fn kernels() -> Option<KQuantKernels> {
-    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(KERNELS)
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
+        .then_some(KERNELS)
 }
 
 /// Safe wrappers, reachable only through tables built after the AVX2 + FMA check.
@@ -40,7 +41,7 @@ pub(crate) mod checked {
     use super::*;
 
     pub(crate) fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
-        // SAFETY: only reachable through `kernels()` tables, built after checking AVX2 + FMA.
+        // SAFETY: only reachable through `kernels()` tables, built after checking AVX2 + FMA + F16C.
         unsafe { super::quantize_q8_k(x, out) }
     }
     pub(crate) fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
@@ -96,18 +97,17 @@ unsafe fn scale_pair(s: __m128i, a: i32) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s, ctl))
 }
 
-/// fp16 bytes -> f32 (F16C is implied by every AVX2 CPU ferro dispatches to, but the scalar
-/// conversion keeps this file free of an extra feature requirement).
+/// fp16 bytes -> f32 with F16C (`vcvtph2ps`); callers enable `f16c`.
 #[inline(always)]
-fn h2f(b: [u8; 2]) -> f32 {
-    half::f16::from_le_bytes(b).to_f32()
+pub(crate) unsafe fn h2f(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(b) as i32)))
 }
 
 /// Q4_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q4_k: length mismatch");
     let m4 = _mm256_set1_epi8(0xF);
@@ -151,8 +151,8 @@ pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// Q5_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q5_k: length mismatch");
     let m4 = _mm256_set1_epi8(0xF);
@@ -202,8 +202,8 @@ pub unsafe fn vec_dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 /// Q6_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q6_k: length mismatch");
     let m4 = _mm256_set1_epi8(0xF);
@@ -259,8 +259,8 @@ pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// Q3_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q3_k: length mismatch");
     let m3 = _mm256_set1_epi8(3);
@@ -299,8 +299,8 @@ pub unsafe fn vec_dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
 /// Q2_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q2_k: length mismatch");
     let m3 = _mm256_set1_epi8(3);
@@ -351,8 +351,8 @@ pub unsafe fn vec_dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
 /// (`vcvtps2dq` rounds to nearest even like ggml's `nearest_int`).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     assert_eq!(x.len(), out.len() * QK_K, "quantize_q8_k: length mismatch");
     let sign = _mm256_set1_ps(-0.0);

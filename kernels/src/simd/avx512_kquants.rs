@@ -16,9 +16,10 @@ use crate::quants::q5_k::BlockQ5K;
 use crate::quants::q6_k::BlockQ6K;
 use crate::quants::q8_k::{BlockQ8K, KQuantKernels};
 use crate::simd::avx2_kquants::checked as avx2;
+use crate::simd::avx2_kquants::h2f;
 
 /// The AVX-512 table (Q2_K, Q3_K and the activation quantizer use the AVX2 kernels). Only for
-/// tables handed out after checking AVX-512 F/BW/VL, AVX2 and FMA.
+/// tables handed out after checking AVX-512 F/BW/VL, AVX2, FMA and F16C.
 pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
     name: "avx512",
     quantize_q8_k: avx2::quantize_q8_k,
@@ -45,6 +46,7 @@ pub(crate) fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// Every AVX-512 table this CPU can run: "avx512", then "avx512vnni" where AVX512_VNNI exists.
@@ -87,11 +89,6 @@ mod checked {
         // SAFETY: as above.
         unsafe { vec_dot_q6_k_vnni(w, a) }
     }
-}
-
-#[inline(always)]
-fn h2f(b: [u8; 2]) -> f32 {
-    half::f16::from_le_bytes(b).to_f32()
 }
 
 /// Horizontal sum of 8 f32 lanes.
@@ -286,8 +283,8 @@ unsafe fn q6k_impl<const VNNI: bool>(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// Q4_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+/// The CPU must support AVX-512 F/BW/VL, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     q4k_impl::<false>(w, a)
 }
@@ -295,8 +292,8 @@ pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// Q4_K x Q8_K dot product using AVX512_VNNI.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_k_vnni(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     q4k_impl::<true>(w, a)
 }
@@ -304,8 +301,8 @@ pub unsafe fn vec_dot_q4_k_vnni(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// Q5_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+/// The CPU must support AVX-512 F/BW/VL, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     q5k_impl::<false>(w, a)
 }
@@ -313,8 +310,8 @@ pub unsafe fn vec_dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 /// Q5_K x Q8_K dot product using AVX512_VNNI.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_k_vnni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     q5k_impl::<true>(w, a)
 }
@@ -322,8 +319,8 @@ pub unsafe fn vec_dot_q5_k_vnni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 /// Q6_K x Q8_K dot product.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+/// The CPU must support AVX-512 F/BW/VL, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     q6k_impl::<false>(w, a)
 }
@@ -331,8 +328,8 @@ pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// Q6_K x Q8_K dot product using AVX512_VNNI.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k_vnni(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     q6k_impl::<true>(w, a)
 }

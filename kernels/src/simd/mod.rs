@@ -12,13 +12,14 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
-// K-quant kernels (Q2_K..Q6_K against Q8_K); their tables are `quants::q8_k::KQuantKernels`.
+// K-quant kernels (Q2_K..Q6_K against Q8_K), their own files; their tables are embedded in ours.
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2_kquants;
+pub mod avx2_kquants;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512_kquants;
+#[allow(dead_code)] // its `kernels()` helper is used by its own tests only
+pub mod avx512_kquants;
 #[cfg(target_arch = "aarch64")]
-pub(crate) mod neon_kquants;
+pub mod neon_kquants;
 
 pub(crate) fn avx2_table() -> Option<&'static KernelTable> {
     #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,143 @@
+//! Kernel throughput, per format and path:
+//! - `dot/<type>/<path>`: one 4096-element row, GB/s of weights;
+//! - `matvec/<type>/<rows>x<cols>/<path>/<threads>`: 4096x4096 and 14336x4096, GB/s of weights
+//!   (hold it against the read bandwidth printed first);
+//! - `matmul/<type>/4096x4096x512/<path>/<threads>`: 512 tokens, reported as elements/s where
+//!   one element is one FLOP (so Gelem/s reads as GFLOP/s).
+//!
+//! Threads: `1t` (a one-thread rayon pool) and `all` (the global pool). Filter with criterion's
+//! name filter, e.g. `cargo bench -p ferro-benches --bench kernels -- matvec/q4_0`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferro_kernels::{is_supported, quantize_row, GgmlType, KernelPath, KernelTable, WeightMatrix};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Weight bytes of a `rows x cols` matrix: 64 distinct quantized rows, repeated (the values do
+/// not change the speed; the size does). Returned as u64 words so the bytes are aligned.
+fn matrix(ty: GgmlType, rows: usize, cols: usize) -> (Vec<u64>, usize) {
+    let distinct: Vec<Vec<u8>> = (0..64)
+        .map(|r| quantize_row(ty, &values(cols, r as u64 + 1)).unwrap())
+        .collect();
+    let rb = distinct[0].len();
+    let mut words = vec![0u64; (rows * rb).div_ceil(8)];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    for r in 0..rows {
+        bytes[r * rb..(r + 1) * rb].copy_from_slice(&distinct[r % 64]);
+    }
+    (words, rows * rb)
+}
+
+fn types() -> Vec<GgmlType> {
+    GgmlType::ALL
+        .into_iter()
+        .filter(|t| is_supported(*t) && *t != GgmlType::F32 && *t != GgmlType::BF16)
+        .collect()
+}
+
+fn tables() -> Vec<&'static KernelTable> {
+    KernelPath::available()
+        .into_iter()
+        .filter_map(KernelTable::for_path)
+        .collect()
+}
+
+fn one_thread() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap()
+}
+
+fn bench_dot(c: &mut Criterion) {
+    let cols = 4096;
+    let x = values(cols, 99);
+    let mut g = c.benchmark_group("dot");
+    for ty in types() {
+        let (w, n) = matrix(ty, 1, cols);
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&w)[..n];
+        let m = WeightMatrix::new(ty, 1, cols, bytes).unwrap();
+        g.throughput(Throughput::Bytes(n as u64));
+        for t in tables() {
+            let pool = one_thread();
+            let mut y = [0f32];
+            g.bench_function(BenchmarkId::new(ty.name(), t.name), |b| {
+                pool.install(|| b.iter(|| t.matvec(&m, black_box(&x), &mut y)))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_matvec(c: &mut Criterion) {
+    let bw = ferro_kernels::measure_read_bandwidth(rayon::current_num_threads(), 1 << 30);
+    eprintln!(
+        "memory read bandwidth ({} threads): {bw:.1} GB/s",
+        rayon::current_num_threads()
+    );
+    let mut g = c.benchmark_group("matvec");
+    for ty in types() {
+        for (rows, cols) in [(4096, 4096), (14336, 4096)] {
+            let (w, n) = matrix(ty, rows, cols);
+            let m = WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u64, u8>(&w)[..n]).unwrap();
+            let x = values(cols, 7);
+            let mut y = vec![0f32; rows];
+            g.throughput(Throughput::Bytes(n as u64));
+            for t in tables() {
+                let id = format!("{}x{}/{}", rows, cols, t.name);
+                let pool = one_thread();
+                g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/1t")), |b| {
+                    pool.install(|| b.iter(|| t.matvec(&m, black_box(&x), &mut y)))
+                });
+                g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/all")), |b| {
+                    b.iter(|| t.matvec(&m, black_box(&x), &mut y))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let (rows, cols, n) = (4096, 4096, 512);
+    let mut g = c.benchmark_group("matmul");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(2 * (rows * cols * n) as u64));
+    let x = values(cols * n, 5);
+    let mut y = vec![0f32; rows * n];
+    for ty in types() {
+        let (w, nb) = matrix(ty, rows, cols);
+        let m = WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u64, u8>(&w)[..nb]).unwrap();
+        for t in tables() {
+            let id = format!("{rows}x{cols}x{n}/{}", t.name);
+            let pool = one_thread();
+            g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/1t")), |b| {
+                pool.install(|| b.iter(|| t.matmul(&m, black_box(&x), n, &mut y)))
+            });
+            g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/all")), |b| {
+                b.iter(|| t.matmul(&m, black_box(&x), n, &mut y))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = kernels;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+    targets = bench_dot, bench_matvec, bench_matmul
+}
+criterion_main!(kernels);
