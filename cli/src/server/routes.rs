@@ -210,7 +210,7 @@ impl Sink for ChanSink {
 /// Queue the jobs of one request; the receiver gets every job's events.
 fn submit_all(
     st: &AppState,
-    jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job>>,
+    jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>>,
 ) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = unbounded_channel();
     for (index, make) in jobs.into_iter().enumerate() {
@@ -560,7 +560,7 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesReje
                     constraint,
                     sink,
                 })
-            }) as Box<dyn FnOnce(Box<dyn Sink>) -> Job>
+            }) as Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>
         })
         .collect();
     let rx = submit_all(&st, jobs)?;
@@ -909,7 +909,7 @@ pub async fn completions(
         other => other.map(|n| n as usize),
     };
     let prompts = prompts_of(&st, &req.prompt)?;
-    let mut jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job>> = Vec::new();
+    let mut jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>> = Vec::new();
     for prompt in &prompts {
         let max_tokens = check_context(&st, prompt.len(), p.max_tokens.or(Some(16)))?;
         for i in 0..p.n {
@@ -1108,7 +1108,7 @@ pub async fn embeddings(
         .into_iter()
         .map(|tokens| {
             Box::new(move |sink: Box<dyn Sink>| Job::Embed(EmbedRequest { tokens, sink }))
-                as Box<dyn FnOnce(Box<dyn Sink>) -> Job>
+                as Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>
         })
         .collect();
     let mut rx = submit_all(&st, jobs)?;
