@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod server;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,8 @@ enum Commands {
     Tokenize(commands::tokenize::Args),
     /// Measure prompt and generation speed as llama-bench does, or the memory bandwidth.
     Bench(commands::bench::Args),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings).
+    Serve(commands::serve::Args),
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Commands::GenModel(a) => commands::gen_model::run(a),
         Commands::Tokenize(a) => commands::tokenize::run(a),
         Commands::Bench(a) => commands::bench::run(a),
+        Commands::Serve(a) => commands::serve::run(a),
     }
 }
 

@@ -13,4 +13,6 @@ pub mod perplexity;
 pub mod sampler;
 pub mod tokenizer;
 
-pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions};
+pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
+pub mod grammar;
+pub mod scheduler;

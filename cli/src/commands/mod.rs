@@ -9,3 +9,4 @@ pub mod pull;
 pub mod rm;
 pub mod run;
 pub mod tokenize;
+pub mod serve;
