@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
-mod cpu;
+mod server;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +37,10 @@ enum Commands {
     GenModel(commands::gen_model::Args),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::Args),
+    /// Measure prompt and generation speed as llama-bench does, or the memory bandwidth.
+    Bench(commands::bench::Args),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings).
+    Serve(commands::serve::Args),
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -49,6 +53,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Commands::Perplexity(a) => commands::perplexity::run(a),
         Commands::GenModel(a) => commands::gen_model::run(a),
         Commands::Tokenize(a) => commands::tokenize::run(a),
+        Commands::Bench(a) => commands::bench::run(a),
+        Commands::Serve(a) => commands::serve::run(a),
     }
 }
 

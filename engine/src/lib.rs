@@ -2,6 +2,7 @@
 //! ferro-engine: models, KV cache, generation and perplexity on top of ferro-kernels;
 //! tokenizers, chat templates and sampling.
 
+pub mod bench;
 pub mod chat_template;
 pub mod gen_model;
 pub mod generate;
@@ -12,4 +13,6 @@ pub mod perplexity;
 pub mod sampler;
 pub mod tokenizer;
 
-pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions};
+pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
+pub mod grammar;
+pub mod scheduler;

@@ -8,7 +8,7 @@ use ferro_gguf::{Gguf, GgufError, Value};
 use serde_json::{json, Map, Value as Json};
 
 use crate::commands::list::human_bytes;
-use crate::{cpu, store};
+use crate::store;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,8 +72,8 @@ fn summarize(g: &Gguf, path: &Path) -> Json {
         "chat_template": g.get("tokenizer.chat_template").is_some(),
         "alignment": g.alignment,
         "metadata": metadata,
-        "cpu_features": cpu::features(),
-        "kernels": cpu::kernel_path(),
+        "cpu_features": ferro_kernels::cpu_features(),
+        "kernels": ferro_kernels::kernel_path(),
     })
 }
 
@@ -145,7 +145,7 @@ fn print_human(info: &Json, g: &Gguf) {
                 g.data_offset
             ),
         ),
-        ("cpu features", cpu::features().join(" ")),
+        ("cpu features", ferro_kernels::cpu_features().join(" ")),
         ("kernels", s("kernels")),
     ];
     for (k, v) in rows {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod gen_model;
 pub mod info;
 pub mod list;
@@ -8,3 +9,4 @@ pub mod pull;
 pub mod rm;
 pub mod run;
 pub mod tokenize;
+pub mod serve;

@@ -39,6 +39,8 @@ pub enum ModelError {
     ContextFull { n_tokens: usize, pos: usize, n_ctx: usize },
     #[error("token id {id} is outside the vocabulary of {n_vocab} tokens")]
     BadToken { id: u32, n_vocab: usize },
+    #[error("KV slot {slot} is out of range or used twice in one step ({n_slots} slots)")]
+    BadSlot { slot: usize, n_slots: usize },
     #[error("could not build a thread pool of {threads} threads: {reason}")]
     ThreadPool { threads: usize, reason: String },
 }
@@ -724,6 +726,165 @@ impl Model {
     }
 }
 
+/// One sequence's part of a multi-sequence step ([`Model::forward_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqStep<'a> {
+    /// KV cache slot of the sequence (`0..n_slots`).
+    pub slot: usize,
+    /// Position of `tokens[0]` in the sequence; the slot's positions before it are reused.
+    pub pos: usize,
+    pub tokens: &'a [u32],
+    /// Whether to return the logits of the last token.
+    pub logits: bool,
+}
+
+impl Model {
+    /// Reallocate the KV cache for `n_slots` independent sequences of `n_ctx()` positions each
+    /// (everything cached is dropped). [`Model::forward`] uses slot 0.
+    pub fn set_slots(&mut self, n_slots: usize) {
+        let hp = &self.hp;
+        self.kv = KvCache::with_slots(hp.n_layer, self.kv.n_ctx, n_slots, hp.k_dim(), hp.v_dim());
+    }
+
+    /// Sequences the KV cache holds.
+    pub fn n_slots(&self) -> usize {
+        self.kv.n_slots
+    }
+
+    /// Copy the first `n` cached positions of slot `from` into slot `to` (a shared prefix).
+    pub fn copy_prefix(&mut self, from: usize, to: usize, n: usize) {
+        if from < self.kv.n_slots && to < self.kv.n_slots {
+            self.kv.copy_prefix(from, to, n);
+        }
+    }
+
+    fn check_step(&self, st: &SeqStep) -> Result<()> {
+        let n_ctx = self.kv.n_ctx;
+        if st.slot >= self.kv.n_slots {
+            return Err(ModelError::BadSlot {
+                slot: st.slot,
+                n_slots: self.kv.n_slots,
+            });
+        }
+        if st.pos + st.tokens.len() > n_ctx {
+            return Err(ModelError::ContextFull {
+                n_tokens: st.tokens.len(),
+                pos: st.pos,
+                n_ctx,
+            });
+        }
+        let n_vocab = self.hp.n_vocab;
+        if let Some(&id) = st.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab });
+        }
+        Ok(())
+    }
+
+    /// Run one step of several sequences together: each `seqs[i].tokens` at its positions in
+    /// its own slot. Every weight matrix is read once for all tokens of the step; attention runs
+    /// per sequence. Returns `[k][n_vocab]`: the last token's logits of each sequence that asked
+    /// for them, in order. A sequence's results do not depend on the others in the step.
+    pub fn forward_batch(&mut self, seqs: &[SeqStep]) -> Result<&[f32]> {
+        for (i, st) in seqs.iter().enumerate() {
+            self.check_step(st)?;
+            if seqs[..i].iter().any(|o| o.slot == st.slot) {
+                return Err(ModelError::BadSlot {
+                    slot: st.slot,
+                    n_slots: self.kv.n_slots,
+                });
+            }
+        }
+        let n_vocab = self.hp.n_vocab;
+        let n_out = seqs.iter().filter(|st| st.logits && !st.tokens.is_empty()).count();
+        if self.s.logits.len() < n_out * n_vocab {
+            self.s.logits.resize(n_out * n_vocab, 0.0);
+        }
+        let Model {
+            gguf, hp, w, kv, s, pool, ..
+        } = self;
+        let file = gguf.bytes();
+        let mut run = || -> Result<()> {
+            let b = s.n_batch;
+            let mut tokens: Vec<u32> = Vec::with_capacity(b);
+            let mut spans: Vec<Span> = Vec::new();
+            let mut rows: Vec<(usize, usize)> = Vec::new();
+            let mut next_out = 0;
+            for st in seqs {
+                let mut done = 0;
+                while done < st.tokens.len() {
+                    let take = (b - tokens.len()).min(st.tokens.len() - done);
+                    spans.push(Span {
+                        start: tokens.len(),
+                        len: take,
+                        slot: st.slot,
+                        pos: st.pos + done,
+                    });
+                    tokens.extend_from_slice(&st.tokens[done..done + take]);
+                    done += take;
+                    if done == st.tokens.len() && st.logits {
+                        rows.push((tokens.len() - 1, next_out));
+                        next_out += 1;
+                    }
+                    if tokens.len() == b {
+                        forward_spans(hp, w, kv, s, file, &tokens, &spans, Output::Logits(&rows))?;
+                        tokens.clear();
+                        spans.clear();
+                        rows.clear();
+                    }
+                }
+            }
+            if !tokens.is_empty() {
+                forward_spans(hp, w, kv, s, file, &tokens, &spans, Output::Logits(&rows))?;
+            }
+            Ok(())
+        };
+        match pool {
+            Some(pool) => pool.install(run)?,
+            None => run()?,
+        }
+        Ok(&self.s.logits[..n_out * n_vocab])
+    }
+
+    /// Sentence embedding of `tokens`: the mean over tokens of the final normed hidden state,
+    /// scaled to unit length. Runs in `slot` from position 0 (overwriting what it held).
+    pub fn embed(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>> {
+        let st = SeqStep {
+            slot,
+            pos: 0,
+            tokens,
+            logits: false,
+        };
+        self.check_step(&st)?;
+        let mut sum = vec![0f32; self.hp.n_embd];
+        let Model {
+            gguf, hp, w, kv, s, pool, ..
+        } = self;
+        let file = gguf.bytes();
+        let mut run = || -> Result<()> {
+            let b = s.n_batch;
+            for (ci, chunk) in tokens.chunks(b).enumerate() {
+                let spans = [Span {
+                    start: 0,
+                    len: chunk.len(),
+                    slot,
+                    pos: ci * b,
+                }];
+                forward_spans(hp, w, kv, s, file, chunk, &spans, Output::HiddenSum(&mut sum))?;
+            }
+            Ok(())
+        };
+        match pool {
+            Some(pool) => pool.install(run)?,
+            None => run()?,
+        }
+        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            sum.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(sum)
+    }
+}
+
 /// `y[n][rows] = x[n][cols] · Wᵀ`: matvec for one token, matmul for a batch.
 fn mm(t: &Tensor, file: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
     let w = t.view(file);
@@ -756,6 +917,52 @@ fn forward_batch(
     pos: usize,
     out: Option<(Range<usize>, usize)>,
 ) -> Result<()> {
+    let spans = [Span {
+        start: 0,
+        len: tokens.len(),
+        slot: 0,
+        pos,
+    }];
+    let rows: Vec<(usize, usize)> = match out {
+        Some((rows, first)) => rows.enumerate().map(|(i, r)| (r, first + i)).collect(),
+        None => Vec::new(),
+    };
+    forward_spans(hp, w, kv, s, file, tokens, &spans, Output::Logits(&rows))
+}
+
+/// A run of consecutive tokens of one sequence inside a batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    /// First token (row) of the run in the batch.
+    pub start: usize,
+    pub len: usize,
+    /// KV cache slot of the sequence.
+    pub slot: usize,
+    /// Position of the first token in its sequence.
+    pub pos: usize,
+}
+
+/// What [`forward_spans`] produces after the last block.
+enum Output<'a> {
+    /// `(row of the batch, row of s.logits)` pairs.
+    Logits(&'a [(usize, usize)]),
+    /// Add every row's final-normed hidden state to this `[n_embd]` sum.
+    HiddenSum(&'a mut [f32]),
+}
+
+/// One batch of tokens, made of runs of several sequences (`spans`), through the whole model.
+/// Linear layers run over all tokens at once; attention runs per sequence in its own slot.
+#[allow(clippy::too_many_arguments)]
+fn forward_spans(
+    hp: &Hparams,
+    w: &Weights,
+    kv: &mut KvCache,
+    s: &mut RunState,
+    file: &[u8],
+    tokens: &[u32],
+    spans: &[Span],
+    out: Output,
+) -> Result<()> {
     let n = tokens.len();
     let d = hp.n_embd;
     let embd = w.tok_embd;
@@ -776,7 +983,7 @@ fn forward_batch(
             layer,
             rope,
             il,
-            pos,
+            spans,
             n,
             file,
         };
@@ -785,21 +992,35 @@ fn forward_batch(
             Arch::Gemma3 => gemma3::block(&ctx, s, kv),
         }
     }
-    if let Some((rows, first)) = out {
-        let m = rows.len();
-        for (i, t) in rows.clone().enumerate() {
-            ops::rms_norm(
-                &mut s.xb[i * d..(i + 1) * d],
-                &s.x[t * d..(t + 1) * d],
-                &w.output_norm,
-                hp.norm_eps,
-            );
+    match out {
+        Output::Logits(rows) if !rows.is_empty() => {
+            let m = rows.len();
+            for (i, &(t, _)) in rows.iter().enumerate() {
+                ops::rms_norm(
+                    &mut s.xb[i * d..(i + 1) * d],
+                    &s.x[t * d..(t + 1) * d],
+                    &w.output_norm,
+                    hp.norm_eps,
+                );
+            }
+            let v = hp.n_vocab;
+            // Rows asked for are consecutive in s.logits when they come from one call's chunk;
+            // compute them into place from the first one.
+            let first = rows[0].1;
+            debug_assert!(rows.iter().enumerate().all(|(i, r)| r.1 == first + i));
+            let logits = &mut s.logits[first * v..(first + m) * v];
+            mm(&w.output, file, &s.xb, m, logits);
+            if let Some(cap) = hp.final_logit_softcap {
+                ops::softcap(logits, cap);
+            }
         }
-        let v = hp.n_vocab;
-        let logits = &mut s.logits[first * v..(first + m) * v];
-        mm(&w.output, file, &s.xb, m, logits);
-        if let Some(cap) = hp.final_logit_softcap {
-            ops::softcap(logits, cap);
+        Output::Logits(_) => {}
+        Output::HiddenSum(sum) => {
+            for t in 0..n {
+                let row = &mut s.xb[..d];
+                ops::rms_norm(row, &s.x[t * d..(t + 1) * d], &w.output_norm, hp.norm_eps);
+                ops::add(sum, row);
+            }
         }
     }
     Ok(())
@@ -811,8 +1032,8 @@ pub(crate) struct BlockCtx<'a> {
     pub layer: &'a Layer,
     pub rope: &'a Rope,
     pub il: usize,
-    /// Position of the first token of the batch.
-    pub pos: usize,
+    /// The sequences' runs of tokens that make up the batch, in row order.
+    pub spans: &'a [Span],
     /// Tokens in the batch.
     pub n: usize,
     pub file: &'a [u8],
@@ -887,13 +1108,25 @@ impl BlockCtx<'_> {
     /// sliding-window layers) and project the heads through `wo` into `s.xb2`.
     pub fn attention(&self, s: &mut RunState, kv: &mut KvCache) {
         let hp = self.hp;
-        let (n, pos, hd, hdv) = (self.n, self.pos, hp.head_dim, hp.head_dim_v);
+        let (n, hd, hdv) = (self.n, hp.head_dim, hp.head_dim_v);
         let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
-        for t in 0..n {
-            self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, pos + t);
-            self.rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, pos + t);
+        // Each row's first cache row of its slot and its position in its sequence.
+        let mut at = Vec::with_capacity(n);
+        for sp in self.spans {
+            let rows = sp.start..sp.start + sp.len;
+            for (i, t) in rows.clone().enumerate() {
+                self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, sp.pos + i);
+                self.rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, sp.pos + i);
+                at.push((sp.slot * kv.n_ctx, sp.pos + i));
+            }
+            kv.store_slot(
+                self.il,
+                sp.slot,
+                sp.pos,
+                &s.k[rows.start * kd..rows.end * kd],
+                &s.v[rows.start * vd..rows.end * vd],
+            );
         }
-        kv.store(self.il, pos, &s.k[..n * kd], &s.v[..n * vd]);
         let (kc, vc) = kv.layer(self.il);
         let window = if hp.is_swa(self.il) { hp.sliding_window } else { 0 };
         let group = hp.n_head / hp.n_head_kv;
@@ -908,15 +1141,17 @@ impl BlockCtx<'_> {
                 || Vec::with_capacity(n_ctx),
                 |scores, (i, out)| {
                     let (t, h) = (i / hp.n_head, i % hp.n_head);
-                    let p = pos + t;
+                    let (base, p) = at[t];
                     let kvh = h / group;
                     let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
                     scores.clear();
-                    scores.extend((lo..=p).map(|j| dot(qh, &kc[j * kd + kvh * hd..j * kd + (kvh + 1) * hd]) * scale));
+                    scores.extend(
+                        (base + lo..=base + p).map(|j| dot(qh, &kc[j * kd + kvh * hd..j * kd + (kvh + 1) * hd]) * scale),
+                    );
                     ops::softmax(scores);
                     out.fill(0.0);
-                    for (j, &a) in (lo..=p).zip(scores.iter()) {
+                    for (j, &a) in (base + lo..=base + p).zip(scores.iter()) {
                         let vj = &vc[j * vd + kvh * hdv..j * vd + (kvh + 1) * hdv];
                         for (o, &x) in out.iter_mut().zip(vj) {
                             *o += a * x;
