@@ -649,7 +649,7 @@ impl<'t> Loop<'t> {
                 finished.push((i, f));
             }
         }
-        finished.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
         for (i, finish) in finished {
             let mut s = self.seqs.swap_remove(i);
             let mut tail = s.detok.flush();

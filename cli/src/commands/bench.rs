@@ -159,10 +159,7 @@ impl ModelInfo {
             .file_name()
             .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_default();
-        let ftype = g
-            .get_u64("general.file_type")
-            .and_then(file_type_name)
-            .unwrap_or("?");
+        let ftype = g.get_u64("general.file_type").and_then(file_type_name).unwrap_or("?");
         ModelInfo {
             name,
             desc: format!("{} {} {ftype}", model.hparams().arch_name, human_params(params)),

@@ -61,10 +61,12 @@ pub struct StreamOptions {
 #[derive(Debug, Clone, Deserialize)]
 pub struct JsonSchemaFormat {
     #[serde(default)]
+    #[allow(dead_code)] // accepted for OpenAI compatibility, not used by ferro
     pub name: Option<String>,
     #[serde(default)]
     pub schema: Option<Value>,
     #[serde(default)]
+    #[allow(dead_code)] // accepted for OpenAI compatibility, not used by ferro
     pub strict: Option<bool>,
 }
 
@@ -110,6 +112,7 @@ pub struct Sampling {
     pub repetition_penalty: Option<f32>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    #[allow(dead_code)] // accepted for OpenAI compatibility, not used by ferro
     pub user: Option<String>,
 }
 
@@ -255,5 +258,6 @@ pub struct EmbeddingRequest {
     #[serde(default)]
     pub encoding_format: Option<String>,
     #[serde(default)]
+    #[allow(dead_code)] // accepted for OpenAI compatibility, not used by ferro
     pub user: Option<String>,
 }

@@ -800,7 +800,13 @@ impl Model {
             self.s.logits.resize(n_out * n_vocab, 0.0);
         }
         let Model {
-            gguf, hp, w, kv, s, pool, ..
+            gguf,
+            hp,
+            w,
+            kv,
+            s,
+            pool,
+            ..
         } = self;
         let file = gguf.bytes();
         let mut run = || -> Result<()> {
@@ -857,7 +863,13 @@ impl Model {
         self.check_step(&st)?;
         let mut sum = vec![0f32; self.hp.n_embd];
         let Model {
-            gguf, hp, w, kv, s, pool, ..
+            gguf,
+            hp,
+            w,
+            kv,
+            s,
+            pool,
+            ..
         } = self;
         let file = gguf.bytes();
         let mut run = || -> Result<()> {
@@ -1147,7 +1159,8 @@ impl BlockCtx<'_> {
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
                     scores.clear();
                     scores.extend(
-                        (base + lo..=base + p).map(|j| dot(qh, &kc[j * kd + kvh * hd..j * kd + (kvh + 1) * hd]) * scale),
+                        (base + lo..=base + p)
+                            .map(|j| dot(qh, &kc[j * kd + kvh * hd..j * kd + (kvh + 1) * hd]) * scale),
                     );
                     ops::softmax(scores);
                     out.fill(0.0);
