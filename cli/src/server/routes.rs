@@ -23,6 +23,9 @@ use super::errors::ApiError;
 use super::openai_types::*;
 use super::AppState;
 
+/// Builds one scheduler job once the sink that receives its events exists.
+type JobBuilder = Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>;
+
 /// Largest `n` (choices per request).
 const MAX_N: u32 = 8;
 /// Largest `top_logprobs`.
@@ -208,10 +211,7 @@ impl Sink for ChanSink {
 }
 
 /// Queue the jobs of one request; the receiver gets every job's events.
-fn submit_all(
-    st: &AppState,
-    jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>>,
-) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
+fn submit_all(st: &AppState, jobs: Vec<JobBuilder>) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = unbounded_channel();
     for (index, make) in jobs.into_iter().enumerate() {
         let sink = Box::new(ChanSink { tx: tx.clone(), index });
@@ -909,7 +909,7 @@ pub async fn completions(
         other => other.map(|n| n as usize),
     };
     let prompts = prompts_of(&st, &req.prompt)?;
-    let mut jobs: Vec<Box<dyn FnOnce(Box<dyn Sink>) -> Job + Send>> = Vec::new();
+    let mut jobs: Vec<JobBuilder> = Vec::new();
     for prompt in &prompts {
         let max_tokens = check_context(&st, prompt.len(), p.max_tokens.or(Some(16)))?;
         for i in 0..p.n {
