@@ -603,8 +603,8 @@ mod tests {
         for d in docs {
             assert!(complete(d), "{d}");
             serde_json::from_str::<serde_json::Value>(d).unwrap();
-            for i in 0..d.len() {
-                assert!(ok(&d[..i]) || !d.is_char_boundary(i), "prefix {:?}", &d[..i]);
+            for i in (0..d.len()).filter(|&i| d.is_char_boundary(i)) {
+                assert!(ok(&d[..i]), "prefix {:?}", &d[..i]);
             }
         }
     }
@@ -648,7 +648,8 @@ mod tests {
             "tags": {"type": "array", "items": {"enum": ["big", "old"]}},
             "extra": {}
         }, "required": ["city"]});
-        let good = r#"{"city": "Paris", "population": 2100000, "tags": ["big", "old"], "extra": {"a": [1, 2]}}"#;
+        // serde_json's map keeps keys sorted, so the schema's key order is alphabetical.
+        let good = r#"{"city": "Paris", "extra": {"a": [1, 2]}, "population": 2100000, "tags": ["big", "old"]}"#;
         let mut c = JsonConstraint::schema(&schema);
         assert!(c.advance(good.as_bytes()), "rejected");
         assert!(c.is_complete());
