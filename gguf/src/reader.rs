@@ -848,7 +848,7 @@ impl<'a> Cursor<'a> {
                 what: what.into(),
                 offset: self.pos.saturating_sub(at) as u64,
                 reason: format!(
-                    "{count} entries of at least {min_size} bytes cannot fit in the {} bytes that remain",
+                    "{count} entries of at least {min_size} bytes cannot fit in the {} bytes that remain (file truncated or corrupt)",
                     self.remaining()
                 ),
             });
