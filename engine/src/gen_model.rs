@@ -321,12 +321,11 @@ pub fn generate_model(opts: &GenOptions, tokenizer_src: &Gguf, out: &Path) -> Re
     let mut w = GgufWriter::new();
     let u32v = |x: usize| MetaValue::U32(x as u32);
     w.set("general.architecture", MetaValue::String(a.into()))?;
+    // No architecture in the name: llama.cpp sets token attributes by model name, and a name
+    // containing "phi3" makes it look up "</s>", which the copied vocabulary may lack.
     w.set(
         "general.name",
-        MetaValue::String(format!(
-            "ferro synthetic {:?} {:?} {:?}",
-            opts.arch, opts.shape, opts.quant
-        )),
+        MetaValue::String(format!("ferro synthetic {:?} {:?}", opts.shape, opts.quant)),
     )?;
     w.set("general.file_type", MetaValue::U32(opts.quant.file_type()))?;
     w.set("general.quantization_version", MetaValue::U32(2))?;
