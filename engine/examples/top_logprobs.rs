@@ -1,8 +1,9 @@
 //! Greedy decoding printing per step the chosen token and the top-k log-probabilities, in the
 //! format of scripts/llama-logits.cpp, to compare ferro with llama.cpp step by step:
 //!
-//! `top_logprobs MODEL -p 1,2,3 [-p 4,5] [-n 16] [-k 8] [-t THREADS] [-c CTX] [--dump FILE]`
+//! `top_logprobs MODEL -p 1,2,3 [-p 4,5] [-n 16] [-k 8] [-t THREADS] [-c CTX] [-b BATCH] [--dump FILE]`
 //!
+//! `-b 1` runs the prompt one token at a time (matrix-vector products, as llama.cpp with `-b 1`).
 //! `--dump FILE` writes every step's raw logits (f32 little-endian, n_vocab per step).
 
 use std::io::Write;
@@ -27,10 +28,11 @@ fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: top_logprobs MODEL -p IDS [-p IDS...] [-n N] [-k K] [-t T] [-c CTX] [--dump FILE]";
+    let usage = "usage: top_logprobs MODEL -p IDS [-p IDS...] [-n N] [-k K] [-t T] [-c CTX] [-b BATCH] [--dump FILE]";
     let mut args = std::env::args().skip(1);
     let path = args.next().ok_or(usage)?;
     let (mut prompts, mut n_gen, mut k, mut threads, mut n_ctx, mut dump) = (Vec::new(), 16, 8, 0, 256, None);
+    let mut n_batch = ModelOptions::default().n_batch;
     while let Some(a) = args.next() {
         let v = args.next().ok_or(usage)?;
         match a.as_str() {
@@ -39,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "-k" => k = v.parse()?,
             "-t" => threads = v.parse()?,
             "-c" => n_ctx = v.parse()?,
+            "-b" => n_batch = v.parse()?,
             "--dump" => dump = Some(std::io::BufWriter::new(std::fs::File::create(v)?)),
             _ => return Err(usage.into()),
         }
@@ -47,8 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &path,
         &ModelOptions {
             n_ctx,
+            n_batch,
             threads,
-            ..ModelOptions::default()
         },
     )?;
     let mut out = Vec::new();
