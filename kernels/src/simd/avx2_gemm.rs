@@ -18,6 +18,8 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q5_0: Some(gemm_q5_0),
     q5_1: Some(gemm_q5_1),
     q8_0: Some(gemm_q8_0),
+    q4_k: Some(super::avx2_kquants::gemm_q4_k),
+    q6_k: Some(super::avx2_kquants::gemm_q6_k),
 };
 
 /// Rows per tile in `gemm` and tokens per tile.
