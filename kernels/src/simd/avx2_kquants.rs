@@ -121,8 +121,8 @@ unsafe fn q4_k_tile<const TT: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; TT]) -> [f
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); TT];
     let mut acc_m = [_mm_setzero_ps(); TT];
-    for t in 0..TT {
-        assert_eq!(a[t].len(), w.len(), "q4_k tile: length mismatch");
+    for at in &a {
+        assert_eq!(at.len(), w.len(), "q4_k tile: length mismatch");
     }
     for (b, x) in w.iter().enumerate() {
         let (xd, xdmin) = (h2f(x.d), h2f(x.dmin));
@@ -235,8 +235,8 @@ unsafe fn q6_k_tile<const TT: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); TT];
-    for t in 0..TT {
-        assert_eq!(a[t].len(), w.len(), "q6_k tile: length mismatch");
+    for at in &a {
+        assert_eq!(at.len(), w.len(), "q6_k tile: length mismatch");
     }
     for (b, x) in w.iter().enumerate() {
         let xd = h2f(x.d);
@@ -339,7 +339,10 @@ fn gemm_k<W>(
     four: impl Fn(&[W], [&[BlockQ8K]; 4]) -> [f32; 4],
     one: impl Fn(&[W], [&[BlockQ8K]; 1]) -> [f32; 1],
 ) {
-    assert!(nb > 0 && w.len() % nb == 0 && a.len() % nb == 0, "gemm: partial rows");
+    assert!(
+        nb > 0 && w.len().is_multiple_of(nb) && a.len().is_multiple_of(nb),
+        "gemm: partial rows"
+    );
     let n = a.len() / nb;
     for (r, wr) in w.chunks_exact(nb).enumerate() {
         let o = &mut out[r * ldo..r * ldo + n];
