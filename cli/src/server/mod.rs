@@ -21,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ferro_engine::chat_template::ChatTemplate;
-use ferro_engine::models::{Model, ModelOptions};
+use ferro_engine::models::ModelOptions;
+use ferro_engine::Forward;
+use ferro_gguf::Gguf;
 use ferro_engine::scheduler::{Scheduler, SchedulerConfig};
 use ferro_engine::tokenizer::Tokenizer;
 
@@ -46,6 +48,8 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Where the model runs.
+    pub device: crate::commands::DeviceArgs,
 }
 
 /// Shared by every handler.
@@ -182,8 +186,10 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         threads: cfg.threads,
         ..ModelOptions::default()
     };
-    let model = Model::load(&cfg.model_path, &opts).with_context(|| format!("loading {}", cfg.model_path.display()))?;
-    let gguf = model.gguf().clone();
+    let loading = || format!("loading {}", cfg.model_path.display());
+    let gguf = Arc::new(Gguf::open(&cfg.model_path).with_context(loading)?);
+    let model = cfg.device.load(gguf.clone(), &opts).with_context(loading)?;
+    tracing::info!("running on {}", model.describe());
     let tok = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
     let template = ChatTemplate::from_gguf(&gguf, &tok).context("reading the chat template")?;
     let bos_text = tok
@@ -201,7 +207,15 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .map(|s| vec![s.to_string()])
         .unwrap_or_default();
     let n_ctx = model.n_ctx();
-    let n_parallel = cfg.n_parallel.max(1);
+    let mut n_parallel = cfg.n_parallel.max(1);
+    if n_parallel > model.max_slots() {
+        tracing::warn!(
+            "the GPU backend holds one KV cache and decodes one sequence at a time: \
+             --parallel {n_parallel} reduced to {} (use --device cpu for batched decoding)",
+            model.max_slots()
+        );
+        n_parallel = model.max_slots();
+    }
     tracing::info!(
         "model {model_id}: {} layers, context {n_ctx} x {n_parallel} slots, KV cache {} MiB",
         model.hparams().n_layer,
@@ -217,6 +231,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     )
     .context("starting the engine thread")?;
+    let n_parallel = sched.n_parallel();
     let cors = match &cfg.cors {
         Some(o) => Some(HeaderValue::from_str(o).context("--cors: not a valid origin")?),
         None => None,
