@@ -16,8 +16,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ferro_gguf::Gguf;
-use ferro_shaders::{GpuContext, GpuModel};
 pub use ferro_shaders::{list_adapters, AdapterSummary};
+use ferro_shaders::{GpuContext, GpuModel};
 
 use crate::models::{Hparams, Logits, Model, ModelError, ModelOptions, Result, SeqStep};
 
@@ -188,18 +188,20 @@ impl Backend {
                 Ok(Backend::Gpu(Box::new(GpuBackend::load(ctx, gguf, opts)?)))
             }
             Device::Auto => {
+                // The CPU model first: a file it cannot run fails here, before any GPU probing,
+                // and it is the fallback. Its weights are views of the map, its KV cache not yet
+                // touched, so holding it while the GPU loads costs little.
+                let cpu = Model::from_gguf(gguf.clone(), opts)?;
                 let ctx = match GpuContext::new() {
                     Ok(c) if is_hardware(&c.adapter()) => Arc::new(c),
-                    _ => return Ok(Backend::Cpu(Model::from_gguf(gguf, opts)?)),
+                    _ => return Ok(Backend::Cpu(cpu)),
                 };
                 let adapter = ctx.adapter();
-                match GpuBackend::load(ctx, gguf.clone(), opts) {
+                match GpuBackend::load(ctx, gguf, opts) {
                     Ok(g) => Ok(Backend::Gpu(Box::new(g))),
-                    // A model the CPU cannot read either: report it as the CPU would.
-                    Err(e @ (ModelError::UnknownArchitecture(_) | ModelError::Gguf(_))) => Err(e),
                     Err(e) => {
                         tracing::warn!("{adapter}: {e}; running on the CPU");
-                        Ok(Backend::Cpu(Model::from_gguf(gguf, opts)?))
+                        Ok(Backend::Cpu(cpu))
                     }
                 }
             }

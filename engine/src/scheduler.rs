@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::grammar::JsonConstraint;
 use crate::backend::{Backend, Forward};
+use crate::grammar::JsonConstraint;
 use crate::models::SeqStep;
 use crate::sampler::{log_softmax, top_logprobs, Sampler, SamplerConfig, StopMatcher};
 use crate::tokenizer::{Detokenizer, Tokenizer};

@@ -22,10 +22,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use ferro_engine::chat_template::ChatTemplate;
 use ferro_engine::models::ModelOptions;
-use ferro_engine::Forward;
-use ferro_gguf::Gguf;
 use ferro_engine::scheduler::{Scheduler, SchedulerConfig};
 use ferro_engine::tokenizer::Tokenizer;
+use ferro_engine::Forward;
+use ferro_gguf::Gguf;
 
 use errors::ApiError;
 
@@ -65,6 +65,8 @@ pub struct AppState {
     pub model_path: String,
     pub n_ctx: usize,
     pub n_parallel: usize,
+    /// Where the model runs: "CPU (avx2 kernels)", "GPU: <adapter>".
+    pub device: String,
     pub created: u64,
     pub api_key: Option<String>,
     pub cors: Option<HeaderValue>,
@@ -189,7 +191,8 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let loading = || format!("loading {}", cfg.model_path.display());
     let gguf = Arc::new(Gguf::open(&cfg.model_path).with_context(loading)?);
     let model = cfg.device.load(gguf.clone(), &opts).with_context(loading)?;
-    tracing::info!("running on {}", model.describe());
+    let device = model.describe();
+    tracing::info!("running on {device}");
     let tok = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
     let template = ChatTemplate::from_gguf(&gguf, &tok).context("reading the chat template")?;
     let bos_text = tok
@@ -246,6 +249,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         model_path: cfg.model_path.display().to_string(),
         n_ctx,
         n_parallel,
+        device,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

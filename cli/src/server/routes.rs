@@ -1150,7 +1150,7 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
             "object": "model",
             "created": st.created,
             "owned_by": "ferro",
-            "meta": {"n_ctx": st.n_ctx, "n_parallel": st.n_parallel, "path": st.model_path},
+            "meta": {"n_ctx": st.n_ctx, "n_parallel": st.n_parallel, "device": st.device, "path": st.model_path},
         }],
     }))
 }
