@@ -160,7 +160,7 @@ impl GpuBackend {
 
 /// A model on the device `--device` chose.
 pub enum Backend {
-    Cpu(Model),
+    Cpu(Box<Model>),
     Gpu(Box<GpuBackend>),
 }
 
@@ -172,7 +172,7 @@ impl fmt::Debug for Backend {
 
 impl From<Model> for Backend {
     fn from(m: Model) -> Self {
-        Backend::Cpu(m)
+        Backend::Cpu(Box::new(m))
     }
 }
 
@@ -182,7 +182,7 @@ impl Backend {
     /// logging why at `warn` when a hardware GPU was there but could not be used.
     pub fn load(gguf: Arc<Gguf>, opts: &ModelOptions, device: Device) -> Result<Backend> {
         match device {
-            Device::Cpu => Ok(Backend::Cpu(Model::from_gguf(gguf, opts)?)),
+            Device::Cpu => Ok(Model::from_gguf(gguf, opts)?.into()),
             Device::Gpu => {
                 let ctx = Arc::new(GpuContext::new()?);
                 Ok(Backend::Gpu(Box::new(GpuBackend::load(ctx, gguf, opts)?)))
@@ -194,14 +194,14 @@ impl Backend {
                 let cpu = Model::from_gguf(gguf.clone(), opts)?;
                 let ctx = match GpuContext::new() {
                     Ok(c) if is_hardware(&c.adapter()) => Arc::new(c),
-                    _ => return Ok(Backend::Cpu(cpu)),
+                    _ => return Ok(cpu.into()),
                 };
                 let adapter = ctx.adapter();
                 match GpuBackend::load(ctx, gguf, opts) {
                     Ok(g) => Ok(Backend::Gpu(Box::new(g))),
                     Err(e) => {
                         tracing::warn!("{adapter}: {e}; running on the CPU");
-                        Ok(Backend::Cpu(cpu))
+                        Ok(cpu.into())
                     }
                 }
             }

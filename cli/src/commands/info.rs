@@ -205,7 +205,7 @@ fn print_devices(info: &Json) {
         let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
         let mut line = format!("{} ({}, {}", s("name"), s("backend"), s("device_type"));
         if !s("driver").is_empty() {
-            line.push_str(&format!(", {} {}", s("driver"), s("driver_info")).trim_end().to_string());
+            line.push_str(format!(", {} {}", s("driver"), s("driver_info")).trim_end());
         }
         line.push(')');
         if a["hardware"] != true {
