@@ -56,6 +56,31 @@ impl KernelPath {
 
 /// Dot of a weight row (blocks) with an activation row (blocks).
 pub type DotFn<W, A> = fn(&[W], &[A]) -> f32;
+/// Register-tiled product `out[r * ldo + t] = dot(w row r, a row t)` of every weight row of `w`
+/// and activation row of `a` (rows of `nb` blocks each), bit-identical to the same table's dot.
+pub type GemmFn<W, A> = fn(w: &[W], a: &[A], nb: usize, out: &mut [f32], ldo: usize);
+
+/// The tiled products a path has (None: the matrix products call the dot per pair).
+#[derive(Clone, Copy)]
+pub struct GemmKernels {
+    pub q4_0: Option<GemmFn<BlockQ4_0, BlockQ8_0>>,
+    pub q4_1: Option<GemmFn<BlockQ4_1, BlockQ8_1>>,
+    pub q5_0: Option<GemmFn<BlockQ5_0, BlockQ8_0>>,
+    pub q5_1: Option<GemmFn<BlockQ5_1, BlockQ8_1>>,
+    pub q8_0: Option<GemmFn<BlockQ8_0, BlockQ8_0>>,
+}
+
+impl GemmKernels {
+    /// No tiled products.
+    pub const NONE: GemmKernels = GemmKernels {
+        q4_0: None,
+        q4_1: None,
+        q5_0: None,
+        q5_1: None,
+        q8_0: None,
+    };
+}
+
 /// Quantize an f32 activation row into blocks.
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
 
@@ -89,6 +114,8 @@ pub struct KernelTable {
     pub dot_bf16: DotFn<bf16, f32>,
     /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
     pub kquants: KQuantKernels,
+    /// Tiled matrix products of the 32-element formats, where the path has them.
+    pub gemm: GemmKernels,
 }
 
 impl std::fmt::Debug for KernelTable {
@@ -114,6 +141,7 @@ static SCALAR: KernelTable = KernelTable {
     dot_f16: float::vec_dot_f16,
     dot_bf16: float::vec_dot_bf16,
     kquants: KQuantKernels::SCALAR,
+    gemm: GemmKernels::NONE,
 };
 
 impl KernelTable {

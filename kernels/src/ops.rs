@@ -1,7 +1,7 @@
 //! The engine-facing API: weight matrices borrowed from a GGUF map, row (de)quantization, and
 //! the matrix-vector (decode) and matrix-matrix (prefill) products on top of a [`KernelTable`].
 
-use crate::dispatch::{DotFn, KernelTable};
+use crate::dispatch::{DotFn, GemmFn, KernelTable};
 use crate::quants::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -199,6 +199,25 @@ const MATMUL_CHUNK_BYTES: usize = 128 * 1024;
 /// Tokens per weight-row pass inside a matmul chunk.
 const TOKEN_TILE: usize = 8;
 
+/// Where the tiled kernels (`KernelTable::gemm`) are used: `FERRO_GEMM=off` (never: a dot per
+/// row and token), `matmul` (prefill only) or `all` (the default; decode too). Results are the
+/// same bits either way; the knob exists to measure the kernels against each other.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum GemmMode {
+    Off,
+    Matmul,
+    All,
+}
+
+fn gemm_mode() -> GemmMode {
+    static MODE: std::sync::OnceLock<GemmMode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("FERRO_GEMM").as_deref().map(str::trim) {
+        Ok("off") => GemmMode::Off,
+        Ok("matmul") => GemmMode::Matmul,
+        _ => GemmMode::All,
+    })
+}
+
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise them.
 fn matvec_chunk(rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
@@ -206,10 +225,21 @@ fn matvec_chunk(rows: usize) -> usize {
 }
 
 /// `y[r] = dot(w[r], act)` for every row `r`, rows split across rayon tasks.
-fn run_matvec<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], dot: DotFn<W, A>, y: &mut [f32]) {
+fn run_matvec<W: Pod + Sync, A: Sync>(
+    w: &[W],
+    per_row: usize,
+    act: &[A],
+    dot: DotFn<W, A>,
+    gemm: Option<GemmFn<W, A>>,
+    y: &mut [f32],
+) {
+    let gemm = gemm.filter(|_| gemm_mode() == GemmMode::All);
     let chunk = matvec_chunk(y.len());
     y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
         let r0 = c * chunk;
+        if let Some(gemm) = gemm {
+            return gemm(&w[r0 * per_row..(r0 + ys.len()) * per_row], act, per_row, ys, 1);
+        }
         for (i, y) in ys.iter_mut().enumerate() {
             let r = r0 + i;
             *y = dot(&w[r * per_row..(r + 1) * per_row], act);
@@ -220,11 +250,20 @@ fn run_matvec<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], dot: D
 /// `Y[t][r] = dot(w[r], act[t])`. Rows are split into chunks whose weights fit in L2; a task
 /// keeps its chunk hot while it sweeps all tokens, so each weight byte comes from memory once.
 /// Results go to a row-major scratch `yt[r][t]` (contiguous per task) and are transposed.
-fn run_matmul<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], n: usize, dot: DotFn<W, A>, y: &mut [f32]) {
+fn run_matmul<W: Pod + Sync, A: Sync>(
+    w: &[W],
+    per_row: usize,
+    act: &[A],
+    n: usize,
+    dot: DotFn<W, A>,
+    gemm: Option<GemmFn<W, A>>,
+    y: &mut [f32],
+) {
     let rows = y.len() / n.max(1);
     if n == 0 || rows == 0 {
         return;
     }
+    let gemm = gemm.filter(|_| gemm_mode() != GemmMode::Off);
     let row_bytes = per_row * std::mem::size_of::<W>();
     let threads = rayon::current_num_threads().max(1);
     let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.div_ceil(threads).max(1));
@@ -235,6 +274,11 @@ fn run_matmul<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], n: usi
         let nr = out.len() / n;
         for t0 in (0..n).step_by(TOKEN_TILE) {
             let t1 = (t0 + TOKEN_TILE).min(n);
+            if let Some(gemm) = gemm {
+                let ws = &w[r0 * per_row..(r0 + nr) * per_row];
+                gemm(ws, &act[t0 * per_row..t1 * per_row], per_row, &mut out[t0..], n);
+                continue;
+            }
             for i in 0..nr {
                 let wr = &w[(r0 + i) * per_row..(r0 + i + 1) * per_row];
                 for t in t0..t1 {
@@ -268,28 +312,68 @@ macro_rules! dispatch_types {
     ($self:ident, $w:ident, $x:ident, $n:ident, $run:ident, $y:ident) => {{
         let per_row = $w.cols / ($w.ty.block_size() as usize);
         match $w.ty {
-            GgmlType::F32 => $run(&blocks::<f32>($w.data), per_row, $x, $n, $self.dot_f32, $y),
-            GgmlType::F16 => $run(&blocks::<f16>($w.data), per_row, $x, $n, $self.dot_f16, $y),
-            GgmlType::BF16 => $run(&blocks::<bf16>($w.data), per_row, $x, $n, $self.dot_bf16, $y),
+            GgmlType::F32 => $run(&blocks::<f32>($w.data), per_row, $x, $n, $self.dot_f32, None, $y),
+            GgmlType::F16 => $run(&blocks::<f16>($w.data), per_row, $x, $n, $self.dot_f16, None, $y),
+            GgmlType::BF16 => $run(&blocks::<bf16>($w.data), per_row, $x, $n, $self.dot_bf16, None, $y),
             GgmlType::Q4_0 => {
                 let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
-                $run(&blocks::<BlockQ4_0>($w.data), per_row, &a, $n, $self.dot_q4_0, $y)
+                $run(
+                    &blocks::<BlockQ4_0>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.dot_q4_0,
+                    $self.gemm.q4_0,
+                    $y,
+                )
             }
             GgmlType::Q4_1 => {
                 let a = quantize_acts::<BlockQ8_1>($x, $n, per_row, $self.quantize_q8_1);
-                $run(&blocks::<BlockQ4_1>($w.data), per_row, &a, $n, $self.dot_q4_1, $y)
+                $run(
+                    &blocks::<BlockQ4_1>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.dot_q4_1,
+                    $self.gemm.q4_1,
+                    $y,
+                )
             }
             GgmlType::Q5_0 => {
                 let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
-                $run(&blocks::<BlockQ5_0>($w.data), per_row, &a, $n, $self.dot_q5_0, $y)
+                $run(
+                    &blocks::<BlockQ5_0>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.dot_q5_0,
+                    $self.gemm.q5_0,
+                    $y,
+                )
             }
             GgmlType::Q5_1 => {
                 let a = quantize_acts::<BlockQ8_1>($x, $n, per_row, $self.quantize_q8_1);
-                $run(&blocks::<BlockQ5_1>($w.data), per_row, &a, $n, $self.dot_q5_1, $y)
+                $run(
+                    &blocks::<BlockQ5_1>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.dot_q5_1,
+                    $self.gemm.q5_1,
+                    $y,
+                )
             }
             GgmlType::Q8_0 => {
                 let a = quantize_acts::<BlockQ8_0>($x, $n, per_row, $self.quantize_q8_0);
-                $run(&blocks::<BlockQ8_0>($w.data), per_row, &a, $n, $self.dot_q8_0, $y)
+                $run(
+                    &blocks::<BlockQ8_0>($w.data),
+                    per_row,
+                    &a,
+                    $n,
+                    $self.dot_q8_0,
+                    $self.gemm.q8_0,
+                    $y,
+                )
             }
             GgmlType::Q2_K => {
                 let a = quantize_acts::<BlockQ8K>($x, $n, per_row, $self.kquants.quantize_q8_k);
@@ -299,6 +383,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q2_k,
+                    None,
                     $y,
                 )
             }
@@ -310,6 +395,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q3_k,
+                    None,
                     $y,
                 )
             }
@@ -321,6 +407,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q4_k,
+                    None,
                     $y,
                 )
             }
@@ -332,6 +419,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q5_k,
+                    None,
                     $y,
                 )
             }
@@ -343,6 +431,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q6_k,
+                    None,
                     $y,
                 )
             }
@@ -352,8 +441,16 @@ macro_rules! dispatch_types {
     }};
 }
 
-fn mv<W: Pod + Sync, A: Sync>(w: &[W], per_row: usize, act: &[A], _n: usize, dot: DotFn<W, A>, y: &mut [f32]) {
-    run_matvec(w, per_row, act, dot, y)
+fn mv<W: Pod + Sync, A: Sync>(
+    w: &[W],
+    per_row: usize,
+    act: &[A],
+    _n: usize,
+    dot: DotFn<W, A>,
+    gemm: Option<GemmFn<W, A>>,
+    y: &mut [f32],
+) {
+    run_matvec(w, per_row, act, dot, gemm, y)
 }
 
 impl KernelTable {

@@ -32,13 +32,14 @@ static TABLE: KernelTable = KernelTable {
     dot_f16,
     dot_bf16,
     kquants: super::avx2_kquants::KERNELS,
+    gemm: super::avx2_gemm::KERNELS,
 };
 
 // Safe entry points. They are reachable only through `TABLE` (also from the AVX-512 table,
 // which requires these features too), which `table()` hands out only after `detected()`.
 
 macro_rules! safe_entry {
-    ($name:ident, $imp:ident, $w:ty, $a:ty) => {
+    ($name:ident, $imp:path, $w:ty, $a:ty) => {
         pub(super) fn $name(w: &[$w], a: &[$a]) -> f32 {
             assert_eq!(w.len(), a.len());
             // SAFETY: only reachable through a table handed out after avx2+fma+f16c were detected;
@@ -71,7 +72,9 @@ pub(super) fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn fp16(h: f16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+    // A broadcast, not `_mm_cvtsi32_si128`: LLVM lowers that to `vpinsrw` into whatever register
+    // is at hand, a false dependency that serialised every block behind the previous one.
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16)))
 }
 
 #[inline]
@@ -111,6 +114,30 @@ pub(super) unsafe fn bytes_from_bits(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
 }
 
+/// Σ of unsigned x · signed y over groups of four bytes, as f32x8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
+    let p = _mm256_maddubs_epi16(x, y);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
+    // SAFETY: reads exactly the 32 bytes of `qs`.
+    _mm256_loadu_si256(qs.as_ptr() as *const __m256i)
+}
+
+/// The two fp16 values at the start of a block (`d` and `m` of Q4_1/Q5_1, `d` and `s` of Q8_1)
+/// as f32 lanes 0 and 1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp16x2<T: bytemuck::Pod>(block: &T) -> __m128 {
+    let b = bytemuck::bytes_of(block);
+    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+}
+
 /// Σ of signed x·y over groups of four bytes, as f32x8. `y` must not hold -128.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -118,21 +145,6 @@ unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
     mul_sum_u8_i8(ax, sy)
-}
-
-/// Σ of unsigned x · signed y over groups of four bytes, as f32x8.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
-    let p = _mm256_maddubs_epi16(x, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
-    // SAFETY: reads exactly the 32 bytes of `qs`.
-    _mm256_loadu_si256(qs.as_ptr() as *const __m256i)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -149,13 +161,15 @@ unsafe fn dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_1_impl(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
+    let mut summs = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        summs += fp16(x.m) * fp16(y.s);
-        let d = _mm256_set1_ps(fp16(x.d) * fp16(y.d));
+        // [d_x·d_y, m_x·s_y]
+        let p = _mm_mul_ps(fp16x2(x), fp16x2(y));
+        summs = _mm_add_ps(summs, p);
+        let d = _mm256_broadcastss_ps(p);
         acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(unpack_nibbles(&x.qs), load_q8(&y.qs)), acc);
     }
-    hsum_ps(acc) + summs
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -177,15 +191,16 @@ unsafe fn dot_q5_0_impl(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q5_1_impl(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
+    let mut summs = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        summs += fp16(x.m) * fp16(y.s);
-        let d = _mm256_set1_ps(fp16(x.d) * fp16(y.d));
+        let p = _mm_mul_ps(fp16x2(x), fp16x2(y));
+        summs = _mm_add_ps(summs, p);
+        let d = _mm256_broadcastss_ps(p);
         let hi = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(unpack_nibbles(&x.qs), hi);
         acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(qx, load_q8(&y.qs)), acc);
     }
-    hsum_ps(acc) + summs
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

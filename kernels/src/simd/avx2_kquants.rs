@@ -100,7 +100,7 @@ unsafe fn scale_pair(s: __m128i, a: i32) -> __m256i {
 /// fp16 bytes -> f32 with F16C (`vcvtph2ps`); callers enable `f16c`.
 #[inline(always)]
 pub(crate) unsafe fn h2f(b: [u8; 2]) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(b) as i32)))
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b))))
 }
 
 /// Q4_K x Q8_K dot product.

@@ -52,6 +52,8 @@ macro_rules! avx512_kernels {
                 dot_f16: avx2::dot_f16,
                 dot_bf16: avx2::dot_bf16,
                 kquants: $kquants,
+                // The AVX2 tiles (AVX-512 implies AVX2, FMA and F16C, checked by `detected`).
+                gemm: crate::simd::avx2_gemm::KERNELS,
             };
 
             macro_rules! safe_entry {

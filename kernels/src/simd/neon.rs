@@ -95,6 +95,7 @@ macro_rules! neon_kernels {
                 dot_f16: super::dot_f16,
                 dot_bf16: super::dot_bf16,
                 kquants: $kquants,
+                gemm: crate::dispatch::GemmKernels::NONE,
             };
 
             macro_rules! safe_entry {

@@ -1,0 +1,89 @@
+//! Quick timing of the matrix products on random weights (no model file needed):
+//!
+//!   cargo run --release -p ferro-kernels --example matbench -- [TYPE ...]
+//!
+//! For each type: matvec and a 512-token matmul on 4096 x 4096 and 14336 x 4096 (the 8b shapes)
+//! and on 1536 x 576 (SmolLM2's FFN), with the rayon threads of RAYON_NUM_THREADS. Reports GB/s of
+//! weights (matvec) and GFLOP/s (matmul). FERRO_KERNELS and FERRO_GEMM choose the kernels.
+//! The criterion suite (benches/) is the reference measurement; this is the quick loop.
+
+use ferro_kernels::{quantize_row, GgmlType, KernelTable, WeightMatrix};
+use std::time::Instant;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn main() {
+    let names: Vec<String> = std::env::args().skip(1).collect();
+    let types: Vec<GgmlType> = if names.is_empty() {
+        vec![
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ]
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                GgmlType::ALL
+                    .iter()
+                    .copied()
+                    .find(|t| t.name().eq_ignore_ascii_case(n))
+                    .unwrap_or_else(|| panic!("unknown type {n}"))
+            })
+            .collect()
+    };
+    let table = KernelTable::get();
+    println!(
+        "kernels {} gemm {} threads {}",
+        table.name,
+        std::env::var("FERRO_GEMM").unwrap_or_else(|_| "all".into()),
+        rayon::current_num_threads()
+    );
+    for ty in types {
+        for (rows, cols) in [(1536usize, 576usize), (4096, 4096), (14336, 4096)] {
+            let row: Vec<u8> = quantize_row(ty, &values(cols, 1)).unwrap();
+            // Distinct rows would cost minutes to quantize; copies of one row stream the same bytes.
+            let mut store = vec![0u32; (row.len() * rows).div_ceil(4)];
+            let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut store)[..row.len() * rows];
+            for r in bytes.chunks_mut(row.len()) {
+                r.copy_from_slice(&row);
+            }
+            let w = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
+            let x = values(cols * 512, 2);
+            let mut y = vec![0f32; rows * 512];
+            let reps = (2_000_000_000 / bytes.len().max(1)).clamp(5, 2000);
+            table.matvec(&w, &x[..cols], &mut y[..rows]);
+            let t = Instant::now();
+            for i in 0..reps {
+                table.matvec(&w, &x[(i % 512) * cols..(i % 512 + 1) * cols], &mut y[..rows]);
+            }
+            let mv = t.elapsed().as_secs_f64() / reps as f64;
+            let n = 512;
+            let mreps = if rows * cols > 20_000_000 { 1 } else { 3 };
+            let t = Instant::now();
+            for _ in 0..mreps {
+                table.matmul(&w, &x, n, &mut y);
+            }
+            let mm = t.elapsed().as_secs_f64() / mreps as f64;
+            println!(
+                "{:>5} {rows:>5}x{cols:<5} matvec {:8.1} us {:6.2} GB/s | matmul512 {:8.1} ms {:7.1} GFLOP/s",
+                ty.name(),
+                mv * 1e6,
+                bytes.len() as f64 / mv / 1e9,
+                mm * 1e3,
+                2.0 * (rows * cols * n) as f64 / mm / 1e9
+            );
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! AVX2 register-tiled products of the 32-element formats: R weight rows × T activation rows
+//! at once, so a decoded weight block is reused for T tokens and an activation block for R rows,
+//! with R·T independent accumulators instead of one dependency chain.
+//!
+//! Every (row, token) pair goes through exactly the same floating-point operations, in the same
+//! order, as the AVX2 dot product of the format, so a product computed inside a tile is
+//! bit-identical to the one computed alone: batching never changes a result (checked by the test
+//! below and by tests/api.rs). The AVX-512 table uses these tiles too: they beat its dots.
+
+use super::avx2::{bytes_from_bits, hsum_ps, load_q8, mul_sum_u8_i8, unpack_nibbles};
+use crate::dispatch::GemmKernels;
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use core::arch::x86_64::*;
+
+pub(crate) const KERNELS: GemmKernels = GemmKernels {
+    q4_0: Some(gemm_q4_0),
+    q4_1: Some(gemm_q4_1),
+    q5_0: Some(gemm_q5_0),
+    q5_1: Some(gemm_q5_1),
+    q8_0: Some(gemm_q8_0),
+};
+
+/// Rows per tile in `gemm` and tokens per tile.
+const R: usize = 2;
+const T: usize = 4;
+/// Rows per tile when there is a single token (matrix-vector).
+const RV: usize = 4;
+
+/// A weight block made ready for multiplication: the bytes fed to `vpmaddubsw` as the unsigned
+/// operand and the bytes whose sign moves onto the activations (signed formats).
+#[derive(Clone, Copy)]
+struct Prepared {
+    u: __m256i,
+    s: __m256i,
+}
+
+/// Weight formats the tiles handle. Every block starts with its fp16 scale (and, for formats
+/// with a min, the fp16 min right after it), followed by at least two more bytes.
+trait Format: bytemuck::Pod {
+    type Act: bytemuck::Pod;
+    /// Whether the format has a min (`+ m·s` per block; the activation is Q8_1).
+    const HAS_MIN: bool;
+    unsafe fn prep(&self) -> Prepared;
+    /// The activation's scale `d` and, for formats with a min, its `s` (d·Σq).
+    fn act_scales(a: &Self::Act) -> (f32, f32);
+    unsafe fn act_q(a: &Self::Act) -> __m256i;
+}
+
+/// The block's first two fp16 values as f32 lanes 0 and 1 (scale and min; for formats without a
+/// min, lane 1 is meaningless). One 4-byte load and one conversion.
+#[inline(always)]
+unsafe fn scales<F: Format>(x: &F) -> __m128 {
+    let b = bytemuck::bytes_of(x);
+    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+}
+
+/// Signed weights: |q| as the unsigned operand, the sign of q moved onto the activations.
+#[inline(always)]
+unsafe fn signed(q: __m256i) -> Prepared {
+    Prepared {
+        u: _mm256_sign_epi8(q, q),
+        s: q,
+    }
+}
+
+impl Format for BlockQ4_0 {
+    type Act = BlockQ8_0;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn prep(&self) -> Prepared {
+        signed(_mm256_sub_epi8(unpack_nibbles(&self.qs), _mm256_set1_epi8(8)))
+    }
+    fn act_scales(a: &BlockQ8_0) -> (f32, f32) {
+        (a.d.to_f32(), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn act_q(a: &BlockQ8_0) -> __m256i {
+        load_q8(&a.qs)
+    }
+}
+
+impl Format for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn prep(&self) -> Prepared {
+        // q - 16: a clear high bit turns the nibble into nibble - 16 by setting bits 4..8.
+        let hi = _mm256_andnot_si256(
+            bytes_from_bits(u32::from_le_bytes(self.qh)),
+            _mm256_set1_epi8(0xF0u8 as i8),
+        );
+        signed(_mm256_or_si256(unpack_nibbles(&self.qs), hi))
+    }
+    fn act_scales(a: &BlockQ8_0) -> (f32, f32) {
+        (a.d.to_f32(), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn act_q(a: &BlockQ8_0) -> __m256i {
+        load_q8(&a.qs)
+    }
+}
+
+impl Format for BlockQ8_0 {
+    type Act = BlockQ8_0;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn prep(&self) -> Prepared {
+        signed(load_q8(&self.qs))
+    }
+    fn act_scales(a: &BlockQ8_0) -> (f32, f32) {
+        (a.d.to_f32(), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn act_q(a: &BlockQ8_0) -> __m256i {
+        load_q8(&a.qs)
+    }
+}
+
+impl Format for BlockQ4_1 {
+    type Act = BlockQ8_1;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn prep(&self) -> Prepared {
+        let u = unpack_nibbles(&self.qs);
+        Prepared { u, s: u }
+    }
+    fn act_scales(a: &BlockQ8_1) -> (f32, f32) {
+        (a.d.to_f32(), a.s.to_f32())
+    }
+    #[inline(always)]
+    unsafe fn act_q(a: &BlockQ8_1) -> __m256i {
+        load_q8(&a.qs)
+    }
+}
+
+impl Format for BlockQ5_1 {
+    type Act = BlockQ8_1;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn prep(&self) -> Prepared {
+        let hi = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(self.qh)), _mm256_set1_epi8(0x10));
+        let u = _mm256_or_si256(unpack_nibbles(&self.qs), hi);
+        Prepared { u, s: u }
+    }
+    fn act_scales(a: &BlockQ8_1) -> (f32, f32) {
+        (a.d.to_f32(), a.s.to_f32())
+    }
+    #[inline(always)]
+    unsafe fn act_q(a: &BlockQ8_1) -> __m256i {
+        load_q8(&a.qs)
+    }
+}
+
+/// The integer products of one block pair as f32x8.
+#[inline(always)]
+unsafe fn pair<F: Format>(p: &Prepared, q: __m256i) -> __m256 {
+    if F::HAS_MIN {
+        mul_sum_u8_i8(p.u, q)
+    } else {
+        mul_sum_u8_i8(p.u, _mm256_sign_epi8(q, p.s))
+    }
+}
+
+/// `out[r * ldo + t] = dot(w[r], a[t])` for the `RR × TT` tile whose rows start at `w[r]` and
+/// tokens at `a[t]` (each `nb` blocks); `ad[t]` / `as_[t]` are the tokens' block scales as f32.
+///
+/// Per pair and block: `d = w.d · a.d` (f32), `acc = fma(d, Σ q·q, acc)`, `summs += w.m · a.s`;
+/// at the end `hsum(acc) + summs`: the same operations in the same order as the path's dot.
+///
+/// # Safety
+/// AVX2, FMA and F16C; every pointer valid for `nb` blocks (scales: `nb` f32); `out` valid for
+/// the tile.
+#[inline(always)]
+unsafe fn tile<F: Format, const RR: usize, const TT: usize>(
+    w: [*const F; RR],
+    a: [*const F::Act; TT],
+    ad: [*const f32; TT],
+    as_: [*const f32; TT],
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); TT]; RR];
+    let mut summs = [[0f32; TT]; RR];
+    for b in 0..nb {
+        let mut aq = [_mm256_setzero_si256(); TT];
+        for t in 0..TT {
+            aq[t] = F::act_q(&*a[t].add(b));
+        }
+        for r in 0..RR {
+            let x = &*w[r].add(b);
+            let sc = scales(x);
+            let wd = _mm256_broadcastss_ps(sc);
+            let p = x.prep();
+            for t in 0..TT {
+                if F::HAS_MIN {
+                    summs[r][t] += _mm_cvtss_f32(_mm_movehdup_ps(sc)) * *as_[t].add(b);
+                }
+                let d = _mm256_mul_ps(wd, _mm256_broadcast_ss(&*ad[t].add(b)));
+                acc[r][t] = _mm256_fmadd_ps(d, pair::<F>(&p, aq[t]), acc[r][t]);
+            }
+        }
+    }
+    for r in 0..RR {
+        for t in 0..TT {
+            *out.add(r * ldo + t) = hsum_ps(acc[r][t]) + summs[r][t];
+        }
+    }
+}
+
+/// The whole product of `w` (rows × nb blocks) and `a` (n × nb blocks) into `out[r * ldo + t]`.
+#[inline(always)]
+unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
+    if nb == 0 {
+        return;
+    }
+    let rows = w.len() / nb;
+    let n = a.len() / nb;
+    assert!(
+        rows == 0 || n == 0 || (rows - 1) * ldo + n <= out.len(),
+        "gemm: output too small"
+    );
+    // Activation scales as f32, converted once instead of once per row.
+    let (ad, as_): (Vec<f32>, Vec<f32>) = a.iter().map(F::act_scales).unzip();
+    let wp = |r: usize| w.as_ptr().add(r * nb);
+    let ap = |t: usize| a.as_ptr().add(t * nb);
+    let dp = |t: usize| ad.as_ptr().add(t * nb);
+    let sp = |t: usize| as_.as_ptr().add(t * nb);
+    let o = out.as_mut_ptr();
+    if n == 1 {
+        let (a1, d1, s1) = ([ap(0)], [dp(0)], [sp(0)]);
+        let mut r = 0;
+        while r + RV <= rows {
+            let w4 = [wp(r), wp(r + 1), wp(r + 2), wp(r + 3)];
+            tile::<F, RV, 1>(w4, a1, d1, s1, nb, o.add(r * ldo), ldo);
+            r += RV;
+        }
+        for r in r..rows {
+            tile::<F, 1, 1>([wp(r)], a1, d1, s1, nb, o.add(r * ldo), ldo);
+        }
+        return;
+    }
+    let mut r = 0;
+    while r < rows {
+        let two = r + R <= rows;
+        let mut t = 0;
+        while t + T <= n {
+            let at = [ap(t), ap(t + 1), ap(t + 2), ap(t + 3)];
+            let dt = [dp(t), dp(t + 1), dp(t + 2), dp(t + 3)];
+            let st = [sp(t), sp(t + 1), sp(t + 2), sp(t + 3)];
+            if two {
+                tile::<F, R, T>([wp(r), wp(r + 1)], at, dt, st, nb, o.add(r * ldo + t), ldo);
+            } else {
+                tile::<F, 1, T>([wp(r)], at, dt, st, nb, o.add(r * ldo + t), ldo);
+            }
+            t += T;
+        }
+        for t in t..n {
+            let (a1, d1, s1) = ([ap(t)], [dp(t)], [sp(t)]);
+            if two {
+                tile::<F, R, 1>([wp(r), wp(r + 1)], a1, d1, s1, nb, o.add(r * ldo + t), ldo);
+            } else {
+                tile::<F, 1, 1>([wp(r)], a1, d1, s1, nb, o.add(r * ldo + t), ldo);
+            }
+        }
+        r += if two { R } else { 1 };
+    }
+}
+
+macro_rules! entry {
+    ($gemm:ident, $w:ty, $a:ty) => {
+        /// Safe entry point, reachable only through the AVX2 table (handed out after the features
+        /// were detected). `out[r * ldo + t]` for every row r of `w` and token t of `a`.
+        fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+            assert!(
+                nb > 0 && w.len() % nb == 0 && a.len() % nb == 0,
+                "gemm: partial rows"
+            );
+            assert!(
+                a.len() / nb <= ldo || w.len() / nb <= 1,
+                "gemm: ldo smaller than the token count"
+            );
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+                gemm(w, a, nb, out, ldo)
+            }
+            // SAFETY: the features were detected before the table holding this was handed out;
+            // the shapes were checked above and the output size inside `gemm`.
+            unsafe { imp(w, a, nb, out, ldo) }
+        }
+    };
+}
+
+entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
+entry!(gemm_q4_1, BlockQ4_1, BlockQ8_1);
+entry!(gemm_q5_0, BlockQ5_0, BlockQ8_0);
+entry!(gemm_q5_1, BlockQ5_1, BlockQ8_1);
+entry!(gemm_q8_0, BlockQ8_0, BlockQ8_0);
+
+#[cfg(test)]
+mod tests {
+    use crate::dispatch::DotFn;
+    use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 3.0) * if i % 29 == 0 { 40.0 } else { 1.0 })
+            .collect()
+    }
+
+    /// Every tile shape (rows and tokens with remainders) gives the dot's exact bits.
+    fn check<W: bytemuck::Pod, A: bytemuck::Pod>(
+        qw: fn(&[f32], &mut [W]),
+        qa: fn(&[f32], &mut [A]),
+        dot: DotFn<W, A>,
+        gemm: crate::dispatch::GemmFn<W, A>,
+    ) {
+        let (rows, n, nb) = (11, 7, 5);
+        let mut w = vec![W::zeroed(); rows * nb];
+        qw(&values(rows * nb * 32, 1), &mut w);
+        let mut a = vec![A::zeroed(); n * nb];
+        qa(&values(n * nb * 32, 2), &mut a);
+        for tokens in [1, n] {
+            let mut out = vec![f32::NAN; rows * tokens];
+            gemm(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            for r in 0..rows {
+                for t in 0..tokens {
+                    let want = dot(&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
+                    assert_eq!(
+                        out[r * tokens + t].to_bits(),
+                        want.to_bits(),
+                        "row {r} token {t} of {tokens}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_equal_the_dot_bit_for_bit() {
+        if !super::super::avx2::detected() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let t = super::super::avx2::table().unwrap();
+        let g = super::KERNELS;
+        check(q4_0::quantize, q8_0::quantize_activations, t.dot_q4_0, g.q4_0.unwrap());
+        check(q4_1::quantize, q8_1::quantize_activations, t.dot_q4_1, g.q4_1.unwrap());
+        check(q5_0::quantize, q8_0::quantize_activations, t.dot_q5_0, g.q5_0.unwrap());
+        check(q5_1::quantize, q8_1::quantize_activations, t.dot_q5_1, g.q5_1.unwrap());
+        check(q8_0::quantize, q8_0::quantize_activations, t.dot_q8_0, g.q8_0.unwrap());
+    }
+}
