@@ -8,38 +8,39 @@
 #
 # `prepare` builds the release binary and puts into .gpu/:
 #   ferro             the binary, stripped (~15 MiB)
-#   tok/models/*.gguf the test models' metadata without tensors (tokenizer sources for
-#                     `ferro gen-model`, a few MiB), as a store: FERRO_HOME=.gpu/tok
-#   parts/<model>.gguf.part-NN  the two test models cut in 40 MiB pieces, with <model>.sha256
-# The device machine takes 64 MiB a call, so the binary, the tokenizers and .gl travel in every
-# call (`carry: [".gl", ".gpu/ferro", ".gpu/tok"]`, ~22 MiB) and the test models can only go
-# piece by piece, one or two parts more per call (`".gpu/parts/smollm2-135m-instruct.gguf.part-00"`
-# ...); pieces left by earlier calls stay in the checkout there while the machine is warm.
+#   tok/models/smollm2-135m-instruct.gguf  SmolLM2's metadata without tensors: the tokenizer
+#                     source of `ferro gen-model --arch llama` (FERRO_HOME=.gpu/tok), ~2 MiB
+#   parts/<model>.gguf.part-NN  the two test models cut in 30 MiB pieces, with <model>.sha256
+# The device machine takes 64 MiB a call (tree ~1.5 MiB, .gl 0.4, binary 15, tokenizer ~2), so
+# the test models (94 and 241 MiB) can only go one 30 MiB piece per call (carry e.g.
+# [".gl", ".gpu/ferro", ".gpu/tok", ".gpu/parts/smollm2-135m-instruct.gguf.part-00",
+# ".gpu/parts/smollm2-135m-instruct.sha256"]); pieces carried by earlier calls stay in the
+# checkout there only while the machine is still warm (30 s after a call). The 8b models need
+# no transfer: one call with [".gl", ".gpu/ferro", ".gpu/tok"] benches them.
 # `run` benches every test model whose pieces are all there and checks its sha256; it always
 # generates and benches the two 8b synthetic models (Q4_0, Q4_K_M), which need no transfer.
 #
 # `run` writes $OUT/gpu-bench.md (the tables, llama-bench's columns plus the bound) and prints the
 # adapter, `nvidia-smi`'s card name and the bandwidth bound used (H100 PCIe 2.0 TB/s, H100 SXM
 # 3.35 TB/s, H200 4.8 TB/s; FERRO_GPU_GBS overrides). Environment: FERRO_BENCH_ARGS (default
-# "-p 512 -n 128 -r 3"), FERRO_BENCH_SKIP_GEN=1 to bench only the test models.
+# "-p 512 -n 128 -r 3"), FERRO_BENCH_SKIP_GEN=1 to bench only the test models,
+# FERRO_BENCH_SKIP_PPL=1 to skip their GPU perplexity on GPL-3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 prepare() {
     local home=${FERRO_HOME:-$HOME/.cache/ferro}
     mkdir -p .gpu/tok/models .gpu/parts
-    local exclude
-    exclude="$(git rev-parse --git-common-dir)/info/exclude"
-    grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
     cargo build --release -p ferro-cli --bin ferro
     strip -o .gpu/ferro target/release/ferro
     cargo build --release -q -p ferro-gguf --example metadata_only
     for m in smollm2-135m-instruct gemma3-270m; do
         local src="$home/models/$m.gguf"
         [ -f "$src" ] || target/release/ferro pull "$m"
-        target/release/examples/metadata_only "$src" ".gpu/tok/models/$m.gguf"
+        # gen-model's llama takes SmolLM2's tokenizer; gemma3's (8 MiB) is not needed here.
+        [ "$m" = gemma3-270m ] || target/release/examples/metadata_only "$src" ".gpu/tok/models/$m.gguf"
         rm -f ".gpu/parts/$m.gguf.part-"*
-        split -b 40M -d -a 2 "$src" ".gpu/parts/$m.gguf.part-"
+        split -b 30M -d -a 2 "$src" ".gpu/parts/$m.gguf.part-"
         (cd "$(dirname "$src")" && sha256sum "$m.gguf") >".gpu/parts/$m.sha256"
     done
     [ -d .gl ] || echo "warning: .gl/ (the Vulkan loader .debs) is missing; see /work/.library/device/README.md" >&2
@@ -70,8 +71,11 @@ run_remote() {
         for f in .gl/*.deb; do dpkg -x "$f" /; done
         ldconfig
     fi
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    if [ -f "$icd" ]; then
+        export VK_DRIVER_FILES=$icd
+        export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+    fi
     export NODEVICE_SELECT=1
 
     local card
@@ -102,10 +106,7 @@ run_remote() {
         mkdir -p .gpu/gen
         for q in q4_0 q4_k_m; do
             local f=".gpu/gen/llama-8b-$q.gguf"
-            if [ ! -f "$f" ]; then
-                FERRO_HOME=.gpu/tok /usr/bin/time -f "gen-model $q: %e s" \
-                    "$ferro" gen-model --arch llama --shape 8b --quant "$q" --out "$f"
-            fi
+            [ -f "$f" ] || FERRO_HOME=.gpu/tok "$ferro" gen-model --arch llama --shape 8b --quant "$q" --out "$f"
             models+=("$f")
         done
     fi
@@ -122,6 +123,7 @@ run_remote() {
     # gemma3 13.9062 on GPL-3 at -c 512; golden_perplexity.rs holds the CPU to them).
     for f in "${models[@]}"; do
         case "$f" in .gpu/gen/*) continue ;; esac
+        [ "${FERRO_BENCH_SKIP_PPL:-0}" != 1 ] || continue
         printf '%s gpu perplexity: ' "$(basename "$f")" | tee -a "$out/gpu-bench.md"
         "$ferro" perplexity "$f" -f tests/fixtures/GPL-3 -c 512 --device gpu 2>/dev/null | tail -1 |
             tee -a "$out/gpu-bench.md"
