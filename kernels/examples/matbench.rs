@@ -3,7 +3,7 @@
 //!   cargo run --release -p ferro-kernels --example matbench -- [TYPE ...]
 //!
 //! For each type: matvec and a 512-token matmul on 4096 x 4096 and 14336 x 4096 (the 8b shapes)
-//! and on 1536 x 576 (SmolLM2's FFN), with the rayon threads of RAYON_NUM_THREADS. Reports GB/s of
+//! and on 1536 x 576 (SmolLM2's FFN) and 640 x 2048 (gemma3-270m's FFN down), with the rayon threads of RAYON_NUM_THREADS. Reports GB/s of
 //! weights (matvec) and GFLOP/s (matmul). FERRO_KERNELS and FERRO_GEMM choose the kernels.
 //! The criterion suite (benches/) is the reference measurement; this is the quick loop.
 
@@ -51,7 +51,10 @@ fn main() {
         rayon::current_num_threads()
     );
     for ty in types {
-        for (rows, cols) in [(1536usize, 576usize), (4096, 4096), (14336, 4096)] {
+        for (rows, cols) in [(1536usize, 576usize), (640, 2048), (4096, 4096), (14336, 4096)] {
+            if cols % ty.block_size() as usize != 0 {
+                continue;
+            }
             let row: Vec<u8> = quantize_row(ty, &values(cols, 1)).unwrap();
             // Distinct rows would cost minutes to quantize; copies of one row stream the same bytes.
             let mut store = vec![0u32; (row.len() * rows).div_ceil(4)];

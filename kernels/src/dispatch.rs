@@ -7,6 +7,7 @@
 
 use crate::quants::q8_k::KQuantKernels;
 use crate::quants::{float, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+use crate::quants::{BlockQ4K, BlockQ6K, BlockQ8K};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use half::{bf16, f16};
 use std::sync::OnceLock;
@@ -68,6 +69,8 @@ pub struct GemmKernels {
     pub q5_0: Option<GemmFn<BlockQ5_0, BlockQ8_0>>,
     pub q5_1: Option<GemmFn<BlockQ5_1, BlockQ8_1>>,
     pub q8_0: Option<GemmFn<BlockQ8_0, BlockQ8_0>>,
+    pub q4_k: Option<GemmFn<BlockQ4K, BlockQ8K>>,
+    pub q6_k: Option<GemmFn<BlockQ6K, BlockQ8K>>,
 }
 
 impl GemmKernels {
@@ -78,6 +81,8 @@ impl GemmKernels {
         q5_0: None,
         q5_1: None,
         q8_0: None,
+        q4_k: None,
+        q6_k: None,
     };
 }
 

@@ -407,7 +407,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q4_k,
-                    None,
+                    $self.gemm.q4_k,
                     $y,
                 )
             }
@@ -431,7 +431,7 @@ macro_rules! dispatch_types {
                     &a,
                     $n,
                     $self.kquants.dot_q6_k,
-                    None,
+                    $self.gemm.q6_k,
                     $y,
                 )
             }

@@ -18,6 +18,19 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q5_0: Some(gemm_q5_0),
     q5_1: Some(gemm_q5_1),
     q8_0: Some(gemm_q8_0),
+    q4_k: Some(super::avx2_kquants::gemm_q4_k),
+    q6_k: Some(super::avx2_kquants::gemm_q6_k),
+};
+
+/// The tiles with `vpdpbusd`, for CPUs with AVX512-VNNI (and VL).
+pub(crate) const KERNELS_VNNI: GemmKernels = GemmKernels {
+    q4_0: Some(gemm_q4_0_vnni),
+    q4_1: Some(gemm_q4_1_vnni),
+    q5_0: Some(gemm_q5_0_vnni),
+    q5_1: Some(gemm_q5_1_vnni),
+    q8_0: Some(gemm_q8_0_vnni),
+    q4_k: Some(super::avx2_kquants::gemm_q4_k),
+    q6_k: Some(super::avx2_kquants::gemm_q6_k),
 };
 
 /// Rows per tile in `gemm` and tokens per tile.
@@ -151,13 +164,17 @@ impl Format for BlockQ5_1 {
     }
 }
 
-/// The integer products of one block pair as f32x8.
+/// The integer products of one block pair as f32x8. `V`: one `vpdpbusd` (AVX512-VNNI on 256-bit
+/// vectors) instead of `vpmaddubsw` + `vpmaddwd`. The sums are the same integers, so the results
+/// are the same bits: `vpmaddubsw` cannot saturate here (u ≤ 128 and |q| ≤ 127, so a pair stays
+/// within ±32512).
 #[inline(always)]
-unsafe fn pair<F: Format>(p: &Prepared, q: __m256i) -> __m256 {
-    if F::HAS_MIN {
-        mul_sum_u8_i8(p.u, q)
+unsafe fn pair<F: Format, const V: bool>(p: &Prepared, q: __m256i) -> __m256 {
+    let q = if F::HAS_MIN { q } else { _mm256_sign_epi8(q, p.s) };
+    if V {
+        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), p.u, q))
     } else {
-        mul_sum_u8_i8(p.u, _mm256_sign_epi8(q, p.s))
+        mul_sum_u8_i8(p.u, q)
     }
 }
 
@@ -171,7 +188,7 @@ unsafe fn pair<F: Format>(p: &Prepared, q: __m256i) -> __m256 {
 /// AVX2, FMA and F16C; every pointer valid for `nb` blocks (scales: `nb` f32); `out` valid for
 /// the tile.
 #[inline(always)]
-unsafe fn tile<F: Format, const RR: usize, const TT: usize>(
+unsafe fn tile<F: Format, const V: bool, const RR: usize, const TT: usize>(
     w: [*const F; RR],
     a: [*const F::Act; TT],
     ad: [*const f32; TT],
@@ -197,7 +214,7 @@ unsafe fn tile<F: Format, const RR: usize, const TT: usize>(
                     summs[r][t] += _mm_cvtss_f32(_mm_movehdup_ps(sc)) * *as_[t].add(b);
                 }
                 let d = _mm256_mul_ps(wd, _mm256_broadcast_ss(&*ad[t].add(b)));
-                acc[r][t] = _mm256_fmadd_ps(d, pair::<F>(&p, aq[t]), acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(d, pair::<F, V>(&p, aq[t]), acc[r][t]);
             }
         }
     }
@@ -210,7 +227,7 @@ unsafe fn tile<F: Format, const RR: usize, const TT: usize>(
 
 /// The whole product of `w` (rows × nb blocks) and `a` (n × nb blocks) into `out[r * ldo + t]`.
 #[inline(always)]
-unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
+unsafe fn gemm<F: Format, const V: bool>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
     if nb == 0 {
         return;
     }
@@ -232,11 +249,11 @@ unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo
         let mut r = 0;
         while r + RV <= rows {
             let w4 = [wp(r), wp(r + 1), wp(r + 2), wp(r + 3)];
-            tile::<F, RV, 1>(w4, a1, d1, s1, nb, o.add(r * ldo), ldo);
+            tile::<F, V, RV, 1>(w4, a1, d1, s1, nb, o.add(r * ldo), ldo);
             r += RV;
         }
         for r in r..rows {
-            tile::<F, 1, 1>([wp(r)], a1, d1, s1, nb, o.add(r * ldo), ldo);
+            tile::<F, V, 1, 1>([wp(r)], a1, d1, s1, nb, o.add(r * ldo), ldo);
         }
         return;
     }
@@ -249,18 +266,18 @@ unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo
             let dt = [dp(t), dp(t + 1), dp(t + 2), dp(t + 3)];
             let st = [sp(t), sp(t + 1), sp(t + 2), sp(t + 3)];
             if two {
-                tile::<F, R, T>([wp(r), wp(r + 1)], at, dt, st, nb, o.add(r * ldo + t), ldo);
+                tile::<F, V, R, T>([wp(r), wp(r + 1)], at, dt, st, nb, o.add(r * ldo + t), ldo);
             } else {
-                tile::<F, 1, T>([wp(r)], at, dt, st, nb, o.add(r * ldo + t), ldo);
+                tile::<F, V, 1, T>([wp(r)], at, dt, st, nb, o.add(r * ldo + t), ldo);
             }
             t += T;
         }
         for t in t..n {
             let (a1, d1, s1) = ([ap(t)], [dp(t)], [sp(t)]);
             if two {
-                tile::<F, R, 1>([wp(r), wp(r + 1)], a1, d1, s1, nb, o.add(r * ldo + t), ldo);
+                tile::<F, V, R, 1>([wp(r), wp(r + 1)], a1, d1, s1, nb, o.add(r * ldo + t), ldo);
             } else {
-                tile::<F, 1, 1>([wp(r)], a1, d1, s1, nb, o.add(r * ldo + t), ldo);
+                tile::<F, V, 1, 1>([wp(r)], a1, d1, s1, nb, o.add(r * ldo + t), ldo);
             }
         }
         r += if two { R } else { 1 };
@@ -268,12 +285,12 @@ unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo
 }
 
 macro_rules! entry {
-    ($gemm:ident, $w:ty, $a:ty) => {
+    ($gemm:ident, $vnni:ident, $w:ty, $a:ty) => {
         /// Safe entry point, reachable only through the AVX2 table (handed out after the features
         /// were detected). `out[r * ldo + t]` for every row r of `w` and token t of `a`.
         fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
             assert!(
-                nb > 0 && w.len() % nb == 0 && a.len() % nb == 0,
+                nb > 0 && w.len().is_multiple_of(nb) && a.len().is_multiple_of(nb),
                 "gemm: partial rows"
             );
             assert!(
@@ -282,25 +299,44 @@ macro_rules! entry {
             );
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-                gemm(w, a, nb, out, ldo)
+                gemm::<_, false>(w, a, nb, out, ldo)
             }
             // SAFETY: the features were detected before the table holding this was handed out;
             // the shapes were checked above and the output size inside `gemm`.
             unsafe { imp(w, a, nb, out, ldo) }
         }
+
+        /// The same with `vpdpbusd`; reachable only through the AVX512-VNNI table.
+        fn $vnni(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+            assert!(
+                nb > 0 && w.len().is_multiple_of(nb) && a.len().is_multiple_of(nb),
+                "gemm: partial rows"
+            );
+            assert!(
+                a.len() / nb <= ldo || w.len() / nb <= 1,
+                "gemm: ldo smaller than the token count"
+            );
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+            unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+                gemm::<_, true>(w, a, nb, out, ldo)
+            }
+            // SAFETY: as above, with avx512f/vl/vnni detected before the VNNI table is handed out.
+            unsafe { imp(w, a, nb, out, ldo) }
+        }
     };
 }
 
-entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
-entry!(gemm_q4_1, BlockQ4_1, BlockQ8_1);
-entry!(gemm_q5_0, BlockQ5_0, BlockQ8_0);
-entry!(gemm_q5_1, BlockQ5_1, BlockQ8_1);
-entry!(gemm_q8_0, BlockQ8_0, BlockQ8_0);
+entry!(gemm_q4_0, gemm_q4_0_vnni, BlockQ4_0, BlockQ8_0);
+entry!(gemm_q4_1, gemm_q4_1_vnni, BlockQ4_1, BlockQ8_1);
+entry!(gemm_q5_0, gemm_q5_0_vnni, BlockQ5_0, BlockQ8_0);
+entry!(gemm_q5_1, gemm_q5_1_vnni, BlockQ5_1, BlockQ8_1);
+entry!(gemm_q8_0, gemm_q8_0_vnni, BlockQ8_0, BlockQ8_0);
 
 #[cfg(test)]
 mod tests {
     use crate::dispatch::DotFn;
     use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+    use bytemuck::Zeroable;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -334,6 +370,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The VNNI tiles give the AVX2 tiles' bits (run where the CPU has AVX512-VNNI).
+    #[test]
+    fn vnni_tiles_equal_avx2_tiles() {
+        let has = ["avx512f", "avx512vl", "avx512vnni"];
+        if !super::super::avx2::detected()
+            || !std::arch::is_x86_feature_detected!("avx512f")
+            || !std::arch::is_x86_feature_detected!("avx512vl")
+            || !std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            eprintln!("skipped: this CPU lacks one of {has:?}");
+            return;
+        }
+        let (a, v) = (super::KERNELS, super::KERNELS_VNNI);
+        let (rows, n, nb) = (9, 6, 4);
+        let mut w = vec![crate::quants::BlockQ8_0::zeroed(); rows * nb];
+        q8_0::quantize(&values(rows * nb * 32, 5), &mut w);
+        let mut x = vec![crate::quants::BlockQ8_0::zeroed(); n * nb];
+        q8_0::quantize_activations(&values(n * nb * 32, 6), &mut x);
+        let (mut o1, mut o2) = (vec![0f32; rows * n], vec![1f32; rows * n]);
+        a.q8_0.unwrap()(&w, &x, nb, &mut o1, n);
+        v.q8_0.unwrap()(&w, &x, nb, &mut o2, n);
+        assert_eq!(o1, o2);
+        let mut w = vec![crate::quants::BlockQ4_1::zeroed(); rows * nb];
+        q4_1::quantize(&values(rows * nb * 32, 7), &mut w);
+        let mut x = vec![crate::quants::BlockQ8_1::zeroed(); n * nb];
+        q8_1::quantize_activations(&values(n * nb * 32, 8), &mut x);
+        a.q4_1.unwrap()(&w, &x, nb, &mut o1, n);
+        v.q4_1.unwrap()(&w, &x, nb, &mut o2, n);
+        assert_eq!(o1, o2);
     }
 
     #[test]

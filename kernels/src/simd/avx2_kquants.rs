@@ -110,25 +110,38 @@ pub(crate) unsafe fn h2f(b: [u8; 2]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q4_k: length mismatch");
+    q4_k_tile::<1>(w, [a])[0]
+}
+
+/// Q4_K rows against `TT` activation rows at once: the weight block's scales and nibbles are
+/// unpacked once for all of them. Per pair the operations and their order are the dot's, so
+/// results are bit-identical to [`vec_dot_q4_k`] (which is the one-token tile).
+#[inline(always)]
+unsafe fn q4_k_tile<const TT: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; TT]) -> [f32; TT] {
     let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let d = y.d * h2f(x.d);
-        let dmin = -y.d * h2f(x.dmin);
+    let mut acc = [_mm256_setzero_ps(); TT];
+    let mut acc_m = [_mm_setzero_ps(); TT];
+    for at in &a {
+        assert_eq!(at.len(), w.len(), "q4_k tile: length mismatch");
+    }
+    for (b, x) in w.iter().enumerate() {
+        let (xd, xdmin) = (h2f(x.d), h2f(x.dmin));
         let sm = unpack_scales_mins(&x.scales);
         // SAFETY: `sm` is 16 bytes, `bsums` is 32 bytes; unaligned loads.
         let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().cast()));
-        let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256::<1>(q8sums));
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(mins_and_scales), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
-
+        let mins = _mm256_extracti128_si256::<1>(mins_and_scales);
+        let mut sumi = [_mm256_setzero_si256(); TT];
+        for t in 0..TT {
+            let y = a[t].get_unchecked(b);
+            let dmin = -y.d * xdmin;
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256::<1>(q8sums));
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+        }
         let sc128 = _mm256_castsi256_si128(mins_and_scales);
         let scales = _mm256_set_m128i(sc128, sc128);
         let qs = x.qs.as_ptr();
-        let q8 = y.qs.as_ptr();
-        let mut sumi = _mm256_setzero_si256();
         for j in 0..4 {
             let scale_l = _mm256_shuffle_epi8(scales, bcast16(2 * j as i32));
             let scale_h = _mm256_shuffle_epi8(scales, bcast16(2 * j as i32 + 1));
@@ -137,15 +150,21 @@ pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
             let q4bits = _mm256_loadu_si256(qs.add(32 * j).cast());
             let q4l = _mm256_and_si256(q4bits, m4);
             let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
-            let q8l = _mm256_loadu_si256(q8.add(64 * j).cast());
-            let q8h = _mm256_loadu_si256(q8.add(64 * j + 32).cast());
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            for t in 0..TT {
+                let q8 = a[t].get_unchecked(b).qs.as_ptr();
+                let q8l = _mm256_loadu_si256(q8.add(64 * j).cast());
+                let q8h = _mm256_loadu_si256(q8.add(64 * j + 32).cast());
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p16l, p16h));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for t in 0..TT {
+            let d = a[t].get_unchecked(b).d * xd;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
     }
-    hsum_ps(acc) + hsum_ps128(acc_m)
+    core::array::from_fn(|t| hsum_ps(acc[t]) + hsum_ps128(acc_m[t]))
 }
 
 /// Q5_K x Q8_K dot product.
@@ -206,20 +225,26 @@ pub unsafe fn vec_dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q6_k: length mismatch");
+    q6_k_tile::<1>(w, [a])[0]
+}
+
+/// Q6_K rows against `TT` activation rows at once (see [`q4_k_tile`]); bit-identical to
+/// [`vec_dot_q6_k`].
+#[inline(always)]
+unsafe fn q6_k_tile<const TT: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f32; TT] {
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let d = y.d * h2f(x.d);
+    let mut acc = [_mm256_setzero_ps(); TT];
+    for at in &a {
+        assert_eq!(at.len(), w.len(), "q6_k tile: length mismatch");
+    }
+    for (b, x) in w.iter().enumerate() {
+        let xd = h2f(x.d);
         // SAFETY: `scales` is 16 bytes, `bsums` 32 bytes.
         let scales = _mm_loadu_si128(x.scales.as_ptr().cast());
-        let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-        // sum_j sc[j] * 32 * bsums[j]: the (q - 32) offset for the whole block.
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), q8sums));
         let ql = x.ql.as_ptr();
         let qh = x.qh.as_ptr();
-        let q8 = y.qs.as_ptr();
-        let mut sumi = _mm256_setzero_si256();
+        let mut sumi = [_mm256_setzero_si256(); TT];
         for h in 0..2 {
             // SAFETY: h < 2: 64 bytes at ql + 64h (of 128), 32 at qh + 32h (of 64) and
             // 128 at q8 + 128h (of 256).
@@ -234,26 +259,103 @@ pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
             let q1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h1);
             let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4), q4h2);
             let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4), q4h3);
-            let base = q8.add(128 * h);
-            // q * a here; the -32 offset is folded in once per block through bsums below.
-            let p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256(base.cast()));
-            let p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(base.add(32).cast()));
-            let p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(base.add(64).cast()));
-            let p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(base.add(96).cast()));
             let is = 8 * h as i32;
-            let p0 = _mm256_madd_epi16(scale_pair(scales, is), p0);
-            let p1 = _mm256_madd_epi16(scale_pair(scales, is + 2), p1);
-            let p2 = _mm256_madd_epi16(scale_pair(scales, is + 4), p2);
-            let p3 = _mm256_madd_epi16(scale_pair(scales, is + 6), p3);
-            sumi = _mm256_add_epi32(
-                sumi,
-                _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)),
-            );
+            for t in 0..TT {
+                let base = a[t].get_unchecked(b).qs.as_ptr().add(128 * h);
+                // q * a here; the -32 offset is folded in once per block through bsums below.
+                let p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256(base.cast()));
+                let p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(base.add(32).cast()));
+                let p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(base.add(64).cast()));
+                let p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(base.add(96).cast()));
+                let p0 = _mm256_madd_epi16(scale_pair(scales, is), p0);
+                let p1 = _mm256_madd_epi16(scale_pair(scales, is + 2), p1);
+                let p2 = _mm256_madd_epi16(scale_pair(scales, is + 4), p2);
+                let p3 = _mm256_madd_epi16(scale_pair(scales, is + 6), p3);
+                sumi[t] = _mm256_add_epi32(
+                    sumi[t],
+                    _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)),
+                );
+            }
         }
-        let sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for t in 0..TT {
+            let y = a[t].get_unchecked(b);
+            let d = y.d * xd;
+            // sum_j sc[j] * 32 * bsums[j]: the (q - 32) offset for the whole block.
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), q8sums));
+            let s = _mm256_sub_epi32(sumi[t], offset);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+        }
     }
-    hsum_ps(acc)
+    core::array::from_fn(|t| hsum_ps(acc[t]))
+}
+
+/// `out[r * ldo + t]` for every Q4_K row of `w` and Q8_K row of `a` (`nb` blocks each), four
+/// tokens per pass over a weight row.
+pub(crate) fn gemm_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn imp(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_k(
+            w,
+            a,
+            nb,
+            out,
+            ldo,
+            |w, a| q4_k_tile::<4>(w, a),
+            |w, a| q4_k_tile::<1>(w, a),
+        );
+    }
+    // SAFETY: reachable only through the AVX2 / AVX-512 tables, handed out after avx2, fma and
+    // f16c were detected; slices are bounds-checked inside.
+    unsafe { imp(w, a, nb, out, ldo) }
+}
+
+/// As [`gemm_q4_k`] for Q6_K.
+pub(crate) fn gemm_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn imp(w: &[BlockQ6K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_k(
+            w,
+            a,
+            nb,
+            out,
+            ldo,
+            |w, a| q6_k_tile::<4>(w, a),
+            |w, a| q6_k_tile::<1>(w, a),
+        );
+    }
+    // SAFETY: as for gemm_q4_k.
+    unsafe { imp(w, a, nb, out, ldo) }
+}
+
+/// Rows one at a time, tokens four at a time, the rest one by one.
+#[inline(always)]
+fn gemm_k<W>(
+    w: &[W],
+    a: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+    four: impl Fn(&[W], [&[BlockQ8K]; 4]) -> [f32; 4],
+    one: impl Fn(&[W], [&[BlockQ8K]; 1]) -> [f32; 1],
+) {
+    assert!(
+        nb > 0 && w.len().is_multiple_of(nb) && a.len().is_multiple_of(nb),
+        "gemm: partial rows"
+    );
+    let n = a.len() / nb;
+    for (r, wr) in w.chunks_exact(nb).enumerate() {
+        let o = &mut out[r * ldo..r * ldo + n];
+        let mut t = 0;
+        while t + 4 <= n {
+            let at: [&[BlockQ8K]; 4] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
+            o[t..t + 4].copy_from_slice(&four(wr, at));
+            t += 4;
+        }
+        for t in t..n {
+            o[t] = one(wr, [&a[t * nb..(t + 1) * nb]])[0];
+        }
+    }
 }
 
 /// Q3_K x Q8_K dot product.
