@@ -58,6 +58,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Log lines on stderr, filtered by `FERRO_LOG` (tracing's env-filter syntax). The server logs
+/// its requests (`info`); other commands print only warnings (e.g. `--device auto` falling back
+/// to the CPU). wgpu's own chatter is kept to errors unless `FERRO_LOG` asks for it.
+fn init_logging(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRO_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},wgpu_core=error,wgpu_hal=error,naga=error"))
+    });
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if server {
+        fmt.try_init()
+    } else {
+        fmt.without_time().with_target(false).try_init()
+    };
+}
+
 /// One line, whatever the message holds.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -80,6 +98,7 @@ fn main() {
         std::process::exit(1);
     }));
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Commands::Serve(_)));
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {}", one_line(&format!("{e:#}")));
         std::process::exit(1);

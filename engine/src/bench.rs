@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use ferro_gguf::Gguf;
 
-use crate::models::{Logits, Model, ModelError};
+use crate::backend::Forward;
+use crate::models::{Logits, ModelError};
 use crate::sampler::Rng;
 
 /// One test: a prompt batch or a run of single-token steps.
@@ -118,14 +119,14 @@ pub fn bound_tokens_per_second(weight_bytes: usize, gbs: f64) -> f64 {
 
 /// Runs tests on one model with a fixed random sequence of tokens.
 pub struct Bench<'m> {
-    model: &'m mut Model,
+    model: &'m mut dyn Forward,
     rng: Rng,
     bos: Option<u32>,
 }
 
 impl<'m> Bench<'m> {
     /// `seed` fixes the random token ids.
-    pub fn new(model: &'m mut Model, seed: u64) -> Self {
+    pub fn new(model: &'m mut dyn Forward, seed: u64) -> Self {
         let bos = bos_token(model.gguf()).filter(|&b| (b as usize) < model.n_vocab());
         Bench {
             model,
@@ -235,7 +236,7 @@ mod tests {
     #[test]
     fn runs_a_tiny_model_and_rejects_tests_longer_than_the_context() {
         use crate::gen_model::{generate_model, GenArch, GenOptions, GenQuant, GenShape};
-        use crate::models::ModelOptions;
+        use crate::models::{Model, ModelOptions};
         use ferro_gguf::{GgufWriter, MetaValue};
 
         let dir = std::env::temp_dir().join(format!("ferro-bench-{}", std::process::id()));

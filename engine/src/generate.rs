@@ -4,7 +4,8 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::models::{Logits, Model, ModelError};
+use crate::backend::Forward;
+use crate::models::{Logits, ModelError};
 
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// After return the cache holds `cached.len() + prompt.len() + tokens.len()` positions (minus one
 /// when the last generated token was not run through the model).
 pub fn generate(
-    model: &mut Model,
+    model: &mut dyn Forward,
     cached: &[u32],
     prompt: &[u32],
     max_tokens: usize,
@@ -120,7 +121,7 @@ pub fn generate(
 
 /// Greedy generation of up to `max_tokens` tokens after `prompt` from an empty cache.
 pub fn greedy(
-    model: &mut Model,
+    model: &mut dyn Forward,
     prompt: &[u32],
     max_tokens: usize,
     is_eog: impl Fn(u32) -> bool,

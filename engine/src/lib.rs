@@ -2,6 +2,7 @@
 //! ferro-engine: models, KV cache, generation and perplexity on top of ferro-kernels;
 //! tokenizers, chat templates and sampling.
 
+pub mod backend;
 pub mod bench;
 pub mod chat_template;
 pub mod gen_model;
@@ -13,6 +14,7 @@ pub mod perplexity;
 pub mod sampler;
 pub mod tokenizer;
 
+pub use backend::{Backend, Device, Forward};
 pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
 pub mod grammar;
 pub mod scheduler;

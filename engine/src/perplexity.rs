@@ -6,7 +6,8 @@
 //! `n_ctx/2 .. n_ctx-1` predict the tokens after them. PPL = exp(mean NLL); its error is
 //! propagated from the standard error of the mean NLL, as llama-perplexity prints it.
 
-use crate::models::{Logits, Model, ModelError};
+use crate::backend::Forward;
+use crate::models::{Logits, ModelError};
 
 /// Running totals, and the result once all chunks are done.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,7 +61,7 @@ fn nll(logits: &[f32], target: u32) -> f64 {
 /// chunks of `n_ctx`. `bos` is put in the first position of each chunk. `progress` sees the
 /// running stats after each chunk.
 pub fn perplexity(
-    model: &mut Model,
+    model: &mut dyn Forward,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,

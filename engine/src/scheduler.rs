@@ -2,7 +2,7 @@
 //!
 //! Requests arrive over a bounded channel ([`Scheduler::submit`] fails when it is full, so the
 //! server answers 503 instead of piling work up). Each sequence gets a KV slot of its own; every
-//! step runs one [`Model::forward_batch`] over the next token of every decoding sequence plus a
+//! step runs one [`Backend::forward_batch`] over the next token of every decoding sequence plus a
 //! bounded chunk of prompt tokens of those still prefilling, so each weight block is read once
 //! per step for all of them. New requests join between steps; a sequence whose client went away
 //! is dropped before the next step. A slot remembers the tokens whose KV it holds: a new request
@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::backend::{Backend, Forward};
 use crate::grammar::JsonConstraint;
-use crate::models::{Model, SeqStep};
+use crate::models::SeqStep;
 use crate::sampler::{log_softmax, top_logprobs, Sampler, SamplerConfig, StopMatcher};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -273,13 +274,22 @@ pub struct Scheduler {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     queue_capacity: usize,
+    n_parallel: usize,
 }
 
 impl Scheduler {
-    /// Start the loop; it takes the model (its KV cache is resized to `n_parallel` slots).
-    pub fn spawn(mut model: Model, tokenizer: Arc<Tokenizer>, cfg: SchedulerConfig) -> std::io::Result<Scheduler> {
-        let n_parallel = cfg.n_parallel.max(1);
-        model.set_slots(n_parallel);
+    /// Start the loop; it takes the model (its KV cache is resized to `n_parallel` slots, at
+    /// most [`Backend::max_slots`]: [`Scheduler::n_parallel`] says how many it got).
+    pub fn spawn(
+        model: impl Into<Backend>,
+        tokenizer: Arc<Tokenizer>,
+        cfg: SchedulerConfig,
+    ) -> std::io::Result<Scheduler> {
+        let mut model = model.into();
+        let n_parallel = cfg.n_parallel.clamp(1, model.max_slots());
+        model
+            .set_slots(n_parallel)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -305,7 +315,13 @@ impl Scheduler {
             stop,
             thread: Some(thread),
             queue_capacity: cfg.queue_capacity.max(1),
+            n_parallel,
         })
+    }
+
+    /// Sequences decoded together (the KV slots the model got).
+    pub fn n_parallel(&self) -> usize {
+        self.n_parallel
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -378,7 +394,7 @@ struct Seq<'t> {
 }
 
 struct Loop<'t> {
-    model: Model,
+    model: Backend,
     tok: &'t Tokenizer,
     rx: Receiver<Job>,
     metrics: Arc<Metrics>,

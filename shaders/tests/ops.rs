@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_close, cos_data, Rng};
+use ferro_gguf::GgmlType;
 use ferro_shaders::{ActQuant, AttnParams, Glu, NormMode, RopeParams};
 use proptest::prelude::*;
 
@@ -183,36 +184,18 @@ proptest! {
     }
 }
 
-/// quantize_row_q8_0 / quantize_row_q8_K / f16 rounding of ggml-quants.c, dequantized again.
+/// llama.cpp's rounding of activations: Q8_0 / Q8_K blocks quantized and dequantized again by
+/// the kernels' scalar reference, or f16.
 fn round_like_llama_cpp(q: ActQuant, x: &[f32]) -> Vec<f32> {
-    let f16r = |v: f32| half::f16::from_f32(v).to_f32();
+    let through = |ty: GgmlType| {
+        let bytes = ferro_kernels::quantize_row(ty, x).unwrap();
+        common::dequantize_row(ty, &bytes, x.len())
+    };
     match q {
         ActQuant::None => x.to_vec(),
-        ActQuant::F16 => x.iter().map(|v| f16r(*v)).collect(),
-        ActQuant::Q8_0 => x
-            .chunks(32)
-            .flat_map(|b| {
-                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                b.iter()
-                    .map(move |v| (v * id).round_ties_even() * f16r(d))
-                    .collect::<Vec<_>>()
-            })
-            .collect(),
-        ActQuant::Q8K => x
-            .chunks(256)
-            .flat_map(|b| {
-                let mx = b.iter().fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
-                if mx == 0.0 {
-                    return vec![0.0; b.len()];
-                }
-                let iscale = -127.0 / mx;
-                b.iter()
-                    .map(|v| (iscale * v).round_ties_even().min(127.0) / iscale)
-                    .collect()
-            })
-            .collect(),
+        ActQuant::F16 => x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect(),
+        ActQuant::Q8_0 => through(GgmlType::Q8_0),
+        ActQuant::Q8K => through(GgmlType::Q8_K),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `ferro bench MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [--device cpu|gpu] [--json]`:
+//! `ferro bench MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [--device cpu|gpu|auto] [--json]`:
 //! prompt-processing and generation speed with llama-bench's method (see
 //! `ferro_engine::bench`), printed as llama-bench's table or as JSON records.
 //!
@@ -6,12 +6,15 @@
 //! model (or `--membw-gbs X`), every tg row also shows the bound `weights_bytes / bandwidth`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ferro_engine::bench::{bound_tokens_per_second, model_size, Bench, Test, TestResult};
-use ferro_engine::{Model, ModelOptions};
+use ferro_engine::{Backend, Forward, ModelOptions};
+use ferro_gguf::Gguf;
 use serde_json::{json, Value};
 
+use crate::commands::DeviceArgs;
 use crate::store;
 
 /// Buffer of the bandwidth measurement: large enough that no cache holds it.
@@ -33,9 +36,8 @@ pub struct Args {
     /// Timed repetitions of each test (after one warm-up run).
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
-    /// cpu or gpu.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Print a JSON array of records instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -51,11 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    match args.device.as_str() {
-        "cpu" => {}
-        "gpu" => bail!("--device gpu: ferro has no GPU backend yet; use --device cpu"),
-        d => bail!("unknown --device '{d}' (cpu or gpu)"),
-    }
+    args.device.device()?;
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -110,16 +108,18 @@ pub fn run(args: Args) -> Result<()> {
     let path = store::resolve_model(args.model.as_deref())?;
     let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1);
     let n_batch = args.n_prompt.iter().copied().max().unwrap_or(1).max(1);
-    let mut model = Model::load(
-        &path,
-        &ModelOptions {
-            n_ctx,
-            n_batch,
-            threads,
-        },
-    )
-    .with_context(|| format!("cannot load {}", path.display()))?;
+    let gguf = Arc::new(Gguf::open(&path).with_context(|| format!("cannot load {}", path.display()))?);
+    let opts = ModelOptions {
+        n_ctx,
+        n_batch,
+        threads,
+    };
+    let mut model = args
+        .device
+        .load(gguf, &opts)
+        .with_context(|| format!("cannot load {}", path.display()))?;
     let info = ModelInfo::new(&model, &path);
+    eprintln!("{}: running on {}", info.name, model.describe());
     let weight_bytes = model.weight_bytes();
     let mut bench = Bench::new(&mut model, args.seed);
     let mut rows = Vec::new();
@@ -141,7 +141,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// What the table says about the model.
+/// What the table says about the model and where it ran.
 struct ModelInfo {
     /// File name without `.gguf`.
     name: String,
@@ -149,10 +149,14 @@ struct ModelInfo {
     desc: String,
     size_bytes: u64,
     params: u64,
+    /// llama-bench's backend column: "CPU", "Vulkan", "Metal" ...
+    backend: String,
+    /// The adapter of a GPU run ("NVIDIA H100 PCIe"), empty on the CPU.
+    gpu: String,
 }
 
 impl ModelInfo {
-    fn new(model: &Model, path: &Path) -> Self {
+    fn new(model: &Backend, path: &Path) -> Self {
         let g = model.gguf();
         let (size_bytes, params) = model_size(g);
         let name = path
@@ -165,6 +169,11 @@ impl ModelInfo {
             desc: format!("{} {} {ftype}", model.hparams().arch_name, human_params(params)),
             size_bytes,
             params,
+            backend: model.name(),
+            gpu: match model {
+                Backend::Gpu(g) => g.adapter().name,
+                Backend::Cpu(_) => String::new(),
+            },
         }
     }
 }
@@ -221,7 +230,7 @@ fn record(info: &ModelInfo, threads: usize, weight_bytes: usize, bound: Option<(
         "model_type": info.desc,
         "size": info.size_bytes,
         "params": info.params,
-        "backend": "CPU",
+        "backend": info.backend,
         "threads": threads,
         "test": r.test.name(),
         "n_prompt": n_prompt,
@@ -231,6 +240,9 @@ fn record(info: &ModelInfo, threads: usize, weight_bytes: usize, bound: Option<(
         "samples_ts": r.samples_ts(),
         "weights_bytes": weight_bytes,
     });
+    if !info.gpu.is_empty() {
+        rec["gpu"] = json!(info.gpu);
+    }
     if let (Test::Gen(_), Some((gbs, bound_ts))) = (r.test, bound) {
         rec["membw_gb_per_second"] = json!(gbs);
         rec["bound_tokens_per_second"] = json!(bound_ts);
@@ -250,7 +262,7 @@ fn print_table(info: &ModelInfo, threads: usize, bound: Option<(f64, f64)>, rows
             info.desc.clone(),
             human_size(info.size_bytes),
             human_params(info.params),
-            "CPU".into(),
+            info.backend.clone(),
             threads.to_string(),
             r.test.name(),
             format!("{:.2} ± {:.2}", r.tokens_per_second(), r.stddev()),

@@ -1,9 +1,11 @@
-//! `ferro info MODEL [--json]`: what a GGUF file holds and how ferro would run it.
+//! `ferro info MODEL [--json]`: what a GGUF file holds and how ferro would run it: the CPU
+//! kernels chosen and the GPU adapters wgpu sees. `ferro info --devices` shows only the latter.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use ferro_engine::backend::{is_hardware, list_adapters, AdapterSummary};
 use ferro_gguf::{Gguf, GgufError, Value};
 use serde_json::{json, Map, Value as Json};
 
@@ -17,12 +19,24 @@ pub struct Args {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Show only the CPU kernels and the GPU adapters (no model needed).
+    #[arg(long)]
+    pub devices: bool,
 }
 
 /// Longest string shown in full; longer ones are cut and their length given.
 const MAX_STRING: usize = 200;
 
 pub fn run(args: Args) -> Result<()> {
+    if args.devices {
+        let info = devices_json(&list_adapters());
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        } else {
+            print_devices(&info);
+        }
+        return Ok(());
+    }
     let path = store::resolve_model(args.model.as_deref())?;
     let g = match Gguf::open(&path) {
         Ok(g) => g,
@@ -30,7 +44,10 @@ pub fn run(args: Args) -> Result<()> {
         Err(e @ (GgufError::Open { .. } | GgufError::IsDirectory { .. })) => return Err(e.into()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let info = summarize(&g, &path);
+    let mut info = summarize(&g, &path);
+    if let (Json::Object(m), Json::Object(d)) = (&mut info, devices_json(&list_adapters())) {
+        m.extend(d);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
@@ -72,8 +89,6 @@ fn summarize(g: &Gguf, path: &Path) -> Json {
         "chat_template": g.get("tokenizer.chat_template").is_some(),
         "alignment": g.alignment,
         "metadata": metadata,
-        "cpu_features": ferro_kernels::cpu_features(),
-        "kernels": ferro_kernels::kernel_path(),
     })
 }
 
@@ -145,11 +160,58 @@ fn print_human(info: &Json, g: &Gguf) {
                 g.data_offset
             ),
         ),
-        ("cpu features", ferro_kernels::cpu_features().join(" ")),
-        ("kernels", s("kernels")),
     ];
     for (k, v) in rows {
         println!("{k:<20} {v}");
+    }
+    print_devices(info);
+}
+
+/// `cpu_features`, `kernels` and `gpu_adapters` (name, backend, device_type, driver, and whether
+/// `--device auto` would use it).
+fn devices_json(adapters: &[AdapterSummary]) -> Json {
+    let list: Vec<Json> = adapters
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "backend": a.backend,
+                "device_type": a.device_type,
+                "driver": a.driver,
+                "driver_info": a.driver_info,
+                "hardware": is_hardware(a),
+            })
+        })
+        .collect();
+    json!({
+        "cpu_features": ferro_kernels::cpu_features(),
+        "kernels": ferro_kernels::kernel_path(),
+        "gpu_adapters": list,
+    })
+}
+
+fn print_devices(info: &Json) {
+    let features: Vec<&str> = info["cpu_features"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    println!("{:<20} {}", "cpu features", features.join(" "));
+    println!("{:<20} {}", "kernels", info["kernels"].as_str().unwrap_or("-"));
+    let adapters = info["gpu_adapters"].as_array().cloned().unwrap_or_default();
+    if adapters.is_empty() {
+        println!("{:<20} none (no Vulkan, Metal or DX12 driver found)", "gpu adapters");
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
+        let mut line = format!("{} ({}, {}", s("name"), s("backend"), s("device_type"));
+        if !s("driver").is_empty() {
+            line.push_str(format!(", {} {}", s("driver"), s("driver_info")).trim_end());
+        }
+        line.push(')');
+        if a["hardware"] != true {
+            line.push_str(" [software: --device auto skips it]");
+        }
+        println!("{:<20} {line}", if i == 0 { "gpu adapters" } else { "" });
     }
 }
 

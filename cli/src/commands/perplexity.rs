@@ -8,9 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ferro_engine::perplexity::perplexity;
 use ferro_engine::tokenizer::Tokenizer;
-use ferro_engine::{Model, ModelOptions};
+use ferro_engine::ModelOptions;
 use ferro_gguf::Gguf;
 
+use crate::commands::DeviceArgs;
 use crate::store;
 
 #[derive(clap::Args)]
@@ -26,14 +27,17 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.device()?;
     let path = store::resolve_model(args.model.as_deref())?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let g = Arc::new(Gguf::open(&path)?);
     let tok = Tokenizer::from_gguf(&g)?;
-    let mut model = Model::from_gguf(
+    let mut model = args.device.load(
         g,
         &ModelOptions {
             n_ctx: args.ctx_size,
@@ -54,9 +58,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
     eprintln!(
-        "perplexity: {} tokens, {n_chunks} chunks of {}, scoring the second half of each",
+        "perplexity: {} tokens, {n_chunks} chunks of {}, scoring the second half of each, on {}",
         tokens.len(),
-        args.ctx_size
+        args.ctx_size,
+        model.describe()
     );
     let t0 = Instant::now();
     let stats = perplexity(&mut model, &tokens, args.ctx_size, bos, |c, n, s| {

@@ -12,9 +12,10 @@ use ferro_engine::chat_template::{ChatMessage, ChatTemplate};
 use ferro_engine::generate::{generate, Generation};
 use ferro_engine::sampler::{Sampler, SamplerConfig};
 use ferro_engine::tokenizer::Tokenizer;
-use ferro_engine::{Model, ModelOptions};
+use ferro_engine::{Backend, Forward, ModelOptions};
 use ferro_gguf::Gguf;
 
+use crate::commands::DeviceArgs;
 use crate::store;
 
 #[derive(clap::Args)]
@@ -63,6 +64,8 @@ pub struct Args {
     /// Timings and speeds on stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Whether a lone positional argument names a model rather than being a prompt.
@@ -75,7 +78,7 @@ fn looks_like_model(arg: &str) -> bool {
 
 /// Everything a generation needs besides the prompt.
 struct Session {
-    model: Model,
+    model: Backend,
     tok: Tokenizer,
     sampler: Sampler,
     gguf: Arc<Gguf>,
@@ -140,7 +143,7 @@ impl Session {
     fn report(&self, g: &Generation) {
         if self.verbose {
             eprintln!(
-                "\nprompt: {} tokens in {:.2} s ({:.1} tok/s); generated: {} tokens in {:.2} s ({:.1} tok/s); stop: {:?}; kernels: {}",
+                "\nprompt: {} tokens in {:.2} s ({:.1} tok/s); generated: {} tokens in {:.2} s ({:.1} tok/s); stop: {:?}; on {}",
                 g.prompt_tokens,
                 g.prompt_time.as_secs_f64(),
                 g.prompt_tps(),
@@ -148,7 +151,7 @@ impl Session {
                 g.gen_time.as_secs_f64(),
                 g.gen_tps(),
                 g.stop,
-                ferro_kernels::kernel_path(),
+                self.model.describe(),
             );
         }
     }
@@ -166,6 +169,7 @@ impl Session {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.device()?;
     let (model_arg, prompt) = match (args.model.clone(), args.prompt.clone()) {
         (Some(m), None) if !looks_like_model(&m) => (None, Some(m)),
         other => other,
@@ -174,7 +178,7 @@ pub fn run(args: Args) -> Result<()> {
     let t0 = Instant::now();
     let gguf = Arc::new(Gguf::open(&path)?);
     let tok = Tokenizer::from_gguf(&gguf)?;
-    let model = Model::from_gguf(
+    let model = args.device.load(
         gguf.clone(),
         &ModelOptions {
             n_ctx: args.ctx_size,
@@ -185,12 +189,13 @@ pub fn run(args: Args) -> Result<()> {
     if args.verbose {
         let hp = model.hparams();
         eprintln!(
-            "loaded {} ({}, {} layers, context {}, KV cache {:.1} MiB) in {:.2} s",
+            "loaded {} ({}, {} layers, context {}, KV cache {:.1} MiB) on {} in {:.2} s",
             path.display(),
             hp.arch_name,
             hp.n_layer,
             model.n_ctx(),
             model.kv_cache_bytes() as f64 / (1 << 20) as f64,
+            model.describe(),
             t0.elapsed().as_secs_f64()
         );
     }

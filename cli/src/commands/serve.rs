@@ -2,6 +2,7 @@
 
 use clap::Args as ClapArgs;
 
+use crate::commands::DeviceArgs;
 use crate::server::{self, ServerConfig};
 
 #[derive(Debug, ClapArgs)]
@@ -17,7 +18,7 @@ pub struct Args {
     /// Require `Authorization: Bearer KEY` on /v1 routes.
     #[arg(long, env = "FERRO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Sequences decoded together in one batched step.
+    /// Sequences decoded together in one batched step (the GPU backend decodes one at a time).
     #[arg(long, short = 'n', default_value_t = 4)]
     pub parallel: usize,
     /// Context size per sequence (0: the model's, at most 4096).
@@ -35,15 +36,12 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    a.device.device()?;
     if a.parallel == 0 || a.parallel > 256 {
         anyhow::bail!("--parallel must be between 1 and 256");
     }
@@ -58,5 +56,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         threads: a.threads,
         queue: a.queue,
         body_limit: a.max_body,
+        device: a.device,
     })
 }

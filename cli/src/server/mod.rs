@@ -21,9 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ferro_engine::chat_template::ChatTemplate;
-use ferro_engine::models::{Model, ModelOptions};
+use ferro_engine::models::ModelOptions;
 use ferro_engine::scheduler::{Scheduler, SchedulerConfig};
 use ferro_engine::tokenizer::Tokenizer;
+use ferro_engine::Forward;
+use ferro_gguf::Gguf;
 
 use errors::ApiError;
 
@@ -46,6 +48,8 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Where the model runs.
+    pub device: crate::commands::DeviceArgs,
 }
 
 /// Shared by every handler.
@@ -61,6 +65,10 @@ pub struct AppState {
     pub model_path: String,
     pub n_ctx: usize,
     pub n_parallel: usize,
+    /// Where the model runs: "CPU (avx2 kernels)", "GPU: <adapter>".
+    pub device: String,
+    /// Whether /v1/embeddings works (the CPU backend only).
+    pub embeddings: bool,
     pub created: u64,
     pub api_key: Option<String>,
     pub cors: Option<HeaderValue>,
@@ -182,8 +190,12 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         threads: cfg.threads,
         ..ModelOptions::default()
     };
-    let model = Model::load(&cfg.model_path, &opts).with_context(|| format!("loading {}", cfg.model_path.display()))?;
-    let gguf = model.gguf().clone();
+    let loading = || format!("loading {}", cfg.model_path.display());
+    let gguf = Arc::new(Gguf::open(&cfg.model_path).with_context(loading)?);
+    let model = cfg.device.load(gguf.clone(), &opts).with_context(loading)?;
+    let device = model.describe();
+    let embeddings = !model.is_gpu();
+    tracing::info!("running on {device}");
     let tok = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
     let template = ChatTemplate::from_gguf(&gguf, &tok).context("reading the chat template")?;
     let bos_text = tok
@@ -201,7 +213,15 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .map(|s| vec![s.to_string()])
         .unwrap_or_default();
     let n_ctx = model.n_ctx();
-    let n_parallel = cfg.n_parallel.max(1);
+    let mut n_parallel = cfg.n_parallel.max(1);
+    if n_parallel > model.max_slots() {
+        tracing::warn!(
+            "the GPU backend holds one KV cache and decodes one sequence at a time: \
+             --parallel {n_parallel} reduced to {} (use --device cpu for batched decoding)",
+            model.max_slots()
+        );
+        n_parallel = model.max_slots();
+    }
     tracing::info!(
         "model {model_id}: {} layers, context {n_ctx} x {n_parallel} slots, KV cache {} MiB",
         model.hparams().n_layer,
@@ -217,6 +237,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     )
     .context("starting the engine thread")?;
+    let n_parallel = sched.n_parallel();
     let cors = match &cfg.cors {
         Some(o) => Some(HeaderValue::from_str(o).context("--cors: not a valid origin")?),
         None => None,
@@ -231,6 +252,8 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         model_path: cfg.model_path.display().to_string(),
         n_ctx,
         n_parallel,
+        device,
+        embeddings,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

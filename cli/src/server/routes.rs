@@ -1081,6 +1081,12 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let req: EmbeddingRequest = parse(body, st.body_limit)?;
     st.check_model(&req.model)?;
+    if !st.embeddings {
+        return Err(ApiError::bad(
+            "this server runs on the GPU, which computes no embeddings; serve with --device cpu for /v1/embeddings",
+            None,
+        ));
+    }
     let b64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -1150,7 +1156,7 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
             "object": "model",
             "created": st.created,
             "owned_by": "ferro",
-            "meta": {"n_ctx": st.n_ctx, "n_parallel": st.n_parallel, "path": st.model_path},
+            "meta": {"n_ctx": st.n_ctx, "n_parallel": st.n_parallel, "device": st.device, "path": st.model_path},
         }],
     }))
 }

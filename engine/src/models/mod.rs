@@ -43,6 +43,12 @@ pub enum ModelError {
     BadSlot { slot: usize, n_slots: usize },
     #[error("could not build a thread pool of {threads} threads: {reason}")]
     ThreadPool { threads: usize, reason: String },
+    /// The GPU backend failed (no adapter, unsupported tensor type, device error ...).
+    #[error(transparent)]
+    Gpu(#[from] ferro_shaders::GpuError),
+    /// The backend cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

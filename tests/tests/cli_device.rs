@@ -1,0 +1,310 @@
+//! `--device cpu|gpu|auto` end to end through the binary. The GPU runs are on whatever adapter
+//! wgpu finds; in CI that is lavapipe (Mesa's Vulkan on the CPU, installed by scripts/test),
+//! which is slow, so every GPU run here is a handful of tokens in a small context.
+//!
+//! `NODEVICE_SELECT=1` turns off Mesa's device-select layer, which otherwise prints an
+//! `XDG_RUNTIME_DIR` complaint on stderr on machines without a display.
+
+mod server_common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ferro_tests::{assert_one_line_error, ferro_bin, require_model, TempDir};
+use serde_json::Value;
+
+const MODEL: &str = "smollm2-135m-instruct";
+
+fn ferro(args: &[&str]) -> Output {
+    Command::new(ferro_bin())
+        .args(args)
+        .env("NODEVICE_SELECT", "1")
+        .env_remove("FERRO_LOG")
+        .output()
+        .expect("run ferro")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// False (after saying so) when GPU tests are switched off with FERRO_SKIP_GPU_TESTS=1.
+fn gpu_tests() -> bool {
+    if std::env::var("FERRO_SKIP_GPU_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping GPU test: FERRO_SKIP_GPU_TESTS=1");
+        return false;
+    }
+    true
+}
+
+fn run_json(model: &Path, device: &str) -> Value {
+    let out = ferro(&[
+        "run",
+        model.to_str().unwrap(),
+        "The capital of France is",
+        "--raw",
+        "--temp",
+        "0",
+        "--json",
+        "-n",
+        "6",
+        "-c",
+        "64",
+        "--device",
+        device,
+    ]);
+    serde_json::from_str(&ok(&out)).expect("one JSON object")
+}
+
+/// Greedy tokens on the GPU are the CPU's.
+#[test]
+fn gpu_greedy_run_equals_cpu() {
+    let Some(model) = require_model(MODEL) else { return };
+    if !gpu_tests() {
+        return;
+    }
+    let cpu = run_json(&model, "cpu");
+    let gpu = run_json(&model, "gpu");
+    assert_eq!(cpu["prompt_tokens"], gpu["prompt_tokens"]);
+    assert_eq!(cpu["tokens"].as_array().unwrap().len(), 6, "{cpu}");
+    assert_eq!(gpu["tokens"], cpu["tokens"], "gpu {gpu} cpu {cpu}");
+    assert_eq!(gpu["text"], cpu["text"]);
+}
+
+fn ppl(stdout: &str) -> f64 {
+    let last = stdout.lines().last().unwrap_or_default();
+    last.strip_prefix("PPL = ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no PPL line in {stdout:?}"))
+}
+
+fn perplexity(model: &Path, text: &Path, ctx: &str, device: &str) -> f64 {
+    let out = ferro(&[
+        "perplexity",
+        model.to_str().unwrap(),
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        ctx,
+        "--device",
+        device,
+    ]);
+    ppl(&ok(&out))
+}
+
+/// Perplexity on the GPU agrees with the CPU's on one chunk of 32 tokens (15 scored).
+///
+/// The bound is 2%, not the 0.5% of the long-text test below: the GPU rounds activations to
+/// Q8 blocks as the CPU does, but values near a rounding step fall either way with a different
+/// summation order, so single-token NLLs differ by ~0.1 between any two correct orders (the GPU
+/// with and without its CPU-rounding emulation differ as much); over 15 tokens that is ~0.5-1%
+/// of PPL. A wrong position, mask or cache slot moves PPL by far more than 2%.
+#[test]
+fn gpu_perplexity_agrees_with_cpu_on_a_short_text() {
+    let Some(model) = require_model(MODEL) else { return };
+    if !gpu_tests() {
+        return;
+    }
+    let dir = TempDir::new("device-ppl");
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "The river runs through the old town, past the market and the church, and the \
+         children walk along it to school every morning. In winter the water freezes and \
+         the whole town goes skating.",
+    )
+    .unwrap();
+    let cpu = perplexity(&model, &text, "32", "cpu");
+    let gpu = perplexity(&model, &text, "32", "gpu");
+    assert!(cpu.is_finite() && cpu > 1.0, "cpu PPL {cpu}");
+    let rel = (gpu - cpu).abs() / cpu;
+    assert!(rel < 0.02, "gpu PPL {gpu} vs cpu {cpu}: {:.3}% apart", rel * 100.0);
+}
+
+/// The issue's bar on a real GPU: GPL-3 at -c 512 (14 chunks, ~3.6k scored tokens) within 0.5%
+/// of llama-perplexity's 18.3914 (golden_perplexity.rs holds the CPU to the same). Hours on
+/// lavapipe, seconds on a GPU: `cargo test --release -p ferro-tests --test cli_device -- --ignored`.
+#[test]
+#[ignore = "needs a hardware GPU (hours on lavapipe)"]
+fn gpu_perplexity_on_gpl3_matches_llama_cpp() {
+    let Some(model) = require_model(MODEL) else { return };
+    let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/GPL-3");
+    let gpu = perplexity(&model, &text, "512", "gpu");
+    let rel = (gpu - 18.3914).abs() / 18.3914;
+    assert!(
+        rel < 0.005,
+        "gpu PPL {gpu} vs llama.cpp 18.3914: {:.3}% apart",
+        rel * 100.0
+    );
+}
+
+/// The bench table and records name the backend that ran.
+#[test]
+fn bench_names_the_backend() {
+    let Some(model) = require_model(MODEL) else { return };
+    let bench = |device: &str, json: bool| {
+        let mut args = vec![
+            "bench",
+            model.to_str().unwrap(),
+            "-p",
+            "4",
+            "-n",
+            "0",
+            "-r",
+            "1",
+            "--device",
+            device,
+        ];
+        if json {
+            args.push("--json");
+        }
+        ok(&ferro(&args))
+    };
+    let cpu: Value = serde_json::from_str(&bench("cpu", true)).unwrap();
+    assert_eq!(cpu[0]["backend"], "CPU");
+    assert!(cpu[0].get("gpu").is_none(), "{cpu}");
+    // lavapipe is a software adapter: auto keeps to the CPU.
+    let auto = bench("auto", false);
+    assert!(auto.lines().any(|l| l.contains("| CPU ")), "{auto}");
+    if !gpu_tests() {
+        return;
+    }
+    let gpu: Value = serde_json::from_str(&bench("gpu", true)).unwrap();
+    let backend = gpu[0]["backend"].as_str().unwrap();
+    assert!(["Vulkan", "Metal", "Dx12"].contains(&backend), "{gpu}");
+    assert!(!gpu[0]["gpu"].as_str().unwrap().is_empty(), "{gpu}");
+}
+
+/// An unknown device is one clear error line and exit code 1, before any model is loaded.
+#[test]
+fn unknown_device_is_a_clear_error() {
+    for cmd in ["run", "bench", "perplexity", "serve"] {
+        let mut args = vec![cmd, "no-such-model.gguf", "--device", "bogus"];
+        if cmd == "perplexity" {
+            args.extend(["-f", "no-such-file.txt"]);
+        }
+        let line = assert_one_line_error(&ferro(&args), "unknown device 'bogus'");
+        assert!(line.contains("cpu, gpu or auto"), "{cmd}: {line}");
+    }
+}
+
+/// Without any Vulkan driver, `gpu` fails with one line and `auto` runs on the CPU.
+#[test]
+fn no_adapter_gpu_fails_and_auto_uses_the_cpu() {
+    let Some(model) = require_model(MODEL) else { return };
+    let run = |device: &str| {
+        Command::new(ferro_bin())
+            .args([
+                "run",
+                model.to_str().unwrap(),
+                "Hi",
+                "--raw",
+                "--temp",
+                "0",
+                "-n",
+                "2",
+                "-c",
+                "32",
+                "-v",
+                "--device",
+                device,
+            ])
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("NODEVICE_SELECT", "1")
+            .env_remove("FERRO_LOG")
+            .output()
+            .unwrap()
+    };
+    assert_one_line_error(&run("gpu"), "--device gpu: no usable GPU adapter");
+    let out = run("auto");
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("on CPU ("), "{stderr}");
+}
+
+/// `ferro info` lists the adapters wgpu sees (lavapipe in CI), in text and JSON.
+#[test]
+fn info_lists_gpu_adapters() {
+    if !gpu_tests() {
+        return;
+    }
+    let j: Value = serde_json::from_str(&ok(&ferro(&["info", "--devices", "--json"]))).unwrap();
+    let adapters = j["gpu_adapters"].as_array().expect("gpu_adapters");
+    assert!(
+        !adapters.is_empty(),
+        "no adapter: install mesa-vulkan-drivers (lavapipe); {j}"
+    );
+    for a in adapters {
+        for k in ["name", "backend", "device_type"] {
+            assert!(!a[k].as_str().unwrap_or("").is_empty(), "{k} of {a}");
+        }
+        assert!(a["hardware"].is_boolean(), "{a}");
+    }
+    assert!(j["kernels"].is_string());
+    let text = ok(&ferro(&["info", "--devices"]));
+    let name = adapters[0]["name"].as_str().unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("gpu adapters") && l.contains(name)),
+        "{text}"
+    );
+    // With a model, the same list follows the model's summary.
+    if let Some(model) = require_model(MODEL) {
+        let j: Value = serde_json::from_str(&ok(&ferro(&["info", model.to_str().unwrap(), "--json"]))).unwrap();
+        assert_eq!(j["gpu_adapters"].as_array().map(Vec::len), Some(adapters.len()));
+        assert_eq!(j["architecture"], "llama");
+    }
+}
+
+/// `ferro serve --device gpu`: --parallel is reduced to the GPU's one sequence, completions
+/// work and give the CPU's greedy text, embeddings answer with a clear 400.
+#[test]
+fn serve_on_the_gpu() {
+    let Some(model) = require_model(MODEL) else { return };
+    if !gpu_tests() {
+        return;
+    }
+    let Some(server) = server_common::Server::start(&["--device", "gpu", "--parallel", "4"]) else {
+        return;
+    };
+    let models = server.request("GET", "/v1/models", &[], None).json();
+    let meta = &models["data"][0]["meta"];
+    assert_eq!(meta["n_parallel"], 1, "{models}");
+    assert!(meta["device"].as_str().unwrap().starts_with("GPU: "), "{models}");
+    let r = server.post(
+        "/v1/completions",
+        r#"{"model": "smollm2-135m-instruct", "prompt": "The capital of France is", "max_tokens": 3, "temperature": 0}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let text = r.json()["choices"][0]["text"].as_str().unwrap().to_string();
+    let out = ferro(&[
+        "run",
+        model.to_str().unwrap(),
+        "The capital of France is",
+        "--raw",
+        "--temp",
+        "0",
+        "--json",
+        "-n",
+        "3",
+        "-c",
+        "64",
+        "--device",
+        "cpu",
+    ]);
+    let cpu: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(text, cpu["text"].as_str().unwrap());
+    let e = server.post(
+        "/v1/embeddings",
+        r#"{"model": "smollm2-135m-instruct", "input": "hello"}"#,
+    );
+    assert_eq!(e.status, 400, "{}", e.body);
+    assert!(e.body.contains("--device cpu"), "{}", e.body);
+}
