@@ -82,6 +82,12 @@ fn one_line(s: &str) -> String {
 }
 
 fn main() {
+    // Mesa's device-select Vulkan layer prints "XDG_RUNTIME_DIR is invalid" on headless machines
+    // whenever adapters are probed (`--device auto`); it selects nothing ferro needs. Set here,
+    // before any thread exists.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     // A bug must still reach the user as one line, never as a panic message and backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
