@@ -119,6 +119,17 @@ run_remote() {
         echo "== $f" | tee -a "$out/gpu-bench.md"
         "$ferro" bench "$f" --device gpu "${args[@]}" "${bound[@]}" | tee -a "$out/gpu-bench.md"
     done
+    # llama.cpp's Vulkan backend on the same files, same call, when its llama-bench travelled
+    # (.gpu/llama-bench.xz with its shared libraries in .gpu/lib; built here from the
+    # llama-cpp-python sdist with -DGGML_VULKAN=ON, see DEVELOPERS.md).
+    if [ -f .gpu/llama-bench.xz ] && [ "${FERRO_BENCH_SKIP_LLAMA:-0}" != 1 ]; then
+        xz -dkf .gpu/llama-bench.xz && chmod +x .gpu/llama-bench
+        for f in "${models[@]}"; do
+            echo "== llama.cpp Vulkan: $f" | tee -a "$out/gpu-bench.md"
+            LD_LIBRARY_PATH=.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} .gpu/llama-bench -m "$f" -ngl 99 \
+                "${args[@]}" 2>&1 | grep -E '^\||ggml_vulkan: [0-9]' | tee -a "$out/gpu-bench.md"
+        done
+    fi
     # Perplexity on the GPU where the test models arrived (llama-perplexity: SmolLM2 18.3914,
     # gemma3 13.9062 on GPL-3 at -c 512; golden_perplexity.rs holds the CPU to them).
     for f in "${models[@]}"; do

@@ -17,6 +17,18 @@ pub const MATMUL_TILE: u32 = 8;
 /// Threads sharing one row in matmul.wgsl (a power of two dividing [`WG`]): a workgroup
 /// computes `WG / MATMUL_LANES` rows.
 pub const MATMUL_LANES: u32 = 16;
+/// Threads sharing one row in the decode product (tile 1): the whole workgroup, so a
+/// matrix-vector product keeps a large GPU busy (rows x 64 threads) with short loops per thread.
+pub const DECODE_LANES: u32 = 64;
+
+/// Threads per row of the matrix product with `tile` tokens per workgroup.
+pub fn matmul_lanes(tile: u32) -> u32 {
+    if tile == 1 {
+        DECODE_LANES
+    } else {
+        MATMUL_LANES
+    }
+}
 /// Bytes uploaded per `write_buffer` call, so big tensors do not need one huge staging copy.
 const UPLOAD_PIECE: usize = 64 << 20;
 
@@ -208,9 +220,10 @@ impl Op {
         let quant = |ty: GgmlType| quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()));
         Ok(match self {
             Op::Matmul { ty, tile } => format!(
-                "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {MATMUL_LANES}u;\n{}",
+                "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {}u;\n{}",
                 include_str!("common.wgsl"),
                 quant(ty)?,
+                matmul_lanes(tile),
                 include_str!("matmul.wgsl")
             ),
             Op::GetRows { ty } => format!(
@@ -315,11 +328,11 @@ impl Recorder {
         let (pipeline, wg) = match p.grid {
             Grid::Matmul { rows, tile } => match &p.batched {
                 Some((batched, t)) if n > 1 => {
-                    let (x, y) = ctx.fold(rows.div_ceil(WG / MATMUL_LANES));
+                    let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(*t)));
                     (batched.clone(), [x, y, n.div_ceil(*t)])
                 }
                 _ => {
-                    let (x, y) = ctx.fold(rows.div_ceil(WG / MATMUL_LANES));
+                    let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(tile)));
                     (p.pipeline.clone(), [x, y, n.div_ceil(tile)])
                 }
             },

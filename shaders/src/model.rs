@@ -28,7 +28,7 @@ use std::sync::Arc;
 use ferro_gguf::{GgmlType, Gguf};
 
 use crate::context::{
-    Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Prepared, Recorder, StepState, MATMUL_LANES, WG,
+    matmul_lanes, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Prepared, Recorder, StepState, WG,
 };
 use crate::error::{GpuError, Result};
 use crate::ops::{ActQuant, AttnParams, RopeParams};
@@ -607,7 +607,7 @@ impl GpuModel {
         };
         for mut p in c.prep_matmul(&output, head_in, &s.logits, 1)? {
             if let Grid::Matmul { rows, .. } = p.grid {
-                let (x, y) = c.fold(rows.div_ceil(WG / MATMUL_LANES));
+                let (x, y) = c.fold(rows.div_ceil(WG / matmul_lanes(1)));
                 p.grid = Grid::Fixed([x, y, 1]);
             }
             p.batched = None;
