@@ -123,7 +123,9 @@ run_remote() {
     # (.gpu/llama-bench.xz with its shared libraries in .gpu/lib; built here from the
     # llama-cpp-python sdist with -DGGML_VULKAN=ON, see DEVELOPERS.md).
     if [ -f .gpu/llama-bench.xz ] && [ "${FERRO_BENCH_SKIP_LLAMA:-0}" != 1 ]; then
-        xz -dkf .gpu/llama-bench.xz && chmod +x .gpu/llama-bench
+        xz -dkf .gpu/llama-bench.xz 2>/dev/null ||
+            python3 -c 'import lzma, shutil; shutil.copyfileobj(lzma.open(".gpu/llama-bench.xz"), open(".gpu/llama-bench", "wb"))'
+        chmod +x .gpu/llama-bench
         for f in "${models[@]}"; do
             echo "== llama.cpp Vulkan: $f" | tee -a "$out/gpu-bench.md"
             LD_LIBRARY_PATH=.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} .gpu/llama-bench -m "$f" -ngl 99 \
