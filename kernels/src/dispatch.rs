@@ -71,6 +71,12 @@ pub struct GemmKernels {
     pub q8_0: Option<GemmFn<BlockQ8_0, BlockQ8_0>>,
     pub q4_k: Option<GemmFn<BlockQ4K, BlockQ8K>>,
     pub q6_k: Option<GemmFn<BlockQ6K, BlockQ8K>>,
+    /// Whether the matrix-vector product (decode) uses the tiles too, or the dots. Measured per
+    /// path: on AVX2-only Zen the dots stream weights from memory faster than 4-row tiles; with
+    /// AVX-512 the tiles beat the AVX-512 dots. Either way a result has the same bits in a
+    /// batch and alone, as long as tiles and the table's dots agree bit for bit or both
+    /// products use the tiles (which is what this flag chooses between).
+    pub decode: bool,
 }
 
 impl GemmKernels {
@@ -83,6 +89,7 @@ impl GemmKernels {
         q8_0: None,
         q4_k: None,
         q6_k: None,
+        decode: false,
     };
 }
 

@@ -1,7 +1,7 @@
 //! The engine-facing API: weight matrices borrowed from a GGUF map, row (de)quantization, and
 //! the matrix-vector (decode) and matrix-matrix (prefill) products on top of a [`KernelTable`].
 
-use crate::dispatch::{DotFn, GemmFn, KernelTable};
+use crate::dispatch::{DotFn, GemmFn, GemmKernels, KernelTable};
 use crate::quants::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -199,11 +199,13 @@ const MATMUL_CHUNK_BYTES: usize = 128 * 1024;
 /// Tokens per weight-row pass inside a matmul chunk.
 const TOKEN_TILE: usize = 8;
 
-/// Where the tiled kernels (`KernelTable::gemm`) are used: `FERRO_GEMM=off` (never: a dot per
-/// row and token), `matmul` (prefill only) or `all` (the default; decode too). Results are the
-/// same bits either way; the knob exists to measure the kernels against each other.
+/// Where the tiled kernels (`KernelTable::gemm`) are used: by default as the table says
+/// (`GemmKernels::decode`), or forced with `FERRO_GEMM=off` (never: a dot per row and token),
+/// `matmul` (prefill only) or `all` (decode too). A measurement knob: forcing a mode the table
+/// does not choose may let a batched result differ in the last bits from the same one alone.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum GemmMode {
+    Table,
     Off,
     Matmul,
     All,
@@ -214,7 +216,8 @@ fn gemm_mode() -> GemmMode {
     *MODE.get_or_init(|| match std::env::var("FERRO_GEMM").as_deref().map(str::trim) {
         Ok("off") => GemmMode::Off,
         Ok("matmul") => GemmMode::Matmul,
-        _ => GemmMode::All,
+        Ok("all") => GemmMode::All,
+        _ => GemmMode::Table,
     })
 }
 
@@ -233,7 +236,6 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
     gemm: Option<GemmFn<W, A>>,
     y: &mut [f32],
 ) {
-    let gemm = gemm.filter(|_| gemm_mode() == GemmMode::All);
     let chunk = matvec_chunk(y.len());
     y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
         let r0 = c * chunk;
@@ -263,7 +265,6 @@ fn run_matmul<W: Pod + Sync, A: Sync>(
     if n == 0 || rows == 0 {
         return;
     }
-    let gemm = gemm.filter(|_| gemm_mode() != GemmMode::Off);
     let row_bytes = per_row * std::mem::size_of::<W>();
     let threads = rayon::current_num_threads().max(1);
     let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.div_ceil(threads).max(1));
@@ -454,6 +455,14 @@ fn mv<W: Pod + Sync, A: Sync>(
 }
 
 impl KernelTable {
+    /// The same table with the dots only.
+    fn without_tiles(&self) -> KernelTable {
+        KernelTable {
+            gemm: GemmKernels::NONE,
+            ..*self
+        }
+    }
+
     /// y[rows] = W · x, x: [cols]. Quantizes x once (Q8_0, Q8_1 or Q8_K per the weight type; floats
     /// use x as is), then runs the rows in parallel with rayon.
     ///
@@ -475,7 +484,12 @@ impl KernelTable {
             w.rows
         );
         let n = 1usize;
-        dispatch_types!(self, w, x, n, mv, y)
+        let decode_tiles = match gemm_mode() {
+            GemmMode::Table => self.gemm.decode,
+            mode => mode == GemmMode::All,
+        };
+        let t = if decode_tiles { *self } else { self.without_tiles() };
+        dispatch_types!(t, w, x, n, mv, y)
     }
 
     /// Y[n][rows] = X[n][cols] · Wᵀ (prefill). Each token's activations are quantized once;
@@ -501,6 +515,11 @@ impl KernelTable {
         if n == 1 {
             return self.matvec(w, x, y);
         }
-        dispatch_types!(self, w, x, n, run_matmul, y)
+        let t = if gemm_mode() == GemmMode::Off {
+            self.without_tiles()
+        } else {
+            *self
+        };
+        dispatch_types!(t, w, x, n, run_matmul, y)
     }
 }

@@ -151,7 +151,7 @@ unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
 unsafe fn dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(fp16(x.d) * fp16(y.d));
+        let d = _mm256_broadcastss_ps(_mm_mul_ss(fp16x2(x), fp16x2(y)));
         let qx = _mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8));
         acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load_q8(&y.qs)), acc);
     }
@@ -176,7 +176,7 @@ unsafe fn dot_q4_1_impl(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 unsafe fn dot_q5_0_impl(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(fp16(x.d) * fp16(y.d));
+        let d = _mm256_broadcastss_ps(_mm_mul_ss(fp16x2(x), fp16x2(y)));
         // q - 16: a clear high bit turns the nibble into nibble - 16 by setting bits 4..8.
         let hi = _mm256_andnot_si256(
             bytes_from_bits(u32::from_le_bytes(x.qh)),
@@ -207,7 +207,7 @@ unsafe fn dot_q5_1_impl(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
 unsafe fn dot_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(fp16(x.d) * fp16(y.d));
+        let d = _mm256_broadcastss_ps(_mm_mul_ss(fp16x2(x), fp16x2(y)));
         acc = _mm256_fmadd_ps(d, mul_sum_i8(load_q8(&x.qs), load_q8(&y.qs)), acc);
     }
     hsum_ps(acc)

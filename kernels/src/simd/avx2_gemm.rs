@@ -20,6 +20,15 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q8_0: Some(gemm_q8_0),
     q4_k: Some(super::avx2_kquants::gemm_q4_k),
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
+    // The AVX2 dots are bit-identical to these tiles and faster for decode on Zen.
+    decode: false,
+};
+
+/// The AVX2 tiles for the plain AVX-512 table, decode included: its dots are not the tiles'
+/// bits, so matrix-vector and batched products must both use the tiles.
+pub(crate) const KERNELS_ALL: GemmKernels = GemmKernels {
+    decode: true,
+    ..KERNELS
 };
 
 /// The tiles with `vpdpbusd`, for CPUs with AVX512-VNNI (and VL).
@@ -31,6 +40,7 @@ pub(crate) const KERNELS_VNNI: GemmKernels = GemmKernels {
     q8_0: Some(gemm_q8_0_vnni),
     q4_k: Some(super::avx2_kquants::gemm_q4_k),
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
+    decode: true,
 };
 
 /// Rows per tile in `gemm` and tokens per tile.
@@ -38,6 +48,8 @@ const R: usize = 2;
 const T: usize = 4;
 /// Rows per tile when there is a single token (matrix-vector).
 const RV: usize = 4;
+/// How many blocks ahead of the one in use the decode tiles prefetch each row.
+const PREFETCH_BLOCKS: usize = 24;
 
 /// A weight block made ready for multiplication: the bytes fed to `vpmaddubsw` as the unsigned
 /// operand and the bytes whose sign moves onto the activations (signed formats).
@@ -200,6 +212,13 @@ unsafe fn tile<F: Format, const V: bool, const RR: usize, const TT: usize>(
     let mut acc = [[_mm256_setzero_ps(); TT]; RR];
     let mut summs = [[0f32; TT]; RR];
     for b in 0..nb {
+        if TT == 1 {
+            // Decode streams the weights from memory, several rows at once: ask for them ahead,
+            // the hardware prefetchers lose track of interleaved row streams on some CPUs.
+            for wr in &w {
+                _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(b + PREFETCH_BLOCKS) as *const i8);
+            }
+        }
         let mut aq = [_mm256_setzero_si256(); TT];
         for t in 0..TT {
             aq[t] = F::act_q(&*a[t].add(b));
