@@ -43,7 +43,7 @@ fn gpu_tests() -> bool {
     true
 }
 
-fn run_json(model: &Path, device: &str) -> Value {
+fn run_json(model: &Path, device: &str, n: &str) -> Value {
     let out = ferro(&[
         "run",
         model.to_str().unwrap(),
@@ -53,7 +53,7 @@ fn run_json(model: &Path, device: &str) -> Value {
         "0",
         "--json",
         "-n",
-        "6",
+        n,
         "-c",
         "64",
         "--device",
@@ -69,8 +69,8 @@ fn gpu_greedy_run_equals_cpu() {
     if !gpu_tests() {
         return;
     }
-    let cpu = run_json(&model, "cpu");
-    let gpu = run_json(&model, "gpu");
+    let cpu = run_json(&model, "cpu", "6");
+    let gpu = run_json(&model, "gpu", "6");
     assert_eq!(cpu["prompt_tokens"], gpu["prompt_tokens"]);
     assert_eq!(cpu["tokens"].as_array().unwrap().len(), 6, "{cpu}");
     assert_eq!(gpu["tokens"], cpu["tokens"], "gpu {gpu} cpu {cpu}");
@@ -284,22 +284,7 @@ fn serve_on_the_gpu() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let text = r.json()["choices"][0]["text"].as_str().unwrap().to_string();
-    let out = ferro(&[
-        "run",
-        model.to_str().unwrap(),
-        "The capital of France is",
-        "--raw",
-        "--temp",
-        "0",
-        "--json",
-        "-n",
-        "3",
-        "-c",
-        "64",
-        "--device",
-        "cpu",
-    ]);
-    let cpu: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let cpu = run_json(&model, "cpu", "3");
     assert_eq!(text, cpu["text"].as_str().unwrap());
     let e = server.post(
         "/v1/embeddings",

@@ -72,11 +72,10 @@ trait Format: bytemuck::Pod {
 }
 
 /// The block's first two fp16 values as f32 lanes 0 and 1 (scale and min; for formats without a
-/// min, lane 1 is meaningless). One 4-byte load and one conversion.
+/// min, lane 1 is meaningless). One conversion from memory.
 #[inline(always)]
 unsafe fn scales<F: Format>(x: &F) -> __m128 {
-    let b = bytemuck::bytes_of(x);
-    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    super::avx2::fp16x2(x)
 }
 
 /// Signed weights: |q| as the unsigned operand, the sign of q moved onto the activations.
@@ -303,19 +302,25 @@ unsafe fn gemm<F: Format, const V: bool>(w: &[F], a: &[F::Act], nb: usize, out: 
     }
 }
 
+/// The shape checks of the safe entry points: whole rows of `nb` blocks, and output rows far
+/// enough apart for the tokens (`gemm` checks the output length).
+fn check_shapes(w_blocks: usize, a_blocks: usize, nb: usize, ldo: usize) {
+    assert!(
+        nb > 0 && w_blocks.is_multiple_of(nb) && a_blocks.is_multiple_of(nb),
+        "gemm: partial rows"
+    );
+    assert!(
+        a_blocks / nb <= ldo || w_blocks / nb <= 1,
+        "gemm: ldo smaller than the token count"
+    );
+}
+
 macro_rules! entry {
     ($gemm:ident, $vnni:ident, $w:ty, $a:ty) => {
         /// Safe entry point, reachable only through the AVX2 table (handed out after the features
         /// were detected). `out[r * ldo + t]` for every row r of `w` and token t of `a`.
         fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-            assert!(
-                nb > 0 && w.len().is_multiple_of(nb) && a.len().is_multiple_of(nb),
-                "gemm: partial rows"
-            );
-            assert!(
-                a.len() / nb <= ldo || w.len() / nb <= 1,
-                "gemm: ldo smaller than the token count"
-            );
+            check_shapes(w.len(), a.len(), nb, ldo);
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
                 gemm::<_, false>(w, a, nb, out, ldo)
@@ -327,14 +332,7 @@ macro_rules! entry {
 
         /// The same with `vpdpbusd`; reachable only through the AVX512-VNNI table.
         fn $vnni(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-            assert!(
-                nb > 0 && w.len().is_multiple_of(nb) && a.len().is_multiple_of(nb),
-                "gemm: partial rows"
-            );
-            assert!(
-                a.len() / nb <= ldo || w.len() / nb <= 1,
-                "gemm: ldo smaller than the token count"
-            );
+            check_shapes(w.len(), a.len(), nb, ldo);
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
             unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
                 gemm::<_, true>(w, a, nb, out, ldo)
