@@ -62,13 +62,38 @@ struct Prepared {
 /// Weight formats the tiles handle. Every block starts with its fp16 scale (and, for formats
 /// with a min, the fp16 min right after it), followed by at least two more bytes.
 trait Format: bytemuck::Pod {
-    type Act: bytemuck::Pod;
+    type Act: Activation;
     /// Whether the format has a min (`+ m·s` per block; the activation is Q8_1).
     const HAS_MIN: bool;
     unsafe fn prep(&self) -> Prepared;
-    /// The activation's scale `d` and, for formats with a min, its `s` (d·Σq).
-    fn act_scales(a: &Self::Act) -> (f32, f32);
-    unsafe fn act_q(a: &Self::Act) -> __m256i;
+}
+
+/// The 8-bit activation blocks the weights multiply.
+trait Activation: bytemuck::Pod {
+    /// The block's scale `d` and its `s` (d·Σq; 0 for Q8_0, which has none).
+    fn scales(&self) -> (f32, f32);
+    /// The 32 quants.
+    unsafe fn quants(&self) -> __m256i;
+}
+
+impl Activation for BlockQ8_0 {
+    fn scales(&self) -> (f32, f32) {
+        (self.d.to_f32(), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn quants(&self) -> __m256i {
+        load_q8(&self.qs)
+    }
+}
+
+impl Activation for BlockQ8_1 {
+    fn scales(&self) -> (f32, f32) {
+        (self.d.to_f32(), self.s.to_f32())
+    }
+    #[inline(always)]
+    unsafe fn quants(&self) -> __m256i {
+        load_q8(&self.qs)
+    }
 }
 
 /// The block's first two fp16 values as f32 lanes 0 and 1 (scale and min; for formats without a
@@ -94,13 +119,6 @@ impl Format for BlockQ4_0 {
     unsafe fn prep(&self) -> Prepared {
         signed(_mm256_sub_epi8(unpack_nibbles(&self.qs), _mm256_set1_epi8(8)))
     }
-    fn act_scales(a: &BlockQ8_0) -> (f32, f32) {
-        (a.d.to_f32(), 0.0)
-    }
-    #[inline(always)]
-    unsafe fn act_q(a: &BlockQ8_0) -> __m256i {
-        load_q8(&a.qs)
-    }
 }
 
 impl Format for BlockQ5_0 {
@@ -115,13 +133,6 @@ impl Format for BlockQ5_0 {
         );
         signed(_mm256_or_si256(unpack_nibbles(&self.qs), hi))
     }
-    fn act_scales(a: &BlockQ8_0) -> (f32, f32) {
-        (a.d.to_f32(), 0.0)
-    }
-    #[inline(always)]
-    unsafe fn act_q(a: &BlockQ8_0) -> __m256i {
-        load_q8(&a.qs)
-    }
 }
 
 impl Format for BlockQ8_0 {
@@ -130,13 +141,6 @@ impl Format for BlockQ8_0 {
     #[inline(always)]
     unsafe fn prep(&self) -> Prepared {
         signed(load_q8(&self.qs))
-    }
-    fn act_scales(a: &BlockQ8_0) -> (f32, f32) {
-        (a.d.to_f32(), 0.0)
-    }
-    #[inline(always)]
-    unsafe fn act_q(a: &BlockQ8_0) -> __m256i {
-        load_q8(&a.qs)
     }
 }
 
@@ -148,13 +152,6 @@ impl Format for BlockQ4_1 {
         let u = unpack_nibbles(&self.qs);
         Prepared { u, s: u }
     }
-    fn act_scales(a: &BlockQ8_1) -> (f32, f32) {
-        (a.d.to_f32(), a.s.to_f32())
-    }
-    #[inline(always)]
-    unsafe fn act_q(a: &BlockQ8_1) -> __m256i {
-        load_q8(&a.qs)
-    }
 }
 
 impl Format for BlockQ5_1 {
@@ -165,13 +162,6 @@ impl Format for BlockQ5_1 {
         let hi = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(self.qh)), _mm256_set1_epi8(0x10));
         let u = _mm256_or_si256(unpack_nibbles(&self.qs), hi);
         Prepared { u, s: u }
-    }
-    fn act_scales(a: &BlockQ8_1) -> (f32, f32) {
-        (a.d.to_f32(), a.s.to_f32())
-    }
-    #[inline(always)]
-    unsafe fn act_q(a: &BlockQ8_1) -> __m256i {
-        load_q8(&a.qs)
     }
 }
 
@@ -220,7 +210,7 @@ unsafe fn tile<F: Format, const V: bool, const RR: usize, const TT: usize>(
         }
         let mut aq = [_mm256_setzero_si256(); TT];
         for t in 0..TT {
-            aq[t] = F::act_q(&*a[t].add(b));
+            aq[t] = (*a[t].add(b)).quants();
         }
         for r in 0..RR {
             let x = &*w[r].add(b);
@@ -256,7 +246,7 @@ unsafe fn gemm<F: Format, const V: bool>(w: &[F], a: &[F::Act], nb: usize, out: 
         "gemm: output too small"
     );
     // Activation scales as f32, converted once instead of once per row.
-    let (ad, as_): (Vec<f32>, Vec<f32>) = a.iter().map(F::act_scales).unzip();
+    let (ad, as_): (Vec<f32>, Vec<f32>) = a.iter().map(Activation::scales).unzip();
     let wp = |r: usize| w.as_ptr().add(r * nb);
     let ap = |t: usize| a.as_ptr().add(t * nb);
     let dp = |t: usize| ad.as_ptr().add(t * nb);
