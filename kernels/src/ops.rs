@@ -224,7 +224,8 @@ fn gemm_mode() -> GemmMode {
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise them.
 fn matvec_chunk(rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    rows.div_ceil(threads * 8).max(1)
+    // A multiple of 8: the row-lane kernels take rows eight at a time.
+    rows.div_ceil(threads * 8).next_multiple_of(8)
 }
 
 /// `y[r] = dot(w[r], act)` for every row `r`, rows split across rayon tasks.
@@ -273,15 +274,14 @@ fn run_matmul<W: Pod + Sync, A: Sync>(
     yt.par_chunks_mut(chunk * n).enumerate().for_each(|(c, out)| {
         let r0 = c * chunk;
         let nr = out.len() / n;
+        let ws = &w[r0 * per_row..(r0 + nr) * per_row];
+        if let Some(gemm) = gemm {
+            // All tokens at once: each kernel tiles them as its layout wants.
+            return gemm(ws, act, per_row, out, n);
+        }
         for t0 in (0..n).step_by(TOKEN_TILE) {
             let t1 = (t0 + TOKEN_TILE).min(n);
-            if let Some(gemm) = gemm {
-                let ws = &w[r0 * per_row..(r0 + nr) * per_row];
-                gemm(ws, &act[t0 * per_row..t1 * per_row], per_row, &mut out[t0..], n);
-                continue;
-            }
-            for i in 0..nr {
-                let wr = &w[(r0 + i) * per_row..(r0 + i + 1) * per_row];
+            for (i, wr) in ws.chunks_exact(per_row).enumerate() {
                 for t in t0..t1 {
                     out[i * n + t] = dot(wr, &act[t * per_row..(t + 1) * per_row]);
                 }

@@ -1,11 +1,11 @@
 //! Logits of ferro against llama.cpp on synthetic models of the architectures no small real
 //! model exists for: qwen2 (QKV biases, NeoX rope, tied output), phi3 (fused QKV and gate/up)
 //! and mistral-style llama (GQA, rope base 1e6), each with q8_0 and q4_0 weights; and on the
-//! two real test models after a single token (tests/fixtures/real-logits-*.json), where the
-//! comparison is exact: with one position there is no attention sum whose order could differ,
-//! and ferro's CPU path computes every layer as llama.cpp does to the last bit. (Over several
-//! positions the real models amplify last-bit differences of summation order into log-probability
-//! differences of 0.1 and more; llama.cpp's own configurations differ from each other that much.)
+//! two real test models after a single token (tests/fixtures/real-logits-*.json). ferro's
+//! 4- and 5-bit kernels sum each block's integer products exactly and apply the scales once per
+//! block, where llama.cpp's AVX2 dot keeps eight float partial sums: the same values to the last
+//! bits, which deep real models amplify layer after layer into log-probability differences of a
+//! few hundredths (llama.cpp's own configurations differ from each other by far more).
 //!
 //! The fixtures (tests/fixtures/arch-logits-*.json, written by scripts/gen-arch-fixtures) hold,
 //! for a model made by `ferro gen-model ... --seed N`, llama.cpp's greedy tokens after a few
@@ -13,7 +13,7 @@
 //! with the release binary (its sha256 must equal the fixture's: gen-model is deterministic),
 //! feeds ferro llama.cpp's tokens (teacher forcing, so every step is comparable) and checks:
 //! - llama.cpp's top-k log-probabilities against ferro's: each within `Tol::max`, on average
-//!   within `Tol::mean` ([`SYNTHETIC`], [`REAL_SAME_KERNELS`], [`REAL_OTHER_KERNELS`]);
+//!   within `Tol::mean` ([`SYNTHETIC`], [`REAL`]);
 //! - ferro's greedy token equal to llama.cpp's wherever llama.cpp's top-1/top-2 margin exceeds
 //!   `Tol::margin` (below it, summation order may legitimately flip the choice).
 
@@ -34,10 +34,11 @@ struct Tol {
 }
 
 /// The synthetic models. The fixtures come from llama.cpp with an f32 KV cache, flash attention
-/// off and no repacked weights, whose arithmetic ferro's CPU path follows: with the AVX2 kernels
-/// the two agree to 1e-5. Another summation order (ferro's scalar or AVX-512 kernels, llama.cpp's
-/// repacked q4_0) can round an 8-bit activation the other way, which moves a few log-probabilities
-/// by up to ~0.03 and the mean by less than 0.003. llama.cpp's own default (f16 KV cache, flash
+/// off and no repacked weights. With q8_0 weights ferro's AVX2 kernels follow that arithmetic
+/// and the two agree to 1e-5; with q4_0 ferro sums each block exactly (another summation order,
+/// as are ferro's scalar kernels and llama.cpp's repacked q4_0), which can round an 8-bit
+/// activation the other way and moves a few log-probabilities by up to ~0.03 and the mean by
+/// less than 0.003. llama.cpp's own default (f16 KV cache, flash
 /// attention) moves them by 0.03-0.05 throughout; a real bug (a wrong rope layout, a missing
 /// bias, gate and up swapped) by more, everywhere: qwen2 with the normal rope layout gives a
 /// mean of 0.017 (q4_0) and 0.8 (q8_0).
@@ -47,22 +48,14 @@ const SYNTHETIC: Tol = Tol {
     margin: 0.1,
 };
 
-/// The real models after one token, with the kernels the fixture's llama.cpp build used (AVX2):
-/// the same arithmetic, bit for bit.
-const REAL_SAME_KERNELS: Tol = Tol {
-    max: 2e-3,
-    mean: 2e-4,
-    margin: 0.01,
-};
-
-/// The real models with another kernel path: deep real models amplify last-bit differences of
-/// summation order (an 8-bit activation rounded the other way) layer after layer; ferro's scalar
-/// kernels differ from its AVX2 ones on gemma3's first token by up to 0.31 (mean 0.08). Only
-/// gross errors show at this level.
-const REAL_OTHER_KERNELS: Tol = Tol {
-    max: 1.0,
-    mean: 0.2,
-    margin: 1.0,
+/// The real models after one token: deep real models amplify last-bit differences of summation
+/// order (an 8-bit activation rounded the other way) layer after layer. Measured (AVX2): SmolLM2
+/// largest 0.10, mean 0.039; gemma3 largest 0.23, mean 0.048; ferro's scalar kernels on gemma3
+/// largest 0.31, mean 0.08. A wrong rope layout or a missing norm moves the mean by far more.
+const REAL: Tol = Tol {
+    max: 0.5,
+    mean: 0.1,
+    margin: 0.5,
 };
 
 fn fixture(name: &str) -> Value {
@@ -148,11 +141,7 @@ fn check_real(name: &str, f: &Value) {
     );
     drop(bytes);
     let path_name = ferro_kernels::kernel_path();
-    let tol = if path_name == "avx2" {
-        REAL_SAME_KERNELS
-    } else {
-        REAL_OTHER_KERNELS
-    };
+    let tol = REAL;
     eprintln!("{name}: kernels {path_name}, tolerances {tol:?}");
     compare(name, &path, f, tol);
 }

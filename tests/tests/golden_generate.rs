@@ -1,11 +1,26 @@
 //! Greedy generation against llama.cpp: from each reference prompt's tokens, ferro's greedy
 //! tokens must equal llama.cpp's up to `must_match_tokens` (the steps before the first one
-//! whose top-2 margin is under 0.05, where float summation order may legitimately flip it).
+//! whose top-2 margin is under 0.05 in llama.cpp's logits, where float summation order may
+//! legitimately flip it), except where ferro's own top-2 logit margin is under [`NEAR_TIE`]:
+//! there the two choices are a tie within what summation order moves, and the sequences part.
+//!
+//! Why the second rule: the reference was made by llama.cpp on another machine (an AVX-512
+//! build). On this project's AVX2 machines llama.cpp itself does not reproduce it: its defaults
+//! part from it at step 13 of SmolLM2's second prompt (`must_match_tokens` 32) and of gemma3's
+//! second (17); with flash attention off and an f32 KV cache at step 5 of SmolLM2's first
+//! (`scripts/reference-vs-configs` prints the table). Deep models amplify last-bit differences
+//! of summation order (an 8-bit activation rounded the other way) into log-probability
+//! differences of 0.1-1 after a few dozen tokens. A real bug (a wrong rope layout, a missing
+//! norm) parts at a large margin within the first tokens, which this still catches.
 
-use ferro_engine::generate::greedy;
+use ferro_engine::generate::generate;
 use ferro_engine::{Model, ModelOptions};
 use ferro_tests::require_model;
 use serde_json::Value;
+use std::ops::ControlFlow;
+
+/// Top-2 logit margin under which ferro may choose otherwise than the reference.
+const NEAR_TIE: f32 = 0.1;
 
 fn reference() -> Value {
     let text = include_str!("../fixtures/llama-cpp-reference.json");
@@ -20,6 +35,20 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// Index of the largest logit (the lowest on ties) and its margin over the second largest.
+fn top2(logits: &[f32]) -> (u32, f32) {
+    let (mut best, mut second) = (0usize, f32::NEG_INFINITY);
+    for (i, &v) in logits.iter().enumerate().skip(1) {
+        if v > logits[best] {
+            second = logits[best];
+            best = i;
+        } else if v > second {
+            second = v;
+        }
+    }
+    (best as u32, logits[best] - second)
+}
+
 fn check_model(store_name: &str, reference_name: &str) {
     let Some(path) = require_model(store_name) else { return };
     let opts = ModelOptions {
@@ -30,24 +59,61 @@ fn check_model(store_name: &str, reference_name: &str) {
     let r = reference();
     let completions = r[reference_name]["completions"].as_array().expect("completions");
     let mut failures = Vec::new();
+    let mut compared = 0;
     for c in completions {
         let prompt = ids(&c["prompt_tokens"]);
         let want = ids(&c["greedy_tokens"]);
         let must = c["must_match_tokens"].as_u64().unwrap() as usize;
-        let got = greedy(&mut model, &prompt, must, |_| false).expect("generate");
-        if got[..] != want[..must] {
-            failures.push(format!(
-                "prompt {:?}:\n  llama.cpp {:?}\n  ferro     {:?}",
+        let mut margins = Vec::new();
+        let g = generate(
+            &mut model,
+            &[],
+            &prompt,
+            must,
+            |l, _| {
+                let (id, margin) = top2(l);
+                margins.push(margin);
+                id
+            },
+            |_| false,
+            |_| ControlFlow::Continue(()),
+        )
+        .expect("generate");
+        let got = g.tokens;
+        let parted = (0..must).find(|&i| got.get(i) != Some(&want[i]));
+        match parted {
+            None => compared += must,
+            Some(i) if margins[i] < NEAR_TIE => {
+                eprintln!(
+                    "{store_name} {:?}: parts from the reference at step {i} of {must}, a near tie \
+                     (ferro's top-2 margin {:.3})",
+                    c["prompt"].as_str().unwrap(),
+                    margins[i]
+                );
+                compared += i;
+            }
+            Some(i) => failures.push(format!(
+                "prompt {:?}: step {i}, ferro's top-2 margin {:.3}\n  llama.cpp {:?}\n  ferro     {:?}",
                 c["prompt"].as_str().unwrap(),
+                margins[i],
                 &want[..must],
                 got
-            ));
+            )),
         }
     }
     assert!(
         failures.is_empty(),
         "{store_name}: greedy tokens differ\n{}",
         failures.join("\n")
+    );
+    // Most of the reference must have been compared, or the rule above would excuse anything.
+    let total: usize = completions
+        .iter()
+        .map(|c| c["must_match_tokens"].as_u64().unwrap() as usize)
+        .sum();
+    assert!(
+        compared * 3 >= total * 2,
+        "{store_name}: only {compared} of {total} reference tokens compared before near ties"
     );
 }
 
@@ -58,10 +124,6 @@ fn smollm2_greedy_matches_llama_cpp() {
 
 /// Known failure (issue 5 stays open), and not one ferro can fix: the reference's greedy tokens
 /// depend on the exact kernels of the llama.cpp build that made them (an AVX-512 machine).
-/// - ferro's CPU path computes what llama.cpp computes with `--fa off --ctk f32 --ctv f32` and
-///   no repacked weights, to the last bit on the AVX2 kernels over one position (every layer of
-///   gemma3 and SmolLM2; tests/tests/arch_logits.rs checks it), and to 1e-5 in log-probability
-///   over whole prompts on synthetic qwen2, phi3, llama and gemma3 (q4_k_m) models.
 /// - Over several positions, gemma3 amplifies last-bit differences of summation order (an 8-bit
 ///   activation rounded the other way) into log-probability differences of 0.1-1: llama.cpp's
 ///   own configurations on one machine (flash attention on/off, f16/f32 KV cache, repacked or
@@ -69,7 +131,8 @@ fn smollm2_greedy_matches_llama_cpp() {
 /// - So does llama.cpp against this reference: built on an AVX2 machine, none of those
 ///   configurations, its defaults included, passes this test (its defaults part from the
 ///   reference at step 13 of the second prompt, whose `must_match_tokens` is 17). ferro parts
-///   at steps 11 and 10, where the reference's own top-2 margins are 0.097 and 0.1.
+///   at step 11 of the first prompt (ferro's top-2 margin 0.174, the reference's 0.097) and at
+///   a near tie at step 10 of the second.
 ///
 /// `scripts/reference-vs-configs` prints the table. Run with `--ignored` while working on it.
 #[test]

@@ -6,7 +6,7 @@
 //! Activation quantizers reproduce the scalar ones bit for bit.
 
 use crate::dispatch::{KernelPath, KernelTable};
-use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use crate::quants::{BlockQ8_0, BlockQ8_1};
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
@@ -48,11 +48,9 @@ macro_rules! safe_entry {
         }
     };
 }
-safe_entry!(dot_q4_0, dot_q4_0_impl, BlockQ4_0, BlockQ8_0);
-safe_entry!(dot_q4_1, dot_q4_1_impl, BlockQ4_1, BlockQ8_1);
-safe_entry!(dot_q5_0, dot_q5_0_impl, BlockQ5_0, BlockQ8_0);
-safe_entry!(dot_q5_1, dot_q5_1_impl, BlockQ5_1, BlockQ8_1);
 safe_entry!(dot_q8_0, dot_q8_0_impl, BlockQ8_0, BlockQ8_0);
+// The 4- and 5-bit formats' dots are the row-lane kernels' (bit-identical to their tiles).
+pub(super) use super::avx2_lanes::{dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1};
 safe_entry!(dot_f32, dot_f32_impl, f32, f32);
 safe_entry!(dot_f16, dot_f16_impl, f16, f32);
 safe_entry!(dot_bf16, dot_bf16_impl, bf16, f32);
@@ -87,7 +85,7 @@ pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_epi32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_epi32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
@@ -159,62 +157,6 @@ unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
     mul_sum_u8_i8(ax, sy)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let d = _mm256_broadcastss_ps(_mm_mul_ss(fp16x2(x), fp16x2(y)));
-        let qx = _mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load_q8(&y.qs)), acc);
-    }
-    hsum_ps(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_1_impl(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = _mm_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        // [d_x·d_y, m_x·s_y]
-        let p = _mm_mul_ps(fp16x2(x), fp16x2(y));
-        summs = _mm_add_ps(summs, p);
-        let d = _mm256_broadcastss_ps(p);
-        acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(unpack_nibbles(&x.qs), load_q8(&y.qs)), acc);
-    }
-    hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q5_0_impl(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let d = _mm256_broadcastss_ps(_mm_mul_ss(fp16x2(x), fp16x2(y)));
-        // q - 16: a clear high bit turns the nibble into nibble - 16 by setting bits 4..8.
-        let hi = _mm256_andnot_si256(
-            bytes_from_bits(u32::from_le_bytes(x.qh)),
-            _mm256_set1_epi8(0xF0u8 as i8),
-        );
-        let qx = _mm256_or_si256(unpack_nibbles(&x.qs), hi);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load_q8(&y.qs)), acc);
-    }
-    hsum_ps(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q5_1_impl(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = _mm_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let p = _mm_mul_ps(fp16x2(x), fp16x2(y));
-        summs = _mm_add_ps(summs, p);
-        let d = _mm256_broadcastss_ps(p);
-        let hi = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
-        let qx = _mm256_or_si256(unpack_nibbles(&x.qs), hi);
-        acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(qx, load_q8(&y.qs)), acc);
-    }
-    hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

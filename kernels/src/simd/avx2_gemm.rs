@@ -7,40 +7,35 @@
 //! bit-identical to the one computed alone: batching never changes a result (checked by the test
 //! below and by tests/api.rs). The AVX-512 table uses these tiles too: they beat its dots.
 
-use super::avx2::{bytes_from_bits, hsum_ps, load_q8, mul_sum_u8_i8, unpack_nibbles};
+use super::avx2::{hsum_ps, load_q8, mul_sum_u8_i8};
 use crate::dispatch::GemmKernels;
-use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use crate::quants::{BlockQ8_0, BlockQ8_1};
 use core::arch::x86_64::*;
 
+/// The AVX2 table's: decode uses the tiles too (the row-lane ones for Q4_0..Q5_1; Q8_0 and the
+/// K-quants decode one row at a time, as their dots do, which streams fastest on Zen).
 pub(crate) const KERNELS: GemmKernels = GemmKernels {
-    q4_0: Some(gemm_q4_0),
-    q4_1: Some(gemm_q4_1),
-    q5_0: Some(gemm_q5_0),
-    q5_1: Some(gemm_q5_1),
-    q8_0: Some(gemm_q8_0),
+    q4_0: Some(super::avx2_lanes::gemm_q4_0),
+    q4_1: Some(super::avx2_lanes::gemm_q4_1),
+    q5_0: Some(super::avx2_lanes::gemm_q5_0),
+    q5_1: Some(super::avx2_lanes::gemm_q5_1),
+    q8_0: Some(gemm_q8_0_rows),
     q4_k: Some(super::avx2_kquants::gemm_q4_k),
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
-    // The AVX2 dots are bit-identical to these tiles and faster for decode on Zen.
-    decode: false,
+    decode: true,
 };
 
 /// The AVX2 tiles for the plain AVX-512 table, decode included: its dots are not the tiles'
 /// bits, so matrix-vector and batched products must both use the tiles.
 pub(crate) const KERNELS_ALL: GemmKernels = GemmKernels {
-    decode: true,
+    q8_0: Some(gemm_q8_0),
     ..KERNELS
 };
 
 /// The tiles with `vpdpbusd`, for CPUs with AVX512-VNNI (and VL).
 pub(crate) const KERNELS_VNNI: GemmKernels = GemmKernels {
-    q4_0: Some(gemm_q4_0_vnni),
-    q4_1: Some(gemm_q4_1_vnni),
-    q5_0: Some(gemm_q5_0_vnni),
-    q5_1: Some(gemm_q5_1_vnni),
     q8_0: Some(gemm_q8_0_vnni),
-    q4_k: Some(super::avx2_kquants::gemm_q4_k),
-    q6_k: Some(super::avx2_kquants::gemm_q6_k),
-    decode: true,
+    ..KERNELS
 };
 
 /// Rows per tile in `gemm` and tokens per tile.
@@ -48,6 +43,8 @@ const R: usize = 2;
 const T: usize = 4;
 /// Rows per tile when there is a single token (matrix-vector).
 const RV: usize = 4;
+/// Tokens per pass of all rows.
+const TOKEN_TILE: usize = 8;
 /// How many blocks ahead of the one in use the decode tiles prefetch each row.
 const PREFETCH_BLOCKS: usize = 24;
 
@@ -112,56 +109,12 @@ unsafe fn signed(q: __m256i) -> Prepared {
     }
 }
 
-impl Format for BlockQ4_0 {
-    type Act = BlockQ8_0;
-    const HAS_MIN: bool = false;
-    #[inline(always)]
-    unsafe fn prep(&self) -> Prepared {
-        signed(_mm256_sub_epi8(unpack_nibbles(&self.qs), _mm256_set1_epi8(8)))
-    }
-}
-
-impl Format for BlockQ5_0 {
-    type Act = BlockQ8_0;
-    const HAS_MIN: bool = false;
-    #[inline(always)]
-    unsafe fn prep(&self) -> Prepared {
-        // q - 16: a clear high bit turns the nibble into nibble - 16 by setting bits 4..8.
-        let hi = _mm256_andnot_si256(
-            bytes_from_bits(u32::from_le_bytes(self.qh)),
-            _mm256_set1_epi8(0xF0u8 as i8),
-        );
-        signed(_mm256_or_si256(unpack_nibbles(&self.qs), hi))
-    }
-}
-
 impl Format for BlockQ8_0 {
     type Act = BlockQ8_0;
     const HAS_MIN: bool = false;
     #[inline(always)]
     unsafe fn prep(&self) -> Prepared {
         signed(load_q8(&self.qs))
-    }
-}
-
-impl Format for BlockQ4_1 {
-    type Act = BlockQ8_1;
-    const HAS_MIN: bool = true;
-    #[inline(always)]
-    unsafe fn prep(&self) -> Prepared {
-        let u = unpack_nibbles(&self.qs);
-        Prepared { u, s: u }
-    }
-}
-
-impl Format for BlockQ5_1 {
-    type Act = BlockQ8_1;
-    const HAS_MIN: bool = true;
-    #[inline(always)]
-    unsafe fn prep(&self) -> Prepared {
-        let hi = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(self.qh)), _mm256_set1_epi8(0x10));
-        let u = _mm256_or_si256(unpack_nibbles(&self.qs), hi);
-        Prepared { u, s: u }
     }
 }
 
@@ -235,10 +188,33 @@ unsafe fn tile<F: Format, const V: bool, const RR: usize, const TT: usize>(
 
 /// The whole product of `w` (rows × nb blocks) and `a` (n × nb blocks) into `out[r * ldo + t]`.
 #[inline(always)]
-unsafe fn gemm<F: Format, const V: bool>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
+unsafe fn gemm<F: Format, const V: bool, const DECODE_TILES: bool>(
+    w: &[F],
+    a: &[F::Act],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     if nb == 0 {
         return;
     }
+    // Tokens a few at a time, so their activations stay in L1 while all rows pass over them.
+    let n = a.len() / nb;
+    for t0 in (0..n).step_by(TOKEN_TILE) {
+        let t1 = (t0 + TOKEN_TILE).min(n);
+        gemm_tokens::<F, V, DECODE_TILES>(w, &a[t0 * nb..t1 * nb], nb, &mut out[t0..], ldo);
+    }
+}
+
+/// `gemm` for at most `TOKEN_TILE` tokens.
+#[inline(always)]
+unsafe fn gemm_tokens<F: Format, const V: bool, const DECODE_TILES: bool>(
+    w: &[F],
+    a: &[F::Act],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let rows = w.len() / nb;
     let n = a.len() / nb;
     assert!(
@@ -255,7 +231,7 @@ unsafe fn gemm<F: Format, const V: bool>(w: &[F], a: &[F::Act], nb: usize, out: 
     if n == 1 {
         let (a1, d1, s1) = ([ap(0)], [dp(0)], [sp(0)]);
         let mut r = 0;
-        while r + RV <= rows {
+        while DECODE_TILES && r + RV <= rows {
             let w4 = [wp(r), wp(r + 1), wp(r + 2), wp(r + 3)];
             tile::<F, V, RV, 1>(w4, a1, d1, s1, nb, o.add(r * ldo), ldo);
             r += RV;
@@ -294,7 +270,7 @@ unsafe fn gemm<F: Format, const V: bool>(w: &[F], a: &[F::Act], nb: usize, out: 
 
 /// The shape checks of the safe entry points: whole rows of `nb` blocks, and output rows far
 /// enough apart for the tokens (`gemm` checks the output length).
-fn check_shapes(w_blocks: usize, a_blocks: usize, nb: usize, ldo: usize) {
+pub(super) fn check_shapes(w_blocks: usize, a_blocks: usize, nb: usize, ldo: usize) {
     assert!(
         nb > 0 && w_blocks.is_multiple_of(nb) && a_blocks.is_multiple_of(nb),
         "gemm: partial rows"
@@ -306,43 +282,31 @@ fn check_shapes(w_blocks: usize, a_blocks: usize, nb: usize, ldo: usize) {
 }
 
 macro_rules! entry {
-    ($gemm:ident, $vnni:ident, $w:ty, $a:ty) => {
-        /// Safe entry point, reachable only through the AVX2 table (handed out after the features
-        /// were detected). `out[r * ldo + t]` for every row r of `w` and token t of `a`.
-        fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+    ($name:ident, $v:literal, $tiles:literal, $features:literal) => {
+        /// Safe entry point, reachable only through a table handed out after its features were
+        /// detected. `out[r * ldo + t]` for every row r of `w` and token t of `a`.
+        fn $name(w: &[BlockQ8_0], a: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
             check_shapes(w.len(), a.len(), nb, ldo);
-            #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-                gemm::<_, false>(w, a, nb, out, ldo)
+            #[target_feature(enable = $features)]
+            unsafe fn imp(w: &[BlockQ8_0], a: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+                gemm::<_, $v, $tiles>(w, a, nb, out, ldo)
             }
             // SAFETY: the features were detected before the table holding this was handed out;
             // the shapes were checked above and the output size inside `gemm`.
             unsafe { imp(w, a, nb, out, ldo) }
         }
-
-        /// The same with `vpdpbusd`; reachable only through the AVX512-VNNI table.
-        fn $vnni(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-            check_shapes(w.len(), a.len(), nb, ldo);
-            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-            unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-                gemm::<_, true>(w, a, nb, out, ldo)
-            }
-            // SAFETY: as above, with avx512f/vl/vnni detected before the VNNI table is handed out.
-            unsafe { imp(w, a, nb, out, ldo) }
-        }
     };
 }
 
-entry!(gemm_q4_0, gemm_q4_0_vnni, BlockQ4_0, BlockQ8_0);
-entry!(gemm_q4_1, gemm_q4_1_vnni, BlockQ4_1, BlockQ8_1);
-entry!(gemm_q5_0, gemm_q5_0_vnni, BlockQ5_0, BlockQ8_0);
-entry!(gemm_q5_1, gemm_q5_1_vnni, BlockQ5_1, BlockQ8_1);
-entry!(gemm_q8_0, gemm_q8_0_vnni, BlockQ8_0, BlockQ8_0);
+// Decode one row at a time (the AVX2 table: bit-identical to its dot) or in 4-row tiles.
+entry!(gemm_q8_0_rows, false, false, "avx2,fma,f16c");
+entry!(gemm_q8_0, false, true, "avx2,fma,f16c");
+entry!(gemm_q8_0_vnni, true, true, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
 
 #[cfg(test)]
 mod tests {
     use crate::dispatch::DotFn;
-    use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+    use crate::quants::q8_0;
     use bytemuck::Zeroable;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -358,12 +322,12 @@ mod tests {
         dot: DotFn<W, A>,
         gemm: crate::dispatch::GemmFn<W, A>,
     ) {
-        let (rows, n, nb) = (11, 7, 5);
+        let (rows, n, nb) = (11, 19, 5);
         let mut w = vec![W::zeroed(); rows * nb];
         qw(&values(rows * nb * 32, 1), &mut w);
         let mut a = vec![A::zeroed(); n * nb];
         qa(&values(n * nb * 32, 2), &mut a);
-        for tokens in [1, n] {
+        for tokens in [1, 3, n] {
             let mut out = vec![f32::NAN; rows * tokens];
             gemm(&w, &a[..tokens * nb], nb, &mut out, tokens);
             for r in 0..rows {
@@ -401,13 +365,6 @@ mod tests {
         a.q8_0.unwrap()(&w, &x, nb, &mut o1, n);
         v.q8_0.unwrap()(&w, &x, nb, &mut o2, n);
         assert_eq!(o1, o2);
-        let mut w = vec![crate::quants::BlockQ4_1::zeroed(); rows * nb];
-        q4_1::quantize(&values(rows * nb * 32, 7), &mut w);
-        let mut x = vec![crate::quants::BlockQ8_1::zeroed(); n * nb];
-        q8_1::quantize_activations(&values(n * nb * 32, 8), &mut x);
-        a.q4_1.unwrap()(&w, &x, nb, &mut o1, n);
-        v.q4_1.unwrap()(&w, &x, nb, &mut o2, n);
-        assert_eq!(o1, o2);
     }
 
     #[test]
@@ -416,12 +373,14 @@ mod tests {
             eprintln!("skipped: no AVX2 on this CPU");
             return;
         }
+        // Q8_0 only: the other 32-element formats have the row-lane kernels (avx2_lanes.rs).
         let t = super::super::avx2::table().unwrap();
-        let g = super::KERNELS;
-        check(q4_0::quantize, q8_0::quantize_activations, t.dot_q4_0, g.q4_0.unwrap());
-        check(q4_1::quantize, q8_1::quantize_activations, t.dot_q4_1, g.q4_1.unwrap());
-        check(q5_0::quantize, q8_0::quantize_activations, t.dot_q5_0, g.q5_0.unwrap());
-        check(q5_1::quantize, q8_1::quantize_activations, t.dot_q5_1, g.q5_1.unwrap());
-        check(q8_0::quantize, q8_0::quantize_activations, t.dot_q8_0, g.q8_0.unwrap());
+        check(
+            q8_0::quantize,
+            q8_0::quantize_activations,
+            t.dot_q8_0,
+            super::gemm_q8_0_rows,
+        );
+        check(q8_0::quantize, q8_0::quantize_activations, t.dot_q8_0, super::gemm_q8_0);
     }
 }

@@ -344,16 +344,20 @@ fn gemm_k<W>(
         "gemm: partial rows"
     );
     let n = a.len() / nb;
-    for (r, wr) in w.chunks_exact(nb).enumerate() {
-        let o = &mut out[r * ldo..r * ldo + n];
-        let mut t = 0;
-        while t + 4 <= n {
-            let at: [&[BlockQ8K]; 4] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
-            o[t..t + 4].copy_from_slice(&four(wr, at));
-            t += 4;
-        }
-        for t in t..n {
-            o[t] = one(wr, [&a[t * nb..(t + 1) * nb]])[0];
+    // Tokens eight at a time, so their activations stay in L1 while all rows pass over them.
+    for t0 in (0..n).step_by(8) {
+        let t1 = (t0 + 8).min(n);
+        for (r, wr) in w.chunks_exact(nb).enumerate() {
+            let o = &mut out[r * ldo..r * ldo + n];
+            let mut t = t0;
+            while t + 4 <= t1 {
+                let at: [&[BlockQ8K]; 4] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
+                o[t..t + 4].copy_from_slice(&four(wr, at));
+                t += 4;
+            }
+            for t in t..t1 {
+                o[t] = one(wr, [&a[t * nb..(t + 1) * nb]])[0];
+            }
         }
     }
 }

@@ -1,0 +1,554 @@
+//! AVX2 products of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1) with one
+//! weight row per f32 lane: eight rows side by side, so the block scale products, the int→float
+//! conversion and the FMA are paid once per eight (row, token) pairs instead of once per pair.
+//!
+//! The arithmetic, the same in the dot, the decode tiles and the prefill tiles (so a result has
+//! the same bits alone and in a batch):
+//! - per block, the exact integer `i = Σ u·q − c`, where `u` are the weight quants as unsigned
+//!   bytes (the nibble, plus the fifth bit for Q5), `q` the activation's quants and `c = o·Σq`
+//!   with the format's offset `o` (8 for Q4_0, 16 for Q5_0, none for the formats with a min);
+//! - `acc = fma(d_w·d_a, i as f32, acc)` over the blocks in order, and for the formats with a
+//!   min `summ = fma(m_w, s_a, summ)`; the result is `acc + summ`.
+//!
+//! `vpmaddubsw` cannot saturate: `u ≤ 31`, `|q| ≤ 127` (the activation quantizers never give
+//! -128), so a pair is at most 7874 in magnitude; sums of four such (5-bit) or eight with
+//! `u ≤ 15` (4-bit, 3810 each) stay below 32767, which is what the prefill tiles add up in i16.
+//!
+//! Decode (one token): eight rows' i32 partial sums are reduced by a `vphaddd` tree into one
+//! vector of eight row sums. Prefill: the eight rows' unpacked quants are first laid out once
+//! per call so that each 32-byte vector holds four bytes of every row (a transposed copy in
+//! cache, 32 bytes per row and block), then every token costs one broadcast and one
+//! `vpmaddubsw` per four elements of eight rows.
+
+use super::avx2::{bytes_from_bits, fp16, hsum_epi32, load_q8};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use core::arch::x86_64::*;
+
+/// Rows per lane group.
+const L: usize = 8;
+/// Tokens per prefill tile.
+const T: usize = 4;
+/// From this many tokens on, the prefill tiles (transposed copy) beat one decode pass per token.
+const PREFILL_MIN_TOKENS: usize = 4;
+
+/// The weight formats: unsigned quants, an offset or a min, scale (and min) in the first four
+/// bytes as fp16.
+pub(crate) trait Format: bytemuck::Pod {
+    type Act: Activation;
+    /// Subtracted from every unsigned quant (0 for the formats with a min).
+    const OFFSET: i32;
+    const HAS_MIN: bool;
+    /// Quants up to 31: the prefill tiles add four `vpmaddubsw` results in i16, not eight.
+    const FIVE_BITS: bool;
+    /// The 32 quants as unsigned bytes, in element order.
+    unsafe fn unsigned(&self) -> __m256i;
+    /// The first four bytes: fp16 scale, then fp16 min (formats with a min) or anything.
+    fn head(&self) -> u32 {
+        let b = bytemuck::bytes_of(self);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// The 8-bit activation blocks.
+pub(crate) trait Activation: bytemuck::Pod {
+    fn d(&self) -> f32;
+    /// `d·Σq` as stored (Q8_1), 0 for Q8_0.
+    fn s(&self) -> f32;
+    fn qs(&self) -> &[i8; 32];
+}
+
+impl Activation for BlockQ8_0 {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn s(&self) -> f32 {
+        0.0
+    }
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+impl Activation for BlockQ8_1 {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn s(&self) -> f32 {
+        self.s.to_f32()
+    }
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+/// 16 packed bytes -> 32 nibbles (low nibbles first, element order): one broadcast load, one
+/// variable shift (0 for the low half, 4 for the high), one mask.
+#[inline(always)]
+unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+    let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs.as_ptr() as *const __m128i));
+    let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+}
+
+/// The fifth bits as 0x10 bytes.
+#[inline(always)]
+unsafe fn fifth_bits(qh: [u8; 4]) -> __m256i {
+    _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(qh)), _mm256_set1_epi8(0x10))
+}
+
+impl Format for BlockQ4_0 {
+    type Act = BlockQ8_0;
+    const OFFSET: i32 = 8;
+    const HAS_MIN: bool = false;
+    const FIVE_BITS: bool = false;
+    #[inline(always)]
+    unsafe fn unsigned(&self) -> __m256i {
+        unpack_nibbles(&self.qs)
+    }
+}
+
+impl Format for BlockQ4_1 {
+    type Act = BlockQ8_1;
+    const OFFSET: i32 = 0;
+    const HAS_MIN: bool = true;
+    const FIVE_BITS: bool = false;
+    #[inline(always)]
+    unsafe fn unsigned(&self) -> __m256i {
+        unpack_nibbles(&self.qs)
+    }
+}
+
+impl Format for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    const OFFSET: i32 = 16;
+    const HAS_MIN: bool = false;
+    const FIVE_BITS: bool = true;
+    #[inline(always)]
+    unsafe fn unsigned(&self) -> __m256i {
+        _mm256_or_si256(unpack_nibbles(&self.qs), fifth_bits(self.qh))
+    }
+}
+
+impl Format for BlockQ5_1 {
+    type Act = BlockQ8_1;
+    const OFFSET: i32 = 0;
+    const HAS_MIN: bool = true;
+    const FIVE_BITS: bool = true;
+    #[inline(always)]
+    unsafe fn unsigned(&self) -> __m256i {
+        _mm256_or_si256(unpack_nibbles(&self.qs), fifth_bits(self.qh))
+    }
+}
+
+/// Per activation block, as the products need them: scale, stored `s`, and the offset
+/// correction `o·Σq`.
+struct ActInfo {
+    d: Vec<f32>,
+    s: Vec<f32>,
+    c: Vec<i32>,
+}
+
+fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
+    ActInfo {
+        d: a.iter().map(Activation::d).collect(),
+        s: a.iter().map(Activation::s).collect(),
+        c: a.iter()
+            .map(|b| {
+                if F::OFFSET == 0 {
+                    0
+                } else {
+                    F::OFFSET * b.qs().iter().map(|&q| q as i32).sum::<i32>()
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Σ u·q of one block pair as eight i32 partial sums.
+#[inline(always)]
+unsafe fn isum8(u: __m256i, q: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1))
+}
+
+/// Σ u·q of rows `r..r + 4` of block `b`: [r r+1 r+2 r+3 | r r+1 r+2 r+3] as i32, partial
+/// sums of the low and high 128-bit halves. Two rounds of `vphaddw` on the rows' `vpmaddubsw`
+/// pair sums (a lane then sums eight products, at most 8·31·127 = 31496 in magnitude), then
+/// one widening `vpmaddwd`. Rows in pairs, folded at once, to keep few vectors live. (A plain
+/// function, not a closure: closures do not inherit the caller's target features.)
+#[inline(always)]
+unsafe fn quad<F: Format>(w: &[*const F; L], r: usize, b: usize, q: __m256i) -> __m256i {
+    let m = |r: usize| _mm256_maddubs_epi16((*w[r].add(b)).unsigned(), q);
+    let a = _mm256_hadd_epi16(m(r), m(r + 1));
+    let c = _mm256_hadd_epi16(m(r + 2), m(r + 3));
+    _mm256_madd_epi16(_mm256_hadd_epi16(a, c), _mm256_set1_epi16(1))
+}
+
+/// Lane r = Σ u·q of row r of block `b`.
+#[inline(always)]
+unsafe fn reduce8<F: Format>(w: &[*const F; L], b: usize, q: __m256i) -> __m256i {
+    let s0123 = quad(w, 0, b, q);
+    let s4567 = quad(w, 4, b, q);
+    let lo = _mm256_permute2x128_si256(s0123, s4567, 0x20);
+    let hi = _mm256_permute2x128_si256(s0123, s4567, 0x31);
+    _mm256_add_epi32(lo, hi)
+}
+
+/// Scales (and mins) of eight rows' block `b` as f32 lanes.
+#[inline(always)]
+unsafe fn scales8<F: Format>(w: &[*const F; L], b: usize) -> (__m256, __m256) {
+    let h = |r: usize| (*w[r].add(b)).head() as i32;
+    let v = _mm256_setr_epi32(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7));
+    // Low halves (scales) and high halves (mins) packed to eight u16 each, in row order.
+    let pick = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, //
+        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+    );
+    // [d0..d3 m0..m3 | d4..d7 m4..m7] -> [d0..d7 | m0..m7]
+    let p = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0b11_01_10_00);
+    let d = _mm256_cvtph_ps(_mm256_castsi256_si128(p));
+    let m = if F::HAS_MIN {
+        _mm256_cvtph_ps(_mm256_extracti128_si256(p, 1))
+    } else {
+        _mm256_setzero_ps()
+    };
+    (d, m)
+}
+
+/// Writes the valid lanes of `v` (rows `0..rows`) to `out[r * ldo]`.
+#[inline(always)]
+unsafe fn store_lanes(v: __m256, rows: usize, out: *mut f32, ldo: usize) {
+    let mut l = [0f32; L];
+    _mm256_storeu_ps(l.as_mut_ptr(), v);
+    for (r, x) in l.iter().enumerate().take(rows) {
+        *out.add(r * ldo) = *x;
+    }
+}
+
+/// The dot of one row, the reference the tiles reproduce bit for bit.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `w` and `a` the same length.
+#[inline(always)]
+pub(crate) unsafe fn dot<F: Format>(w: &[F], a: &[F::Act]) -> f32 {
+    let mut acc = _mm_setzero_ps();
+    let mut summ = _mm_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let qs = y.qs();
+        let mut i = hsum_epi32(isum8(x.unsigned(), load_q8(qs)));
+        if F::OFFSET != 0 {
+            i -= F::OFFSET * qs.iter().map(|&q| q as i32).sum::<i32>();
+        }
+        let h = x.head();
+        let d = _mm_set_ss(fp16(half::f16::from_bits(h as u16)) * y.d());
+        acc = _mm_fmadd_ss(d, _mm_set_ss(i as f32), acc);
+        if F::HAS_MIN {
+            let m = _mm_set_ss(fp16(half::f16::from_bits((h >> 16) as u16)));
+            summ = _mm_fmadd_ss(m, _mm_set_ss(y.s()), summ);
+        }
+    }
+    if F::HAS_MIN {
+        acc = _mm_add_ss(acc, summ);
+    }
+    _mm_cvtss_f32(acc)
+}
+
+/// The offset correction `o·Σq` of one activation block (0 for the formats with a min).
+#[inline(always)]
+unsafe fn correction<F: Format>(q: __m256i) -> i32 {
+    if F::OFFSET == 0 {
+        return 0;
+    }
+    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+    F::OFFSET * hsum_epi32(s)
+}
+
+/// One token against eight rows (`w`, some possibly repeated to fill the group). Needs nothing
+/// precomputed: decode calls this on small slices of rows many times per token.
+#[inline(always)]
+unsafe fn decode8<F: Format>(w: [*const F; L], next: *const u8, a: &[F::Act]) -> __m256 {
+    // Bytes of the next group per block of this one.
+    let step = L * core::mem::size_of::<F>();
+    let mut acc = _mm256_setzero_ps();
+    let mut summ = _mm256_setzero_ps();
+    for (b, y) in a.iter().enumerate() {
+        // The group after this one, a proportional slice per block (rows are consecutive in
+        // memory, and the hardware prefetchers lose track of eight interleaved streams).
+        let ahead = next.wrapping_add(b * step) as *const i8;
+        for line in 0..step.div_ceil(64) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+        }
+        let q = load_q8(y.qs());
+        let mut i = reduce8(&w, b, q);
+        if F::OFFSET != 0 {
+            i = _mm256_sub_epi32(i, _mm256_set1_epi32(correction::<F>(q)));
+        }
+        let (dw, m) = scales8(&w, b);
+        let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d()));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), acc);
+        if F::HAS_MIN {
+            summ = _mm256_fmadd_ps(m, _mm256_set1_ps(y.s()), summ);
+        }
+    }
+    if F::HAS_MIN {
+        acc = _mm256_add_ps(acc, summ);
+    }
+    acc
+}
+
+/// Eight rows laid out for the prefill tiles: per block, eight vectors, vector k holding
+/// bytes 4k..4k+4 of every row; and per block the rows' scales and mins.
+struct Group {
+    q: Vec<__m256i>,
+    d: Vec<__m256>,
+    m: Vec<__m256>,
+}
+
+#[inline(always)]
+unsafe fn group<F: Format>(w: &[*const F; L], nb: usize, g: &mut Group) {
+    g.q.clear();
+    g.d.clear();
+    g.m.clear();
+    for b in 0..nb {
+        let mut t = [[0u32; L]; L];
+        for (r, wr) in w.iter().enumerate() {
+            _mm256_storeu_si256(t[r].as_mut_ptr() as *mut __m256i, (*wr.add(b)).unsigned());
+        }
+        for k in 0..L {
+            let col: [u32; L] = core::array::from_fn(|r| t[r][k]);
+            g.q.push(_mm256_loadu_si256(col.as_ptr() as *const __m256i));
+        }
+        let (d, m) = scales8(w, b);
+        g.d.push(d);
+        g.m.push(m);
+    }
+}
+
+/// Four bytes of an activation block's quants, broadcast.
+#[inline(always)]
+unsafe fn bcast(qs: &[i8; 32], k: usize) -> __m256i {
+    _mm256_set1_epi32(core::ptr::read_unaligned(qs.as_ptr().add(4 * k) as *const i32))
+}
+
+/// `TT` tokens (activation rows `a[t]`, info offset `off[t]`) against a laid-out group.
+#[inline(always)]
+unsafe fn prefill_tile<F: Format, const TT: usize>(
+    g: &Group,
+    a: [&[F::Act]; TT],
+    info: &ActInfo,
+    off: [usize; TT],
+) -> [__m256; TT] {
+    let nb = g.d.len();
+    let mut acc = [_mm256_setzero_ps(); TT];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let wq = &g.q[b * L..(b + 1) * L];
+        let mut i = [_mm256_setzero_si256(); TT];
+        // 4-bit: eight products in i16 before widening; 5-bit: four.
+        let step = if F::FIVE_BITS { 4 } else { 8 };
+        for k0 in (0..L).step_by(step) {
+            let mut s = [_mm256_setzero_si256(); TT];
+            for k in k0..k0 + step {
+                for t in 0..TT {
+                    let p = _mm256_maddubs_epi16(wq[k], bcast(a[t][b].qs(), k));
+                    s[t] = _mm256_add_epi16(s[t], p);
+                }
+            }
+            for t in 0..TT {
+                i[t] = _mm256_add_epi32(i[t], _mm256_madd_epi16(s[t], ones));
+            }
+        }
+        for t in 0..TT {
+            if F::OFFSET != 0 {
+                i[t] = _mm256_sub_epi32(i[t], _mm256_set1_epi32(info.c[off[t] + b]));
+            }
+            let d = _mm256_mul_ps(g.d[b], _mm256_set1_ps(info.d[off[t] + b]));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i[t]), acc[t]);
+        }
+    }
+    if F::HAS_MIN {
+        for t in 0..TT {
+            let mut summ = _mm256_setzero_ps();
+            for b in 0..nb {
+                summ = _mm256_fmadd_ps(g.m[b], _mm256_set1_ps(info.s[off[t] + b]), summ);
+            }
+            acc[t] = _mm256_add_ps(acc[t], summ);
+        }
+    }
+    acc
+}
+
+/// `out[r * ldo + t] = dot(w[r], a[t])` for every row of `w` and token of `a` (rows of `nb`
+/// blocks).
+///
+/// # Safety
+/// AVX2, FMA and F16C; whole rows (checked by the caller); `out` large enough (checked here).
+#[inline(always)]
+pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
+    if nb == 0 {
+        return;
+    }
+    let rows = w.len() / nb;
+    let n = a.len() / nb;
+    if rows == 0 || n == 0 {
+        return;
+    }
+    assert!((rows - 1) * ldo + n <= out.len(), "gemm: output too small");
+    let o = out.as_mut_ptr();
+    // Row pointers of the group starting at r0; missing rows repeat the last one.
+    let rows_of =
+        |r0: usize| -> [*const F; L] { core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * nb)) };
+    if n < PREFILL_MIN_TOKENS {
+        for r0 in (0..rows).step_by(L) {
+            let wr = rows_of(r0);
+            for t in 0..n {
+                let next = w.as_ptr().wrapping_add((r0 + L) * nb) as *const u8;
+                let v = decode8(wr, next, &a[t * nb..(t + 1) * nb]);
+                store_lanes(v, (rows - r0).min(L), o.add(r0 * ldo + t), ldo);
+            }
+        }
+        return;
+    }
+    let info = act_info::<F>(a);
+    let mut g = Group {
+        q: Vec::with_capacity(nb * L),
+        d: Vec::with_capacity(nb),
+        m: Vec::with_capacity(nb),
+    };
+    let act = |t: usize| &a[t * nb..(t + 1) * nb];
+    for r0 in (0..rows).step_by(L) {
+        group(&rows_of(r0), nb, &mut g);
+        let valid = (rows - r0).min(L);
+        let mut t = 0;
+        while t + T <= n {
+            let v = prefill_tile::<F, T>(
+                &g,
+                [act(t), act(t + 1), act(t + 2), act(t + 3)],
+                &info,
+                [t * nb, (t + 1) * nb, (t + 2) * nb, (t + 3) * nb],
+            );
+            for (k, v) in v.iter().enumerate() {
+                store_lanes(*v, valid, o.add(r0 * ldo + t + k), ldo);
+            }
+            t += T;
+        }
+        for t in t..n {
+            let [v] = prefill_tile::<F, 1>(&g, [act(t)], &info, [t * nb]);
+            store_lanes(v, valid, o.add(r0 * ldo + t), ldo);
+        }
+    }
+}
+
+macro_rules! entry {
+    ($dot:ident, $gemm:ident, $w:ty, $a:ty) => {
+        /// Safe entry point, reachable only through tables handed out after AVX2, FMA and F16C
+        /// were detected.
+        pub(crate) fn $dot(w: &[$w], a: &[$a]) -> f32 {
+            assert_eq!(w.len(), a.len());
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn imp(w: &[$w], a: &[$a]) -> f32 {
+                dot(w, a)
+            }
+            // SAFETY: features detected before the table was handed out; lengths equal.
+            unsafe { imp(w, a) }
+        }
+
+        /// Safe entry point, as above. `out[r * ldo + t]` for every row r of `w`, token t of `a`.
+        pub(crate) fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+            super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+                gemm(w, a, nb, out, ldo)
+            }
+            // SAFETY: features detected before the table was handed out; whole rows checked
+            // above, the output size inside `gemm`.
+            unsafe { imp(w, a, nb, out, ldo) }
+        }
+    };
+}
+
+entry!(dot_q4_0, gemm_q4_0, BlockQ4_0, BlockQ8_0);
+entry!(dot_q4_1, gemm_q4_1, BlockQ4_1, BlockQ8_1);
+entry!(dot_q5_0, gemm_q5_0, BlockQ5_0, BlockQ8_0);
+entry!(dot_q5_1, gemm_q5_1, BlockQ5_1, BlockQ8_1);
+
+#[cfg(test)]
+mod tests {
+    use crate::dispatch::{DotFn, GemmFn};
+    use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 3.0) * if i % 29 == 0 { 40.0 } else { 1.0 })
+            .collect()
+    }
+
+    /// Every shape (row groups with remainders, decode and prefill token counts with
+    /// remainders) gives the dot's exact bits, and the dot is within rounding of the scalar one.
+    fn check<W: bytemuck::Pod, A: bytemuck::Pod>(
+        qw: fn(&[f32], &mut [W]),
+        qa: fn(&[f32], &mut [A]),
+        dot: DotFn<W, A>,
+        scalar: DotFn<W, A>,
+        gemm: GemmFn<W, A>,
+    ) {
+        let (rows, n, nb) = (19, 11, 5);
+        let mut w = vec![W::zeroed(); rows * nb];
+        qw(&values(rows * nb * 32, 1), &mut w);
+        let mut a = vec![A::zeroed(); n * nb];
+        qa(&values(n * nb * 32, 2), &mut a);
+        for tokens in [1, 2, 3, 4, 5, n] {
+            let mut out = vec![f32::NAN; rows * tokens];
+            gemm(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            for r in 0..rows {
+                for t in 0..tokens {
+                    let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
+                    let want = dot(wr, at);
+                    assert_eq!(
+                        out[r * tokens + t].to_bits(),
+                        want.to_bits(),
+                        "row {r} token {t} of {tokens}"
+                    );
+                    let s = scalar(wr, at);
+                    assert!((want - s).abs() <= 1e-4 * s.abs().max(1.0), "dot {want} scalar {s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_equal_the_dot_bit_for_bit() {
+        if !super::super::avx2::detected() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        use super::*;
+        check(
+            q4_0::quantize,
+            q8_0::quantize_activations,
+            dot_q4_0,
+            q4_0::vec_dot,
+            gemm_q4_0,
+        );
+        check(
+            q4_1::quantize,
+            q8_1::quantize_activations,
+            dot_q4_1,
+            q4_1::vec_dot,
+            gemm_q4_1,
+        );
+        check(
+            q5_0::quantize,
+            q8_0::quantize_activations,
+            dot_q5_0,
+            q5_0::vec_dot,
+            gemm_q5_0,
+        );
+        check(
+            q5_1::quantize,
+            q8_1::quantize_activations,
+            dot_q5_1,
+            q5_1::vec_dot,
+            gemm_q5_1,
+        );
+    }
+}
