@@ -93,6 +93,12 @@ impl GemmKernels {
     };
 }
 
+/// `out[j] = q · k[j·stride..][..q.len()]` for every j: attention scores of one query against
+/// keys laid out `stride` floats apart.
+pub type DotsFn = fn(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]);
+/// `out += Σ_j a[j] · v[j·stride..][..out.len()]`: attention's weighted sum of value rows.
+pub type WeightedSumFn = fn(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]);
+
 /// Quantize an f32 activation row into blocks.
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
 
@@ -124,6 +130,10 @@ pub struct KernelTable {
     pub dot_f16: DotFn<f16, f32>,
     /// BF16 · f32.
     pub dot_bf16: DotFn<bf16, f32>,
+    /// Many f32 dots of one vector (attention scores).
+    pub dots_f32: DotsFn,
+    /// Weighted sum of f32 rows (attention output).
+    pub weighted_sum_f32: WeightedSumFn,
     /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
     pub kquants: KQuantKernels,
     /// Tiled matrix products of the 32-element formats, where the path has them.
@@ -152,6 +162,8 @@ static SCALAR: KernelTable = KernelTable {
     dot_f32: float::vec_dot_f32,
     dot_f16: float::vec_dot_f16,
     dot_bf16: float::vec_dot_bf16,
+    dots_f32: float::dots_f32,
+    weighted_sum_f32: float::weighted_sum_f32,
     kquants: KQuantKernels::SCALAR,
     gemm: GemmKernels::NONE,
 };

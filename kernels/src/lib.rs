@@ -14,7 +14,7 @@ mod simd;
 pub use dispatch::{cpu_features, kernel_path, KernelPath, KernelTable};
 pub use ferro_gguf::GgmlType;
 pub use membw::measure_read_bandwidth;
-pub use ops::{dequantize_row, is_supported, matmul, matvec, quantize_row, WeightMatrix};
+pub use ops::{dequantize_row, dots_f32, is_supported, matmul, matvec, quantize_row, weighted_sum_f32, WeightMatrix};
 
 /// Errors of the kernel API.
 #[derive(Debug, thiserror::Error)]

@@ -184,6 +184,24 @@ pub fn quantize_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, KernelError> {
     })
 }
 
+/// `out[j] = q · k[j·stride..][..q.len()]` for every j, with the kernels in use (attention
+/// scores of one query against keys `stride` floats apart).
+///
+/// # Panics
+/// When the rows do not fit in `k`.
+pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    (KernelTable::get().dots_f32)(q, k, stride, out)
+}
+
+/// `out += Σ_j a[j] · v[j·stride..][..out.len()]` with the kernels in use (attention's weighted
+/// sum of value rows).
+///
+/// # Panics
+/// When the rows do not fit in `v`.
+pub fn weighted_sum_f32(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    (KernelTable::get().weighted_sum_f32)(a, v, stride, out)
+}
+
 /// y[rows] = W · x with the kernels in use (see [`KernelTable::matvec`]).
 pub fn matvec(w: &WeightMatrix, x: &[f32], y: &mut [f32]) {
     KernelTable::get().matvec(w, x, y)

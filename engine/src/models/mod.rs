@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferro_gguf::{Gguf, GgufError};
-use ferro_kernels::{dequantize_row, is_supported, matmul, matvec, GgmlType, KernelError, WeightMatrix};
+use ferro_kernels::{
+    dequantize_row, dots_f32, is_supported, matmul, matvec, weighted_sum_f32, GgmlType, KernelError, WeightMatrix,
+};
 use rayon::prelude::*;
 
 use crate::kv_cache::KvCache;
@@ -1163,19 +1165,14 @@ impl BlockCtx<'_> {
                     let kvh = h / group;
                     let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                    let first = base + lo;
                     scores.clear();
-                    scores.extend(
-                        (base + lo..=base + p)
-                            .map(|j| dot(qh, &kc[j * kd + kvh * hd..j * kd + (kvh + 1) * hd]) * scale),
-                    );
+                    scores.resize(p + 1 - lo, 0.0);
+                    dots_f32(qh, &kc[first * kd + kvh * hd..], kd, scores);
+                    scores.iter_mut().for_each(|s| *s *= scale);
                     ops::softmax(scores);
                     out.fill(0.0);
-                    for (j, &a) in (base + lo..=base + p).zip(scores.iter()) {
-                        let vj = &vc[j * vd + kvh * hdv..j * vd + (kvh + 1) * hdv];
-                        for (o, &x) in out.iter_mut().zip(vj) {
-                            *o += a * x;
-                        }
-                    }
+                    weighted_sum_f32(scores, &vc[first * vd + kvh * hdv..], vd, out);
                 },
             );
         mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
@@ -1206,18 +1203,4 @@ impl BlockCtx<'_> {
         }
         mm(&l.down, f, &s.hb, n, &mut s.xb2);
     }
-}
-
-/// Dot product with eight independent partial sums (vectorizes without fast-math).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

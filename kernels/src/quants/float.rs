@@ -66,3 +66,41 @@ pub fn vec_dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
     assert_eq!(w.len(), a.len());
     w.iter().zip(a).map(|(x, y)| x.to_f32() * y).sum()
 }
+
+/// The shape checks of [`dots_f32`] and [`weighted_sum_f32`] (every path runs them): `n` rows
+/// of `d` floats, `stride` apart, inside `data`.
+pub(crate) fn check_rows(n: usize, d: usize, stride: usize, data: usize) {
+    if let Some(last) = n.checked_sub(1) {
+        assert!(
+            last.checked_mul(stride)
+                .and_then(|o| o.checked_add(d))
+                .is_some_and(|e| e <= data),
+            "{n} rows of {d} floats {stride} apart do not fit in {data} floats"
+        );
+    }
+}
+
+/// `out[j] = q · k[j·stride..][..q.len()]` for every j (scalar reference).
+///
+/// # Panics
+/// When the rows do not fit in `k`.
+pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    check_rows(out.len(), q.len(), stride, k.len());
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f32(q, &k[j * stride..j * stride + q.len()]);
+    }
+}
+
+/// `out += Σ_j a[j] · v[j·stride..][..out.len()]` (scalar reference).
+///
+/// # Panics
+/// When the rows do not fit in `v`.
+pub fn weighted_sum_f32(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    check_rows(a.len(), out.len(), stride, v.len());
+    let d = out.len();
+    for (j, &aj) in a.iter().enumerate() {
+        for (o, &x) in out.iter_mut().zip(&v[j * stride..j * stride + d]) {
+            *o += aj * x;
+        }
+    }
+}

@@ -31,6 +31,8 @@ static TABLE: KernelTable = KernelTable {
     dot_f32,
     dot_f16,
     dot_bf16,
+    dots_f32,
+    weighted_sum_f32,
     kquants: super::avx2_kquants::KERNELS,
     gemm: super::avx2_gemm::KERNELS,
 };
@@ -54,6 +56,18 @@ pub(super) use super::avx2_lanes::{dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1};
 safe_entry!(dot_f32, dot_f32_impl, f32, f32);
 safe_entry!(dot_f16, dot_f16_impl, f16, f32);
 safe_entry!(dot_bf16, dot_bf16_impl, bf16, f32);
+
+pub(super) fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    crate::quants::float::check_rows(out.len(), q.len(), stride, k.len());
+    // SAFETY: as for the dot products; every row read lies inside `k` (checked above).
+    unsafe { dots_f32_impl(q, k, stride, out) }
+}
+
+pub(super) fn weighted_sum_f32(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    crate::quants::float::check_rows(a.len(), out.len(), stride, v.len());
+    // SAFETY: as for the dot products; every row read lies inside `v` (checked above).
+    unsafe { weighted_sum_f32_impl(a, v, stride, out) }
+}
 
 pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), out.len() * 32);
@@ -226,6 +240,84 @@ unsafe fn dot_bf16_impl(w: &[bf16], a: &[f32]) -> f32 {
         sum += x.to_f32() * y;
     }
     sum
+}
+
+/// Keys per pass in `dots_f32_impl`: independent FMA chains.
+const KEYS: usize = 8;
+
+/// `KK` dots of `q` with the rows at `k + (j0 + i)·stride`.
+#[inline(always)]
+unsafe fn dots_tile<const KK: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [f32]) {
+    let d = q.len();
+    let d8 = d & !7;
+    let mut acc = [_mm256_setzero_ps(); KK];
+    let mut c = 0;
+    while c < d8 {
+        let qv = _mm256_loadu_ps(q.as_ptr().add(c));
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k.add(i * stride + c)), *a);
+        }
+        c += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().take(KK) {
+        let mut s = hsum_ps(acc[i]);
+        for (c, &x) in q.iter().enumerate().skip(d8) {
+            s += x * *k.add(i * stride + c);
+        }
+        *o = s;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_f32_impl(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    let mut j = 0;
+    while j + KEYS <= n {
+        dots_tile::<KEYS>(q, k.as_ptr().add(j * stride), stride, &mut out[j..]);
+        j += KEYS;
+    }
+    for j in j..n {
+        dots_tile::<1>(q, k.as_ptr().add(j * stride), stride, &mut out[j..]);
+    }
+}
+
+/// `out[..8·CC] += Σ_j a[j] · v[j·stride..]` with the output in registers.
+#[inline(always)]
+unsafe fn weighted_cols<const CC: usize>(a: &[f32], v: *const f32, stride: usize, out: *mut f32) {
+    let mut acc: [__m256; CC] = core::array::from_fn(|i| _mm256_loadu_ps(out.add(8 * i)));
+    for (j, &aj) in a.iter().enumerate() {
+        let s = _mm256_set1_ps(aj);
+        let r = v.add(j * stride);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(s, _mm256_loadu_ps(r.add(8 * i)), *acc);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * i), *acc);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weighted_sum_f32_impl(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    let (vp, op) = (v.as_ptr(), out.as_mut_ptr());
+    let mut c = 0;
+    // 64 columns (eight independent accumulators) at a time, then 8, then one by one.
+    while c + 64 <= d {
+        weighted_cols::<8>(a, vp.add(c), stride, op.add(c));
+        c += 64;
+    }
+    while c + 8 <= d {
+        weighted_cols::<1>(a, vp.add(c), stride, op.add(c));
+        c += 8;
+    }
+    for c in c..d {
+        let mut s = out[c];
+        for (j, &aj) in a.iter().enumerate() {
+            s += aj * v[j * stride + c];
+        }
+        out[c] = s;
+    }
 }
 
 /// Quantize 32 floats the way `q8_0::quantize_activations` does; returns (d, quants as 32

@@ -51,6 +51,8 @@ macro_rules! avx512_kernels {
                 dot_f32: avx2::dot_f32,
                 dot_f16: avx2::dot_f16,
                 dot_bf16: avx2::dot_bf16,
+                dots_f32: avx2::dots_f32,
+                weighted_sum_f32: avx2::weighted_sum_f32,
                 kquants: $kquants,
                 // The 256-bit tiles (AVX-512 implies AVX2, FMA and F16C, checked by `detected`).
                 gemm: $gemm,

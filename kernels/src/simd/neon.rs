@@ -94,6 +94,9 @@ macro_rules! neon_kernels {
                 dot_f32: super::dot_f32,
                 dot_f16: super::dot_f16,
                 dot_bf16: super::dot_bf16,
+                // Plain loops: NEON is the baseline, LLVM vectorizes them.
+                dots_f32: crate::quants::float::dots_f32,
+                weighted_sum_f32: crate::quants::float::weighted_sum_f32,
                 kquants: $kquants,
                 gemm: crate::dispatch::GemmKernels::NONE,
             };
