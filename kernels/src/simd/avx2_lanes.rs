@@ -20,6 +20,9 @@
 //! cache, 32 bytes per row and block), then every token costs one broadcast and one
 //! `vpmaddubsw` per four elements of eight rows.
 
+// Tile code indexes several arrays by the same row / token / block number.
+#![allow(clippy::needless_range_loop)]
+
 use super::avx2::{bytes_from_bits, fp16, hsum_epi32, load_q8};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use core::arch::x86_64::*;
