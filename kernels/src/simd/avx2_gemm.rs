@@ -45,8 +45,6 @@ const T: usize = 4;
 const RV: usize = 4;
 /// Tokens per pass of all rows.
 const TOKEN_TILE: usize = 8;
-/// How many blocks ahead of the one in use the decode tiles prefetch each row.
-const PREFETCH_BLOCKS: usize = 24;
 
 /// A weight block made ready for multiplication: the bytes fed to `vpmaddubsw` as the unsigned
 /// operand and the bytes whose sign moves onto the activations (signed formats).
@@ -157,8 +155,9 @@ unsafe fn tile<F: Format, const V: bool, const RR: usize, const TT: usize>(
         if TT == 1 {
             // Decode streams the weights from memory, several rows at once: ask for them ahead,
             // the hardware prefetchers lose track of interleaved row streams on some CPUs.
+            // The same block of the row after the tile (rows follow each other in memory).
             for wr in &w {
-                _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(b + PREFETCH_BLOCKS) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(RR * nb + b) as *const i8);
             }
         }
         let mut aq = [_mm256_setzero_si256(); TT];
