@@ -21,10 +21,18 @@ pub const MATMUL_LANES: u32 = 16;
 /// matrix-vector product keeps a large GPU busy (rows x 64 threads) with short loops per thread.
 pub const DECODE_LANES: u32 = 64;
 
-/// Threads per row of the matrix product with `tile` tokens per workgroup.
+/// Threads per row of the matrix product with `tile` tokens per workgroup. For measurement,
+/// `FERRO_GPU_DECODE_LANES` (a power of two from 4 to [`WG`]) replaces [`DECODE_LANES`].
 pub fn matmul_lanes(tile: u32) -> u32 {
     if tile == 1 {
-        DECODE_LANES
+        static LANES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        *LANES.get_or_init(|| {
+            std::env::var("FERRO_GPU_DECODE_LANES")
+                .ok()
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|l| l.is_power_of_two() && (4..=WG).contains(l))
+                .unwrap_or(DECODE_LANES)
+        })
     } else {
         MATMUL_LANES
     }
@@ -353,6 +361,11 @@ impl Recorder {
             bind: p.bind.clone(),
             wg,
         });
+    }
+
+    /// Recorded commands.
+    pub(crate) fn len(&self) -> usize {
+        self.cmds.len()
     }
 
     pub(crate) fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, size: u64) {

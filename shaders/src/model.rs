@@ -712,12 +712,16 @@ impl GpuModel {
     fn read_logits(&self, mut rec: Recorder, src: &GpuTensor, n_values: usize) -> Result<Vec<f32>> {
         let bytes = (n_values * 4) as u64;
         rec.copy(&src.buf, 0, &self.staging, 0, bytes);
+        let dispatches = rec.len();
+        let t0 = std::time::Instant::now();
         rec.submit(&self.ctx, &self.step)?;
+        let t1 = std::time::Instant::now();
         let (tx, rx) = std::sync::mpsc::channel();
         self.staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
         });
         self.ctx.wait()?;
+        timing::add(dispatches, t1 - t0, t1.elapsed());
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
@@ -750,7 +754,9 @@ impl GpuModel {
             start += b;
         }
         let chunk = &tokens[start..];
+        let t = std::time::Instant::now();
         let mut rec = self.record_layers(chunk, pos + start)?;
+        timing::record(t.elapsed());
         let e = (self.hp.n_embd * 4) as u64;
         rec.copy(&self.s.x.buf, (chunk.len() as u64 - 1) * e, &self.s.last.buf, 0, e);
         for p in &self.head {
@@ -810,5 +816,47 @@ impl GpuModel {
         };
         acts.project(c, &self.s.xb, self.hp.n_embd, &[(&self.output, &logits)], &mut ops)?;
         Ok(AllLogits { batch, logits, ops })
+    }
+}
+
+/// `FERRO_GPU_TIMING=1`: every 64 forward passes, the mean CPU time spent recording and
+/// encoding + submitting one, and waiting for the GPU (execution and the logits' readback).
+mod timing {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    static RECORD: AtomicU64 = AtomicU64::new(0);
+    static SUBMIT: AtomicU64 = AtomicU64::new(0);
+    static WAIT: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+
+    fn on() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| std::env::var("FERRO_GPU_TIMING").is_ok_and(|v| v == "1"))
+    }
+
+    pub(super) fn record(d: Duration) {
+        if on() {
+            RECORD.fetch_add(d.as_nanos() as u64, Relaxed);
+        }
+    }
+
+    pub(super) fn add(cmds: usize, submit: Duration, wait: Duration) {
+        if !on() {
+            return;
+        }
+        SUBMIT.fetch_add(submit.as_nanos() as u64, Relaxed);
+        WAIT.fetch_add(wait.as_nanos() as u64, Relaxed);
+        let n = COUNT.fetch_add(1, Relaxed) + 1;
+        if n % 64 == 0 {
+            let us = |a: &AtomicU64| a.swap(0, Relaxed) as f64 / 64e3;
+            eprintln!(
+                "gpu timing (mean of 64 passes, {cmds} commands): record {:.0} us, encode+submit {:.0} us, wait {:.0} us",
+                us(&RECORD),
+                us(&SUBMIT),
+                us(&WAIT)
+            );
+        }
     }
 }
