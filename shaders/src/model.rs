@@ -849,7 +849,7 @@ mod timing {
         SUBMIT.fetch_add(submit.as_nanos() as u64, Relaxed);
         WAIT.fetch_add(wait.as_nanos() as u64, Relaxed);
         let n = COUNT.fetch_add(1, Relaxed) + 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             let us = |a: &AtomicU64| a.swap(0, Relaxed) as f64 / 64e3;
             eprintln!(
                 "gpu timing (mean of 64 passes, {cmds} commands): record {:.0} us, encode+submit {:.0} us, wait {:.0} us",
