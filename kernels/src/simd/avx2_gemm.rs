@@ -20,7 +20,7 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q5_0: Some(super::avx2_lanes::gemm_q5_0),
     q5_1: Some(super::avx2_lanes::gemm_q5_1),
     q8_0: Some(gemm_q8_0_rows),
-    q4_k: Some(super::avx2_kquants::gemm_q4_k),
+    q4_k: Some(super::avx2_lanes::gemm_q4_k),
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
     decode: true,
 };

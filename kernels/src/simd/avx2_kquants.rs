@@ -13,7 +13,7 @@ use core::arch::x86_64::*;
 
 use crate::quants::q2_k::BlockQ2K;
 use crate::quants::q3_k::{unpack_scales as q3_unpack_scales, BlockQ3K};
-use crate::quants::q4_k::{unpack_scales_mins, BlockQ4K};
+use crate::quants::q4_k::unpack_scales_mins;
 use crate::quants::q5_k::BlockQ5K;
 use crate::quants::q6_k::BlockQ6K;
 use crate::quants::q8_k::{BlockQ8K, KQuantKernels, QK_K};
@@ -25,7 +25,8 @@ pub(crate) const KERNELS: KQuantKernels = KQuantKernels {
     quantize_q8_k: checked::quantize_q8_k,
     dot_q2_k: checked::dot_q2_k,
     dot_q3_k: checked::dot_q3_k,
-    dot_q4_k: checked::dot_q4_k,
+    // Exact integer super-block sums, the same bits as the row-lane Q4_K tiles.
+    dot_q4_k: super::avx2_lanes::dot_q4_k,
     dot_q5_k: checked::dot_q5_k,
     dot_q6_k: checked::dot_q6_k,
 };
@@ -51,10 +52,6 @@ pub(crate) mod checked {
     pub(crate) fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
         // SAFETY: as above.
         unsafe { vec_dot_q3_k(w, a) }
-    }
-    pub(crate) fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-        // SAFETY: as above.
-        unsafe { vec_dot_q4_k(w, a) }
     }
     pub(crate) fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
         // SAFETY: as above.
@@ -114,73 +111,6 @@ unsafe fn prefetch_next_row<T>(w: &[T], b: usize) {
 #[inline(always)]
 pub(crate) unsafe fn h2f(b: [u8; 2]) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b))))
-}
-
-/// Q4_K x Q8_K dot product.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    assert_eq!(w.len(), a.len(), "vec_dot_q4_k: length mismatch");
-    q4_k_tile::<1>(w, [a])[0]
-}
-
-/// Q4_K rows against `TT` activation rows at once: the weight block's scales and nibbles are
-/// unpacked once for all of them. Per pair the operations and their order are the dot's, so
-/// results are bit-identical to [`vec_dot_q4_k`] (which is the one-token tile).
-#[inline(always)]
-unsafe fn q4_k_tile<const TT: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; TT]) -> [f32; TT] {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = [_mm256_setzero_ps(); TT];
-    let mut acc_m = [_mm_setzero_ps(); TT];
-    for at in &a {
-        assert_eq!(at.len(), w.len(), "q4_k tile: length mismatch");
-    }
-    for (b, x) in w.iter().enumerate() {
-        if TT == 1 {
-            prefetch_next_row(w, b);
-        }
-        let (xd, xdmin) = (h2f(x.d), h2f(x.dmin));
-        let sm = unpack_scales_mins(&x.scales);
-        // SAFETY: `sm` is 16 bytes, `bsums` is 32 bytes; unaligned loads.
-        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().cast()));
-        let mins = _mm256_extracti128_si256::<1>(mins_and_scales);
-        let mut sumi = [_mm256_setzero_si256(); TT];
-        for t in 0..TT {
-            let y = a[t].get_unchecked(b);
-            let dmin = -y.d * xdmin;
-            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-            let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256::<1>(q8sums));
-            let prod = _mm_madd_epi16(mins, q8s);
-            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
-        }
-        let sc128 = _mm256_castsi256_si128(mins_and_scales);
-        let scales = _mm256_set_m128i(sc128, sc128);
-        let qs = x.qs.as_ptr();
-        for j in 0..4 {
-            let scale_l = _mm256_shuffle_epi8(scales, bcast16(2 * j as i32));
-            let scale_h = _mm256_shuffle_epi8(scales, bcast16(2 * j as i32 + 1));
-            // SAFETY: j < 4, so 32 bytes at qs + 32j lie within the 128-byte `qs` and 64 bytes
-            // at q8 + 64j within the 256-byte activation quants.
-            let q4bits = _mm256_loadu_si256(qs.add(32 * j).cast());
-            let q4l = _mm256_and_si256(q4bits, m4);
-            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
-            for t in 0..TT {
-                let q8 = a[t].get_unchecked(b).qs.as_ptr();
-                let q8l = _mm256_loadu_si256(q8.add(64 * j).cast());
-                let q8h = _mm256_loadu_si256(q8.add(64 * j + 32).cast());
-                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p16l, p16h));
-            }
-        }
-        for t in 0..TT {
-            let d = a[t].get_unchecked(b).d * xd;
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-        }
-    }
-    core::array::from_fn(|t| hsum_ps(acc[t]) + hsum_ps128(acc_m[t]))
 }
 
 /// Q5_K x Q8_K dot product.
@@ -244,7 +174,7 @@ pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     q6_k_tile::<1>(w, [a])[0]
 }
 
-/// Q6_K rows against `TT` activation rows at once (see [`q4_k_tile`]); bit-identical to
+/// Q6_K rows against `TT` activation rows at once (one weight block unpacked once for all tokens; per pair the dot's operations); bit-identical to
 /// [`vec_dot_q6_k`].
 #[inline(always)]
 unsafe fn q6_k_tile<const TT: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f32; TT] {
@@ -307,26 +237,6 @@ unsafe fn q6_k_tile<const TT: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f
         }
     }
     core::array::from_fn(|t| hsum_ps(acc[t]))
-}
-
-/// `out[r * ldo + t]` for every Q4_K row of `w` and Q8_K row of `a` (`nb` blocks each), four
-/// tokens per pass over a weight row.
-pub(crate) fn gemm_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn imp(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-        gemm_k(
-            w,
-            a,
-            nb,
-            out,
-            ldo,
-            |w, a| q4_k_tile::<4>(w, a),
-            |w, a| q4_k_tile::<1>(w, a),
-        );
-    }
-    // SAFETY: reachable only through the AVX2 / AVX-512 tables, handed out after avx2, fma and
-    // f16c were detected; slices are bounds-checked inside.
-    unsafe { imp(w, a, nb, out, ldo) }
 }
 
 /// As [`gemm_q4_k`] for Q6_K.

@@ -24,6 +24,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx2::{bytes_from_bits, fp16, hsum_epi32, load_q8};
+use super::avx2_kquants::h2f;
+use crate::quants::q4_k::{unpack_scales_mins, BlockQ4K};
+use crate::quants::q8_k::BlockQ8K;
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use core::arch::x86_64::*;
 
@@ -474,10 +477,224 @@ entry!(dot_q4_1, gemm_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(dot_q5_0, gemm_q5_0, BlockQ5_0, BlockQ8_0);
 entry!(dot_q5_1, gemm_q5_1, BlockQ5_1, BlockQ8_1);
 
+// ------------------------------------------------------------------------------------------
+// Q4_K: the same idea per 256-element super-block. Per (row, token) and super-block:
+// `i = Σ_s sc[s]·Σ_{l∈s} u·q` and `m = Σ_s min[s]·(bsum[2s] + bsum[2s+1])`, both exact i32
+// (|i| ≤ 8·63·32·15·127 < 2^31); `acc = fma(d·d_a, i, acc)`, `accm = fma(dmin·d_a, m, accm)`
+// over the super-blocks in order; the result is `acc − accm`. In the prefill tiles a
+// sub-block's 32 products per row are summed in i16 (eight `vpmaddubsw` of 4-bit quants, at most
+// 30480) and multiplied by the row's scale with one `vpmaddwd`.
+
+/// The unsigned quants of sub-block `s` (32 bytes, element order).
+#[inline(always)]
+unsafe fn q4k_sub(x: &BlockQ4K, s: usize) -> __m256i {
+    let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * (s / 2)) as *const __m256i);
+    let q = if s % 2 == 1 { _mm256_srli_epi16(q, 4) } else { q };
+    _mm256_and_si256(q, _mm256_set1_epi8(0x0F))
+}
+
+/// The exact `(i, m)` of one super-block pair (see above).
+#[inline(always)]
+unsafe fn q4k_sums(x: &BlockQ4K, y: &BlockQ8K, sm: &[u8; 16]) -> (i32, i32) {
+    let mut sumi = _mm256_setzero_si256();
+    for s in 0..8 {
+        let a = _mm256_loadu_si256(y.qs.as_ptr().add(32 * s) as *const __m256i);
+        let p = _mm256_maddubs_epi16(q4k_sub(x, s), a);
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(sm[s] as i16)));
+    }
+    // bsums [16 x i16] against the mins, each repeated for its two 16-element halves.
+    let mins = _mm_loadl_epi64(sm.as_ptr().add(8) as *const __m128i);
+    let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
+    let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    let summ = _mm256_madd_epi16(mins, bs);
+    (hsum_epi32(sumi), hsum_epi32(summ))
+}
+
+/// The Q4_K dot of one row, the reference the Q4_K tiles reproduce bit for bit.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `w` and `a` the same length.
+#[inline(always)]
+unsafe fn dot_q4k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm_setzero_ps();
+    let mut accm = _mm_setzero_ps();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        // Decode streams rows one after the other: ask for the next row's block.
+        let next = w.as_ptr().wrapping_add(w.len() + b) as *const i8;
+        for line in 0..3 {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
+        }
+        let sm = unpack_scales_mins(&x.scales);
+        let (i, m) = q4k_sums(x, y, &sm);
+        acc = _mm_fmadd_ss(_mm_set_ss(h2f(x.d) * y.d), _mm_set_ss(i as f32), acc);
+        accm = _mm_fmadd_ss(_mm_set_ss(h2f(x.dmin) * y.d), _mm_set_ss(m as f32), accm);
+    }
+    _mm_cvtss_f32(_mm_sub_ss(acc, accm))
+}
+
+/// Eight Q4_K rows laid out for the prefill tiles: per super-block, per sub-block, eight
+/// vectors (vector k: bytes 4k..4k+4 of the sub-block of every row); the rows' scales and mins
+/// per sub-block as i16 pairs (one dword lane per row); `d` and `dmin` per super-block.
+struct GroupK {
+    q: Vec<__m256i>,
+    sc: Vec<__m256i>,
+    mn: Vec<__m256i>,
+    d: Vec<__m256>,
+    dm: Vec<__m256>,
+}
+
+#[inline(always)]
+unsafe fn group_k(w: &[*const BlockQ4K; L], nb: usize, g: &mut GroupK) {
+    g.q.clear();
+    g.sc.clear();
+    g.mn.clear();
+    g.d.clear();
+    g.dm.clear();
+    for b in 0..nb {
+        let x: [&BlockQ4K; L] = core::array::from_fn(|r| &*w[r].add(b));
+        let sm: [[u8; 16]; L] = core::array::from_fn(|r| unpack_scales_mins(&x[r].scales));
+        for s in 0..8 {
+            let mut t = [[0u32; L]; L];
+            for r in 0..L {
+                _mm256_storeu_si256(t[r].as_mut_ptr() as *mut __m256i, q4k_sub(x[r], s));
+            }
+            for k in 0..L {
+                let col: [u32; L] = core::array::from_fn(|r| t[r][k]);
+                g.q.push(_mm256_loadu_si256(col.as_ptr() as *const __m256i));
+            }
+            let pair = |v: u8| (v as u32) * 0x0001_0001;
+            let sc: [u32; L] = core::array::from_fn(|r| pair(sm[r][s]));
+            let mn: [u32; L] = core::array::from_fn(|r| pair(sm[r][8 + s]));
+            g.sc.push(_mm256_loadu_si256(sc.as_ptr() as *const __m256i));
+            g.mn.push(_mm256_loadu_si256(mn.as_ptr() as *const __m256i));
+        }
+        let d: [f32; L] = core::array::from_fn(|r| h2f(x[r].d));
+        let dm: [f32; L] = core::array::from_fn(|r| h2f(x[r].dmin));
+        g.d.push(_mm256_loadu_ps(d.as_ptr()));
+        g.dm.push(_mm256_loadu_ps(dm.as_ptr()));
+    }
+}
+
+/// `TT` tokens against a laid-out Q4_K group: lane r of result t = dot(row r, a[t]).
+#[inline(always)]
+unsafe fn prefill_tile_k<const TT: usize>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [__m256; TT] {
+    let nb = g.d.len();
+    let mut acc = [_mm256_setzero_ps(); TT];
+    for b in 0..nb {
+        let mut i = [_mm256_setzero_si256(); TT];
+        for s in 0..8 {
+            let wq = &g.q[(b * 8 + s) * L..(b * 8 + s + 1) * L];
+            let mut s16 = [_mm256_setzero_si256(); TT];
+            for k in 0..L {
+                for t in 0..TT {
+                    let q = _mm256_set1_epi32(core::ptr::read_unaligned(
+                        a[t][b].qs.as_ptr().add(32 * s + 4 * k) as *const i32
+                    ));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wq[k], q));
+                }
+            }
+            let sc = g.sc[b * 8 + s];
+            for t in 0..TT {
+                i[t] = _mm256_add_epi32(i[t], _mm256_madd_epi16(s16[t], sc));
+            }
+        }
+        for t in 0..TT {
+            let d = _mm256_mul_ps(g.d[b], _mm256_set1_ps(a[t][b].d));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i[t]), acc[t]);
+        }
+    }
+    for t in 0..TT {
+        let mut accm = _mm256_setzero_ps();
+        for b in 0..nb {
+            let mut m = _mm256_setzero_si256();
+            for s in 0..8 {
+                let bs = _mm256_set1_epi32(core::ptr::read_unaligned(
+                    a[t][b].bsums.as_ptr().add(2 * s) as *const i32
+                ));
+                m = _mm256_add_epi32(m, _mm256_madd_epi16(g.mn[b * 8 + s], bs));
+            }
+            let d = _mm256_mul_ps(g.dm[b], _mm256_set1_ps(a[t][b].d));
+            accm = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(m), accm);
+        }
+        acc[t] = _mm256_sub_ps(acc[t], accm);
+    }
+    acc
+}
+
+/// `out[r * ldo + t] = dot_q4k(w[r], a[t])` for every row and token.
+#[inline(always)]
+unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    let rows = w.len() / nb;
+    let n = a.len() / nb;
+    if rows == 0 || n == 0 {
+        return;
+    }
+    assert!((rows - 1) * ldo + n <= out.len(), "gemm: output too small");
+    let act = |t: usize| &a[t * nb..(t + 1) * nb];
+    if n < PREFILL_MIN_TOKENS {
+        for r in 0..rows {
+            for t in 0..n {
+                out[r * ldo + t] = dot_q4k(&w[r * nb..(r + 1) * nb], act(t));
+            }
+        }
+        return;
+    }
+    let o = out.as_mut_ptr();
+    let mut g = GroupK {
+        q: Vec::with_capacity(nb * 8 * L),
+        sc: Vec::with_capacity(nb * 8),
+        mn: Vec::with_capacity(nb * 8),
+        d: Vec::with_capacity(nb),
+        dm: Vec::with_capacity(nb),
+    };
+    for r0 in (0..rows).step_by(L) {
+        let wr: [*const BlockQ4K; L] = core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * nb));
+        group_k(&wr, nb, &mut g);
+        let valid = (rows - r0).min(L);
+        let mut t = 0;
+        while t + T <= n {
+            let v = prefill_tile_k::<T>(&g, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+            for (k, v) in v.iter().enumerate() {
+                store_lanes(*v, valid, o.add(r0 * ldo + t + k), ldo);
+            }
+            t += T;
+        }
+        for t in t..n {
+            let [v] = prefill_tile_k::<1>(&g, [act(t)]);
+            store_lanes(v, valid, o.add(r0 * ldo + t), ldo);
+        }
+    }
+}
+
+/// Safe entry point of the Q4_K dot, reachable only through tables handed out after AVX2, FMA
+/// and F16C were detected.
+pub(crate) fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), a.len(), "dot_q4_k: length mismatch");
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn imp(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        dot_q4k(w, a)
+    }
+    // SAFETY: features detected before the table was handed out; lengths equal.
+    unsafe { imp(w, a) }
+}
+
+/// Safe entry point of the Q4_K product, as above.
+pub(crate) fn gemm_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn imp(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_q4k(w, a, nb, out, ldo)
+    }
+    // SAFETY: features detected before the table was handed out; whole rows checked above,
+    // the output size inside `gemm_q4k`.
+    unsafe { imp(w, a, nb, out, ldo) }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::dispatch::{DotFn, GemmFn};
     use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+    use bytemuck::Zeroable;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -553,5 +770,45 @@ mod tests {
             q5_1::vec_dot,
             gemm_q5_1,
         );
+    }
+
+    #[test]
+    fn q4_k_lanes_equal_the_dot_bit_for_bit() {
+        if !super::super::avx2::detected() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        use crate::quants::{q4_k, q8_k};
+        let (rows, n, nb) = (19, 11, 3);
+        let mut w = vec![super::BlockQ4K::zeroed(); rows * nb];
+        q4_k::quantize(&values(rows * nb * 256, 3), &mut w);
+        let mut a = vec![super::BlockQ8K::zeroed(); n * nb];
+        q8_k::quantize(&values(n * nb * 256, 4), &mut a);
+        for tokens in [1, 3, 4, 5, n] {
+            let mut out = vec![f32::NAN; rows * tokens];
+            super::gemm_q4_k(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            for r in 0..rows {
+                for t in 0..tokens {
+                    let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
+                    let want = super::dot_q4_k(wr, at);
+                    assert_eq!(
+                        out[r * tokens + t].to_bits(),
+                        want.to_bits(),
+                        "row {r} token {t} of {tokens}"
+                    );
+                    // Against the scalar oracle within f32 rounding of the products' magnitude
+                    // (the min term is summed apart from the scale term: they can cancel).
+                    let s = q4_k::vec_dot_scalar(wr, at);
+                    let (mut wf, mut af) = (vec![0f32; nb * 256], vec![0f32; nb * 256]);
+                    q4_k::dequantize(wr, &mut wf);
+                    q8_k::dequantize(at, &mut af);
+                    let mag: f32 = wf.iter().zip(&af).map(|(x, y)| (x * y).abs()).sum();
+                    assert!(
+                        (want - s).abs() <= 1e-5 * mag + 1e-6,
+                        "dot {want} scalar {s} (mag {mag})"
+                    );
+                }
+            }
+        }
     }
 }
