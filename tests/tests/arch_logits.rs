@@ -52,8 +52,7 @@ const SYNTHETIC: Tol = Tol {
 /// order (an 8-bit activation rounded the other way) layer after layer. Measured (AVX2, whose
 /// 4-bit, 5-bit and Q4_K products sum each block exactly): SmolLM2 largest 0.10, mean 0.039;
 /// gemma3 largest 0.31, mean 0.098; ferro's scalar kernels on gemma3 largest 0.31, mean 0.08.
-/// llama.cpp's own AVX2 build against its scalar-order configurations differs as much. A wrong
-/// rope layout or a missing norm moves the mean by far more (0.8 for qwen2-q8_0's rope).
+/// A wrong rope layout or a missing norm moves the mean by far more (0.8 for qwen2-q8_0's rope).
 const REAL: Tol = Tol {
     max: 0.6,
     mean: 0.15,
