@@ -308,11 +308,7 @@ mod tests {
     use crate::quants::q8_0;
     use bytemuck::Zeroable;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 3.0) * if i % 29 == 0 { 40.0 } else { 1.0 })
-            .collect()
-    }
+    use super::super::test_values as values;
 
     /// Every tile shape (rows and tokens with remainders) gives the dot's exact bits.
     fn check<W: bytemuck::Pod, A: bytemuck::Pod>(

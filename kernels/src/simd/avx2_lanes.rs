@@ -696,11 +696,7 @@ mod tests {
     use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
     use bytemuck::Zeroable;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 3.0) * if i % 29 == 0 { 40.0 } else { 1.0 })
-            .collect()
-    }
+    use super::super::test_values as values;
 
     /// Every shape (row groups with remainders, decode and prefill token counts with
     /// remainders) gives the dot's exact bits, and the dot is within rounding of the scalar one.
