@@ -1,4 +1,5 @@
-//! AVX2 register-tiled products of the 32-element formats: R weight rows × T activation rows
+//! AVX2 register-tiled products of Q8_0 (the 4- and 5-bit formats have the row-lane kernels of
+//! `avx2_lanes.rs`; the tile code stays generic over the format): R weight rows × T activation rows
 //! at once, so a decoded weight block is reused for T tokens and an activation block for R rows,
 //! with R·T independent accumulators instead of one dependency chain.
 //!

@@ -1,5 +1,5 @@
-//! AVX2 products of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1) with one
-//! weight row per f32 lane: eight rows side by side, so the block scale products, the int→float
+//! AVX2 products of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1) and of Q4_K
+//! (its own section below) with one weight row per f32 lane: eight rows side by side, so the block scale products, the int→float
 //! conversion and the FMA are paid once per eight (row, token) pairs instead of once per pair.
 //!
 //! The arithmetic, the same in the dot, the decode tiles and the prefill tiles (so a result has
@@ -14,8 +14,8 @@
 //! -128), so a pair is at most 7874 in magnitude; sums of four such (5-bit) or eight with
 //! `u ≤ 15` (4-bit, 3810 each) stay below 32767, which is what the prefill tiles add up in i16.
 //!
-//! Decode (one token): eight rows' i32 partial sums are reduced by a `vphaddd` tree into one
-//! vector of eight row sums. Prefill: the eight rows' unpacked quants are first laid out once
+//! Decode (one token): eight rows' `vpmaddubsw` results are reduced by a `vphaddw` tree (then
+//! one widening `vpmaddwd` per four rows) into one vector of eight row sums. Prefill: the eight rows' unpacked quants are first laid out once
 //! per call so that each 32-byte vector holds four bytes of every row (a transposed copy in
 //! cache, 32 bytes per row and block), then every token costs one broadcast and one
 //! `vpmaddubsw` per four elements of eight rows.
