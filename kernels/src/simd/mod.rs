@@ -88,7 +88,7 @@ pub(crate) fn cpu_features() -> Vec<&'static str> {
 }
 
 /// Test data for the tile tests: smooth values with a spike every 29th.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 3.0) * if i % 29 == 0 { 40.0 } else { 1.0 })
