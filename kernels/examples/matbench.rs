@@ -4,7 +4,8 @@
 //!
 //! For each type: matvec and a 512-token matmul on 4096 x 4096 and 14336 x 4096 (the 8b shapes)
 //! and on 1536 x 576 (SmolLM2's FFN) and 640 x 2048 (gemma3-270m's FFN down), with the rayon threads of RAYON_NUM_THREADS. Reports GB/s of
-//! weights (matvec) and GFLOP/s (matmul). FERRO_KERNELS and FERRO_GEMM choose the kernels.
+//! weights (matvec) and GFLOP/s (matmul). FERRO_KERNELS and FERRO_GEMM choose the kernels;
+//! MATBENCH_N sets the matmul's token count (default 512; e.g. 4 for a batched decode step).
 //! The criterion suite (benches/) is the reference measurement; this is the quick loop.
 
 use ferro_kernels::{quantize_row, GgmlType, KernelTable, WeightMatrix};
@@ -72,15 +73,23 @@ fn main() {
                 table.matvec(&w, &x[(i % 512) * cols..(i % 512 + 1) * cols], &mut y[..rows]);
             }
             let mv = t.elapsed().as_secs_f64() / reps as f64;
-            let n = 512;
-            let mreps = if rows * cols > 20_000_000 { 1 } else { 3 };
+            let n: usize = std::env::var("MATBENCH_N")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(512)
+                .clamp(1, 512);
+            let mreps = if rows * cols * n > 20_000_000 * 512 {
+                1
+            } else {
+                (3 * 512 / n).max(3)
+            };
             let t = Instant::now();
             for _ in 0..mreps {
-                table.matmul(&w, &x, n, &mut y);
+                table.matmul(&w, &x[..n * cols], n, &mut y[..n * rows]);
             }
             let mm = t.elapsed().as_secs_f64() / mreps as f64;
             println!(
-                "{:>5} {rows:>5}x{cols:<5} matvec {:8.1} us {:6.2} GB/s | matmul512 {:8.1} ms {:7.1} GFLOP/s",
+                "{:>5} {rows:>5}x{cols:<5} matvec {:8.1} us {:6.2} GB/s | matmul{n} {:8.3} ms {:7.1} GFLOP/s",
                 ty.name(),
                 mv * 1e6,
                 bytes.len() as f64 / mv / 1e9,

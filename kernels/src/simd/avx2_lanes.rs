@@ -35,7 +35,7 @@ const L: usize = 8;
 /// Tokens per prefill tile.
 const T: usize = 4;
 /// From this many tokens on, the prefill tiles (transposed copy) beat one decode pass per token.
-const PREFILL_MIN_TOKENS: usize = 4;
+const PREFILL_MIN_TOKENS: usize = 6;
 
 /// The weight formats: unsigned quants, an offset or a min, scale (and min) in the first four
 /// bytes as fp16.
@@ -301,6 +301,39 @@ unsafe fn decode8<F: Format>(w: [*const F; L], next: *const u8, a: &[F::Act]) ->
     acc
 }
 
+/// The 8x8 transpose of 32-bit elements: vector k of the result holds dword k of every input
+/// row (in row order). Three rounds of in-register shuffles.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256i; L]) -> [__m256i; L] {
+    let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+    let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+    let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+    let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+    let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    // u0 = dwords 0 and 4 of rows 0..4, u1 = dwords 1 and 5, ...
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256(u0, u4, 0x20),
+        _mm256_permute2x128_si256(u1, u5, 0x20),
+        _mm256_permute2x128_si256(u2, u6, 0x20),
+        _mm256_permute2x128_si256(u3, u7, 0x20),
+        _mm256_permute2x128_si256(u0, u4, 0x31),
+        _mm256_permute2x128_si256(u1, u5, 0x31),
+        _mm256_permute2x128_si256(u2, u6, 0x31),
+        _mm256_permute2x128_si256(u3, u7, 0x31),
+    ]
+}
+
 /// Eight rows laid out for the prefill tiles: per block, eight vectors, vector k holding
 /// bytes 4k..4k+4 of every row; and per block the rows' scales and mins.
 struct Group {
@@ -315,14 +348,8 @@ unsafe fn group<F: Format>(w: &[*const F; L], nb: usize, g: &mut Group) {
     g.d.clear();
     g.m.clear();
     for b in 0..nb {
-        let mut t = [[0u32; L]; L];
-        for (r, wr) in w.iter().enumerate() {
-            _mm256_storeu_si256(t[r].as_mut_ptr() as *mut __m256i, (*wr.add(b)).unsigned());
-        }
-        for k in 0..L {
-            let col: [u32; L] = core::array::from_fn(|r| t[r][k]);
-            g.q.push(_mm256_loadu_si256(col.as_ptr() as *const __m256i));
-        }
+        let rows: [__m256i; L] = core::array::from_fn(|r| (*w[r].add(b)).unsigned());
+        g.q.extend_from_slice(&transpose8(rows));
         let (d, m) = scales8(w, b);
         g.d.push(d);
         g.m.push(m);
@@ -554,14 +581,8 @@ unsafe fn group_k(w: &[*const BlockQ4K; L], nb: usize, g: &mut GroupK) {
         let x: [&BlockQ4K; L] = core::array::from_fn(|r| &*w[r].add(b));
         let sm: [[u8; 16]; L] = core::array::from_fn(|r| unpack_scales_mins(&x[r].scales));
         for s in 0..8 {
-            let mut t = [[0u32; L]; L];
-            for r in 0..L {
-                _mm256_storeu_si256(t[r].as_mut_ptr() as *mut __m256i, q4k_sub(x[r], s));
-            }
-            for k in 0..L {
-                let col: [u32; L] = core::array::from_fn(|r| t[r][k]);
-                g.q.push(_mm256_loadu_si256(col.as_ptr() as *const __m256i));
-            }
+            let rows: [__m256i; L] = core::array::from_fn(|r| q4k_sub(x[r], s));
+            g.q.extend_from_slice(&transpose8(rows));
             let pair = |v: u8| (v as u32) * 0x0001_0001;
             let sc: [u32; L] = core::array::from_fn(|r| pair(sm[r][s]));
             let mn: [u32; L] = core::array::from_fn(|r| pair(sm[r][8 + s]));
