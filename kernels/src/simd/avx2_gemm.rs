@@ -9,8 +9,9 @@
 //! below and by tests/api.rs). The AVX-512 table uses these tiles too: they beat its dots.
 
 use super::avx2::{hsum_ps, load_q8, mul_sum_u8_i8};
+use super::avx2_lanes::Activation;
 use crate::dispatch::GemmKernels;
-use crate::quants::{BlockQ8_0, BlockQ8_1};
+use crate::quants::BlockQ8_0;
 use core::arch::x86_64::*;
 
 /// The AVX2 table's: decode uses the tiles too (the row-lane ones for Q4_0..Q5_1; Q8_0 and the
@@ -44,8 +45,8 @@ const R: usize = 2;
 const T: usize = 4;
 /// Rows per tile when there is a single token (matrix-vector).
 const RV: usize = 4;
-/// Tokens per pass of all rows.
-const TOKEN_TILE: usize = 8;
+/// Tokens per pass of all rows (also the K-quant tiles').
+pub(super) const TOKEN_TILE: usize = 8;
 
 /// A weight block made ready for multiplication: the bytes fed to `vpmaddubsw` as the unsigned
 /// operand and the bytes whose sign moves onto the activations (signed formats).
@@ -62,34 +63,6 @@ trait Format: bytemuck::Pod {
     /// Whether the format has a min (`+ m·s` per block; the activation is Q8_1).
     const HAS_MIN: bool;
     unsafe fn prep(&self) -> Prepared;
-}
-
-/// The 8-bit activation blocks the weights multiply.
-trait Activation: bytemuck::Pod {
-    /// The block's scale `d` and its `s` (d·Σq; 0 for Q8_0, which has none).
-    fn scales(&self) -> (f32, f32);
-    /// The 32 quants.
-    unsafe fn quants(&self) -> __m256i;
-}
-
-impl Activation for BlockQ8_0 {
-    fn scales(&self) -> (f32, f32) {
-        (self.d.to_f32(), 0.0)
-    }
-    #[inline(always)]
-    unsafe fn quants(&self) -> __m256i {
-        load_q8(&self.qs)
-    }
-}
-
-impl Activation for BlockQ8_1 {
-    fn scales(&self) -> (f32, f32) {
-        (self.d.to_f32(), self.s.to_f32())
-    }
-    #[inline(always)]
-    unsafe fn quants(&self) -> __m256i {
-        load_q8(&self.qs)
-    }
 }
 
 /// The block's first two fp16 values as f32 lanes 0 and 1 (scale and min; for formats without a
@@ -163,7 +136,7 @@ unsafe fn tile<F: Format, const V: bool, const RR: usize, const TT: usize>(
         }
         let mut aq = [_mm256_setzero_si256(); TT];
         for t in 0..TT {
-            aq[t] = (*a[t].add(b)).quants();
+            aq[t] = load_q8((*a[t].add(b)).qs());
         }
         for r in 0..RR {
             let x = &*w[r].add(b);
@@ -222,7 +195,7 @@ unsafe fn gemm_tokens<F: Format, const V: bool, const DECODE_TILES: bool>(
         "gemm: output too small"
     );
     // Activation scales as f32, converted once instead of once per row.
-    let (ad, as_): (Vec<f32>, Vec<f32>) = a.iter().map(Activation::scales).unzip();
+    let (ad, as_): (Vec<f32>, Vec<f32>) = a.iter().map(|x| (x.d(), x.s())).unzip();
     let wp = |r: usize| w.as_ptr().add(r * nb);
     let ap = |t: usize| a.as_ptr().add(t * nb);
     let dp = |t: usize| ad.as_ptr().add(t * nb);

@@ -98,7 +98,7 @@ unsafe fn scale_pair(s: __m128i, a: i32) -> __m256i {
 /// the next row while working on this one. The hardware prefetchers stop at page boundaries,
 /// which a file mapping has every 4 KiB.
 #[inline(always)]
-unsafe fn prefetch_next_row<T>(w: &[T], b: usize) {
+pub(super) unsafe fn prefetch_next_row<T>(w: &[T], b: usize) {
     let p = w.as_ptr().wrapping_add(w.len() + b) as *const i8;
     let mut off = 0;
     while off < core::mem::size_of::<T>() {
@@ -274,8 +274,8 @@ fn gemm_k<W>(
     );
     let n = a.len() / nb;
     // Tokens eight at a time, so their activations stay in L1 while all rows pass over them.
-    for t0 in (0..n).step_by(8) {
-        let t1 = (t0 + 8).min(n);
+    for t0 in (0..n).step_by(super::avx2_gemm::TOKEN_TILE) {
+        let t1 = (t0 + super::avx2_gemm::TOKEN_TILE).min(n);
         for (r, wr) in w.chunks_exact(nb).enumerate() {
             let o = &mut out[r * ldo..r * ldo + n];
             let mut t = t0;

@@ -24,7 +24,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx2::{bytes_from_bits, fp16, hsum_epi32, load_q8};
-use super::avx2_kquants::h2f;
+use super::avx2_kquants::{h2f, prefetch_next_row};
 use crate::quants::q4_k::{unpack_scales_mins, BlockQ4K};
 use crate::quants::q8_k::BlockQ8K;
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -154,19 +154,17 @@ struct ActInfo {
     c: Vec<i32>,
 }
 
-fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
+#[inline(always)]
+unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
+    // A plain loop: a closure would not inherit the caller's target features.
+    let mut c = Vec::with_capacity(a.len());
+    for b in a {
+        c.push(correction::<F>(load_q8(b.qs())));
+    }
     ActInfo {
         d: a.iter().map(Activation::d).collect(),
         s: a.iter().map(Activation::s).collect(),
-        c: a.iter()
-            .map(|b| {
-                if F::OFFSET == 0 {
-                    0
-                } else {
-                    F::OFFSET * b.qs().iter().map(|&q| q as i32).sum::<i32>()
-                }
-            })
-            .collect(),
+        c,
     }
 }
 
@@ -239,11 +237,8 @@ pub(crate) unsafe fn dot<F: Format>(w: &[F], a: &[F::Act]) -> f32 {
     let mut acc = _mm_setzero_ps();
     let mut summ = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let qs = y.qs();
-        let mut i = hsum_epi32(isum8(x.unsigned(), load_q8(qs)));
-        if F::OFFSET != 0 {
-            i -= F::OFFSET * qs.iter().map(|&q| q as i32).sum::<i32>();
-        }
+        let q = load_q8(y.qs());
+        let i = hsum_epi32(isum8(x.unsigned(), q)) - correction::<F>(q);
         let h = x.head();
         let d = _mm_set_ss(fp16(half::f16::from_bits(h as u16)) * y.d());
         acc = _mm_fmadd_ss(d, _mm_set_ss(i as f32), acc);
@@ -546,11 +541,7 @@ unsafe fn dot_q4k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm_setzero_ps();
     let mut accm = _mm_setzero_ps();
     for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        // Decode streams rows one after the other: ask for the next row's block.
-        let next = w.as_ptr().wrapping_add(w.len() + b) as *const i8;
-        for line in 0..3 {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
-        }
+        prefetch_next_row(w, b);
         let sm = unpack_scales_mins(&x.scales);
         let (i, m) = q4k_sums(x, y, &sm);
         acc = _mm_fmadd_ss(_mm_set_ss(h2f(x.d) * y.d), _mm_set_ss(i as f32), acc);
