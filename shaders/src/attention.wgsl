@@ -73,11 +73,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var s = -1.0e30;
         if (j < end) {
             let ko = j * kv_stride + kv_off;
-            var dotv = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dotv += qs[d] * kc[ko + d];
+            // Four partial sums: four loads in flight per trip instead of one.
+            var d0 = 0.0;
+            var d1 = 0.0;
+            var d2 = 0.0;
+            var d3 = 0.0;
+            var d = 0u;
+            for (; d + 3u < hd; d += 4u) {
+                d0 += qs[d] * kc[ko + d];
+                d1 += qs[d + 1u] * kc[ko + d + 1u];
+                d2 += qs[d + 2u] * kc[ko + d + 2u];
+                d3 += qs[d + 3u] * kc[ko + d + 3u];
             }
-            s = dotv;
+            for (; d < hd; d++) {
+                d0 += qs[d] * kc[ko + d];
+            }
+            s = (d0 + d1) + (d2 + d3);
             if (p.softcap > 0.0) {
                 s = p.softcap * tanh(s / p.softcap);
             }
@@ -112,11 +123,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var i = 0u; i < DIMS_PER_THREAD; i++) {
             let d = li + i * WG;
             if (d < hd) {
-                var a = acc[i] * corr;
-                for (var jj = 0u; jj < n_here; jj++) {
-                    a += ps[jj] * vc[(base + jj) * kv_stride + kv_off + d];
+                let vo = base * kv_stride + kv_off + d;
+                var a0 = acc[i] * corr;
+                var a1 = 0.0;
+                var a2 = 0.0;
+                var a3 = 0.0;
+                var jj = 0u;
+                for (; jj + 3u < n_here; jj += 4u) {
+                    a0 += ps[jj] * vc[vo + jj * kv_stride];
+                    a1 += ps[jj + 1u] * vc[vo + (jj + 1u) * kv_stride];
+                    a2 += ps[jj + 2u] * vc[vo + (jj + 2u) * kv_stride];
+                    a3 += ps[jj + 3u] * vc[vo + (jj + 3u) * kv_stride];
                 }
-                acc[i] = a;
+                for (; jj < n_here; jj++) {
+                    a0 += ps[jj] * vc[vo + jj * kv_stride];
+                }
+                acc[i] = (a0 + a1) + (a2 + a3);
             }
         }
         workgroupBarrier();

@@ -5,12 +5,11 @@
 // 2 mod 4 stitch two words together. The host pads every weight buffer by 4 bytes so
 // that `wq[w + 1]` stays inside the buffer.
 
+// Both words are read either way: neighbouring threads often read blocks of both alignments,
+// and a branch would make them take turns.
 fn rd_u32(off: u32) -> u32 {
     let w = off >> 2u;
-    if ((off & 2u) == 0u) {
-        return wq[w];
-    }
-    return (wq[w] >> 16u) | (wq[w + 1u] << 16u);
+    return select((wq[w] >> 16u) | (wq[w + 1u] << 16u), wq[w], (off & 2u) == 0u);
 }
 
 fn rd_u16(off: u32) -> u32 {
@@ -50,4 +49,23 @@ fn bits4(h: u32) -> vec4<f32> {
 struct W8 {
     a: vec4<f32>,
     b: vec4<f32>,
+}
+
+// (scale, min) of sub-block j (0..8) of a Q4_K / Q5_K block at byte `blk` (4-byte aligned):
+// six bits each in the 12 bytes after d and dmin (ggml's get_scale_min_k4), without branches.
+fn k_scale_min(blk: u32, j: u32) -> vec2<f32> {
+    let w = blk >> 2u;
+    let sh = (j & 3u) * 8u;
+    let b0 = (wq[w + 1u] >> sh) & 0xFFu;
+    let b1 = (wq[w + 2u] >> sh) & 0xFFu;
+    let b2 = (wq[w + 3u] >> sh) & 0xFFu;
+    let lo = j < 4u;
+    let sc = select((b2 & 15u) | ((b0 >> 6u) << 4u), b0 & 63u, lo);
+    let m = select((b2 >> 4u) | ((b1 >> 6u) << 4u), b1 & 63u, lo);
+    return vec2<f32>(f32(sc), f32(m));
+}
+
+// Bits 0..3 of `h` as bit 0 of four bytes.
+fn bits_to_bytes(h: u32) -> u32 {
+    return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
 }

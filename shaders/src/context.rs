@@ -37,6 +37,8 @@ pub fn matmul_lanes(tile: u32) -> u32 {
         MATMUL_LANES
     }
 }
+/// Commands per submission of a recorded batch ([`Recorder::submit`]).
+const SUBMIT_PIECE: usize = 96;
 /// Bytes uploaded per `write_buffer` call, so big tensors do not need one huge staging copy.
 const UPLOAD_PIECE: usize = 64 << 20;
 
@@ -157,6 +159,67 @@ fn quant_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// Block formats with an int8 decode product (`mv_*.wgsl`); the others use matmul.wgsl for
+/// one token too.
+fn matvec_source(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => include_str!("mv_q4_0.wgsl"),
+        GgmlType::Q4_1 => include_str!("mv_q4_1.wgsl"),
+        GgmlType::Q5_0 => include_str!("mv_q5_0.wgsl"),
+        GgmlType::Q8_0 => include_str!("mv_q8_0.wgsl"),
+        GgmlType::Q4_K => include_str!("mv_q4_k.wgsl"),
+        GgmlType::Q5_K => include_str!("mv_q5_k.wgsl"),
+        GgmlType::Q6_K => include_str!("mv_q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+pub(crate) fn has_matvec(ty: GgmlType) -> bool {
+    matvec_source(ty).is_some()
+}
+
+/// How the int8 decode product sums a row: `lanes` threads per row, `wg` threads per workgroup,
+/// by subgroup shuffles (`lanes` ≤ the adapter's smallest subgroup) or shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MatVecMode {
+    pub(crate) subgroups: bool,
+    pub(crate) lanes: u32,
+    pub(crate) wg: u32,
+}
+
+/// Threads per row of the int8 decode product (fewer where the adapter's subgroups are smaller).
+pub const MATVEC_LANES: u32 = 32;
+/// Threads per workgroup of the int8 decode product.
+pub const MATVEC_WG: u32 = 128;
+
+impl MatVecMode {
+    /// Subgroup shuffles when the adapter has subgroups of at least 4 threads and
+    /// `FERRO_GPU_SUBGROUPS` is not `0`; `FERRO_GPU_MATVEC_WG` (64..=1024, a power of two)
+    /// replaces [`MATVEC_WG`] for measurement.
+    fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
+        let wg = std::env::var("FERRO_GPU_MATVEC_WG")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
+            .unwrap_or(MATVEC_WG);
+        let allowed = std::env::var("FERRO_GPU_SUBGROUPS").map_or(true, |v| v.trim() != "0");
+        let sg = info.subgroup_min_size;
+        if allowed && features.contains(wgpu::Features::SUBGROUP) && sg >= 4 && sg.is_power_of_two() {
+            Self {
+                subgroups: true,
+                lanes: sg.min(MATVEC_LANES),
+                wg,
+            }
+        } else {
+            Self {
+                subgroups: false,
+                lanes: MATVEC_LANES,
+                wg,
+            }
+        }
+    }
+}
+
 /// Which entry point of rms_norm.wgsl.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NormMode {
@@ -180,8 +243,18 @@ pub enum Glu {
 /// A shader entry point with its compile-time specialisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Op {
-    Matmul { ty: GgmlType, tile: u32 },
-    GetRows { ty: GgmlType },
+    Matmul {
+        ty: GgmlType,
+        tile: u32,
+    },
+    /// The decode product with int8 activations (matvec.wgsl), in the context's [`MatVecMode`].
+    MatVec {
+        ty: GgmlType,
+        mode: MatVecMode,
+    },
+    GetRows {
+        ty: GgmlType,
+    },
     RmsNorm(NormMode),
     Rope,
     Softmax,
@@ -202,13 +275,29 @@ impl Op {
     fn slots(self) -> &'static [Slot] {
         use Slot::*;
         match self {
-            Op::Matmul { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
+            Op::Matmul { .. } | Op::MatVec { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
             Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
             Op::Softmax => &[Uniform, ReadWrite],
             Op::Rope => &[Uniform, ReadWrite, Read],
             Op::Glu(_) | Op::Add => &[Uniform, ReadWrite, Read],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
-            Op::QuantizeAct => &[Uniform, Read, ReadWrite],
+            Op::QuantizeAct => &[Uniform, Read, ReadWrite, ReadWrite],
+        }
+    }
+
+    /// Short name for measurement (`FERRO_GPU_SKIP`).
+    fn kind(self) -> &'static str {
+        match self {
+            Op::Matmul { .. } => "matmul",
+            Op::MatVec { .. } => "matvec",
+            Op::GetRows { .. } => "get_rows",
+            Op::RmsNorm(_) => "rms_norm",
+            Op::Rope => "rope",
+            Op::Softmax => "softmax",
+            Op::Glu(_) => "glu",
+            Op::Add => "add",
+            Op::Attention => "attention",
+            Op::QuantizeAct => "quantize",
         }
     }
 
@@ -234,6 +323,22 @@ impl Op {
                 matmul_lanes(tile),
                 include_str!("matmul.wgsl")
             ),
+            Op::MatVec { ty, mode } => {
+                let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
+                // naga takes subgroup built-ins without `enable subgroups;` once the device has
+                // the feature (and rejects the directive).
+                let reduce = if mode.subgroups {
+                    include_str!("reduce_subgroup.wgsl")
+                } else {
+                    include_str!("reduce_shared.wgsl")
+                };
+                format!(
+                    "{step}\n{}\n{unit}\nconst LANES: u32 = {}u;\n{reduce}\n{}",
+                    include_str!("common.wgsl"),
+                    mode.lanes,
+                    include_str!("matvec.wgsl")
+                )
+            }
             Op::GetRows { ty } => format!(
                 "{step}\n{}\n{}\n{}",
                 include_str!("common.wgsl"),
@@ -269,6 +374,8 @@ pub(crate) enum Grid {
     Threads { per_tok: u32 },
     /// Matrix product: WG / MATMUL_LANES rows per workgroup, z = token tiles.
     Matmul { rows: u32, tile: u32 },
+    /// Int8 decode product: the context's matvec rows per workgroup, z = tokens.
+    MatVec { rows: u32 },
     /// One workgroup per (head, token).
     Attention { n_head: u32 },
     /// One workgroup per token.
@@ -280,9 +387,19 @@ pub(crate) enum Grid {
 pub(crate) struct Prepared {
     pub(crate) pipeline: wgpu::ComputePipeline,
     /// Used instead of `pipeline` when the batch has more than one token (prefill matmul).
-    pub(crate) batched: Option<(wgpu::ComputePipeline, u32)>,
+    pub(crate) batched: Option<Batched>,
     pub(crate) bind: wgpu::BindGroup,
     pub(crate) grid: Grid,
+    /// [`Op::kind`], for `FERRO_GPU_SKIP`.
+    pub(crate) kind: &'static str,
+}
+
+/// The prefill variant of a matrix product: `tile` tokens per workgroup, its own bindings.
+#[derive(Clone, Debug)]
+pub(crate) struct Batched {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind: wgpu::BindGroup,
+    pub(crate) tile: u32,
 }
 
 /// The `Step` uniform (bind group 1) of a batch: n_tok and pos0.
@@ -315,6 +432,19 @@ enum Cmd {
     },
 }
 
+/// `FERRO_GPU_SKIP=kind,kind` (measurement only: results are wrong) leaves out the dispatches
+/// of those [`Op::kind`]s, to see what each kind costs a forward pass.
+fn skipped(kind: &str) -> bool {
+    static SKIP: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SKIP.get_or_init(|| {
+        std::env::var("FERRO_GPU_SKIP")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|s| s == kind)
+}
+
 /// The work of one batch, recorded and then submitted as one command encoder.
 pub(crate) struct Recorder {
     n_tok: u32,
@@ -332,35 +462,42 @@ impl Recorder {
     }
 
     pub(crate) fn record(&mut self, ctx: &GpuContext, p: &Prepared) {
+        if skipped(p.kind) {
+            return;
+        }
         let n = self.n_tok;
-        let (pipeline, wg) = match p.grid {
-            Grid::Matmul { rows, tile } => match &p.batched {
-                Some((batched, t)) if n > 1 => {
-                    let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(*t)));
-                    (batched.clone(), [x, y, n.div_ceil(*t)])
-                }
-                _ => {
-                    let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(tile)));
-                    (p.pipeline.clone(), [x, y, n.div_ceil(tile)])
-                }
-            },
-            Grid::Fixed(wg) => (p.pipeline.clone(), wg),
-            Grid::Rows { per_tok } => {
-                let (x, y) = ctx.fold(n * per_tok);
-                (p.pipeline.clone(), [x, y, 1])
-            }
-            Grid::Threads { per_tok } => {
-                let (x, y) = ctx.fold((n * per_tok).div_ceil(WG));
-                (p.pipeline.clone(), [x, y, 1])
-            }
-            Grid::Attention { n_head } => (p.pipeline.clone(), [n_head, n, 1]),
-            Grid::Tokens => (p.pipeline.clone(), [n, 1, 1]),
+        let batched_rows = |rows: u32, b: &Batched| {
+            let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(b.tile)));
+            (b.pipeline.clone(), b.bind.clone(), [x, y, n.div_ceil(b.tile)])
         };
-        self.cmds.push(Cmd::Dispatch {
-            pipeline,
-            bind: p.bind.clone(),
-            wg,
-        });
+        let (pipeline, bind, wg) = match (p.grid, &p.batched) {
+            (Grid::Matmul { rows, .. } | Grid::MatVec { rows }, Some(b)) if n > 1 => batched_rows(rows, b),
+            (grid, _) => {
+                let wg = match grid {
+                    Grid::Matmul { rows, tile } => {
+                        let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(tile)));
+                        [x, y, n.div_ceil(tile)]
+                    }
+                    Grid::MatVec { rows } => {
+                        let (x, y) = ctx.matvec_groups(rows);
+                        [x, y, n]
+                    }
+                    Grid::Fixed(wg) => wg,
+                    Grid::Rows { per_tok } => {
+                        let (x, y) = ctx.fold(n * per_tok);
+                        [x, y, 1]
+                    }
+                    Grid::Threads { per_tok } => {
+                        let (x, y) = ctx.fold((n * per_tok).div_ceil(WG));
+                        [x, y, 1]
+                    }
+                    Grid::Attention { n_head } => [n_head, n, 1],
+                    Grid::Tokens => [n, 1, 1],
+                };
+                (p.pipeline.clone(), p.bind.clone(), wg)
+            }
+        };
+        self.cmds.push(Cmd::Dispatch { pipeline, bind, wg });
     }
 
     /// Recorded commands.
@@ -369,6 +506,9 @@ impl Recorder {
     }
 
     pub(crate) fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, size: u64) {
+        if skipped("copy") {
+            return;
+        }
         self.cmds.push(Cmd::Copy {
             src: src.clone(),
             src_off,
@@ -387,42 +527,50 @@ impl Recorder {
             _pad: [0; 2],
         };
         ctx.queue.write_buffer(&step.buf, 0, bytemuck::bytes_of(&su));
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        // Pieces of SUBMIT_PIECE commands, each submitted as soon as it is encoded, so the GPU
+        // starts on the first layers while the CPU encodes the rest (encoding ~700 dispatches
+        // takes about as long as the GPU needs to run an 8B model's step).
         let mut i = 0;
         while i < self.cmds.len() {
-            match &self.cmds[i] {
-                Cmd::Copy {
-                    src,
-                    src_off,
-                    dst,
-                    dst_off,
-                    size,
-                } => {
-                    enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
-                    i += 1;
-                }
-                Cmd::Dispatch { .. } => {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: None,
-                    });
-                    pass.set_bind_group(1, &step.bind, &[]);
-                    while let Some(Cmd::Dispatch { pipeline, bind, wg }) = self.cmds.get(i) {
-                        if wg.contains(&0) {
-                            i += 1;
-                            continue;
-                        }
-                        pass.set_pipeline(pipeline);
-                        pass.set_bind_group(0, bind, &[]);
-                        pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
+            let end = (i + SUBMIT_PIECE).min(self.cmds.len());
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            while i < end {
+                match &self.cmds[i] {
+                    Cmd::Copy {
+                        src,
+                        src_off,
+                        dst,
+                        dst_off,
+                        size,
+                    } => {
+                        enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
                         i += 1;
+                    }
+                    Cmd::Dispatch { .. } => {
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: None,
+                        });
+                        pass.set_bind_group(1, &step.bind, &[]);
+                        while i < end {
+                            let Some(Cmd::Dispatch { pipeline, bind, wg }) = self.cmds.get(i) else {
+                                break;
+                            };
+                            i += 1;
+                            if wg.contains(&0) {
+                                continue;
+                            }
+                            pass.set_pipeline(pipeline);
+                            pass.set_bind_group(0, bind, &[]);
+                            pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
+                        }
                     }
                 }
             }
+            ctx.queue.submit([enc.finish()]);
         }
-        ctx.queue.submit([enc.finish()]);
         ctx.take_error()
     }
 }
@@ -433,6 +581,7 @@ pub struct GpuContext {
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    pub(crate) matvec: MatVecMode,
     pipelines: Mutex<HashMap<Op, Pipeline>>,
     layouts: Mutex<HashMap<&'static [Slot], (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     step_layout: wgpu::BindGroupLayout,
@@ -458,9 +607,15 @@ impl GpuContext {
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let matvec = MatVecMode::choose(adapter.features(), &info);
+        let required_features = if matvec.subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ferro"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -492,6 +647,7 @@ impl GpuContext {
             queue,
             info,
             limits,
+            matvec,
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             step_layout,
@@ -529,6 +685,29 @@ impl GpuContext {
             let y = n.div_ceil(max);
             (n.div_ceil(y), y)
         }
+    }
+
+    /// Threads per workgroup of `op`: [`WG`]; the matvec's own size; for rms_norm as many as
+    /// the adapter allows up to 1024, so a row takes few loop trips (each a full memory latency).
+    fn workgroup_size(&self, op: Op) -> u32 {
+        match op {
+            Op::MatVec { mode, .. } => mode.wg,
+            Op::RmsNorm(_) => {
+                let max = self
+                    .limits
+                    .max_compute_invocations_per_workgroup
+                    .min(self.limits.max_compute_workgroup_size_x)
+                    .min(1024);
+                // A power of two (the shader's tree reduction halves it), at least WG.
+                (1u32 << max.max(WG).ilog2()).max(WG)
+            }
+            _ => WG,
+        }
+    }
+
+    /// (x, y) workgroup counts of an int8 decode product over `rows` rows.
+    pub(crate) fn matvec_groups(&self, rows: u32) -> (u32, u32) {
+        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes))
     }
 
     // ---------------------------------------------------------------- buffers
@@ -782,7 +961,7 @@ impl GpuContext {
             module: &module,
             entry_point: Some(op.entry()),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WG", WG as f64)],
+                constants: &[("WG", self.workgroup_size(op) as f64)],
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,
@@ -837,6 +1016,7 @@ impl GpuContext {
             batched: None,
             bind,
             grid,
+            kind: op.kind(),
         })
     }
 
@@ -857,6 +1037,32 @@ impl GpuContext {
             }],
         });
         StepState { buf, bind }
+    }
+
+    /// Waits for the value a `map_async` callback sends: by polling the device in a loop (the
+    /// default: a blocking wait on some drivers, NVIDIA's among them, wakes up ~1 ms late, which
+    /// is a third of a decode step) or, with `FERRO_GPU_WAIT=block`, by one blocking poll.
+    pub(crate) fn wait_for<T>(&self, rx: &std::sync::mpsc::Receiver<T>) -> Result<T> {
+        static BLOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let block = *BLOCK.get_or_init(|| std::env::var("FERRO_GPU_WAIT").is_ok_and(|v| v == "block"));
+        let disconnected = || GpuError::Readback("the map callback was dropped".into());
+        if block {
+            self.wait()?;
+            return rx.recv().map_err(|_| disconnected());
+        }
+        loop {
+            self.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| GpuError::Wgpu(e.to_string()))?;
+            match rx.try_recv() {
+                Ok(v) => {
+                    self.take_error()?;
+                    return Ok(v);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err(disconnected()),
+            }
+        }
     }
 
     /// Waits until the GPU has finished everything submitted.

@@ -31,7 +31,7 @@ use crate::context::{
     matmul_lanes, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Prepared, Recorder, StepState, WG,
 };
 use crate::error::{GpuError, Result};
-use crate::ops::{ActQuant, AttnParams, RopeParams};
+use crate::ops::{ActQuant, AttnParams, PackedAct, RopeParams};
 
 /// One GGUF tensor as stored in the file.
 #[derive(Clone, Copy, Debug)]
@@ -413,11 +413,12 @@ impl<'a> Tensors<'a> {
     }
 }
 
-/// Rounded copies of matmul inputs, keyed by (values per token, rounding).
+/// Rounded copies of matmul inputs (and their int8 quants for the decode product), keyed by
+/// (values per token, rounding).
 struct ActScratch {
     emulate: bool,
     batch: usize,
-    bufs: HashMap<(usize, ActQuant), GpuTensor>,
+    bufs: HashMap<(usize, ActQuant), (GpuTensor, Option<PackedAct>)>,
 }
 
 impl ActScratch {
@@ -437,24 +438,28 @@ impl ActScratch {
             } else {
                 ActQuant::None
             };
-            let src = if q == ActQuant::None {
-                input.clone()
+            let (src, packed) = if q == ActQuant::None {
+                (input.clone(), None)
             } else {
-                let buf = match self.bufs.get(&(k, q)) {
+                let (buf, packed) = match self.bufs.get(&(k, q)) {
                     Some(b) => b.clone(),
                     None => {
                         let b = c.zeros(self.batch * k)?;
-                        self.bufs.insert((k, q), b.clone());
-                        b
+                        let packed = match q {
+                            ActQuant::Q8_0 | ActQuant::Q8K => Some(PackedAct::new(c, k, self.batch)?),
+                            _ => None,
+                        };
+                        self.bufs.insert((k, q), (b.clone(), packed.clone()));
+                        (b, packed)
                     }
                 };
                 if !done.contains(&q) {
-                    out.extend(c.prep_quantize_act(q, input, &buf, k, self.batch, None)?);
+                    out.extend(c.prep_quantize_act(q, input, &buf, packed.as_ref(), k, self.batch, None)?);
                     done.push(q);
                 }
-                buf
+                (buf, packed)
             };
-            out.extend(c.prep_matmul(w, &src, y, self.batch)?);
+            out.extend(c.prep_matmul(w, &src, packed.as_ref(), y, self.batch)?);
         }
         Ok(())
     }
@@ -546,8 +551,8 @@ impl GpuModel {
             pre.push(c.prep_rope(&s.k, &rope(nkv), rope_freqs.as_ref(), b)?);
             if hp.emulate_cpu_rounding {
                 // llama.cpp keeps the cache in f16.
-                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.k, &s.k16, nkv * hd, b, None)?);
-                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.v, &s.v16, nkv * hd, b, None)?);
+                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.k, &s.k16, None, nkv * hd, b, None)?);
+                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.v, &s.v16, None, nkv * hd, b, None)?);
             }
 
             let k_cache = c.zeros(hp.n_ctx * nkv * hd)?;
@@ -598,18 +603,25 @@ impl GpuModel {
             ActQuant::None
         };
         let last_q = c.zeros(e)?;
-        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, e, 1, Some(1))? {
+        let last_packed = match q {
+            ActQuant::Q8_0 | ActQuant::Q8K => Some(PackedAct::new(c, e, 1)?),
+            _ => None,
+        };
+        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, last_packed.as_ref(), e, 1, Some(1))? {
             Some(p) => {
                 head.push(p);
                 &last_q
             }
             None => &s.last,
         };
-        for mut p in c.prep_matmul(&output, head_in, &s.logits, 1)? {
-            if let Grid::Matmul { rows, .. } = p.grid {
-                let (x, y) = c.fold(rows.div_ceil(WG / matmul_lanes(1)));
-                p.grid = Grid::Fixed([x, y, 1]);
-            }
+        for mut p in c.prep_matmul(&output, head_in, last_packed.as_ref(), &s.logits, 1)? {
+            // One row of logits whatever the batch size.
+            let (x, y) = match p.grid {
+                Grid::Matmul { rows, .. } => c.fold(rows.div_ceil(WG / matmul_lanes(1))),
+                Grid::MatVec { rows } => c.matvec_groups(rows),
+                _ => (1, 1),
+            };
+            p.grid = Grid::Fixed([x, y, 1]);
             p.batched = None;
             head.push(p);
         }
@@ -720,11 +732,9 @@ impl GpuModel {
         self.staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
         });
-        self.ctx.wait()?;
+        let mapped = self.ctx.wait_for(&rx)?;
         timing::add(dispatches, t1 - t0, t1.elapsed());
-        rx.recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
         let mut out = {
             let view = self
                 .staging

@@ -1,7 +1,9 @@
 //! One function per shader: `prep_*` binds the buffers once (the model records the result for every
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
-use crate::context::{Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, MATMUL_TILE, WG};
+use crate::context::{
+    has_matvec, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, MATMUL_TILE, WG,
+};
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
 
@@ -13,7 +15,53 @@ struct MatmulParams {
     row_bytes: u32,
     y_stride: u32,
     row0: u32,
-    _pad: [u32; 3],
+    /// matvec.wgsl: where the scales and the sums start in the packed activations.
+    d_off: u32,
+    s_off: u32,
+    _pad: u32,
+}
+
+/// Activations quantized for the int8 decode product, in matvec.wgsl's layout: `max_tok` tokens
+/// of `k` int8 quants (four per word), then one f32 scale per 32, then one i32 sum per 16.
+#[derive(Clone, Debug)]
+pub(crate) struct PackedAct {
+    pub(crate) t: GpuTensor,
+    k: usize,
+    max_tok: usize,
+    d_off: u32,
+    s_off: u32,
+}
+
+impl PackedAct {
+    pub(crate) fn new(ctx: &GpuContext, k: usize, max_tok: usize) -> Result<Self> {
+        if !k.is_multiple_of(32) {
+            return Err(GpuError::Shape(format!("{k} activations are not whole blocks of 32")));
+        }
+        let n = k * max_tok;
+        let words = n / 4 + n / 32 + n / 16;
+        let too_big = || GpuError::TooLarge {
+            what: "packed activations".into(),
+            bytes: words as u64 * 4,
+            limit: u32::MAX as u64,
+        };
+        Ok(Self {
+            t: ctx.zeros(words)?,
+            k,
+            max_tok,
+            d_off: u32::try_from(n / 4).map_err(|_| too_big())?,
+            s_off: u32::try_from(n / 4 + n / 32).map_err(|_| too_big())?,
+        })
+    }
+
+    fn check(&self, k: usize, max_tok: usize) -> Result<()> {
+        if self.k != k || self.max_tok < max_tok {
+            return Err(GpuError::Shape(format!(
+                "packed activations of {} x {} used for {max_tok} x {k}",
+                self.max_tok, self.k
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[repr(C)]
@@ -139,6 +187,10 @@ struct QuantParams {
     block: u32,
     mode: u32,
     rows: u32,
+    packed: u32,
+    d_off: u32,
+    s_off: u32,
+    _pad: u32,
 }
 
 /// Maximum head dimension attention.wgsl handles.
@@ -155,29 +207,23 @@ fn check_len(what: &str, t: &GpuTensor, need: usize) -> Result<()> {
 }
 
 impl GpuContext {
-    /// `y[t][..] = W x[t]` for `max_tok` tokens: one prepared dispatch per weight chunk.
+    /// `y[t][..] = W x[t]` for `max_tok` tokens: one prepared dispatch per weight chunk. With
+    /// `packed` (x's quants from the same quantize_act dispatch) and a format that has one, a
+    /// single token takes the int8 decode product; batches take matmul.wgsl's tiles on `x`.
     pub(crate) fn prep_matmul(
         &self,
         w: &GpuWeight,
         x: &GpuTensor,
+        packed: Option<&PackedAct>,
         y: &GpuTensor,
         max_tok: usize,
     ) -> Result<Vec<Prepared>> {
         check_len("matmul input", x, max_tok * w.k())?;
         check_len("matmul output", y, max_tok * w.n_rows())?;
-        let single = self.pipeline(Op::Matmul { ty: w.ty, tile: 1 })?;
-        let batched = if max_tok > 1 {
-            Some((
-                self.pipeline(Op::Matmul {
-                    ty: w.ty,
-                    tile: MATMUL_TILE,
-                })?
-                .pipeline,
-                MATMUL_TILE,
-            ))
-        } else {
-            None
-        };
+        let packed = packed.filter(|_| has_matvec(w.ty));
+        if let Some(pa) = packed {
+            pa.check(w.k(), max_tok)?;
+        }
         w.chunks
             .iter()
             .map(|c| {
@@ -187,19 +233,42 @@ impl GpuContext {
                     row_bytes: w.row_bytes,
                     y_stride: w.n_rows,
                     row0: c.row0,
-                    _pad: [0; 3],
+                    d_off: 0,
+                    s_off: 0,
+                    _pad: 0,
                 };
-                let mut p = self.prepare(
-                    Op::Matmul { ty: w.ty, tile: 1 },
-                    &params,
-                    &[&c.buf, &x.buf, &y.buf],
-                    Grid::Matmul {
-                        rows: c.n_rows,
-                        tile: 1,
-                    },
-                )?;
-                p.pipeline = single.pipeline.clone();
-                p.batched = batched.clone();
+                let tiled = |tile: u32| {
+                    self.prepare(
+                        Op::Matmul { ty: w.ty, tile },
+                        &params,
+                        &[&c.buf, &x.buf, &y.buf],
+                        Grid::Matmul { rows: c.n_rows, tile },
+                    )
+                };
+                let mut p = match packed {
+                    Some(pa) => self.prepare(
+                        Op::MatVec {
+                            ty: w.ty,
+                            mode: self.matvec,
+                        },
+                        &MatmulParams {
+                            d_off: pa.d_off,
+                            s_off: pa.s_off,
+                            ..params
+                        },
+                        &[&c.buf, &pa.t.buf, &y.buf],
+                        Grid::MatVec { rows: c.n_rows },
+                    )?,
+                    None => tiled(1)?,
+                };
+                if max_tok > 1 {
+                    let b = tiled(MATMUL_TILE)?;
+                    p.batched = Some(Batched {
+                        pipeline: b.pipeline,
+                        bind: b.bind,
+                        tile: MATMUL_TILE,
+                    });
+                }
                 Ok(p)
             })
             .collect()
@@ -313,13 +382,16 @@ impl GpuContext {
         )
     }
 
-    /// `out = x` rounded as `q` (see [`ActQuant`]); `rows` = Some(n) processes n tokens
-    /// whatever the batch size (the single-row head of the model).
+    /// `out = x` rounded as `q` (see [`ActQuant`]), and the quants into `packed` (Q8_0 and Q8_K
+    /// roundings); `rows` = Some(n) processes n tokens whatever the batch size (the single-row
+    /// head of the model).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn prep_quantize_act(
         &self,
         q: ActQuant,
         x: &GpuTensor,
         out: &GpuTensor,
+        packed: Option<&PackedAct>,
         k: usize,
         max_tok: usize,
         rows: Option<usize>,
@@ -335,13 +407,22 @@ impl GpuContext {
         let n = rows.unwrap_or(max_tok);
         check_len("quantize input", x, n * k)?;
         check_len("quantize output", out, n * k)?;
+        let packed = packed.filter(|_| mode != 2);
+        if let Some(pa) = packed {
+            pa.check(k, n)?;
+        }
         let params = QuantParams {
             k: k as u32,
             block,
             mode,
             rows: rows.unwrap_or(0) as u32,
+            packed: packed.is_some() as u32,
+            d_off: packed.map_or(0, |pa| pa.d_off),
+            s_off: packed.map_or(0, |pa| pa.s_off),
+            _pad: 0,
         };
-        let per_tok = (k / block as usize) as u32;
+        // Four values per thread (quantize_act.wgsl).
+        let per_tok = (k / 4) as u32;
         let grid = match rows {
             Some(r) => {
                 let (gx, gy) = self.fold((r as u32 * per_tok).div_ceil(WG));
@@ -349,7 +430,8 @@ impl GpuContext {
             }
             None => Grid::Threads { per_tok },
         };
-        self.prepare(Op::QuantizeAct, &params, &[&x.buf, &out.buf], grid)
+        let q_buf = packed.map_or(&self.dummy, |pa| &pa.t.buf);
+        self.prepare(Op::QuantizeAct, &params, &[&x.buf, &out.buf, q_buf], grid)
             .map(Some)
     }
 
@@ -459,7 +541,36 @@ impl GpuContext {
 
     /// `y[t][r] = sum_k W[r][k] x[t][k]` for `n_tok` tokens; `x` is [n_tok][k], `y` [n_tok][n_rows].
     pub fn matmul(&self, w: &GpuWeight, x: &GpuTensor, y: &GpuTensor, n_tok: usize) -> Result<()> {
-        let ops = self.prep_matmul(w, x, y, n_tok)?;
+        let ops = self.prep_matmul(w, x, None, y, n_tok)?;
+        self.run(n_tok, 0, &ops)
+    }
+
+    /// The decode path of a model: `x` ([n_tok][k]) rounded as llama.cpp's CPU rounds it for
+    /// this weight type, then `y = W x` per token with the int8 product (matmul.wgsl for formats
+    /// without one); `x_rounded` receives the rounded activations.
+    pub fn matvec_quantized(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        x_rounded: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: usize,
+    ) -> Result<()> {
+        let q = ActQuant::for_weight(w.ty);
+        let packed = if has_matvec(w.ty) {
+            Some(PackedAct::new(self, w.k(), n_tok)?)
+        } else {
+            None
+        };
+        let mut ops: Vec<Prepared> = self
+            .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), n_tok, None)?
+            .into_iter()
+            .collect();
+        let src = if ops.is_empty() { x } else { x_rounded };
+        for mut p in self.prep_matmul(w, src, packed.as_ref(), y, n_tok)? {
+            p.batched = None;
+            ops.push(p);
+        }
         self.run(n_tok, 0, &ops)
     }
 
@@ -513,7 +624,7 @@ impl GpuContext {
 
     /// `out = x` ([n_tok][k]) rounded as llama.cpp's CPU rounds activations for `q`.
     pub fn quantize_act(&self, q: ActQuant, x: &GpuTensor, out: &GpuTensor, k: usize, n_tok: usize) -> Result<()> {
-        match self.prep_quantize_act(q, x, out, k, n_tok, None)? {
+        match self.prep_quantize_act(q, x, out, None, k, n_tok, None)? {
             Some(op) => self.run(n_tok, 0, &[op]),
             None => Err(GpuError::Shape("no rounding for F32 weights".into())),
         }

@@ -4,18 +4,6 @@
 //   qs[32c + l] with sub-block 2c, weights 64c + 32 + l the high nibble with sub-block 2c + 1.
 //   weight = d * scale[sb] * q - dmin * min[sb]  (ggml's get_scale_min_k4 unpacks the 6-bit pairs).
 
-// (scale, min) of sub-block `is` of the block at byte `blk`.
-fn k4_scale_min(blk: u32, is: u32) -> vec2<f32> {
-    let s = blk + 4u;
-    if (is < 4u) {
-        return vec2<f32>(f32(rd_u8(s + is) & 63u), f32(rd_u8(s + is + 4u) & 63u));
-    }
-    let a = rd_u8(s + is + 4u);
-    let sc = (a & 15u) | ((rd_u8(s + is - 4u) >> 6u) << 4u);
-    let m = (a >> 4u) | ((rd_u8(s + is) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
-}
-
 fn load8(rb: u32, g: u32) -> W8 {
     let blk = rb + (g >> 5u) * 144u;
     let e = g & 31u;             // group of 8 inside the block
@@ -23,7 +11,7 @@ fn load8(rb: u32, g: u32) -> W8 {
     let hi = (e >> 2u) & 1u;     // second half of the chunk: high nibbles
     let l0 = (e & 3u) * 8u;
     let dm = unpack2x16float(wq[blk >> 2u]);
-    let sm = k4_scale_min(blk, 2u * c + hi);
+    let sm = k_scale_min(blk, 2u * c + hi);
     let scale = dm.x * sm.x;
     let mn = dm.y * sm.y;
     let o = blk + 16u + c * 32u + l0;

@@ -2,17 +2,6 @@
 //   d: f16 | dmin: f16 | scales: [u8; 12] | qh: [u8; 32] | qs: [u8; 128]
 //   As Q4_K, plus a fifth bit: weight 64c + 32h + l takes bit (2c + h) of qh[l] as 16.
 
-fn k5_scale_min(blk: u32, is: u32) -> vec2<f32> {
-    let s = blk + 4u;
-    if (is < 4u) {
-        return vec2<f32>(f32(rd_u8(s + is) & 63u), f32(rd_u8(s + is + 4u) & 63u));
-    }
-    let a = rd_u8(s + is + 4u);
-    let sc = (a & 15u) | ((rd_u8(s + is - 4u) >> 6u) << 4u);
-    let m = (a >> 4u) | ((rd_u8(s + is) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
-}
-
 fn load8(rb: u32, g: u32) -> W8 {
     let blk = rb + (g >> 5u) * 176u;
     let e = g & 31u;
@@ -21,7 +10,7 @@ fn load8(rb: u32, g: u32) -> W8 {
     let l0 = (e & 3u) * 8u;
     let is = 2u * c + hi;
     let dm = unpack2x16float(wq[blk >> 2u]);
-    let sm = k5_scale_min(blk, is);
+    let sm = k_scale_min(blk, is);
     let scale = dm.x * sm.x;
     let mn = dm.y * sm.y;
     let oh = (blk + 16u + l0) >> 2u;

@@ -3,15 +3,25 @@
 //   mode 0 (Q8_0/Q8_1, before Q4_0/Q4_1/Q5_0/Q8_0 weights): blocks of 32, d = amax / 127 stored
 //          as f16, x' = round(x / d) * f16(d)
 //   mode 1 (Q8_K, before K-quant weights): blocks of 256, iscale = -127 / max (max = the value of
-//          largest magnitude), x' = min(127, round(iscale * x)) / iscale
+//          largest magnitude, the first one on ties), x' = min(127, round(iscale * x)) / iscale
 //   mode 2 (F16 weights): x' = f16(x)
-// One thread per block; out[t][..] = x'[t][..].
+// out[t][..] = x'[t][..]. With p.packed = 1 (modes 0 and 1), the quants also go to `outq` in
+// matvec.wgsl's layout: int8 quants four per word from word 0, the scale of each 32 values (f32
+// bits) from p.d_off, the sum of each 16 quants (i32 bits) from p.s_off.
+//
+// A workgroup of WG threads (WG ≥ 64) takes 4·WG consecutive values (blocks never straddle tokens: k is a
+// multiple of the block), four per thread; a block's threads find its largest magnitude by a
+// shared-memory reduction. Dispatch: (x, y) fold the groups of 4·WG values.
 
 struct Params {
     k: u32,      // values per token (multiple of the block)
     block: u32,  // 32 or 256
     mode: u32,
     rows: u32,   // tokens to process; 0 = the batch's n_tok
+    packed: u32, // 1: also write outq
+    d_off: u32,
+    s_off: u32,
+    _pad: u32,
 }
 
 override WG: u32 = 64u;
@@ -19,55 +29,115 @@ override WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> outq: array<u32>;
 
+// (|v|, index) of the largest magnitude (first index on ties), per thread.
+var<workgroup> amax: array<f32, WG>;
+var<workgroup> first: array<u32, WG>;
+var<workgroup> sums: array<i32, WG>;
+
+// v rounded to the nearest f16 (ties to even), as the CPU's conversion; pack2x16float's rounding
+// is the implementation's choice (NVIDIA's differs).
 fn f16_round(v: f32) -> f32 {
-    return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+    let a = abs(v);
+    if (a >= 65520.0) {
+        return sign(v) * bitcast<f32>(0x7F800000u); // overflows to infinity
+    }
+    if (a < 6.103515625e-5) {
+        // f16 subnormals: multiples of 2^-24.
+        return round(v * 16777216.0) / 16777216.0;
+    }
+    let b = bitcast<u32>(v);
+    // Keep 10 mantissa bits: add half an ulp (minus one when the kept part is even), truncate.
+    return bitcast<f32>((b + 0x0FFFu + ((b >> 13u) & 1u)) & 0xFFFFE000u);
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = gid.x + gid.y * nwg.x * WG;
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
     var rows = p.rows;
     if (rows == 0u) {
         rows = batch.n_tok;
     }
-    if (b >= rows * (p.k / p.block)) {
-        return;
+    let total = rows * p.k;
+    let g = ((wid.x + wid.y * nwg.x) * WG + li) * 4u;
+    // Threads past the end keep taking part in the barriers.
+    let live = g < total;
+    var v = vec4<f32>(0.0);
+    if (live) {
+        v = vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);
     }
-    let base = b * p.block;
     if (p.mode == 2u) {
-        for (var i = 0u; i < p.block; i++) {
-            out[base + i] = f16_round(x[base + i]);
+        if (live) {
+            for (var i = 0u; i < 4u; i++) {
+                out[g + i] = f16_round(v[i]);
+            }
         }
         return;
     }
-    var amax = 0.0;
-    var mx = 0.0;
-    for (var i = 0u; i < p.block; i++) {
-        let v = x[base + i];
-        if (abs(v) > amax) {
-            amax = abs(v);
-            mx = v;
+    // Largest magnitude of this thread's four values, then of its block.
+    var m = abs(v.x);
+    var at = 0u;
+    for (var i = 1u; i < 4u; i++) {
+        if (abs(v[i]) > m) {
+            m = abs(v[i]);
+            at = i;
         }
     }
-    if (amax == 0.0) {
-        for (var i = 0u; i < p.block; i++) {
-            out[base + i] = 0.0;
+    amax[li] = m;
+    first[li] = at;
+    workgroupBarrier();
+    let per_block = p.block / 4u; // threads per block: 8 or 64
+    for (var s = 1u; s < per_block; s <<= 1u) {
+        // Pairs (li, li + s) with li a multiple of 2s inside a block; the lower index wins ties.
+        if ((li & (2u * s - 1u)) == 0u && amax[li + s] > amax[li]) {
+            amax[li] = amax[li + s];
+            first[li] = first[li + s] + 4u * s;
         }
+        workgroupBarrier();
+    }
+    let lead = li & ~(per_block - 1u);
+    let bmax = amax[lead];
+    let bat = first[lead];
+    var q = vec4<f32>(0.0);
+    var scale = 0.0;
+    if (live && bmax != 0.0) {
+        var mul: f32;
+        if (p.mode == 0u) {
+            let d = bmax / 127.0;
+            mul = 1.0 / d;
+            scale = f16_round(d);
+        } else {
+            // The signed value of largest magnitude, read back from its thread's block.
+            let mx = x[(g & ~(p.block - 1u)) + bat];
+            mul = -127.0 / mx;
+            scale = 1.0 / mul;
+        }
+        q = min(vec4<f32>(127.0), round(mul * v));
+    }
+    let qi = vec4<i32>(q);
+    // Sums of 16 quants: four threads each.
+    sums[li] = qi.x + qi.y + qi.z + qi.w;
+    workgroupBarrier();
+    if (!live) {
         return;
     }
-    if (p.mode == 0u) {
-        let d = amax / 127.0;
-        let id = 1.0 / d;
-        let dh = f16_round(d);
-        for (var i = 0u; i < p.block; i++) {
-            out[base + i] = round(x[base + i] * id) * dh;
-        }
-    } else {
-        let iscale = -127.0 / mx;
-        let d = 1.0 / iscale;
-        for (var i = 0u; i < p.block; i++) {
-            out[base + i] = min(127.0, round(iscale * x[base + i])) * d;
-        }
+    for (var i = 0u; i < 4u; i++) {
+        out[g + i] = q[i] * scale;
+    }
+    if (p.packed != 1u) {
+        return;
+    }
+    let b = bitcast<vec4<u32>>(qi) & vec4<u32>(0xFFu);
+    outq[g / 4u] = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+    if ((g & 31u) == 0u) {
+        outq[p.d_off + g / 32u] = bitcast<u32>(scale);
+    }
+    if ((g & 15u) == 0u) {
+        let s = sums[li] + sums[li + 1u] + sums[li + 2u] + sums[li + 3u];
+        outq[p.s_off + g / 16u] = bitcast<u32>(s);
     }
 }

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{assert_close, dequantize, random_weight, Rng};
+use common::{assert_close, dequantize, random_weight, round_like_llama_cpp, Rng};
 use ferro_gguf::GgmlType;
-use ferro_shaders::GpuContext;
+use ferro_shaders::{ActQuant, GpuContext};
 use proptest::prelude::*;
 
 const TYPES: [GgmlType; 9] = [
@@ -26,13 +26,25 @@ fn is_k(ty: GgmlType) -> bool {
 
 /// Runs `y = W x` for n_tok tokens on the GPU and checks every output against the reference.
 fn check_matmul(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64) {
+    check_product(ctx, ty, k, rows, n_tok, seed, false)
+}
+
+/// `quantized`: the model's decode path (activations rounded as llama.cpp's CPU rounds them,
+/// int8 products per token), checked against the f32 product of the rounded activations.
+fn check_product(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64, quantized: bool) {
     let mut rng = Rng::new(seed);
     let bytes = random_weight(ty, k, rows, &mut rng);
-    let x = rng.vec(n_tok * k);
+    let mut x = rng.vec(n_tok * k);
     let w = ctx.upload_weight(ty, &[k as u64, rows as u64], &bytes).unwrap();
     let xg = ctx.upload_f32(&x).unwrap();
     let yg = ctx.zeros(n_tok * rows).unwrap();
-    ctx.matmul(&w, &xg, &yg, n_tok).unwrap();
+    if quantized {
+        let rounded = ctx.zeros(n_tok * k).unwrap();
+        ctx.matvec_quantized(&w, &xg, &rounded, &yg, n_tok).unwrap();
+        x = round_like_llama_cpp(ActQuant::for_weight(ty), &x);
+    } else {
+        ctx.matmul(&w, &xg, &yg, n_tok).unwrap();
+    }
     let got = ctx.read_f32(&yg).unwrap();
     let wf = dequantize(ty, &bytes, k, rows);
     let mut want = vec![0f32; n_tok * rows];
@@ -48,7 +60,7 @@ fn check_matmul(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: us
         let tol = 1e-5 + 1e-4 * scale[i];
         assert!(
             (got[i] - want[i]).abs() <= tol,
-            "{} k={k} rows={rows} n_tok={n_tok}: output {i} (token {}, row {}): gpu {} vs cpu {} (tol {tol})",
+            "{} k={k} rows={rows} n_tok={n_tok} quantized={quantized}: output {i} (token {}, row {}): gpu {} vs cpu {} (tol {tol})",
             ty.name(),
             i / rows,
             i % rows,
@@ -66,6 +78,18 @@ fn matvec_every_type() {
         let k = if is_k(ty) { 768 } else { 544 };
         check_matmul(&ctx, ty, k, 67, 1, 1);
         check_matmul(&ctx, ty, 256, 130, 1, 2);
+    }
+}
+
+#[test]
+fn matvec_quantized_every_type() {
+    let Some(ctx) = common::ctx() else { return };
+    for ty in TYPES {
+        let k = if is_k(ty) { 768 } else { 544 };
+        check_product(&ctx, ty, k, 67, 1, 1, true);
+        // Several tokens (one per z), rows spanning several workgroups.
+        check_product(&ctx, ty, 256, 130, 3, 2, true);
+        check_product(&ctx, ty, 4096, 9, 1, 3, true);
     }
 }
 
@@ -129,5 +153,12 @@ proptest! {
         let Some(ctx) = common::ctx() else { return Ok(()) };
         let k = blocks * if is_k(ty) { 256 } else { 32 };
         check_matmul(&ctx, ty, k, rows, n_tok, seed);
+    }
+
+    #[test]
+    fn matvec_quantized_random_shapes(ty in any_type(), blocks in 1usize..9, rows in 1usize..150, n_tok in 1usize..4, seed in 0u64..1000) {
+        let Some(ctx) = common::ctx() else { return Ok(()) };
+        let k = blocks * if is_k(ty) { 256 } else { 32 };
+        check_product(&ctx, ty, k, rows, n_tok, seed, true);
     }
 }

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{assert_close, cos_data, Rng};
-use ferro_gguf::GgmlType;
 use ferro_shaders::{ActQuant, AttnParams, Glu, NormMode, RopeParams};
 use proptest::prelude::*;
 
@@ -184,21 +183,6 @@ proptest! {
     }
 }
 
-/// llama.cpp's rounding of activations: Q8_0 / Q8_K blocks quantized and dequantized again by
-/// the kernels' scalar reference, or f16.
-fn round_like_llama_cpp(q: ActQuant, x: &[f32]) -> Vec<f32> {
-    let through = |ty: GgmlType| {
-        let bytes = ferro_kernels::quantize_row(ty, x).unwrap();
-        common::dequantize_row(ty, &bytes, x.len())
-    };
-    match q {
-        ActQuant::None => x.to_vec(),
-        ActQuant::F16 => x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect(),
-        ActQuant::Q8_0 => through(GgmlType::Q8_0),
-        ActQuant::Q8K => through(GgmlType::Q8_K),
-    }
-}
-
 #[test]
 fn quantize_act_like_llama_cpp() {
     let Some(ctx) = common::ctx() else { return };
@@ -209,7 +193,7 @@ fn quantize_act_like_llama_cpp() {
     for q in [ActQuant::Q8_0, ActQuant::Q8K, ActQuant::F16] {
         let out = ctx.zeros(x.len()).unwrap();
         ctx.quantize_act(q, &xg, &out, k, n_tok).unwrap();
-        let want = round_like_llama_cpp(q, &x);
+        let want = common::round_like_llama_cpp(q, &x);
         assert_close(&format!("{q:?}"), &ctx.read_f32(&out).unwrap(), &want, 1e-6, 1e-5);
     }
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use ferro_gguf::GgmlType;
-use ferro_shaders::GpuContext;
+use ferro_shaders::{ActQuant, GpuContext};
 use half::f16;
 use std::sync::{Arc, OnceLock};
 
@@ -224,4 +224,19 @@ pub fn silu(x: f32) -> f32 {
 
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// llama.cpp's rounding of activations: Q8_0 / Q8_K blocks quantized and dequantized again by
+/// the kernels' scalar reference, or f16.
+pub fn round_like_llama_cpp(q: ActQuant, x: &[f32]) -> Vec<f32> {
+    let through = |ty: GgmlType| {
+        let bytes = ferro_kernels::quantize_row(ty, x).unwrap();
+        dequantize_row(ty, &bytes, x.len())
+    };
+    match q {
+        ActQuant::None => x.to_vec(),
+        ActQuant::F16 => x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect(),
+        ActQuant::Q8_0 => through(GgmlType::Q8_0),
+        ActQuant::Q8K => through(GgmlType::Q8_K),
+    }
 }

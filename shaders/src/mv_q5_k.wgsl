@@ -1,0 +1,17 @@
+// Sub-block j = u % 8 (32 weights) of a Q5_K block (see quant_q5_k.wgsl) against 32 int8
+// activations: d * scale_j * Σ u·q − dmin * min_j * Σq, u the nibble plus bit j of qh (0..31).
+fn unit_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
+    let blk = rb + (u >> 3u) * 176u;
+    let j = u & 7u;
+    let sm = k_scale_min(blk, j);
+    let wh = (blk >> 2u) + 4u;
+    let w = wh + 8u + (j >> 1u) * 8u;
+    let sh = (j & 1u) * 4u;
+    var isum = 0;
+    for (var i = 0u; i < 8u; i++) {
+        let v = ((wq[w + i] >> sh) & 0x0F0F0F0Fu) | (((wq[wh + i] >> j) & 0x01010101u) << 4u);
+        isum += dot4I8Packed(v, xq[a + i]);
+    }
+    let dm = unpack2x16float(wq[blk >> 2u]);
+    return dm.x * sm.x * f32(isum) - dm.y * sm.y * f32(xsum(s) + xsum(s + 1u));
+}
