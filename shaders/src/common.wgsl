@@ -69,3 +69,13 @@ fn k_scale_min(blk: u32, j: u32) -> vec2<f32> {
 fn bits_to_bytes(h: u32) -> u32 {
     return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
 }
+
+// Four nibbles (0..15, one per byte) minus 8, as four signed bytes: each byte goes through
+// b + 128 - 8 (no borrow between bytes), then its top bit flips back.
+fn nibbles_signed(v: u32) -> u32 {
+    return ((v | 0x80808080u) - 0x08080808u) ^ 0x80808080u;
+}
+
+fn nibbles_signed4(v: vec4<u32>) -> vec4<u32> {
+    return ((v | vec4<u32>(0x80808080u)) - vec4<u32>(0x08080808u)) ^ vec4<u32>(0x80808080u);
+}

@@ -8,6 +8,7 @@ use ferro_gguf::GgmlType;
 use wgpu::util::DeviceExt;
 
 use crate::error::{GpuError, Result};
+use crate::profile;
 
 /// Workgroup size (threads) of every shader; passed to the pipelines as the override `WG`.
 /// A power of two: the shared-memory reductions halve it.
@@ -185,23 +186,29 @@ pub(crate) struct MatVecMode {
     pub(crate) subgroups: bool,
     pub(crate) lanes: u32,
     pub(crate) wg: u32,
+    /// Rows each subgroup (LANES threads) computes.
+    pub(crate) rows: u32,
 }
 
 /// Threads per row of the int8 decode product (fewer where the adapter's subgroups are smaller).
 pub const MATVEC_LANES: u32 = 32;
 /// Threads per workgroup of the int8 decode product.
-pub const MATVEC_WG: u32 = 128;
+pub const MATVEC_WG: u32 = 256;
+/// Rows each group of [`MATVEC_LANES`] threads of the int8 decode product computes.
+pub const MATVEC_ROWS: u32 = 1;
 
 impl MatVecMode {
     /// Subgroup shuffles when the adapter has subgroups of at least 4 threads and
-    /// `FERRO_GPU_SUBGROUPS` is not `0`; `FERRO_GPU_MATVEC_WG` (64..=1024, a power of two)
-    /// replaces [`MATVEC_WG`] for measurement.
+    /// `FERRO_GPU_SUBGROUPS` is not `0`; for measurement `FERRO_GPU_MATVEC_WG` (64..=1024, a
+    /// power of two) replaces [`MATVEC_WG`] and `FERRO_GPU_MATVEC_ROWS` (1..=8) [`MATVEC_ROWS`].
     fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
-        let wg = std::env::var("FERRO_GPU_MATVEC_WG")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
+        let wg = env("FERRO_GPU_MATVEC_WG")
             .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
             .unwrap_or(MATVEC_WG);
+        let rows = env("FERRO_GPU_MATVEC_ROWS")
+            .filter(|r| (1..=8).contains(r))
+            .unwrap_or(MATVEC_ROWS);
         let allowed = std::env::var("FERRO_GPU_SUBGROUPS").map_or(true, |v| v.trim() != "0");
         let sg = info.subgroup_min_size;
         if allowed && features.contains(wgpu::Features::SUBGROUP) && sg >= 4 && sg.is_power_of_two() {
@@ -209,12 +216,14 @@ impl MatVecMode {
                 subgroups: true,
                 lanes: sg.min(MATVEC_LANES),
                 wg,
+                rows,
             }
         } else {
             Self {
                 subgroups: false,
                 lanes: MATVEC_LANES,
                 wg,
+                rows,
             }
         }
     }
@@ -262,6 +271,7 @@ pub(crate) enum Op {
     Add,
     Attention,
     QuantizeAct,
+    KvStore,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -275,13 +285,15 @@ impl Op {
     fn slots(self) -> &'static [Slot] {
         use Slot::*;
         match self {
-            Op::Matmul { .. } | Op::MatVec { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
+            Op::Matmul { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
+            Op::MatVec { .. } => &[Uniform, Read, Read, ReadWrite, Read, Read],
             Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
             Op::Softmax => &[Uniform, ReadWrite],
             Op::Rope => &[Uniform, ReadWrite, Read],
             Op::Glu(_) | Op::Add => &[Uniform, ReadWrite, Read],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
             Op::QuantizeAct => &[Uniform, Read, ReadWrite, ReadWrite],
+            Op::KvStore => &[Uniform, Read, Read, ReadWrite, ReadWrite],
         }
     }
 
@@ -298,6 +310,7 @@ impl Op {
             Op::Add => "add",
             Op::Attention => "attention",
             Op::QuantizeAct => "quantize",
+            Op::KvStore => "kv_store",
         }
     }
 
@@ -333,9 +346,10 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{unit}\nconst LANES: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
                     include_str!("common.wgsl"),
                     mode.lanes,
+                    mode.rows,
                     include_str!("matvec.wgsl")
                 )
             }
@@ -351,7 +365,16 @@ impl Op {
             Op::Glu(_) => format!("{step}\n{}", include_str!("glu.wgsl")),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
             Op::Attention => format!("{step}\n{}", include_str!("attention.wgsl")),
-            Op::QuantizeAct => format!("{step}\n{}", include_str!("quantize_act.wgsl")),
+            Op::QuantizeAct => format!(
+                "{step}\n{}\n{}",
+                include_str!("f16.wgsl"),
+                include_str!("quantize_act.wgsl")
+            ),
+            Op::KvStore => format!(
+                "{step}\n{}\n{}",
+                include_str!("f16.wgsl"),
+                include_str!("kv_store.wgsl")
+            ),
         })
     }
 }
@@ -422,6 +445,7 @@ enum Cmd {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
         wg: [u32; 3],
+        kind: &'static str,
     },
     Copy {
         src: wgpu::Buffer,
@@ -497,7 +521,12 @@ impl Recorder {
                 (p.pipeline.clone(), p.bind.clone(), wg)
             }
         };
-        self.cmds.push(Cmd::Dispatch { pipeline, bind, wg });
+        self.cmds.push(Cmd::Dispatch {
+            pipeline,
+            bind,
+            wg,
+            kind: p.kind,
+        });
     }
 
     /// Recorded commands.
@@ -530,6 +559,8 @@ impl Recorder {
         // Pieces of SUBMIT_PIECE commands, each submitted as soon as it is encoded, so the GPU
         // starts on the first layers while the CPU encodes the rest (encoding ~700 dispatches
         // takes about as long as the GPU needs to run an 8B model's step).
+        let mut timer = (profile::enabled() && ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY))
+            .then(|| profile::Timer::new(ctx));
         let mut i = 0;
         while i < self.cmds.len() {
             let end = (i + SUBMIT_PIECE).min(self.cmds.len());
@@ -549,13 +580,27 @@ impl Recorder {
                         i += 1;
                     }
                     Cmd::Dispatch { .. } => {
+                        // Profiling: one pass per dispatch, timestamps around it.
+                        let timed = timer.as_mut().filter(|t| t.kinds.len() < profile::MAX_TIMED);
+                        let timestamp_writes = timed.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
+                            query_set: &t.set,
+                            beginning_of_pass_write_index: Some(2 * t.kinds.len() as u32),
+                            end_of_pass_write_index: Some(2 * t.kinds.len() as u32 + 1),
+                        });
+                        let one = timestamp_writes.is_some();
                         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: None,
-                            timestamp_writes: None,
+                            timestamp_writes,
                         });
                         pass.set_bind_group(1, &step.bind, &[]);
                         while i < end {
-                            let Some(Cmd::Dispatch { pipeline, bind, wg }) = self.cmds.get(i) else {
+                            let Some(Cmd::Dispatch {
+                                pipeline,
+                                bind,
+                                wg,
+                                kind,
+                            }) = self.cmds.get(i)
+                            else {
                                 break;
                             };
                             i += 1;
@@ -565,11 +610,20 @@ impl Recorder {
                             pass.set_pipeline(pipeline);
                             pass.set_bind_group(0, bind, &[]);
                             pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
+                            if one {
+                                if let Some(t) = timer.as_mut() {
+                                    t.kinds.push(kind);
+                                }
+                                break;
+                            }
                         }
                     }
                 }
             }
             ctx.queue.submit([enc.finish()]);
+        }
+        if let Some(t) = timer {
+            t.finish(ctx)?;
         }
         ctx.take_error()
     }
@@ -608,11 +662,14 @@ impl GpuContext {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let matvec = MatVecMode::choose(adapter.features(), &info);
-        let required_features = if matvec.subgroups {
+        let mut required_features = if matvec.subgroups {
             wgpu::Features::SUBGROUP
         } else {
             wgpu::Features::empty()
         };
+        if crate::profile::enabled() {
+            required_features |= adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ferro"),
             required_features,
@@ -707,7 +764,7 @@ impl GpuContext {
 
     /// (x, y) workgroup counts of an int8 decode product over `rows` rows.
     pub(crate) fn matvec_groups(&self, rows: u32) -> (u32, u32) {
-        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes))
+        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes * self.matvec.rows))
     }
 
     // ---------------------------------------------------------------- buffers
@@ -900,7 +957,10 @@ impl GpuContext {
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.write_bytes(&buf, 0, &bytes[lo..hi]);
+            match ty {
+                GgmlType::Q4_0 => self.write_bytes(&buf, 0, &split_q4_0(&bytes[lo..hi], row_bytes as usize)),
+                _ => self.write_bytes(&buf, 0, &bytes[lo..hi]),
+            }
             chunks.push(WeightChunk {
                 buf,
                 row0: row0 as u32,
@@ -1072,6 +1132,22 @@ impl GpuContext {
             .map_err(|e| GpuError::Wgpu(e.to_string()))?;
         self.take_error()
     }
+}
+
+/// Q4_0 rows as the shaders read them (quant_q4_0.wgsl): each row's blocks' 16 quant bytes
+/// first, then their 2-byte scales, so a block's quants are one aligned 16-byte load.
+fn split_q4_0(rows: &[u8], row_bytes: usize) -> Vec<u8> {
+    const BLOCK: usize = 18;
+    let nb = row_bytes / BLOCK;
+    let mut out = vec![0u8; rows.len()];
+    for (src, dst) in rows.chunks_exact(row_bytes).zip(out.chunks_exact_mut(row_bytes)) {
+        let (qs, ds) = dst.split_at_mut(16 * nb);
+        for (b, block) in src.chunks_exact(BLOCK).enumerate() {
+            ds[2 * b..2 * b + 2].copy_from_slice(&block[..2]);
+            qs[16 * b..16 * b + 16].copy_from_slice(&block[2..]);
+        }
+    }
+    out
 }
 
 fn layout_entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {

@@ -30,6 +30,7 @@ mod context;
 mod error;
 mod model;
 mod ops;
+mod profile;
 
 pub use context::{
     list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode, MATMUL_LANES,

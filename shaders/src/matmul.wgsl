@@ -16,7 +16,7 @@ struct Params {
     row0: u32,      // first row of this chunk in the tensor
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
+    accumulate: u32, // 1: y += W x (a residual add in the same pass)
 }
 
 override WG: u32 = 64u;
@@ -71,6 +71,8 @@ fn main(
         workgroupBarrier();
     }
     if (valid && lane < nt) {
-        y[(t0 + lane) * p.y_stride + p.row0 + row] = red[lane * WG + li - lane];
+        let o = (t0 + lane) * p.y_stride + p.row0 + row;
+        let v = red[lane * WG + li - lane];
+        y[o] = select(v, y[o] + v, p.accumulate == 1u);
     }
 }

@@ -3,12 +3,14 @@
 //   xq[0 ..]          int8 quants, four per word, [n_tok][k / 4]
 //   xq[p.d_off ..]    the scale of each 32 values as f32 bits, [n_tok][k / 32]
 //   xq[p.s_off ..]    the integer sum of each 16 quants as i32 bits, [n_tok][k / 16]
-// `unit_dot(rb, u, a, s)` (from the mv_*.wgsl prepended to this file) returns the product of
-// the 32 weights of unit u of the row at byte rb with the 32 quants at word a, in units of
-// their scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact integer
-// block sums. LANES threads share a row, each taking every LANES-th unit, and `row_sum`
-// (subgroup shuffles or shared memory, prepended) adds them up. A workgroup computes WG / LANES
-// rows of one token: dispatch (x, y) fold the row groups, z = tokens.
+// A row is a sequence of units of 32 weights, each cut into PARTS parts; `part_dot(rb, u, j, a,
+// s)` (from the mv_*.wgsl prepended to this file) returns the product of part j of unit u of
+// the row at byte rb with the unit's quants (from word a; their 16-sums from s), in units of
+// the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
+// integer block sums. LANES threads share a row, each taking every LANES-th part (so neighbours
+// read neighbouring bytes), and `row_sum` (subgroup shuffles or shared memory, prepended) adds
+// them up. A workgroup computes WG / LANES * ROWS rows of one token: dispatch (x, y) fold the
+// row groups, z = tokens.
 
 struct Params {
     n_rows: u32,    // rows in this chunk
@@ -18,7 +20,7 @@ struct Params {
     row0: u32,      // first row of this chunk in the tensor
     d_off: u32,
     s_off: u32,
-    _pad: u32,
+    accumulate: u32, // 1: y += W x (a residual add in the same pass)
 }
 
 override WG: u32 = 64u;
@@ -27,14 +29,12 @@ override WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
 @group(0) @binding(2) var<storage, read> xq: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// The same weights and activations as 16-byte vectors, for formats whose parts are aligned.
+@group(0) @binding(4) var<storage, read> wq4: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> xq4: array<vec4<u32>>;
 
 fn xsum(i: u32) -> i32 {
     return bitcast<i32>(xq[p.s_off + i]);
-}
-
-// Unit u of the row at byte rb times its activation scale.
-fn unit(rb: u32, u: u32, a0: u32, d0: u32, s0: u32) -> f32 {
-    return bitcast<f32>(xq[d0 + u]) * unit_dot(rb, u, a0 + 8u * u, s0 + 2u * u);
 }
 
 @compute @workgroup_size(WG)
@@ -44,30 +44,33 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let lane = li % LANES;
-    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES;
+    // This thread's subgroup computes ROWS consecutive rows: each activation load serves all of
+    // them, and their weight loads are in flight together.
+    let row0 = ((wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES) * ROWS;
     let t = wid.z;
-    let valid = row < p.n_rows;
-    let rb = row * p.row_bytes;
-    let nu = select(0u, p.k / 32u, valid);
+    let np = p.k / 32u * PARTS;
     let a0 = t * (p.k / 4u);
     let d0 = p.d_off + t * (p.k / 32u);
     let s0 = t * (p.k / 16u);
-    // Four units per trip: their loads are independent, so they are in flight together (a
-    // trip per unit would wait a full memory latency each time).
-    var acc = 0.0;
-    var u = lane;
-    for (; u + 3u * LANES < nu; u += 4u * LANES) {
-        let r0 = unit(rb, u, a0, d0, s0);
-        let r1 = unit(rb, u + LANES, a0, d0, s0);
-        let r2 = unit(rb, u + 2u * LANES, a0, d0, s0);
-        let r3 = unit(rb, u + 3u * LANES, a0, d0, s0);
-        acc += (r0 + r1) + (r2 + r3);
+    // Rows past the end read row 0 again (their sums are dropped).
+    var rb: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        rb[r] = select(0u, (row0 + r) * p.row_bytes, row0 + r < p.n_rows);
     }
-    for (; u < nu; u += LANES) {
-        acc += unit(rb, u, a0, d0, s0);
+    var acc: array<f32, ROWS>;
+    for (var i = lane; i < np; i += LANES) {
+        let u = i / PARTS;
+        let j = i % PARTS;
+        let da = bitcast<f32>(xq[d0 + u]);
+        for (var r = 0u; r < ROWS; r++) {
+            acc[r] += da * part_dot(rb[r], u, j, a0 + 8u * u, s0 + 2u * u);
+        }
     }
-    let sum = row_sum(acc, li);
-    if (valid && lane == 0u) {
-        y[t * p.y_stride + p.row0 + row] = sum;
+    for (var r = 0u; r < ROWS; r++) {
+        let sum = row_sum(acc[r], li);
+        if (lane == 0u && row0 + r < p.n_rows) {
+            let o = t * p.y_stride + p.row0 + row0 + r;
+            y[o] = select(sum, y[o] + sum, p.accumulate == 1u);
+        }
     }
 }

@@ -310,18 +310,14 @@ struct Scratch {
     att: GpuTensor,    // [B][n_head * head_dim]
     hg: GpuTensor,     // [B][n_ff] gate, then act(gate) * up
     hu: GpuTensor,     // [B][n_ff]
-    k16: GpuTensor,    // [B][n_head_kv * head_dim] keys rounded to f16 (llama.cpp's f16 cache)
-    v16: GpuTensor,    // [B][n_head_kv * head_dim]
     last: GpuTensor,   // [n_embd] last token's hidden state, then normed
     logits: GpuTensor, // [n_vocab]
 }
 
-/// Dispatches of one layer, bound once; the KV copies are recorded per batch.
+/// Dispatches of one layer, bound once (the KV cache, [n_ctx][n_head_kv * head_dim] each, is
+/// bound by its store and attention dispatches).
 struct LayerOps {
-    pre_kv: Vec<Prepared>,
-    post_kv: Vec<Prepared>,
-    k_cache: GpuTensor, // [n_ctx][n_head_kv * head_dim]
-    v_cache: GpuTensor, // [n_ctx][n_head_kv * head_dim]
+    ops: Vec<Prepared>,
 }
 
 /// All-token logits for perplexity: [n_tok][n_vocab] in chunks of `batch` tokens.
@@ -422,13 +418,15 @@ struct ActScratch {
 }
 
 impl ActScratch {
-    /// `y = W input` for each (W, y), rounding `input` once per kind of rounding the weights need.
+    /// `y = W input` (`accumulate`: `y += W input`) for each (W, y), rounding `input` once per
+    /// kind of rounding the weights need.
     fn project(
         &mut self,
         c: &GpuContext,
         input: &GpuTensor,
         k: usize,
         ws: &[(&GpuWeight, &GpuTensor)],
+        accumulate: bool,
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
         let mut done = Vec::new();
@@ -459,7 +457,7 @@ impl ActScratch {
                 }
                 (buf, packed)
             };
-            out.extend(c.prep_matmul(w, &src, packed.as_ref(), y, self.batch)?);
+            out.extend(c.prep_matmul(w, &src, packed.as_ref(), y, accumulate, self.batch)?);
         }
         Ok(())
     }
@@ -498,8 +496,6 @@ impl GpuModel {
             att: c.zeros(b * nh * hd)?,
             hg: c.zeros(b * ff)?,
             hu: c.zeros(b * ff)?,
-            k16: c.zeros(b * nkv * hd)?,
-            v16: c.zeros(b * nkv * hd)?,
             last: c.zeros(e)?,
             logits: c.zeros(hp.n_vocab)?,
         };
@@ -530,14 +526,14 @@ impl GpuModel {
             let w_down = t.matrix(c, &n("ffn_down"), ff, e)?;
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
-            let mut pre = Vec::new();
-            pre.push(c.prep_rms_norm(NormMode::Out, &s.x, &attn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
-            acts.project(c, &s.xb, e, &[(&wq, &s.q), (&wk, &s.k), (&wv, &s.v)], &mut pre)?;
+            let mut ops = Vec::new();
+            ops.push(c.prep_rms_norm(NormMode::Out, &s.x, &attn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
+            acts.project(c, &s.xb, e, &[(&wq, &s.q), (&wk, &s.k), (&wv, &s.v)], false, &mut ops)?;
             if let Some(w) = &q_norm {
-                pre.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
+                ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
             }
             if let Some(w) = &k_norm {
-                pre.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
+                ops.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
             }
             let rope = |heads: usize| RopeParams {
                 n_heads: heads as u32,
@@ -547,16 +543,12 @@ impl GpuModel {
                 base: lp.rope_base,
                 freq_scale: lp.rope_freq_scale,
             };
-            pre.push(c.prep_rope(&s.q, &rope(nh), rope_freqs.as_ref(), b)?);
-            pre.push(c.prep_rope(&s.k, &rope(nkv), rope_freqs.as_ref(), b)?);
-            if hp.emulate_cpu_rounding {
-                // llama.cpp keeps the cache in f16.
-                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.k, &s.k16, None, nkv * hd, b, None)?);
-                pre.extend(c.prep_quantize_act(ActQuant::F16, &s.v, &s.v16, None, nkv * hd, b, None)?);
-            }
-
+            ops.push(c.prep_rope(&s.q, &rope(nh), rope_freqs.as_ref(), b)?);
+            ops.push(c.prep_rope(&s.k, &rope(nkv), rope_freqs.as_ref(), b)?);
             let k_cache = c.zeros(hp.n_ctx * nkv * hd)?;
             let v_cache = c.zeros(hp.n_ctx * nkv * hd)?;
+            // llama.cpp keeps the cache in f16.
+            ops.push(c.prep_kv_store(&s.k, &s.v, &k_cache, &v_cache, nkv * hd, hp.emulate_cpu_rounding, b)?);
             let attn = AttnParams {
                 n_head: nh as u32,
                 n_kv_head: nkv as u32,
@@ -565,27 +557,26 @@ impl GpuModel {
                 scale: hp.attn_scale,
                 softcap: hp.attn_softcap,
             };
-            let mut post = Vec::new();
-            post.push(c.prep_attention(&s.q, &k_cache, &v_cache, &s.att, &attn, b, hp.n_ctx)?);
-            acts.project(c, &s.att, nh * hd, &[(&wo, &s.xb2)], &mut post)?;
+            ops.push(c.prep_attention(&s.q, &k_cache, &v_cache, &s.att, &attn, b, hp.n_ctx)?);
+            // Without a post-norm the product goes straight into the residual stream.
             match &post_attn {
-                Some(w) => post.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?),
-                None => post.push(c.prep_add(&s.x, &s.xb2, e, b)?),
+                Some(w) => {
+                    acts.project(c, &s.att, nh * hd, &[(&wo, &s.xb2)], false, &mut ops)?;
+                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
+                }
+                None => acts.project(c, &s.att, nh * hd, &[(&wo, &s.x)], true, &mut ops)?,
             }
-            post.push(c.prep_rms_norm(NormMode::Out, &s.x, &ffn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
-            acts.project(c, &s.xb, e, &[(&w_gate, &s.hg), (&w_up, &s.hu)], &mut post)?;
-            post.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b, hp.emulate_cpu_rounding)?);
-            acts.project(c, &s.hg, ff, &[(&w_down, &s.xb2)], &mut post)?;
+            ops.push(c.prep_rms_norm(NormMode::Out, &s.x, &ffn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
+            acts.project(c, &s.xb, e, &[(&w_gate, &s.hg), (&w_up, &s.hu)], false, &mut ops)?;
+            ops.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b, hp.emulate_cpu_rounding)?);
             match &post_ffw {
-                Some(w) => post.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?),
-                None => post.push(c.prep_add(&s.x, &s.xb2, e, b)?),
+                Some(w) => {
+                    acts.project(c, &s.hg, ff, &[(&w_down, &s.xb2)], false, &mut ops)?;
+                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
+                }
+                None => acts.project(c, &s.hg, ff, &[(&w_down, &s.x)], true, &mut ops)?,
             }
-            layers.push(LayerOps {
-                pre_kv: pre,
-                post_kv: post,
-                k_cache,
-                v_cache,
-            });
+            layers.push(LayerOps { ops });
         }
 
         let output_norm = t.vector(c, "output_norm.weight", e)?;
@@ -614,7 +605,7 @@ impl GpuModel {
             }
             None => &s.last,
         };
-        for mut p in c.prep_matmul(&output, head_in, last_packed.as_ref(), &s.logits, 1)? {
+        for mut p in c.prep_matmul(&output, head_in, last_packed.as_ref(), &s.logits, false, 1)? {
             // One row of logits whatever the batch size.
             let (x, y) = match p.grid {
                 Grid::Matmul { rows, .. } => c.fold(rows.div_ceil(WG / matmul_lanes(1))),
@@ -702,21 +693,8 @@ impl GpuModel {
         for p in &self.embed {
             rec.record(c, p);
         }
-        let kv = (self.hp.n_head_kv * self.hp.head_dim * 4) as u64;
-        for l in &self.layers {
-            for p in &l.pre_kv {
-                rec.record(c, p);
-            }
-            let (k, v) = if self.hp.emulate_cpu_rounding {
-                (&self.s.k16, &self.s.v16)
-            } else {
-                (&self.s.k, &self.s.v)
-            };
-            rec.copy(&k.buf, 0, &l.k_cache.buf, pos as u64 * kv, n as u64 * kv);
-            rec.copy(&v.buf, 0, &l.v_cache.buf, pos as u64 * kv, n as u64 * kv);
-            for p in &l.post_kv {
-                rec.record(c, p);
-            }
+        for p in self.layers.iter().flat_map(|l| &l.ops) {
+            rec.record(c, p);
         }
         Ok(rec)
     }
@@ -824,7 +802,14 @@ impl GpuModel {
             batch,
             bufs: HashMap::new(),
         };
-        acts.project(c, &self.s.xb, self.hp.n_embd, &[(&self.output, &logits)], &mut ops)?;
+        acts.project(
+            c,
+            &self.s.xb,
+            self.hp.n_embd,
+            &[(&self.output, &logits)],
+            false,
+            &mut ops,
+        )?;
         Ok(AllLogits { batch, logits, ops })
     }
 }

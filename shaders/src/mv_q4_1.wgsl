@@ -1,5 +1,7 @@
 // Q4_1 block (see quant_q4_1.wgsl) against 32 int8 activations: d * Σ u·q + m * Σq.
-fn unit_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
+const PARTS: u32 = 1u;
+
+fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 20u;
     let dm = unpack2x16float(rd_u32(blk));
     var isum = 0;

@@ -1,6 +1,8 @@
 // Elements 32·(u % 8) .. +32 of a Q6_K block (see quant_q6_k.wgsl) against 32 int8 activations:
 // d * Σ over the two halves of 16 of scale_h * (Σ u·q − 32·Σq), u the 6-bit quant (0..63).
-fn unit_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
+const PARTS: u32 = 1u;
+
+fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let blk = rb + (u >> 3u) * 210u;
     let e = u & 7u;
     let n = e >> 2u;

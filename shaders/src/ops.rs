@@ -18,7 +18,8 @@ struct MatmulParams {
     /// matvec.wgsl: where the scales and the sums start in the packed activations.
     d_off: u32,
     s_off: u32,
-    _pad: u32,
+    /// 1: `y += W x`.
+    accumulate: u32,
 }
 
 /// Activations quantized for the int8 decode product, in matvec.wgsl's layout: `max_tok` tokens
@@ -207,7 +208,7 @@ fn check_len(what: &str, t: &GpuTensor, need: usize) -> Result<()> {
 }
 
 impl GpuContext {
-    /// `y[t][..] = W x[t]` for `max_tok` tokens: one prepared dispatch per weight chunk. With
+    /// `y[t][..] = W x[t]` (`accumulate`: `+=`) for `max_tok` tokens: one prepared dispatch per weight chunk. With
     /// `packed` (x's quants from the same quantize_act dispatch) and a format that has one, a
     /// single token takes the int8 decode product; batches take matmul.wgsl's tiles on `x`.
     pub(crate) fn prep_matmul(
@@ -216,6 +217,7 @@ impl GpuContext {
         x: &GpuTensor,
         packed: Option<&PackedAct>,
         y: &GpuTensor,
+        accumulate: bool,
         max_tok: usize,
     ) -> Result<Vec<Prepared>> {
         check_len("matmul input", x, max_tok * w.k())?;
@@ -235,7 +237,7 @@ impl GpuContext {
                     row0: c.row0,
                     d_off: 0,
                     s_off: 0,
-                    _pad: 0,
+                    accumulate: accumulate as u32,
                 };
                 let tiled = |tile: u32| {
                     self.prepare(
@@ -256,7 +258,7 @@ impl GpuContext {
                             s_off: pa.s_off,
                             ..params
                         },
-                        &[&c.buf, &pa.t.buf, &y.buf],
+                        &[&c.buf, &pa.t.buf, &y.buf, &c.buf, &pa.t.buf],
                         Grid::MatVec { rows: c.n_rows },
                     )?,
                     None => tiled(1)?,
@@ -459,6 +461,41 @@ impl GpuContext {
         )
     }
 
+    /// Keys and values of the batch into the caches at positions pos0.. (f16-rounded with
+    /// `round`); the caches hold `n_ctx` positions of `n` values.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prep_kv_store(
+        &self,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        n: usize,
+        round: bool,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        check_len("kv store keys", k, max_tok * n)?;
+        check_len("kv store values", v, max_tok * n)?;
+        if k_cache.len() != v_cache.len() || !k_cache.len().is_multiple_of(n.max(1)) {
+            return Err(GpuError::Shape(format!(
+                "kv caches of {} and {} values for {n} per position",
+                k_cache.len(),
+                v_cache.len()
+            )));
+        }
+        let params = LenParams {
+            n: n as u32,
+            n_rows: round as u32,
+            _pad: [0; 2],
+        };
+        self.prepare(
+            Op::KvStore,
+            &params,
+            &[&k.buf, &v.buf, &k_cache.buf, &v_cache.buf],
+            Grid::Threads { per_tok: n as u32 },
+        )
+    }
+
     pub(crate) fn prep_add(&self, a: &GpuTensor, b: &GpuTensor, n: usize, max_tok: usize) -> Result<Prepared> {
         check_len("add a", a, max_tok * n)?;
         check_len("add b", b, max_tok * n)?;
@@ -541,7 +578,7 @@ impl GpuContext {
 
     /// `y[t][r] = sum_k W[r][k] x[t][k]` for `n_tok` tokens; `x` is [n_tok][k], `y` [n_tok][n_rows].
     pub fn matmul(&self, w: &GpuWeight, x: &GpuTensor, y: &GpuTensor, n_tok: usize) -> Result<()> {
-        let ops = self.prep_matmul(w, x, None, y, n_tok)?;
+        let ops = self.prep_matmul(w, x, None, y, false, n_tok)?;
         self.run(n_tok, 0, &ops)
     }
 
@@ -567,7 +604,7 @@ impl GpuContext {
             .into_iter()
             .collect();
         let src = if ops.is_empty() { x } else { x_rounded };
-        for mut p in self.prep_matmul(w, src, packed.as_ref(), y, n_tok)? {
+        for mut p in self.prep_matmul(w, src, packed.as_ref(), y, false, n_tok)? {
             p.batched = None;
             ops.push(p);
         }
