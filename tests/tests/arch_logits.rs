@@ -34,9 +34,9 @@ struct Tol {
 }
 
 /// The synthetic models. The fixtures come from llama.cpp with an f32 KV cache, flash attention
-/// off and no repacked weights. With q8_0 weights ferro's AVX2 kernels follow that arithmetic
-/// and the two agree to 1e-5; with q4_0 ferro sums each block exactly (another summation order,
-/// as are ferro's scalar kernels and llama.cpp's repacked q4_0), which can round an 8-bit
+/// off and no repacked weights. ferro's AVX2 kernels sum each q8_0 and q4_0 block exactly as an
+/// integer and then accumulate one float per block (another summation order than llama.cpp's
+/// AVX2 dots, as are ferro's scalar kernels and llama.cpp's repacked q4_0), which can round an 8-bit
 /// activation the other way and moves a few log-probabilities by up to ~0.03 and the mean by
 /// less than 0.003. llama.cpp's own default (f16 KV cache, flash
 /// attention) moves them by 0.03-0.05 throughout; a real bug (a wrong rope layout, a missing

@@ -1,9 +1,9 @@
 //! AVX2 + FMA + F16C kernels (x86-64, Haswell / Zen and later).
 //!
-//! Integer dot products follow llama.cpp's `ggml-cpu/arch/x86/quants.c` scheme: unpack a block
-//! into 32 bytes, make the weights unsigned (`vpsignb` moves their sign onto the activations),
-//! `vpmaddubsw` + `vpmaddwd` to eight i32 sums, convert and FMA with the block's scale product.
-//! Activation quantizers reproduce the scalar ones bit for bit.
+//! The dots of the 32-element formats are the row-lane kernels' (`avx2_lanes.rs`, bit-identical
+//! to their matrix products); this file has the float dots, the attention helpers, the
+//! activation quantizers (which reproduce the scalar ones bit for bit) and helpers shared with
+//! the other x86 modules.
 
 use crate::dispatch::{KernelPath, KernelTable};
 use crate::quants::{BlockQ8_0, BlockQ8_1};
@@ -50,9 +50,8 @@ macro_rules! safe_entry {
         }
     };
 }
-safe_entry!(dot_q8_0, dot_q8_0_impl, BlockQ8_0, BlockQ8_0);
-// The 4- and 5-bit formats' dots are the row-lane kernels' (bit-identical to their tiles).
-pub(super) use super::avx2_lanes::{dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1};
+// The 32-element formats' dots are the row-lane kernels' (bit-identical to their tiles).
+pub(super) use super::avx2_lanes::{dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0};
 safe_entry!(dot_f32, dot_f32_impl, f32, f32);
 safe_entry!(dot_f16, dot_f16_impl, f16, f32);
 safe_entry!(dot_bf16, dot_bf16_impl, bf16, f32);
@@ -126,61 +125,11 @@ pub(super) unsafe fn bytes_from_bits(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
 }
 
-/// Σ of unsigned x · signed y over groups of four bytes, as f32x8.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
-    let p = _mm256_maddubs_epi16(x, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
     // SAFETY: reads exactly the 32 bytes of `qs`.
     _mm256_loadu_si256(qs.as_ptr() as *const __m256i)
-}
-
-/// The first fp16 values of a block (`d` and `m` of Q4_1/Q5_1, `d` and `s` of Q8_1, `d` of the rest)
-/// as f32 lanes 0 and 1.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn fp16x2<T: bytemuck::Pod>(block: &T) -> __m128 {
-    let b = bytemuck::bytes_of(block);
-    assert!(b.len() >= 8);
-    let r: __m128;
-    // `vcvtph2ps xmm, m64` converts the block's first four fp16 values straight from memory.
-    // Written in asm because LLVM narrows any intrinsic form whose upper lanes go unused into a
-    // 16-bit `vpinsrw` merged into a live register (often the accumulator): a false dependency
-    // that chains every block to the previous one (measured 2.5x slower decode for Q4_0).
-    // SAFETY: reads 8 bytes at the block's start; every block type here is at least 18 bytes
-    // (asserted above); F16C is enabled by the caller's target features.
-    core::arch::asm!(
-        "vcvtph2ps {r}, qword ptr [{p}]",
-        p = in(reg) b.as_ptr(),
-        r = lateout(xmm_reg) r,
-        options(pure, readonly, nostack, preserves_flags)
-    );
-    r
-}
-
-/// Σ of signed x·y over groups of four bytes, as f32x8. `y` must not hold -128.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_u8_i8(ax, sy)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let d = _mm256_broadcastss_ps(_mm_mul_ss(fp16x2(x), fp16x2(y)));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(load_q8(&x.qs), load_q8(&y.qs)), acc);
-    }
-    hsum_ps(acc)
 }
 
 /// Loads 8 f32 from `p`. Caller guarantees 8 readable elements.

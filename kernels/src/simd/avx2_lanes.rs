@@ -1,24 +1,31 @@
-//! AVX2 products of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1) and of Q4_K
-//! (its own section below) with one weight row per f32 lane: eight rows side by side, so the block scale products, the int→float
-//! conversion and the FMA are paid once per eight (row, token) pairs instead of once per pair.
+//! AVX2 products of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and of Q4_K (its own
+//! section below) with one weight row per f32 lane: eight rows side by side, so the block scale
+//! products, the int→float conversion and the FMA are paid once per eight (row, token) pairs
+//! instead of once per pair.
 //!
 //! The arithmetic, the same in the dot, the decode tiles and the prefill tiles (so a result has
 //! the same bits alone and in a batch):
 //! - per block, the exact integer `i = Σ u·q − c`, where `u` are the weight quants as unsigned
 //!   bytes (the nibble, plus the fifth bit for Q5), `q` the activation's quants and `c = o·Σq`
 //!   with the format's offset `o` (8 for Q4_0, 16 for Q5_0, none for the formats with a min);
+//!   for Q8_0's signed quants `i = Σ |w|·(q with the sign of w)` (`vpabsb`, `vpsignb`);
 //! - `acc = fma(d_w·d_a, i as f32, acc)` over the blocks in order, and for the formats with a
 //!   min `summ = fma(m_w, s_a, summ)`; the result is `acc + summ`.
 //!
 //! `vpmaddubsw` cannot saturate: `u ≤ 31`, `|q| ≤ 127` (the activation quantizers never give
 //! -128), so a pair is at most 7874 in magnitude; sums of four such (5-bit) or eight with
 //! `u ≤ 15` (4-bit, 3810 each) stay below 32767, which is what the prefill tiles add up in i16.
+//! Q8_0: `|w| ≤ 128` (a weight of -128 becomes the unsigned byte 128), so a pair reaches
+//! 2·128·127 = 32512 and every `vpmaddubsw` result is widened to i32 (`vpmaddwd`) before it is
+//! added to anything.
 //!
 //! Decode (one token): eight rows' `vpmaddubsw` results are reduced by a `vphaddw` tree (then
-//! one widening `vpmaddwd` per four rows) into one vector of eight row sums. Prefill: the eight rows' unpacked quants are first laid out once
-//! per call so that each 32-byte vector holds four bytes of every row (a transposed copy in
-//! cache, 32 bytes per row and block), then every token costs one broadcast and one
-//! `vpmaddubsw` per four elements of eight rows.
+//! one widening `vpmaddwd` per four rows) into one vector of eight row sums; Q8_0 widens each
+//! row first and reduces with `vphaddd`. Prefill: the eight rows' unpacked quants are first laid
+//! out once per call so that each 32-byte vector holds four bytes of every row (a transposed
+//! copy in cache, 32 bytes per row and block), then every token costs one broadcast and one
+//! `vpmaddubsw` per four elements of eight rows (Q8_0: plus one `vpsignb` and the widening
+//! `vpmaddwd`).
 
 // Tile code indexes several arrays by the same row / token / block number.
 #![allow(clippy::needless_range_loop)]
@@ -37,17 +44,21 @@ const T: usize = 4;
 /// From this many tokens on, the prefill tiles (transposed copy) beat one decode pass per token.
 const PREFILL_MIN_TOKENS: usize = 6;
 
-/// The weight formats: unsigned quants, an offset or a min, scale (and min) in the first four
-/// bytes as fp16.
+/// The weight formats: unsigned quants with an offset or a min, or signed quants (Q8_0); scale
+/// (and min) in the first four bytes as fp16.
 pub(crate) trait Format: bytemuck::Pod {
     type Act: Activation;
-    /// Subtracted from every unsigned quant (0 for the formats with a min).
+    /// Subtracted from every unsigned quant (0 for the formats with a min and the signed ones).
     const OFFSET: i32;
     const HAS_MIN: bool;
-    /// Quants up to 31: the prefill tiles add four `vpmaddubsw` results in i16, not eight.
-    const FIVE_BITS: bool;
-    /// The 32 quants as unsigned bytes, in element order.
-    unsafe fn unsigned(&self) -> __m256i;
+    /// Signed quants: `vpmaddubsw` gets their magnitude and the activation with their sign
+    /// (see [`maddubs`]).
+    const SIGNED: bool;
+    /// How many `vpmaddubsw` results of a row the prefill tiles add in i16 before widening
+    /// (a divisor of 8, see the module docs): 8 for 4-bit quants, 4 for 5-bit, 1 for 8-bit.
+    const I16_TERMS: usize;
+    /// The 32 quants in element order: unsigned bytes, or i8 for the signed formats.
+    unsafe fn quants(&self) -> __m256i;
     /// The first four bytes: fp16 scale, then fp16 min (formats with a min) or anything.
     fn head(&self) -> u32 {
         let b = bytemuck::bytes_of(self);
@@ -106,9 +117,10 @@ impl Format for BlockQ4_0 {
     type Act = BlockQ8_0;
     const OFFSET: i32 = 8;
     const HAS_MIN: bool = false;
-    const FIVE_BITS: bool = false;
+    const SIGNED: bool = false;
+    const I16_TERMS: usize = 8;
     #[inline(always)]
-    unsafe fn unsigned(&self) -> __m256i {
+    unsafe fn quants(&self) -> __m256i {
         unpack_nibbles(&self.qs)
     }
 }
@@ -117,9 +129,10 @@ impl Format for BlockQ4_1 {
     type Act = BlockQ8_1;
     const OFFSET: i32 = 0;
     const HAS_MIN: bool = true;
-    const FIVE_BITS: bool = false;
+    const SIGNED: bool = false;
+    const I16_TERMS: usize = 8;
     #[inline(always)]
-    unsafe fn unsigned(&self) -> __m256i {
+    unsafe fn quants(&self) -> __m256i {
         unpack_nibbles(&self.qs)
     }
 }
@@ -128,9 +141,10 @@ impl Format for BlockQ5_0 {
     type Act = BlockQ8_0;
     const OFFSET: i32 = 16;
     const HAS_MIN: bool = false;
-    const FIVE_BITS: bool = true;
+    const SIGNED: bool = false;
+    const I16_TERMS: usize = 4;
     #[inline(always)]
-    unsafe fn unsigned(&self) -> __m256i {
+    unsafe fn quants(&self) -> __m256i {
         _mm256_or_si256(unpack_nibbles(&self.qs), fifth_bits(self.qh))
     }
 }
@@ -139,10 +153,35 @@ impl Format for BlockQ5_1 {
     type Act = BlockQ8_1;
     const OFFSET: i32 = 0;
     const HAS_MIN: bool = true;
-    const FIVE_BITS: bool = true;
+    const SIGNED: bool = false;
+    const I16_TERMS: usize = 4;
     #[inline(always)]
-    unsafe fn unsigned(&self) -> __m256i {
+    unsafe fn quants(&self) -> __m256i {
         _mm256_or_si256(unpack_nibbles(&self.qs), fifth_bits(self.qh))
+    }
+}
+
+impl Format for BlockQ8_0 {
+    type Act = BlockQ8_0;
+    const OFFSET: i32 = 0;
+    const HAS_MIN: bool = false;
+    const SIGNED: bool = true;
+    const I16_TERMS: usize = 1;
+    #[inline(always)]
+    unsafe fn quants(&self) -> __m256i {
+        load_q8(&self.qs)
+    }
+}
+
+/// `vpmaddubsw` of weight quants `w` (as `Format::quants` gives them) and activation quants `q`:
+/// sixteen i16 sums of two products. Signed weights: `|w|` as the unsigned operand (128 for
+/// -128) and `q` with the sign of `w` (0 where `w` is 0; `|q| ≤ 127`, so negating cannot wrap).
+#[inline(always)]
+unsafe fn maddubs<F: Format>(w: __m256i, q: __m256i) -> __m256i {
+    if F::SIGNED {
+        _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w))
+    } else {
+        _mm256_maddubs_epi16(w, q)
     }
 }
 
@@ -168,22 +207,39 @@ unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
     }
 }
 
-/// Σ u·q of one block pair as eight i32 partial sums.
+/// Σ u·q of one block pair (weight quants `w`, activation quants `q`) as eight i32 partial sums.
 #[inline(always)]
-unsafe fn isum8(u: __m256i, q: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1))
+unsafe fn isum8<F: Format>(w: __m256i, q: __m256i) -> __m256i {
+    _mm256_madd_epi16(maddubs::<F>(w, q), _mm256_set1_epi16(1))
+}
+
+/// The `vpmaddubsw` of row `r`'s block `b` with `q`.
+#[inline(always)]
+unsafe fn row_maddubs<F: Format>(w: &[*const F; L], r: usize, b: usize, q: __m256i) -> __m256i {
+    maddubs::<F>((*w[r].add(b)).quants(), q)
+}
+
+/// As [`row_maddubs`], widened to eight i32 sums of four products.
+#[inline(always)]
+unsafe fn row_isum8<F: Format>(w: &[*const F; L], r: usize, b: usize, q: __m256i) -> __m256i {
+    _mm256_madd_epi16(row_maddubs(w, r, b, q), _mm256_set1_epi16(1))
 }
 
 /// Σ u·q of rows `r..r + 4` of block `b`: [r r+1 r+2 r+3 | r r+1 r+2 r+3] as i32, partial
-/// sums of the low and high 128-bit halves. Two rounds of `vphaddw` on the rows' `vpmaddubsw`
-/// pair sums (a lane then sums eight products, at most 8·31·127 = 31496 in magnitude), then
-/// one widening `vpmaddwd`. Rows in pairs, folded at once, to keep few vectors live. (A plain
-/// function, not a closure: closures do not inherit the caller's target features.)
+/// sums of the low and high 128-bit halves. Unsigned quants: two rounds of `vphaddw` on the
+/// rows' `vpmaddubsw` pair sums (a lane then sums eight products, at most 8·31·127 = 31496 in
+/// magnitude), then one widening `vpmaddwd`. Signed quants (pairs up to 32512): every row
+/// widened first, then three `vphaddd`. Rows in pairs, folded at once, to keep few vectors live.
+/// (Plain functions, not closures: closures do not inherit the caller's target features.)
 #[inline(always)]
 unsafe fn quad<F: Format>(w: &[*const F; L], r: usize, b: usize, q: __m256i) -> __m256i {
-    let m = |r: usize| _mm256_maddubs_epi16((*w[r].add(b)).unsigned(), q);
-    let a = _mm256_hadd_epi16(m(r), m(r + 1));
-    let c = _mm256_hadd_epi16(m(r + 2), m(r + 3));
+    if F::SIGNED {
+        let a = _mm256_hadd_epi32(row_isum8(w, r, b, q), row_isum8(w, r + 1, b, q));
+        let c = _mm256_hadd_epi32(row_isum8(w, r + 2, b, q), row_isum8(w, r + 3, b, q));
+        return _mm256_hadd_epi32(a, c);
+    }
+    let a = _mm256_hadd_epi16(row_maddubs(w, r, b, q), row_maddubs(w, r + 1, b, q));
+    let c = _mm256_hadd_epi16(row_maddubs(w, r + 2, b, q), row_maddubs(w, r + 3, b, q));
     _mm256_madd_epi16(_mm256_hadd_epi16(a, c), _mm256_set1_epi16(1))
 }
 
@@ -238,7 +294,7 @@ pub(crate) unsafe fn dot<F: Format>(w: &[F], a: &[F::Act]) -> f32 {
     let mut summ = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
         let q = load_q8(y.qs());
-        let i = hsum_epi32(isum8(x.unsigned(), q)) - correction::<F>(q);
+        let i = hsum_epi32(isum8::<F>(x.quants(), q)) - correction::<F>(q);
         let h = x.head();
         let d = _mm_set_ss(fp16(half::f16::from_bits(h as u16)) * y.d());
         acc = _mm_fmadd_ss(d, _mm_set_ss(i as f32), acc);
@@ -343,7 +399,7 @@ unsafe fn group<F: Format>(w: &[*const F; L], nb: usize, g: &mut Group) {
     g.d.clear();
     g.m.clear();
     for b in 0..nb {
-        let rows: [__m256i; L] = core::array::from_fn(|r| (*w[r].add(b)).unsigned());
+        let rows: [__m256i; L] = core::array::from_fn(|r| (*w[r].add(b)).quants());
         g.q.extend_from_slice(&transpose8(rows));
         let (d, m) = scales8(w, b);
         g.d.push(d);
@@ -371,13 +427,13 @@ unsafe fn prefill_tile<F: Format, const TT: usize>(
     for b in 0..nb {
         let wq = &g.q[b * L..(b + 1) * L];
         let mut i = [_mm256_setzero_si256(); TT];
-        // 4-bit: eight products in i16 before widening; 5-bit: four.
-        let step = if F::FIVE_BITS { 4 } else { 8 };
+        // `I16_TERMS` results added in i16 before widening (for Q8_0 one: each is widened).
+        let step = F::I16_TERMS;
         for k0 in (0..L).step_by(step) {
             let mut s = [_mm256_setzero_si256(); TT];
             for k in k0..k0 + step {
                 for t in 0..TT {
-                    let p = _mm256_maddubs_epi16(wq[k], bcast(a[t][b].qs(), k));
+                    let p = maddubs::<F>(wq[k], bcast(a[t][b].qs(), k));
                     s[t] = _mm256_add_epi16(s[t], p);
                 }
             }
@@ -498,6 +554,7 @@ entry!(dot_q4_0, gemm_q4_0, BlockQ4_0, BlockQ8_0);
 entry!(dot_q4_1, gemm_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(dot_q5_0, gemm_q5_0, BlockQ5_0, BlockQ8_0);
 entry!(dot_q5_1, gemm_q5_1, BlockQ5_1, BlockQ8_1);
+entry!(dot_q8_0, gemm_q8_0, BlockQ8_0, BlockQ8_0);
 
 // ------------------------------------------------------------------------------------------
 // Q4_K: the same idea per 256-element super-block. Per (row, token) and super-block:
@@ -705,28 +762,46 @@ pub(crate) fn gemm_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f3
 #[cfg(test)]
 mod tests {
     use crate::dispatch::{DotFn, GemmFn};
-    use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+    use crate::quants::{q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, BlockQ8_0};
     use bytemuck::Zeroable;
+    use half::f16;
 
     use super::super::test_values as values;
 
-    /// Every shape (row groups with remainders, decode and prefill token counts with
-    /// remainders) gives the dot's exact bits, and the dot is within rounding of the scalar one.
-    fn check<W: bytemuck::Pod, A: bytemuck::Pod>(
+    /// Token counts: every decode count, the prefill tiles with every remainder, and more than
+    /// one pass of tiles.
+    const TOKENS: [usize; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17];
+
+    /// A format's quantizer, dequantizer and products: the AVX2 dot, the scalar reference dot
+    /// and the AVX2 matrix product.
+    struct Kernels<W, A> {
         qw: fn(&[f32], &mut [W]),
+        dw: fn(&[W], &mut [f32]),
         qa: fn(&[f32], &mut [A]),
+        da: fn(&[A], &mut [f32]),
         dot: DotFn<W, A>,
         scalar: DotFn<W, A>,
         gemm: GemmFn<W, A>,
-    ) {
-        let (rows, n, nb) = (19, 11, 5);
+    }
+
+    /// Every shape (row groups with remainders, decode and prefill token counts with
+    /// remainders) gives the dot's exact bits, and the dot is within rounding of the scalar one.
+    fn check<W: bytemuck::Pod, A: bytemuck::Pod>(k: Kernels<W, A>) {
+        let (rows, n, nb) = (19, 17, 5);
         let mut w = vec![W::zeroed(); rows * nb];
-        qw(&values(rows * nb * 32, 1), &mut w);
+        (k.qw)(&values(rows * nb * 32, 1), &mut w);
         let mut a = vec![A::zeroed(); n * nb];
-        qa(&values(n * nb * 32, 2), &mut a);
-        for tokens in [1, 2, 3, 4, 5, n] {
+        (k.qa)(&values(n * nb * 32, 2), &mut a);
+        check_blocks(&k, &w, &a, nb);
+    }
+
+    /// [`check`] on given blocks (`w`: rows of `nb` blocks, `a`: at least 17 tokens).
+    fn check_blocks<W: bytemuck::Pod, A: bytemuck::Pod>(k: &Kernels<W, A>, w: &[W], a: &[A], nb: usize) {
+        let (dot, scalar, gemm) = (k.dot, k.scalar, k.gemm);
+        let rows = w.len() / nb;
+        for tokens in TOKENS {
             let mut out = vec![f32::NAN; rows * tokens];
-            gemm(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            gemm(w, &a[..tokens * nb], nb, &mut out, tokens);
             for r in 0..rows {
                 for t in 0..tokens {
                     let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
@@ -736,8 +811,16 @@ mod tests {
                         want.to_bits(),
                         "row {r} token {t} of {tokens}"
                     );
+                    // Within f32 rounding of the products' magnitude (the sum may cancel).
                     let s = scalar(wr, at);
-                    assert!((want - s).abs() <= 1e-4 * s.abs().max(1.0), "dot {want} scalar {s}");
+                    let (mut wf, mut af) = (vec![0f32; nb * 32], vec![0f32; nb * 32]);
+                    (k.dw)(wr, &mut wf);
+                    (k.da)(at, &mut af);
+                    let mag: f32 = wf.iter().zip(&af).map(|(x, y)| (x * y).abs()).sum();
+                    assert!(
+                        (want - s).abs() <= 1e-5 * mag + 1e-6,
+                        "dot {want} scalar {s} (mag {mag})"
+                    );
                 }
             }
         }
@@ -750,34 +833,142 @@ mod tests {
             return;
         }
         use super::*;
-        check(
-            q4_0::quantize,
-            q8_0::quantize_activations,
-            dot_q4_0,
-            q4_0::vec_dot,
-            gemm_q4_0,
-        );
-        check(
-            q4_1::quantize,
-            q8_1::quantize_activations,
-            dot_q4_1,
-            q4_1::vec_dot,
-            gemm_q4_1,
-        );
-        check(
-            q5_0::quantize,
-            q8_0::quantize_activations,
-            dot_q5_0,
-            q5_0::vec_dot,
-            gemm_q5_0,
-        );
-        check(
-            q5_1::quantize,
-            q8_1::quantize_activations,
-            dot_q5_1,
-            q5_1::vec_dot,
-            gemm_q5_1,
-        );
+        check(Kernels {
+            qw: q4_0::quantize,
+            dw: q4_0::dequantize,
+            qa: q8_0::quantize_activations,
+            da: q8_0::dequantize,
+            dot: dot_q4_0,
+            scalar: q4_0::vec_dot,
+            gemm: gemm_q4_0,
+        });
+        check(Kernels {
+            qw: q4_1::quantize,
+            dw: q4_1::dequantize,
+            qa: q8_1::quantize_activations,
+            da: q8_1::dequantize,
+            dot: dot_q4_1,
+            scalar: q4_1::vec_dot,
+            gemm: gemm_q4_1,
+        });
+        check(Kernels {
+            qw: q5_0::quantize,
+            dw: q5_0::dequantize,
+            qa: q8_0::quantize_activations,
+            da: q8_0::dequantize,
+            dot: dot_q5_0,
+            scalar: q5_0::vec_dot,
+            gemm: gemm_q5_0,
+        });
+        check(Kernels {
+            qw: q5_1::quantize,
+            dw: q5_1::dequantize,
+            qa: q8_1::quantize_activations,
+            da: q8_1::dequantize,
+            dot: dot_q5_1,
+            scalar: q5_1::vec_dot,
+            gemm: gemm_q5_1,
+        });
+        check(Kernels {
+            qw: q8_0::quantize,
+            dw: q8_0::dequantize,
+            qa: q8_0::quantize_activations,
+            da: q8_0::dequantize,
+            dot: dot_q8_0,
+            scalar: q8_0::vec_dot,
+            gemm: gemm_q8_0,
+        });
+    }
+
+    /// Q8_0 weights with the extreme quants -128, -127 and 127 (a file may hold -128, the
+    /// quantizer never writes it) against activations at ±127: `vpmaddubsw` pairs reach
+    /// ±2·128·127, so any i16 sum of two of them would wrap. With unit scales every partial sum
+    /// is an integer below 2^24, so dot, decode and prefill must give the exact integer; and
+    /// with real scales (-128 written into quantized weights) the bits of the dot and the
+    /// scalar reference's value within rounding. Through the AVX2 table, which must hand out
+    /// these kernels.
+    #[test]
+    fn q8_0_lanes_are_exact_at_the_extremes() {
+        if !super::super::avx2::detected() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let t = super::super::avx2::table().unwrap();
+        let (dot, gemm) = (t.dot_q8_0, t.gemm.q8_0.unwrap());
+        let (rows, n, nb) = (13, 17, 3);
+        // Block patterns: all -128, all 127, -128 / -127 / 127 mixed, and a ramp over the range.
+        let weight = |i: usize| -> i8 {
+            let (blk, e) = (i / 32, i % 32);
+            match blk % 4 {
+                0 => -128,
+                1 => 127,
+                2 => [-128, -127, 127, -128][(e / 2 + blk) % 4],
+                _ => (e as i32 * 8 - 128 + blk as i32) as i8,
+            }
+        };
+        let act = |i: usize| -> i8 {
+            let (blk, e) = (i / 32, i % 32);
+            match blk % 3 {
+                0 => -127,
+                1 => 127,
+                _ => [127, -127, 5, -127][(e / 2 + blk) % 4],
+            }
+        };
+        let unit = f16::from_f32(1.0);
+        let w: Vec<BlockQ8_0> = (0..rows * nb)
+            .map(|b| BlockQ8_0 {
+                d: unit,
+                qs: core::array::from_fn(|e| weight(b * 32 + e + b / 3)),
+            })
+            .collect();
+        let a: Vec<BlockQ8_0> = (0..n * nb)
+            .map(|b| BlockQ8_0 {
+                d: unit,
+                qs: core::array::from_fn(|e| act(b * 32 + e + b / 5)),
+            })
+            .collect();
+        assert!(w.iter().any(|b| b.qs.contains(&-128)) && a.iter().any(|b| b.qs.contains(&-127)));
+        for tokens in TOKENS {
+            let mut out = vec![f32::NAN; rows * tokens];
+            gemm(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            for r in 0..rows {
+                for t in 0..tokens {
+                    let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
+                    let exact: i64 = wr
+                        .iter()
+                        .zip(at)
+                        .flat_map(|(x, y)| x.qs.iter().zip(&y.qs))
+                        .map(|(&p, &q)| p as i64 * q as i64)
+                        .sum();
+                    assert!(exact.abs() < 1 << 24);
+                    let got = out[r * tokens + t];
+                    assert_eq!(got, exact as f32, "row {r} token {t} of {tokens}");
+                    assert_eq!(dot(wr, at), exact as f32, "dot, row {r} token {t}");
+                }
+            }
+        }
+
+        // Quantized weights with extremes written in, real scales.
+        let (rows, n, nb) = (21, 17, 4);
+        let mut w = vec![BlockQ8_0::zeroed(); rows * nb];
+        q8_0::quantize(&values(rows * nb * 32, 7), &mut w);
+        for (b, x) in w.iter_mut().enumerate() {
+            x.qs[b % 32] = -128;
+            x.qs[(b + 7) % 32] = 127;
+            x.qs[(b + 8) % 32] = -128;
+        }
+        let mut a = vec![BlockQ8_0::zeroed(); n * nb];
+        q8_0::quantize_activations(&values(n * nb * 32, 8), &mut a);
+        let k = Kernels {
+            qw: q8_0::quantize,
+            dw: q8_0::dequantize,
+            qa: q8_0::quantize_activations,
+            da: q8_0::dequantize,
+            dot,
+            scalar: q8_0::vec_dot,
+            gemm,
+        };
+        check_blocks(&k, &w, &a, nb);
     }
 
     #[test]
