@@ -9,8 +9,10 @@
 // Query t (position pos = pos0 + t) of head h reads kv head h / (n_head / n_kv_head) and the
 // keys j with j <= pos and, when window > 0, pos - j < window (llama.cpp's causal + SWA mask).
 // One workgroup per (head, token) runs an online softmax (as flash attention) over tiles of WG
-// keys: each thread scores one key, the tile's max and sum come from shared-memory reductions,
-// and each thread accumulates head_dim / WG output dimensions.
+// keys: each thread scores one key (16-byte loads, four partial sums), the tile's max and sum
+// come from shared-memory reductions, and for the values each thread takes four dimensions and
+// every KP-th key of the tile (KP = WG / (head_dim / 4) key parts), the parts added at the end.
+// head_dim is a multiple of 4 (checked by the host).
 
 struct Params {
     n_head: u32,
@@ -25,17 +27,18 @@ struct Params {
 
 override WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 512u;
-const DIMS_PER_THREAD: u32 = 8u; // head_dim <= WG * DIMS_PER_THREAD (checked by the host)
+const GROUPS_PER_THREAD: u32 = 2u; // head_dim / 4 <= WG * GROUPS_PER_THREAD (checked by the host)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<f32>;
-@group(0) @binding(3) var<storage, read> vc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
-var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
+var<workgroup> qs: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
 var<workgroup> ps: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> part: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -44,13 +47,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (t >= batch.n_tok) {
         return;
     }
-    let hd = p.head_dim;
+    let g4 = p.head_dim / 4u;
     let kvh = h / (p.n_head / p.n_kv_head);
-    let kv_stride = p.n_kv_head * hd;
-    let kv_off = kvh * hd;
-    let q_off = (t * p.n_head + h) * hd;
-    for (var d = li; d < hd; d += WG) {
-        qs[d] = q[q_off + d] * p.scale;
+    let kv_stride = p.n_kv_head * g4;
+    let kv_off = kvh * g4;
+    let q_off = (t * p.n_head + h) * g4;
+    for (var d = li; d < g4; d += WG) {
+        let o = 4u * (q_off + d);
+        qs[d] = vec4<f32>(q[o], q[o + 1u], q[o + 2u], q[o + 3u]) * p.scale;
     }
     workgroupBarrier();
 
@@ -61,34 +65,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         start = end - p.window;
     }
 
+    // Values: this thread's dimension groups and key part.
+    let kp_count = max(1u, WG / g4);
+    let kp = li / g4;
+    let g0 = li % g4;
+    let v_live = kp < kp_count;
+
     var m = -1.0e30;
     var l = 0.0;
-    var acc: array<f32, DIMS_PER_THREAD>;
-    for (var i = 0u; i < DIMS_PER_THREAD; i++) {
-        acc[i] = 0.0;
-    }
+    var acc: array<vec4<f32>, GROUPS_PER_THREAD>;
 
     for (var base = start; base < end; base += WG) {
         let j = base + li;
         var s = -1.0e30;
         if (j < end) {
             let ko = j * kv_stride + kv_off;
-            // Four partial sums: four loads in flight per trip instead of one.
-            var d0 = 0.0;
-            var d1 = 0.0;
-            var d2 = 0.0;
-            var d3 = 0.0;
+            var d0 = vec4<f32>(0.0);
+            var d1 = vec4<f32>(0.0);
             var d = 0u;
-            for (; d + 3u < hd; d += 4u) {
+            for (; d + 1u < g4; d += 2u) {
                 d0 += qs[d] * kc[ko + d];
                 d1 += qs[d + 1u] * kc[ko + d + 1u];
-                d2 += qs[d + 2u] * kc[ko + d + 2u];
-                d3 += qs[d + 3u] * kc[ko + d + 3u];
             }
-            for (; d < hd; d++) {
+            if (d < g4) {
                 d0 += qs[d] * kc[ko + d];
             }
-            s = (d0 + d1) + (d2 + d3);
+            let sv = d0 + d1;
+            s = (sv.x + sv.y) + (sv.z + sv.w);
             if (p.softcap > 0.0) {
                 s = p.softcap * tanh(s / p.softcap);
             }
@@ -120,35 +123,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         l = l * corr + red[0];
         m = m_new;
         let n_here = min(WG, end - base);
-        for (var i = 0u; i < DIMS_PER_THREAD; i++) {
-            let d = li + i * WG;
-            if (d < hd) {
-                let vo = base * kv_stride + kv_off + d;
-                var a0 = acc[i] * corr;
-                var a1 = 0.0;
-                var a2 = 0.0;
-                var a3 = 0.0;
-                var jj = 0u;
-                for (; jj + 3u < n_here; jj += 4u) {
-                    a0 += ps[jj] * vc[vo + jj * kv_stride];
-                    a1 += ps[jj + 1u] * vc[vo + (jj + 1u) * kv_stride];
-                    a2 += ps[jj + 2u] * vc[vo + (jj + 2u) * kv_stride];
-                    a3 += ps[jj + 3u] * vc[vo + (jj + 3u) * kv_stride];
+        if (v_live) {
+            for (var i = 0u; i < GROUPS_PER_THREAD; i++) {
+                let g = g0 + i * WG;
+                if (g < g4) {
+                    let vo = base * kv_stride + kv_off + g;
+                    var a0 = acc[i] * corr;
+                    var a1 = vec4<f32>(0.0);
+                    var jj = kp;
+                    for (; jj + kp_count < n_here; jj += 2u * kp_count) {
+                        a0 += ps[jj] * vc[vo + jj * kv_stride];
+                        a1 += ps[jj + kp_count] * vc[vo + (jj + kp_count) * kv_stride];
+                    }
+                    if (jj < n_here) {
+                        a0 += ps[jj] * vc[vo + jj * kv_stride];
+                    }
+                    acc[i] = a0 + a1;
                 }
-                for (; jj < n_here; jj++) {
-                    a0 += ps[jj] * vc[vo + jj * kv_stride];
-                }
-                acc[i] = (a0 + a1) + (a2 + a3);
             }
         }
         workgroupBarrier();
     }
 
+    // Add the key parts (thread kp = 0 of each group keeps the sum) and normalise.
     let inv = 1.0 / l;
-    for (var i = 0u; i < DIMS_PER_THREAD; i++) {
-        let d = li + i * WG;
-        if (d < hd) {
-            out[q_off + d] = acc[i] * inv;
+    for (var i = 0u; i < GROUPS_PER_THREAD; i++) {
+        part[li] = acc[i];
+        workgroupBarrier();
+        let g = g0 + i * WG;
+        if (kp == 0u && g < g4) {
+            var sum = part[li];
+            for (var k = 1u; k < kp_count; k++) {
+                sum += part[li + k * g4];
+            }
+            out[q_off + g] = sum * inv;
         }
+        workgroupBarrier();
     }
 }

@@ -530,9 +530,9 @@ impl GpuContext {
         max_tok: usize,
         n_ctx: usize,
     ) -> Result<Prepared> {
-        if a.head_dim > MAX_HEAD_DIM || a.head_dim > WG * 8 {
+        if a.head_dim > MAX_HEAD_DIM || a.head_dim > WG * 8 || !a.head_dim.is_multiple_of(4) {
             return Err(GpuError::Shape(format!(
-                "head_dim {} above the attention shader's {MAX_HEAD_DIM}",
+                "head_dim {}: the attention shader takes multiples of 4 up to {MAX_HEAD_DIM}",
                 a.head_dim
             )));
         }

@@ -157,6 +157,10 @@ fn attention_prefill_causal_and_window() {
     // sliding window smaller than the context
     check_attention(20, 50, 4, 2, 32, 16, 80, 5);
     check_attention(1, 200, 2, 1, 256, 64, 201, 6);
+    // head_dim / 4 above the workgroup (two dimension groups per thread), and one that leaves
+    // threads without a key part.
+    check_attention(2, 30, 4, 2, 512, 0, 40, 7);
+    check_attention(3, 10, 2, 1, 96, 0, 16, 8);
 }
 
 proptest! {
