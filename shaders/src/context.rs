@@ -15,6 +15,8 @@ use crate::profile;
 pub const WG: u32 = 64;
 /// Tokens per workgroup of the batched (prefill) matrix product; 1 is the decode path.
 pub const MATMUL_TILE: u32 = 8;
+/// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles (smaller ones matmul.wgsl's).
+pub const GEMM_MIN_TOKENS: u32 = 16;
 /// Threads sharing one row in matmul.wgsl (a power of two dividing [`WG`]): a workgroup
 /// computes `WG / MATMUL_LANES` rows.
 pub const MATMUL_LANES: u32 = 16;
@@ -256,6 +258,10 @@ pub(crate) enum Op {
         ty: GgmlType,
         tile: u32,
     },
+    /// The prefill product in shared-memory tiles (gemm.wgsl).
+    Gemm {
+        ty: GgmlType,
+    },
     /// The decode product with int8 activations (matvec.wgsl), in the context's [`MatVecMode`].
     MatVec {
         ty: GgmlType,
@@ -285,7 +291,7 @@ impl Op {
     fn slots(self) -> &'static [Slot] {
         use Slot::*;
         match self {
-            Op::Matmul { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
+            Op::Matmul { .. } | Op::Gemm { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
             Op::MatVec { .. } => &[Uniform, Read, Read, ReadWrite, Read, Read],
             Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
             Op::Softmax => &[Uniform, ReadWrite],
@@ -301,6 +307,7 @@ impl Op {
     fn kind(self) -> &'static str {
         match self {
             Op::Matmul { .. } => "matmul",
+            Op::Gemm { .. } => "gemm",
             Op::MatVec { .. } => "matvec",
             Op::GetRows { .. } => "get_rows",
             Op::RmsNorm(_) => "rms_norm",
@@ -353,6 +360,12 @@ impl Op {
                     include_str!("matvec.wgsl")
                 )
             }
+            Op::Gemm { ty } => format!(
+                "{step}\n{}\n{}\n{}",
+                include_str!("common.wgsl"),
+                quant(ty)?,
+                include_str!("gemm.wgsl")
+            ),
             Op::GetRows { ty } => format!(
                 "{step}\n{}\n{}\n{}",
                 include_str!("common.wgsl"),
@@ -409,20 +422,25 @@ pub(crate) enum Grid {
 #[derive(Clone, Debug)]
 pub(crate) struct Prepared {
     pub(crate) pipeline: wgpu::ComputePipeline,
-    /// Used instead of `pipeline` when the batch has more than one token (prefill matmul).
-    pub(crate) batched: Option<Batched>,
+    /// Used instead of `pipeline` when the batch has more than one token (prefill matmul): the
+    /// last variant whose `min_tokens` the batch reaches.
+    pub(crate) batched: Vec<Batched>,
     pub(crate) bind: wgpu::BindGroup,
     pub(crate) grid: Grid,
     /// [`Op::kind`], for `FERRO_GPU_SKIP`.
     pub(crate) kind: &'static str,
 }
 
-/// The prefill variant of a matrix product: `tile` tokens per workgroup, its own bindings.
+/// The prefill variant of a matrix product: `rows` rows x `tile` tokens per workgroup, its own
+/// bindings.
 #[derive(Clone, Debug)]
 pub(crate) struct Batched {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) bind: wgpu::BindGroup,
+    pub(crate) rows: u32,
     pub(crate) tile: u32,
+    /// Used for batches of at least this many tokens.
+    pub(crate) min_tokens: u32,
 }
 
 /// The `Step` uniform (bind group 1) of a batch: n_tok and pos0.
@@ -490,12 +508,12 @@ impl Recorder {
             return;
         }
         let n = self.n_tok;
-        let batched_rows = |rows: u32, b: &Batched| {
-            let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(b.tile)));
-            (b.pipeline.clone(), b.bind.clone(), [x, y, n.div_ceil(b.tile)])
-        };
-        let (pipeline, bind, wg) = match (p.grid, &p.batched) {
-            (Grid::Matmul { rows, .. } | Grid::MatVec { rows }, Some(b)) if n > 1 => batched_rows(rows, b),
+        let batched = p.batched.iter().rfind(|b| n > 1 && n >= b.min_tokens);
+        let (pipeline, bind, wg) = match (p.grid, batched) {
+            (Grid::Matmul { rows, .. } | Grid::MatVec { rows }, Some(b)) => {
+                let (x, y) = ctx.fold(rows.div_ceil(b.rows));
+                (b.pipeline.clone(), b.bind.clone(), [x, y, n.div_ceil(b.tile)])
+            }
             (grid, _) => {
                 let wg = match grid {
                     Grid::Matmul { rows, tile } => {
@@ -749,6 +767,7 @@ impl GpuContext {
     fn workgroup_size(&self, op: Op) -> u32 {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
+            Op::Gemm { .. } => 256,
             Op::RmsNorm(_) => {
                 let max = self
                     .limits
@@ -1073,7 +1092,7 @@ impl GpuContext {
         });
         Ok(Prepared {
             pipeline: p.pipeline,
-            batched: None,
+            batched: Vec::new(),
             bind,
             grid,
             kind: op.kind(),

@@ -613,7 +613,7 @@ impl GpuModel {
                 _ => (1, 1),
             };
             p.grid = Grid::Fixed([x, y, 1]);
-            p.batched = None;
+            p.batched.clear();
             head.push(p);
         }
         let staging = c.device.create_buffer(&wgpu::BufferDescriptor {

@@ -2,7 +2,8 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    has_matvec, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, MATMUL_TILE, WG,
+    has_matvec, matmul_lanes, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder,
+    GEMM_MIN_TOKENS, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -265,10 +266,30 @@ impl GpuContext {
                 };
                 if max_tok > 1 {
                     let b = tiled(MATMUL_TILE)?;
-                    p.batched = Some(Batched {
+                    p.batched.push(Batched {
                         pipeline: b.pipeline,
                         bind: b.bind,
+                        rows: WG / matmul_lanes(MATMUL_TILE),
                         tile: MATMUL_TILE,
+                        min_tokens: 2,
+                    });
+                }
+                if max_tok >= GEMM_MIN_TOKENS as usize && w.k.is_multiple_of(32) {
+                    let g = self.prepare(
+                        Op::Gemm { ty: w.ty },
+                        &params,
+                        &[&c.buf, &x.buf, &y.buf],
+                        Grid::Matmul {
+                            rows: c.n_rows,
+                            tile: 64,
+                        },
+                    )?;
+                    p.batched.push(Batched {
+                        pipeline: g.pipeline,
+                        bind: g.bind,
+                        rows: 64,
+                        tile: 64,
+                        min_tokens: GEMM_MIN_TOKENS,
                     });
                 }
                 Ok(p)
@@ -605,7 +626,7 @@ impl GpuContext {
             .collect();
         let src = if ops.is_empty() { x } else { x_rounded };
         for mut p in self.prep_matmul(w, src, packed.as_ref(), y, false, n_tok)? {
-            p.batched = None;
+            p.batched.clear();
             ops.push(p);
         }
         self.run(n_tok, 0, &ops)

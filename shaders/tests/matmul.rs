@@ -104,6 +104,18 @@ fn matmul_prefill_every_type() {
 }
 
 #[test]
+fn gemm_prefill_every_type() {
+    let Some(ctx) = common::ctx() else { return };
+    for ty in TYPES {
+        let k = if is_k(ty) { 512 } else { 96 };
+        // 70 tokens: a full tile of 64 and a partial one; 67 rows: a full and a partial row tile.
+        check_matmul(&ctx, ty, k, 67, 70, 4);
+        // The smallest batch that takes the gemm tiles.
+        check_matmul(&ctx, ty, k, 130, 16, 5);
+    }
+}
+
+#[test]
 fn get_rows_every_type() {
     let Some(ctx) = common::ctx() else { return };
     for ty in TYPES {
@@ -149,7 +161,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn matmul_random_shapes(ty in any_type(), blocks in 1usize..5, rows in 1usize..150, n_tok in 1usize..12, seed in 0u64..1000) {
+    fn matmul_random_shapes(ty in any_type(), blocks in 1usize..5, rows in 1usize..150, n_tok in 1usize..80, seed in 0u64..1000) {
         let Some(ctx) = common::ctx() else { return Ok(()) };
         let k = blocks * if is_k(ty) { 256 } else { 32 };
         check_matmul(&ctx, ty, k, rows, n_tok, seed);
