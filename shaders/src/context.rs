@@ -188,29 +188,22 @@ pub(crate) struct MatVecMode {
     pub(crate) subgroups: bool,
     pub(crate) lanes: u32,
     pub(crate) wg: u32,
-    /// Rows each subgroup (LANES threads) computes.
-    pub(crate) rows: u32,
 }
 
 /// Threads per row of the int8 decode product (fewer where the adapter's subgroups are smaller).
 pub const MATVEC_LANES: u32 = 32;
 /// Threads per workgroup of the int8 decode product.
 pub const MATVEC_WG: u32 = 256;
-/// Rows each group of [`MATVEC_LANES`] threads of the int8 decode product computes.
-pub const MATVEC_ROWS: u32 = 1;
 
 impl MatVecMode {
     /// Subgroup shuffles when the adapter has subgroups of at least 4 threads and
     /// `FERRO_GPU_SUBGROUPS` is not `0`; for measurement `FERRO_GPU_MATVEC_WG` (64..=1024, a
-    /// power of two) replaces [`MATVEC_WG`] and `FERRO_GPU_MATVEC_ROWS` (1..=8) [`MATVEC_ROWS`].
+    /// power of two) replaces [`MATVEC_WG`].
     fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
         let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
         let wg = env("FERRO_GPU_MATVEC_WG")
             .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
             .unwrap_or(MATVEC_WG);
-        let rows = env("FERRO_GPU_MATVEC_ROWS")
-            .filter(|r| (1..=8).contains(r))
-            .unwrap_or(MATVEC_ROWS);
         let allowed = std::env::var("FERRO_GPU_SUBGROUPS").map_or(true, |v| v.trim() != "0");
         let sg = info.subgroup_min_size;
         if allowed && features.contains(wgpu::Features::SUBGROUP) && sg >= 4 && sg.is_power_of_two() {
@@ -218,14 +211,12 @@ impl MatVecMode {
                 subgroups: true,
                 lanes: sg.min(MATVEC_LANES),
                 wg,
-                rows,
             }
         } else {
             Self {
                 subgroups: false,
                 lanes: MATVEC_LANES,
                 wg,
-                rows,
             }
         }
     }
@@ -353,10 +344,9 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{unit}\nconst LANES: u32 = {}u;\n{reduce}\n{}",
                     include_str!("common.wgsl"),
                     mode.lanes,
-                    mode.rows,
                     include_str!("matvec.wgsl")
                 )
             }
@@ -783,7 +773,7 @@ impl GpuContext {
 
     /// (x, y) workgroup counts of an int8 decode product over `rows` rows.
     pub(crate) fn matvec_groups(&self, rows: u32) -> (u32, u32) {
-        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes * self.matvec.rows))
+        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes))
     }
 
     // ---------------------------------------------------------------- buffers

@@ -9,8 +9,8 @@
 // the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
 // integer block sums. LANES threads share a row, each taking every LANES-th part (so neighbours
 // read neighbouring bytes), and `row_sum` (subgroup shuffles or shared memory, prepended) adds
-// them up. A workgroup computes WG / LANES * ROWS rows of one token: dispatch (x, y) fold the
-// row groups, z = tokens.
+// them up. A workgroup computes WG / LANES rows of one token: dispatch (x, y) fold the row
+// groups, z = tokens.
 
 struct Params {
     n_rows: u32,    // rows in this chunk
@@ -37,6 +37,12 @@ fn xsum(i: u32) -> i32 {
     return bitcast<i32>(xq[p.s_off + i]);
 }
 
+// Part i of the row at byte rb times its activation scale.
+fn part(rb: u32, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {
+    let u = i / PARTS;
+    return bitcast<f32>(xq[d0 + u]) * part_dot(rb, u, i % PARTS, a0 + 8u * u, s0 + 2u * u);
+}
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -44,33 +50,33 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let lane = li % LANES;
-    // This thread's subgroup computes ROWS consecutive rows: each activation load serves all of
-    // them, and their weight loads are in flight together.
-    let row0 = ((wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES) * ROWS;
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES;
     let t = wid.z;
     let np = p.k / 32u * PARTS;
     let a0 = t * (p.k / 4u);
     let d0 = p.d_off + t * (p.k / 32u);
     let s0 = t * (p.k / 16u);
-    // Rows past the end read row 0 again (their sums are dropped).
-    var rb: array<u32, ROWS>;
-    for (var r = 0u; r < ROWS; r++) {
-        rb[r] = select(0u, (row0 + r) * p.row_bytes, row0 + r < p.n_rows);
+    // Rows past the end read row 0 (their sums are dropped).
+    let rb = select(0u, row * p.row_bytes, row < p.n_rows);
+    // Four parts per trip into four named sums: their loads are in flight together. (Named
+    // variables, not an array: a dynamically indexed array would live in memory.)
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var acc2 = 0.0;
+    var acc3 = 0.0;
+    var i = lane;
+    for (; i + 3u * LANES < np; i += 4u * LANES) {
+        acc0 += part(rb, i, a0, d0, s0);
+        acc1 += part(rb, i + LANES, a0, d0, s0);
+        acc2 += part(rb, i + 2u * LANES, a0, d0, s0);
+        acc3 += part(rb, i + 3u * LANES, a0, d0, s0);
     }
-    var acc: array<f32, ROWS>;
-    for (var i = lane; i < np; i += LANES) {
-        let u = i / PARTS;
-        let j = i % PARTS;
-        let da = bitcast<f32>(xq[d0 + u]);
-        for (var r = 0u; r < ROWS; r++) {
-            acc[r] += da * part_dot(rb[r], u, j, a0 + 8u * u, s0 + 2u * u);
-        }
+    for (; i < np; i += LANES) {
+        acc0 += part(rb, i, a0, d0, s0);
     }
-    for (var r = 0u; r < ROWS; r++) {
-        let sum = row_sum(acc[r], li);
-        if (lane == 0u && row0 + r < p.n_rows) {
-            let o = t * p.y_stride + p.row0 + row0 + r;
-            y[o] = select(sum, y[o] + sum, p.accumulate == 1u);
-        }
+    let sum = row_sum((acc0 + acc1) + (acc2 + acc3), li);
+    if (lane == 0u && row < p.n_rows) {
+        let o = t * p.y_stride + p.row0 + row;
+        y[o] = select(sum, y[o] + sum, p.accumulate == 1u);
     }
 }
