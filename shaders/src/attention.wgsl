@@ -73,7 +73,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     var m = -1.0e30;
     var l = 0.0;
-    var acc: array<vec4<f32>, GROUPS_PER_THREAD>;
+    // The value sums of dimension groups g0 and g0 + WG (named: an indexed array would live in
+    // memory).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
 
     for (var base = start; base < end; base += WG) {
         let j = base + li;
@@ -124,40 +127,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m = m_new;
         let n_here = min(WG, end - base);
         if (v_live) {
-            for (var i = 0u; i < GROUPS_PER_THREAD; i++) {
-                let g = g0 + i * WG;
-                if (g < g4) {
-                    let vo = base * kv_stride + kv_off + g;
-                    var a0 = acc[i] * corr;
-                    var a1 = vec4<f32>(0.0);
-                    var jj = kp;
-                    for (; jj + kp_count < n_here; jj += 2u * kp_count) {
-                        a0 += ps[jj] * vc[vo + jj * kv_stride];
-                        a1 += ps[jj + kp_count] * vc[vo + (jj + kp_count) * kv_stride];
-                    }
-                    if (jj < n_here) {
-                        a0 += ps[jj] * vc[vo + jj * kv_stride];
-                    }
-                    acc[i] = a0 + a1;
-                }
-            }
+            acc0 = value_sum(acc0 * corr, g0, base, kv_stride, kv_off, kp, kp_count, n_here, g4);
+            acc1 = value_sum(acc1 * corr, g0 + WG, base, kv_stride, kv_off, kp, kp_count, n_here, g4);
         }
         workgroupBarrier();
     }
 
     // Add the key parts (thread kp = 0 of each group keeps the sum) and normalise.
     let inv = 1.0 / l;
-    for (var i = 0u; i < GROUPS_PER_THREAD; i++) {
-        part[li] = acc[i];
-        workgroupBarrier();
-        let g = g0 + i * WG;
-        if (kp == 0u && g < g4) {
-            var sum = part[li];
-            for (var k = 1u; k < kp_count; k++) {
-                sum += part[li + k * g4];
-            }
-            out[q_off + g] = sum * inv;
-        }
-        workgroupBarrier();
+    finish(acc0, li, g0, kp, kp_count, g4, q_off, inv);
+    finish(acc1, li, g0 + WG, kp, kp_count, g4, q_off, inv);
+}
+
+// `a` plus the tile's keys kp, kp + KP, ... (of n_here) weighted by ps, dimension group g.
+fn value_sum(a: vec4<f32>, g: u32, base: u32, kv_stride: u32, kv_off: u32, kp: u32, kp_count: u32, n_here: u32, g4: u32) -> vec4<f32> {
+    if (g >= g4) {
+        return a;
     }
+    let vo = base * kv_stride + kv_off + g;
+    var a0 = a;
+    var a1 = vec4<f32>(0.0);
+    var jj = kp;
+    for (; jj + kp_count < n_here; jj += 2u * kp_count) {
+        a0 += ps[jj] * vc[vo + jj * kv_stride];
+        a1 += ps[jj + kp_count] * vc[vo + (jj + kp_count) * kv_stride];
+    }
+    if (jj < n_here) {
+        a0 += ps[jj] * vc[vo + jj * kv_stride];
+    }
+    return a0 + a1;
+}
+
+// Adds the key parts of dimension group g (thread kp = 0 keeps the sum) and writes it normalised.
+fn finish(a: vec4<f32>, li: u32, g: u32, kp: u32, kp_count: u32, g4: u32, q_off: u32, inv: f32) {
+    part[li] = a;
+    workgroupBarrier();
+    if (kp == 0u && g < g4) {
+        var sum = part[li];
+        for (var k = 1u; k < kp_count; k++) {
+            sum += part[li + k * g4];
+        }
+        out[q_off + g] = sum * inv;
+    }
+    workgroupBarrier();
 }
