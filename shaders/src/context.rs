@@ -268,7 +268,7 @@ pub(crate) enum Op {
     Add,
     Attention,
     QuantizeAct,
-    KvStore,
+    RopeKv,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -290,7 +290,7 @@ impl Op {
             Op::Glu(_) | Op::Add => &[Uniform, ReadWrite, Read],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
             Op::QuantizeAct => &[Uniform, Read, ReadWrite, ReadWrite],
-            Op::KvStore => &[Uniform, Read, Read, ReadWrite, ReadWrite],
+            Op::RopeKv => &[Uniform, ReadWrite, Read, Read, Read, ReadWrite, ReadWrite],
         }
     }
 
@@ -308,7 +308,7 @@ impl Op {
             Op::Add => "add",
             Op::Attention => "attention",
             Op::QuantizeAct => "quantize",
-            Op::KvStore => "kv_store",
+            Op::RopeKv => "rope_kv",
         }
     }
 
@@ -363,7 +363,7 @@ impl Op {
                 include_str!("get_rows.wgsl")
             ),
             Op::RmsNorm(_) => format!("{step}\n{}", include_str!("rms_norm.wgsl")),
-            Op::Rope => format!("{step}\n{}", include_str!("rope.wgsl")),
+            Op::Rope => format!("{step}\n{}\n{}", include_str!("rope_common.wgsl"), include_str!("rope.wgsl")),
             Op::Softmax => format!("{step}\n{}", include_str!("softmax.wgsl")),
             Op::Glu(_) => format!("{step}\n{}", include_str!("glu.wgsl")),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
@@ -373,10 +373,11 @@ impl Op {
                 include_str!("f16.wgsl"),
                 include_str!("quantize_act.wgsl")
             ),
-            Op::KvStore => format!(
-                "{step}\n{}\n{}",
+            Op::RopeKv => format!(
+                "{step}\n{}\n{}\n{}",
                 include_str!("f16.wgsl"),
-                include_str!("kv_store.wgsl")
+                include_str!("rope_common.wgsl"),
+                include_str!("rope_kv.wgsl")
             ),
         })
     }

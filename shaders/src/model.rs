@@ -543,12 +543,21 @@ impl GpuModel {
                 base: lp.rope_base,
                 freq_scale: lp.rope_freq_scale,
             };
-            ops.push(c.prep_rope(&s.q, &rope(nh), rope_freqs.as_ref(), b)?);
-            ops.push(c.prep_rope(&s.k, &rope(nkv), rope_freqs.as_ref(), b)?);
             let k_cache = c.zeros(hp.n_ctx * nkv * hd)?;
             let v_cache = c.zeros(hp.n_ctx * nkv * hd)?;
-            // llama.cpp keeps the cache in f16.
-            ops.push(c.prep_kv_store(&s.k, &s.v, &k_cache, &v_cache, nkv * hd, hp.emulate_cpu_rounding, b)?);
+            // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one dispatch.
+            ops.push(c.prep_rope_kv(
+                &s.q,
+                &s.k,
+                &s.v,
+                &k_cache,
+                &v_cache,
+                &rope(nh),
+                nkv as u32,
+                rope_freqs.as_ref(),
+                hp.emulate_cpu_rounding,
+                b,
+            )?);
             let attn = AttnParams {
                 n_head: nh as u32,
                 n_kv_head: nkv as u32,

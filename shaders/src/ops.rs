@@ -198,6 +198,32 @@ struct QuantParams {
 /// Maximum head dimension attention.wgsl handles.
 pub const MAX_HEAD_DIM: u32 = 512;
 
+fn check_rope(r: &RopeParams, factors: Option<&GpuTensor>) -> Result<()> {
+    if let Some(f) = factors {
+        check_len("rope factors", f, r.n_rot as usize / 2)?;
+    }
+    if r.n_rot > r.head_dim || !r.n_rot.is_multiple_of(2) {
+        return Err(GpuError::Shape(format!(
+            "rope n_rot {} with head_dim {}",
+            r.n_rot, r.head_dim
+        )));
+    }
+    Ok(())
+}
+
+fn rope_uniform(r: &RopeParams, has_factors: bool) -> RopeUniform {
+    RopeUniform {
+        n_heads: r.n_heads,
+        head_dim: r.head_dim,
+        n_rot: r.n_rot,
+        neox: r.neox as u32,
+        base: r.base,
+        freq_scale: r.freq_scale,
+        has_factors: has_factors as u32,
+        _pad: 0,
+    }
+}
+
 fn check_len(what: &str, t: &GpuTensor, need: usize) -> Result<()> {
     if t.len() < need {
         return Err(GpuError::Shape(format!(
@@ -375,29 +401,11 @@ impl GpuContext {
         factors: Option<&GpuTensor>,
         max_tok: usize,
     ) -> Result<Prepared> {
-        if let Some(f) = factors {
-            check_len("rope factors", f, r.n_rot as usize / 2)?;
-        }
+        check_rope(r, factors)?;
         check_len("rope input", x, max_tok * (r.n_heads * r.head_dim) as usize)?;
-        if r.n_rot > r.head_dim || !r.n_rot.is_multiple_of(2) {
-            return Err(GpuError::Shape(format!(
-                "rope n_rot {} with head_dim {}",
-                r.n_rot, r.head_dim
-            )));
-        }
-        let params = RopeUniform {
-            n_heads: r.n_heads,
-            head_dim: r.head_dim,
-            n_rot: r.n_rot,
-            neox: r.neox as u32,
-            base: r.base,
-            freq_scale: r.freq_scale,
-            has_factors: factors.is_some() as u32,
-            _pad: 0,
-        };
         self.prepare(
             Op::Rope,
-            &params,
+            &rope_uniform(r, factors.is_some()),
             &[&x.buf, factors.map(|f| &f.buf).unwrap_or(&self.dummy)],
             Grid::Threads {
                 per_tok: r.n_heads * r.n_rot / 2,
@@ -482,38 +490,64 @@ impl GpuContext {
         )
     }
 
-    /// Keys and values of the batch into the caches at positions pos0.. (f16-rounded with
-    /// `round`); the caches hold `n_ctx` positions of `n` values.
+    /// Rotary embedding of `q` in place, and the batch's keys (rotated with `r`'s settings for
+    /// `n_kv_head` heads) and values into the caches at positions pos0.. (f16-rounded with
+    /// `round`); the caches hold whole positions of `n_kv_head * head_dim` values.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn prep_kv_store(
+    pub(crate) fn prep_rope_kv(
         &self,
+        q: &GpuTensor,
         k: &GpuTensor,
         v: &GpuTensor,
         k_cache: &GpuTensor,
         v_cache: &GpuTensor,
-        n: usize,
+        r: &RopeParams,
+        n_kv_head: u32,
+        factors: Option<&GpuTensor>,
         round: bool,
         max_tok: usize,
     ) -> Result<Prepared> {
-        check_len("kv store keys", k, max_tok * n)?;
-        check_len("kv store values", v, max_tok * n)?;
-        if k_cache.len() != v_cache.len() || !k_cache.len().is_multiple_of(n.max(1)) {
+        check_rope(r, factors)?;
+        let kv = (n_kv_head * r.head_dim) as usize;
+        check_len("rope q", q, max_tok * (r.n_heads * r.head_dim) as usize)?;
+        check_len("kv store keys", k, max_tok * kv)?;
+        check_len("kv store values", v, max_tok * kv)?;
+        if !r.head_dim.is_multiple_of(2) || k_cache.len() != v_cache.len() || !k_cache.len().is_multiple_of(kv.max(1)) {
             return Err(GpuError::Shape(format!(
-                "kv caches of {} and {} values for {n} per position",
+                "kv caches of {} and {} values for {kv} per position (head_dim {})",
                 k_cache.len(),
-                v_cache.len()
+                v_cache.len(),
+                r.head_dim
             )));
         }
-        let params = LenParams {
-            n: n as u32,
-            n_rows: round as u32,
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct RopeKvUniform {
+            rope: RopeUniform,
+            n_kv_heads: u32,
+            round: u32,
+            _pad: [u32; 2],
+        }
+        let params = RopeKvUniform {
+            rope: rope_uniform(r, factors.is_some()),
+            n_kv_heads: n_kv_head,
+            round: round as u32,
             _pad: [0; 2],
         };
         self.prepare(
-            Op::KvStore,
+            Op::RopeKv,
             &params,
-            &[&k.buf, &v.buf, &k_cache.buf, &v_cache.buf],
-            Grid::Threads { per_tok: n as u32 },
+            &[
+                &q.buf,
+                factors.map(|f| &f.buf).unwrap_or(&self.dummy),
+                &k.buf,
+                &v.buf,
+                &k_cache.buf,
+                &v_cache.buf,
+            ],
+            Grid::Threads {
+                per_tok: r.n_heads * r.n_rot / 2 + n_kv_head * r.head_dim,
+            },
         )
     }
 

@@ -34,22 +34,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = idx % per_tok;
     let h = r / hh;
     let i = r % hh;
-    let pos = f32(batch.pos0 + t);
-    var theta = pos * p.freq_scale * pow(p.base, -2.0 * f32(i) / f32(p.n_rot));
-    if (p.has_factors != 0u) {
-        theta /= factors[i];
-    }
-    let c = cos(theta);
-    let s = sin(theta);
-    let base = (t * p.n_heads + h) * p.head_dim;
-    var i0 = base + 2u * i;
-    var i1 = i0 + 1u;
-    if (p.neox != 0u) {
-        i0 = base + i;
-        i1 = base + i + hh;
-    }
-    let a = x[i0];
-    let b = x[i1];
-    x[i0] = a * c - b * s;
-    x[i1] = a * s + b * c;
+    let cs = rope_cs(batch.pos0 + t, i);
+    let at = rope_pair((t * p.n_heads + h) * p.head_dim, i);
+    let v = rotate(vec2<f32>(x[at.x], x[at.y]), cs);
+    x[at.x] = v.x;
+    x[at.y] = v.y;
 }
