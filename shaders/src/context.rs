@@ -268,6 +268,7 @@ pub(crate) enum Op {
     Add,
     Attention,
     QuantizeAct,
+    NormQuant,
     RopeKv,
 }
 
@@ -291,6 +292,7 @@ impl Op {
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
             Op::QuantizeAct => &[Uniform, Read, ReadWrite, ReadWrite],
             Op::RopeKv => &[Uniform, ReadWrite, Read, Read, Read, ReadWrite, ReadWrite],
+            Op::NormQuant => &[Uniform, Read, Read, ReadWrite, ReadWrite],
         }
     }
 
@@ -309,6 +311,7 @@ impl Op {
             Op::Attention => "attention",
             Op::QuantizeAct => "quantize",
             Op::RopeKv => "rope_kv",
+            Op::NormQuant => "norm_quant",
         }
     }
 
@@ -363,15 +366,26 @@ impl Op {
                 include_str!("get_rows.wgsl")
             ),
             Op::RmsNorm(_) => format!("{step}\n{}", include_str!("rms_norm.wgsl")),
-            Op::Rope => format!("{step}\n{}\n{}", include_str!("rope_common.wgsl"), include_str!("rope.wgsl")),
+            Op::Rope => format!(
+                "{step}\n{}\n{}",
+                include_str!("rope_common.wgsl"),
+                include_str!("rope.wgsl")
+            ),
             Op::Softmax => format!("{step}\n{}", include_str!("softmax.wgsl")),
             Op::Glu(_) => format!("{step}\n{}", include_str!("glu.wgsl")),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
             Op::Attention => format!("{step}\n{}", include_str!("attention.wgsl")),
             Op::QuantizeAct => format!(
-                "{step}\n{}\n{}",
+                "{step}\n{}\n{}\n{}",
                 include_str!("f16.wgsl"),
+                include_str!("quant_core.wgsl"),
                 include_str!("quantize_act.wgsl")
+            ),
+            Op::NormQuant => format!(
+                "{step}\n{}\n{}\n{}",
+                include_str!("f16.wgsl"),
+                include_str!("quant_core.wgsl"),
+                include_str!("norm_quant.wgsl")
             ),
             Op::RopeKv => format!(
                 "{step}\n{}\n{}\n{}",
@@ -759,7 +773,7 @@ impl GpuContext {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
             Op::Gemm { .. } => 256,
-            Op::RmsNorm(_) => {
+            Op::RmsNorm(_) | Op::NormQuant => {
                 let max = self
                     .limits
                     .max_compute_invocations_per_workgroup

@@ -418,6 +418,29 @@ struct ActScratch {
 }
 
 impl ActScratch {
+    /// The rounding the products with `w` see.
+    fn quant(&self, w: &GpuWeight) -> ActQuant {
+        if self.emulate {
+            ActQuant::for_weight(w.ty())
+        } else {
+            ActQuant::None
+        }
+    }
+
+    /// The buffers holding inputs of `k` values rounded as `q` (and their quants).
+    fn scratch(&mut self, c: &GpuContext, k: usize, q: ActQuant) -> Result<(GpuTensor, Option<PackedAct>)> {
+        if let Some(b) = self.bufs.get(&(k, q)) {
+            return Ok(b.clone());
+        }
+        let b = c.zeros(self.batch * k)?;
+        let packed = match q {
+            ActQuant::Q8_0 | ActQuant::Q8K => Some(PackedAct::new(c, k, self.batch)?),
+            _ => None,
+        };
+        self.bufs.insert((k, q), (b.clone(), packed.clone()));
+        Ok((b, packed))
+    }
+
     /// `y = W input` (`accumulate`: `y += W input`) for each (W, y), rounding `input` once per
     /// kind of rounding the weights need.
     fn project(
@@ -431,26 +454,11 @@ impl ActScratch {
     ) -> Result<()> {
         let mut done = Vec::new();
         for (w, y) in ws {
-            let q = if self.emulate {
-                ActQuant::for_weight(w.ty())
-            } else {
-                ActQuant::None
-            };
+            let q = self.quant(w);
             let (src, packed) = if q == ActQuant::None {
                 (input.clone(), None)
             } else {
-                let (buf, packed) = match self.bufs.get(&(k, q)) {
-                    Some(b) => b.clone(),
-                    None => {
-                        let b = c.zeros(self.batch * k)?;
-                        let packed = match q {
-                            ActQuant::Q8_0 | ActQuant::Q8K => Some(PackedAct::new(c, k, self.batch)?),
-                            _ => None,
-                        };
-                        self.bufs.insert((k, q), (b.clone(), packed.clone()));
-                        (b, packed)
-                    }
-                };
+                let (buf, packed) = self.scratch(c, k, q)?;
                 if !done.contains(&q) {
                     out.extend(c.prep_quantize_act(q, input, &buf, packed.as_ref(), k, self.batch, None)?);
                     done.push(q);
@@ -460,6 +468,34 @@ impl ActScratch {
             out.extend(c.prep_matmul(w, &src, packed.as_ref(), y, accumulate, self.batch)?);
         }
         Ok(())
+    }
+
+    /// `y = W rms_norm(x) * norm` for each (W, y) through `xb`: when every W sees the same 8-bit
+    /// rounding, the norm and the rounding are one dispatch (norm_quant.wgsl).
+    #[allow(clippy::too_many_arguments)]
+    fn project_normed(
+        &mut self,
+        c: &GpuContext,
+        x: &GpuTensor,
+        norm: &GpuTensor,
+        eps: f32,
+        xb: &GpuTensor,
+        k: usize,
+        ws: &[(&GpuWeight, &GpuTensor)],
+        out: &mut Vec<Prepared>,
+    ) -> Result<()> {
+        let q = ws.first().map(|(w, _)| self.quant(w));
+        let one = ws.iter().all(|(w, _)| Some(self.quant(w)) == q);
+        if let (Some(q @ (ActQuant::Q8_0 | ActQuant::Q8K)), true) = (q, one) {
+            let (buf, packed) = self.scratch(c, k, q)?;
+            out.push(c.prep_norm_quant(x, norm, &buf, packed.as_ref(), k, q, eps, self.batch)?);
+            for (w, y) in ws {
+                out.extend(c.prep_matmul(w, &buf, packed.as_ref(), y, false, self.batch)?);
+            }
+            return Ok(());
+        }
+        out.push(c.prep_rms_norm(NormMode::Out, x, norm, Some(xb), k, 1, eps, self.batch)?);
+        self.project(c, xb, k, ws, false, out)
     }
 }
 
@@ -527,8 +563,16 @@ impl GpuModel {
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
             let mut ops = Vec::new();
-            ops.push(c.prep_rms_norm(NormMode::Out, &s.x, &attn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
-            acts.project(c, &s.xb, e, &[(&wq, &s.q), (&wk, &s.k), (&wv, &s.v)], false, &mut ops)?;
+            acts.project_normed(
+                c,
+                &s.x,
+                &attn_norm,
+                hp.rms_eps,
+                &s.xb,
+                e,
+                &[(&wq, &s.q), (&wk, &s.k), (&wv, &s.v)],
+                &mut ops,
+            )?;
             if let Some(w) = &q_norm {
                 ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
             }
@@ -575,8 +619,16 @@ impl GpuModel {
                 }
                 None => acts.project(c, &s.att, nh * hd, &[(&wo, &s.x)], true, &mut ops)?,
             }
-            ops.push(c.prep_rms_norm(NormMode::Out, &s.x, &ffn_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?);
-            acts.project(c, &s.xb, e, &[(&w_gate, &s.hg), (&w_up, &s.hu)], false, &mut ops)?;
+            acts.project_normed(
+                c,
+                &s.x,
+                &ffn_norm,
+                hp.rms_eps,
+                &s.xb,
+                e,
+                &[(&w_gate, &s.hg), (&w_up, &s.hu)],
+                &mut ops,
+            )?;
             ops.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b, hp.emulate_cpu_rounding)?);
             match &post_ffw {
                 Some(w) => {

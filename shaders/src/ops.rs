@@ -466,6 +466,66 @@ impl GpuContext {
             .map(Some)
     }
 
+    /// `out = round(rms_norm(x) * w)` over rows of `n` (one per token) with llama.cpp's 8-bit
+    /// activation rounding `q` (Q8_0 or Q8K), and the quants into `packed`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prep_norm_quant(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        packed: Option<&PackedAct>,
+        n: usize,
+        q: ActQuant,
+        eps: f32,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        let (mode, block) = match q.mode_block() {
+            Some(mb @ (0 | 1, _)) => mb,
+            _ => return Err(GpuError::Shape(format!("norm_quant takes 8-bit roundings, not {q:?}"))),
+        };
+        if !n.is_multiple_of(block as usize) {
+            return Err(GpuError::Shape(format!(
+                "{n} activations are not whole blocks of {block}"
+            )));
+        }
+        check_len("norm input", x, max_tok * n)?;
+        check_len("norm weight", w, n)?;
+        check_len("norm output", out, max_tok * n)?;
+        if let Some(pa) = packed {
+            pa.check(n, max_tok)?;
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct NormQuantParams {
+            n: u32,
+            eps: f32,
+            block: u32,
+            mode: u32,
+            packed: u32,
+            d_off: u32,
+            s_off: u32,
+            _pad: u32,
+        }
+        let params = NormQuantParams {
+            n: n as u32,
+            eps,
+            block,
+            mode,
+            packed: packed.is_some() as u32,
+            d_off: packed.map_or(0, |pa| pa.d_off),
+            s_off: packed.map_or(0, |pa| pa.s_off),
+            _pad: 0,
+        };
+        let q_buf = packed.map_or(&self.dummy, |pa| &pa.t.buf);
+        self.prepare(
+            Op::NormQuant,
+            &params,
+            &[&x.buf, &w.buf, &out.buf, q_buf],
+            Grid::Rows { per_tok: 1 },
+        )
+    }
+
     pub(crate) fn prep_glu(
         &self,
         kind: Glu,

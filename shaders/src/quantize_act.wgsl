@@ -31,11 +31,6 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> outq: array<u32>;
 
-// (|v|, index) of the largest magnitude (first index on ties), per thread.
-var<workgroup> amax: array<f32, WG>;
-var<workgroup> first: array<u32, WG>;
-var<workgroup> sums: array<i32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -48,7 +43,6 @@ fn main(
     }
     let total = rows * p.k;
     let g = ((wid.x + wid.y * nwg.x) * WG + li) * 4u;
-    // Threads past the end keep taking part in the barriers.
     let live = g < total;
     var v = vec4<f32>(0.0);
     if (live) {
@@ -62,66 +56,5 @@ fn main(
         }
         return;
     }
-    // Largest magnitude of this thread's four values, then of its block.
-    var m = abs(v.x);
-    var at = 0u;
-    for (var i = 1u; i < 4u; i++) {
-        if (abs(v[i]) > m) {
-            m = abs(v[i]);
-            at = i;
-        }
-    }
-    amax[li] = m;
-    first[li] = at;
-    workgroupBarrier();
-    let per_block = p.block / 4u; // threads per block: 8 or 64
-    for (var s = 1u; s < per_block; s <<= 1u) {
-        // Pairs (li, li + s) with li a multiple of 2s inside a block; the lower index wins ties.
-        if ((li & (2u * s - 1u)) == 0u && amax[li + s] > amax[li]) {
-            amax[li] = amax[li + s];
-            first[li] = first[li + s] + 4u * s;
-        }
-        workgroupBarrier();
-    }
-    let lead = li & ~(per_block - 1u);
-    let bmax = amax[lead];
-    let bat = first[lead];
-    var q = vec4<f32>(0.0);
-    var scale = 0.0;
-    if (live && bmax != 0.0) {
-        var mul: f32;
-        if (p.mode == 0u) {
-            let d = bmax / 127.0;
-            mul = 1.0 / d;
-            scale = f16_round(d);
-        } else {
-            // The signed value of largest magnitude, read back from its thread's block.
-            let mx = x[(g & ~(p.block - 1u)) + bat];
-            mul = -127.0 / mx;
-            scale = 1.0 / mul;
-        }
-        q = min(vec4<f32>(127.0), round(mul * v));
-    }
-    let qi = vec4<i32>(q);
-    // Sums of 16 quants: four threads each.
-    sums[li] = qi.x + qi.y + qi.z + qi.w;
-    workgroupBarrier();
-    if (!live) {
-        return;
-    }
-    for (var i = 0u; i < 4u; i++) {
-        out[g + i] = q[i] * scale;
-    }
-    if (p.packed != 1u) {
-        return;
-    }
-    let b = bitcast<vec4<u32>>(qi) & vec4<u32>(0xFFu);
-    outq[g / 4u] = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-    if ((g & 31u) == 0u) {
-        outq[p.d_off + g / 32u] = bitcast<u32>(scale);
-    }
-    if ((g & 15u) == 0u) {
-        let s = sums[li] + sums[li + 1u] + sums[li + 2u] + sums[li + 3u];
-        outq[p.s_off + g / 16u] = bitcast<u32>(s);
-    }
+    quantize4(li, g, v, live);
 }
