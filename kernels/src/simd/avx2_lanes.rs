@@ -274,6 +274,14 @@ unsafe fn scales8<F: Format>(w: &[*const F; L], b: usize) -> (__m256, __m256) {
     (d, m)
 }
 
+/// Scales of eight rows' block `b` as f32 lanes, for the formats without a min: the fp16 scales
+/// gathered as eight u16 (fewer inserts than [`scales8`]'s dwords and shuffles).
+#[inline(always)]
+unsafe fn scales8_d<F: Format>(w: &[*const F; L], b: usize) -> __m256 {
+    let h = |r: usize| (*w[r].add(b)).head() as u16 as i16;
+    _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
+}
+
 /// Writes the valid lanes of `v` (rows `0..rows`) to `out[r * ldo]`.
 #[inline(always)]
 unsafe fn store_lanes(v: __m256, rows: usize, out: *mut f32, ldo: usize) {
@@ -319,10 +327,20 @@ unsafe fn correction<F: Format>(q: __m256i) -> i32 {
     F::OFFSET * hsum_epi32(s)
 }
 
+/// What [`decode8`] does with the offset corrections `o·Σq` of the activation blocks (integers,
+/// so the three give the same bits): computes them, computes and stores them to `cs[b]`, or
+/// loads them from there (the later groups of a call, saving a `vpmaddubsw`, a `vpmaddwd` and
+/// a horizontal sum per block).
+const CORR_COMPUTE: u8 = 0;
+const CORR_STORE: u8 = 1;
+const CORR_LOAD: u8 = 2;
+
 /// One token against eight rows (`w`, some possibly repeated to fill the group). Needs nothing
-/// precomputed: decode calls this on small slices of rows many times per token.
+/// precomputed (decode calls this on small slices of rows many times per token); the first
+/// group of a call leaves the activation's corrections in `cs` for the others (`C`); `cs` must
+/// point to `a.len()` writable i32 unless `C` is [`CORR_COMPUTE`].
 #[inline(always)]
-unsafe fn decode8<F: Format>(w: [*const F; L], next: *const u8, a: &[F::Act]) -> __m256 {
+unsafe fn decode8<F: Format, const C: u8>(w: [*const F; L], next: *const u8, a: &[F::Act], cs: *mut i32) -> __m256 {
     // Bytes of the next group per block of this one.
     let step = L * core::mem::size_of::<F>();
     let mut acc = _mm256_setzero_ps();
@@ -337,9 +355,22 @@ unsafe fn decode8<F: Format>(w: [*const F; L], next: *const u8, a: &[F::Act]) ->
         let q = load_q8(y.qs());
         let mut i = reduce8(&w, b, q);
         if F::OFFSET != 0 {
-            i = _mm256_sub_epi32(i, _mm256_set1_epi32(correction::<F>(q)));
+            let c = if C == CORR_LOAD {
+                *cs.add(b)
+            } else {
+                let c = correction::<F>(q);
+                if C == CORR_STORE {
+                    *cs.add(b) = c;
+                }
+                c
+            };
+            i = _mm256_sub_epi32(i, _mm256_set1_epi32(c));
         }
-        let (dw, m) = scales8(&w, b);
+        let (dw, m) = if F::HAS_MIN {
+            scales8(&w, b)
+        } else {
+            (scales8_d(&w, b), _mm256_setzero_ps())
+        };
         let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d()));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), acc);
         if F::HAS_MIN {
@@ -482,11 +513,25 @@ pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut
     let rows_of =
         |r0: usize| -> [*const F; L] { core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * nb)) };
     if n < PREFILL_MIN_TOKENS {
+        // Offset corrections per token and block, kept by the first group for the others.
+        let mut cs = if rows > L && F::OFFSET != 0 {
+            vec![0i32; a.len()]
+        } else {
+            Vec::new()
+        };
         for r0 in (0..rows).step_by(L) {
             let wr = rows_of(r0);
             for t in 0..n {
                 let next = w.as_ptr().wrapping_add((r0 + L) * nb) as *const u8;
-                let v = decode8(wr, next, &a[t * nb..(t + 1) * nb]);
+                let at = &a[t * nb..(t + 1) * nb];
+                let c = cs.as_mut_ptr().wrapping_add(t * nb);
+                let v = if cs.is_empty() {
+                    decode8::<F, CORR_COMPUTE>(wr, next, at, c)
+                } else if r0 == 0 {
+                    decode8::<F, CORR_STORE>(wr, next, at, c)
+                } else {
+                    decode8::<F, CORR_LOAD>(wr, next, at, c)
+                };
                 store_lanes(v, (rows - r0).min(L), o.add(r0 * ldo + t), ldo);
             }
         }
