@@ -331,7 +331,8 @@ impl Op {
         let quant = |ty: GgmlType| quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()));
         Ok(match self {
             Op::Matmul { ty, tile } => format!(
-                "{step}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {}u;\n{}",
+                "{step}\n{}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {}u;\n{}",
+                include_str!("product_params.wgsl"),
                 include_str!("common.wgsl"),
                 quant(ty)?,
                 matmul_lanes(tile),
@@ -347,14 +348,16 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{unit}\nconst LANES: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\n{reduce}\n{}",
+                    include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
                     mode.lanes,
                     include_str!("matvec.wgsl")
                 )
             }
             Op::Gemm { ty } => format!(
-                "{step}\n{}\n{}\n{}",
+                "{step}\n{}\n{}\n{}\n{}",
+                include_str!("product_params.wgsl"),
                 include_str!("common.wgsl"),
                 quant(ty)?,
                 include_str!("gemm.wgsl")
@@ -365,7 +368,11 @@ impl Op {
                 quant(ty)?,
                 include_str!("get_rows.wgsl")
             ),
-            Op::RmsNorm(_) => format!("{step}\n{}", include_str!("rms_norm.wgsl")),
+            Op::RmsNorm(_) => format!(
+                "{step}\n{}\n{}",
+                include_str!("rms_common.wgsl"),
+                include_str!("rms_norm.wgsl")
+            ),
             Op::Rope => format!(
                 "{step}\n{}\n{}",
                 include_str!("rope_common.wgsl"),
@@ -382,9 +389,10 @@ impl Op {
                 include_str!("quantize_act.wgsl")
             ),
             Op::NormQuant => format!(
-                "{step}\n{}\n{}\n{}",
+                "{step}\n{}\n{}\n{}\n{}",
                 include_str!("f16.wgsl"),
                 include_str!("quant_core.wgsl"),
+                include_str!("rms_common.wgsl"),
                 include_str!("norm_quant.wgsl")
             ),
             Op::RopeKv => format!(
@@ -901,24 +909,23 @@ impl GpuContext {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         enc.copy_buffer_to_buffer(&t.buf, offset as u64 * 4, &staging, 0, size);
         self.queue.submit([enc.finish()]);
+        self.map_read(&staging, size)
+    }
+
+    /// The first `bytes` of a MAP_READ buffer once the GPU has written them (waits for it).
+    pub(crate) fn map_read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        self.take_error()?;
-        rx.recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.wait_for(&rx)?.map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = {
-            let view = staging
-                .get_mapped_range(..)
+            let view = buf
+                .get_mapped_range(0..bytes)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view[..]).to_vec()
+            bytemuck::cast_slice::<u8, T>(&view[..]).to_vec()
         };
-        staging.unmap();
+        buf.unmap();
         Ok(out)
     }
 

@@ -7,17 +7,6 @@
 // 4-row x 4-token block of products from shared memory (two 16-byte reads per 16 FMAs).
 // Dispatch: (x, y) fold the row tiles, z = token tiles. k is a multiple of 32 (checked by the host).
 
-struct Params {
-    n_rows: u32,
-    k: u32,
-    row_bytes: u32,
-    y_stride: u32,
-    row0: u32,
-    _pad0: u32,
-    _pad1: u32,
-    accumulate: u32,
-}
-
 // 256 threads (the host passes it; the tile math below assumes it).
 override WG: u32 = 256u;
 const TR: u32 = 64u;

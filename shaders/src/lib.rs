@@ -3,10 +3,16 @@
 //! - [`GpuContext`] opens a device ([`list_adapters`] shows what wgpu sees), uploads
 //!   [`GpuWeight`]s in their GGUF block formats (never as dequantized copies) and
 //!   [`GpuTensor`]s of f32 activations, and caches one compute pipeline per shader variant.
-//! - One `.wgsl` per op in `src/`: `matmul.wgsl` and `get_rows.wgsl` are specialised per block
-//!   format by prepending `common.wgsl` + `quant_<type>.wgsl` (which define `load8`, eight
-//!   dequantized weights of a row); `rms_norm`, `rope`, `softmax`, `attention`, `glu`, `add`.
-//!   The workgroup size is the Rust const [`WG`], passed to every pipeline as the override `WG`.
+//! - One `.wgsl` per op in `src/`: `matmul.wgsl` (small batches), `gemm.wgsl` (prefill, 64x64
+//!   shared-memory tiles) and `get_rows.wgsl` are specialised per block format by prepending
+//!   `common.wgsl` + `quant_<type>.wgsl` (which define `load8`, eight dequantized weights of a
+//!   row); the decode product `matvec.wgsl` takes `mv_<type>.wgsl` (integer dot products of the
+//!   blocks with int8 activations packed by `quantize_act.wgsl` / `norm_quant.wgsl`) and a row
+//!   sum by subgroup shuffles or shared memory; `rms_norm`, `rope_kv` (rope + KV-cache store),
+//!   `softmax`, `attention`, `glu`, `add`. Workgroup sizes are Rust consts passed as the
+//!   override `WG` ([`WG`] for most).
+//! - Measurement: `FERRO_GPU_TIMING=1` (host time per pass), `FERRO_GPU_PROFILE=1` (GPU time per
+//!   op kind from timestamp queries), `FERRO_GPU_SKIP=kind,...` (leave op kinds out).
 //! - [`GpuModel`] runs a whole forward pass (llama- and gemma3-style decoders) with the KV cache in
 //!   GPU memory; each batch of tokens is one command encoder and only logits come back.
 //!

@@ -8,17 +8,6 @@
 // Dispatch: (x, y) fold the chunk's row groups (x + y * num_workgroups.x), z = token tiles.
 // TILE and LANES are Rust consts prepended to this file.
 
-struct Params {
-    n_rows: u32,    // rows in this chunk
-    k: u32,         // row length (multiple of 8)
-    row_bytes: u32, // bytes per row in wq
-    y_stride: u32,  // floats per output token row (all rows of the tensor)
-    row0: u32,      // first row of this chunk in the tensor
-    _pad0: u32,
-    _pad1: u32,
-    accumulate: u32, // 1: y += W x (a residual add in the same pass)
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

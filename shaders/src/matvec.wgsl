@@ -12,17 +12,6 @@
 // them up. A workgroup computes WG / LANES rows of one token: dispatch (x, y) fold the row
 // groups, z = tokens.
 
-struct Params {
-    n_rows: u32,    // rows in this chunk
-    k: u32,         // row length (multiple of 32)
-    row_bytes: u32, // bytes per row in wq
-    y_stride: u32,  // floats per output token row (all rows of the tensor)
-    row0: u32,      // first row of this chunk in the tensor
-    d_off: u32,
-    s_off: u32,
-    accumulate: u32, // 1: y += W x (a residual add in the same pass)
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

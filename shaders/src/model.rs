@@ -767,21 +767,8 @@ impl GpuModel {
         let t0 = std::time::Instant::now();
         rec.submit(&self.ctx, &self.step)?;
         let t1 = std::time::Instant::now();
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        let mapped = self.ctx.wait_for(&rx)?;
+        let mut out: Vec<f32> = self.ctx.map_read(&self.staging, bytes)?;
         timing::add(dispatches, t1 - t0, t1.elapsed());
-        mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
-        let mut out = {
-            let view = self
-                .staging
-                .get_mapped_range(0..bytes)
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view[..]).to_vec()
-        };
-        self.staging.unmap();
         let cap = self.hp.final_softcap;
         if cap > 0.0 {
             for v in &mut out {

@@ -23,8 +23,6 @@ override WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> outq: array<u32>;
 
-var<workgroup> red: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -32,20 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * p.n;
-    var ss = 0.0;
-    for (var i = li; i < p.n; i += WG) {
-        let v = x[base + i];
-        ss += v * v;
-    }
-    red[li] = ss;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
-    let sc = inverseSqrt(red[0] / f32(p.n) + p.eps);
+    let sc = row_scale(base, li);
     for (var c = 0u; c < p.n; c += 4u * WG) {
         let o = c + 4u * li;
         let live = o < p.n;

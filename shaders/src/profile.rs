@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 
 use crate::context::GpuContext;
-use crate::error::{GpuError, Result};
+use crate::error::Result;
 
 /// Dispatches timed per batch (two timestamps each; wgpu allows 4096 queries per set).
 pub(crate) const MAX_TIMED: usize = 2048;
@@ -64,19 +64,7 @@ impl Timer {
         enc.resolve_query_set(&self.set, 0..2 * n, &self.resolve, 0);
         enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, bytes);
         ctx.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.read.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        ctx.wait_for(&rx)?.map_err(|e| GpuError::Readback(e.to_string()))?;
-        let ticks: Vec<u64> = {
-            let view = self
-                .read
-                .get_mapped_range(0..bytes)
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, u64>(&view[..]).to_vec()
-        };
-        self.read.unmap();
+        let ticks: Vec<u64> = ctx.map_read(&self.read, bytes)?;
         let ns_per_tick = ctx.queue.get_timestamp_period() as f64;
         let mut totals = TOTALS.lock().unwrap_or_else(|p| p.into_inner());
         for (i, kind) in self.kinds.iter().enumerate() {

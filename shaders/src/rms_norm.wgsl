@@ -19,24 +19,6 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn row_scale(base: u32, li: u32) -> f32 {
-    var s = 0.0;
-    for (var i = li; i < p.n; i += WG) {
-        let v = x[base + i];
-        s += v * v;
-    }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
-    return inverseSqrt(red[0] / f32(p.n) + p.eps);
-}
 
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
