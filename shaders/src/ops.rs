@@ -762,6 +762,35 @@ impl GpuContext {
         self.run(n_tok, pos0, &[op])
     }
 
+    /// Rotary embedding of `q` ([n_tok][r.n_heads][head_dim]) in place, and the keys (rotated)
+    /// and values ([n_tok][n_kv_head][head_dim]) into the caches at positions pos0..
+    /// (f16-rounded with `round`), as a model's layer does between its products and attention.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        r: &RopeParams,
+        n_kv_head: u32,
+        round: bool,
+        n_tok: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        let per_pos = (n_kv_head * r.head_dim) as usize;
+        if (pos0 + n_tok) * per_pos > k_cache.len() {
+            return Err(GpuError::Shape(format!(
+                "positions up to {} in a cache of {} values",
+                pos0 + n_tok,
+                k_cache.len()
+            )));
+        }
+        let op = self.prep_rope_kv(q, k, v, k_cache, v_cache, r, n_kv_head, None, round, n_tok)?;
+        self.run(n_tok, pos0, &[op])
+    }
+
     /// Softmax in place over `rows` rows of length `n`.
     pub fn softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<()> {
         let op = self.prep_softmax(x, n, rows)?;

@@ -64,6 +64,60 @@ fn rope_normal_and_neox() {
     check_rope(false, 1, 9, 32, 32, 1000);
 }
 
+/// rope_kv against rope on q and the reference rope + f16 rounding on the cached keys, with
+/// dimensions past n_rot (passed through) and values copied.
+fn check_rope_kv(neox: bool, n_tok: usize, hd: usize, n_rot: usize, pos0: usize) {
+    let Some(ctx) = common::ctx() else { return };
+    let (nh, nkv, n_ctx) = (4, 2, pos0 + n_tok + 2);
+    let mut rng = Rng::new(11);
+    let mut q = rng.vec(n_tok * nh * hd);
+    let mut k = rng.vec(n_tok * nkv * hd);
+    let v = rng.vec(n_tok * nkv * hd);
+    let (qg, kg, vg) = (
+        ctx.upload_f32(&q).unwrap(),
+        ctx.upload_f32(&k).unwrap(),
+        ctx.upload_f32(&v).unwrap(),
+    );
+    let kc = ctx.upload_f32(&vec![7.0; n_ctx * nkv * hd]).unwrap();
+    let vc = ctx.upload_f32(&vec![7.0; n_ctx * nkv * hd]).unwrap();
+    let r = RopeParams {
+        n_heads: nh as u32,
+        head_dim: hd as u32,
+        n_rot: n_rot as u32,
+        neox,
+        base: 10000.0,
+        freq_scale: 1.0,
+    };
+    ctx.rope_kv(&qg, &kg, &vg, &kc, &vc, &r, nkv as u32, true, n_tok, pos0)
+        .unwrap();
+    common::rope(&mut q, n_tok, nh, hd, n_rot, neox, 10000.0, 1.0, pos0);
+    common::rope(&mut k, n_tok, nkv, hd, n_rot, neox, 10000.0, 1.0, pos0);
+    let f16 = |x: &[f32]| -> Vec<f32> { x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect() };
+    let atol = 1e-5 + 2e-7 * (pos0 + n_tok) as f32;
+    let what = format!("rope_kv neox={neox} n_rot={n_rot}");
+    assert_close(&format!("{what} q"), &ctx.read_f32(&qg).unwrap(), &q, atol, 1e-4);
+    let per_pos = nkv * hd;
+    let cached = |t: &ferro_shaders::GpuTensor| ctx.read_range(t, pos0 * per_pos, n_tok * per_pos).unwrap();
+    // f16 rounding can move a value by one f16 step (2^-11 relative) where the roped key sits
+    // on a rounding boundary.
+    assert_close(&format!("{what} k cache"), &cached(&kc), &f16(&k), atol, 1e-3);
+    assert_close(&format!("{what} v cache"), &cached(&vc), &f16(&v), 0.0, 0.0);
+    // Positions outside the batch are untouched.
+    assert_eq!(
+        ctx.read_range(&kc, (pos0 + n_tok) * per_pos, per_pos).unwrap(),
+        vec![7.0; per_pos]
+    );
+}
+
+#[test]
+fn rope_kv_ropes_and_stores() {
+    check_rope_kv(false, 3, 64, 64, 5);
+    check_rope_kv(true, 2, 64, 64, 0);
+    // Partial rotation: dimensions 32.. pass through into the cache.
+    check_rope_kv(false, 3, 64, 32, 7);
+    check_rope_kv(true, 1, 96, 64, 40);
+}
+
 #[test]
 fn softmax_rows() {
     let Some(ctx) = common::ctx() else { return };
