@@ -433,10 +433,7 @@ impl ActScratch {
             return Ok(b.clone());
         }
         let b = c.zeros(self.batch * k)?;
-        let packed = match q {
-            ActQuant::Q8_0 | ActQuant::Q8K => Some(PackedAct::new(c, k, self.batch)?),
-            _ => None,
-        };
+        let packed = PackedAct::for_rounding(c, q, k, self.batch)?;
         self.bufs.insert((k, q), (b.clone(), packed.clone()));
         Ok((b, packed))
     }
@@ -655,10 +652,7 @@ impl GpuModel {
             ActQuant::None
         };
         let last_q = c.zeros(e)?;
-        let last_packed = match q {
-            ActQuant::Q8_0 | ActQuant::Q8K => Some(PackedAct::new(c, e, 1)?),
-            _ => None,
-        };
+        let last_packed = PackedAct::for_rounding(c, q, e, 1)?;
         let head_in = match c.prep_quantize_act(q, &s.last, &last_q, last_packed.as_ref(), e, 1, Some(1))? {
             Some(p) => {
                 head.push(p);

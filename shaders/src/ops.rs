@@ -55,6 +55,14 @@ impl PackedAct {
         })
     }
 
+    /// The packed quants of inputs rounded as `q`, for the roundings that have them (Q8_0, Q8K).
+    pub(crate) fn for_rounding(ctx: &GpuContext, q: ActQuant, k: usize, max_tok: usize) -> Result<Option<Self>> {
+        match q {
+            ActQuant::Q8_0 | ActQuant::Q8K => Self::new(ctx, k, max_tok).map(Some),
+            ActQuant::None | ActQuant::F16 => Ok(None),
+        }
+    }
+
     fn check(&self, k: usize, max_tok: usize) -> Result<()> {
         if self.k != k || self.max_tok < max_tok {
             return Err(GpuError::Shape(format!(
@@ -709,11 +717,7 @@ impl GpuContext {
         n_tok: usize,
     ) -> Result<()> {
         let q = ActQuant::for_weight(w.ty);
-        let packed = if has_matvec(w.ty) {
-            Some(PackedAct::new(self, w.k(), n_tok)?)
-        } else {
-            None
-        };
+        let packed = PackedAct::for_rounding(self, q, w.k(), n_tok)?;
         let mut ops: Vec<Prepared> = self
             .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), n_tok, None)?
             .into_iter()
