@@ -92,14 +92,72 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
         .collect()
 }
 
-/// A storage buffer of 4-byte values (f32 activations or u32 token ids).
+/// 4-byte values (f32 activations or u32 token ids) in a storage buffer: the whole buffer, or
+/// a view of part of it ([`GpuTensor::view`]) that dispatches bind on its own.
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
-    pub(crate) buf: wgpu::Buffer,
+    buf: wgpu::Buffer,
+    /// Byte offset of element 0 in `buf`.
+    offset: u64,
     len: usize,
 }
 
+/// What a dispatch binds: a whole buffer, or a tensor (its view of its buffer).
+pub(crate) trait AsBinding {
+    fn binding(&self) -> wgpu::BindingResource<'_>;
+}
+
+impl AsBinding for wgpu::Buffer {
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.as_entire_binding()
+    }
+}
+
+impl AsBinding for GpuTensor {
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buf,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.len as u64 * 4),
+        })
+    }
+}
+
 impl GpuTensor {
+    /// Elements `start..start + len` as a tensor of their own, sharing the buffer; `None`
+    /// where the range does not fit or its start is not on a binding-offset boundary of
+    /// `align` bytes (the adapter's `min_storage_buffer_offset_alignment`).
+    pub(crate) fn view(&self, start: usize, len: usize, align: u64) -> Option<GpuTensor> {
+        let offset = self.offset + start as u64 * 4;
+        (start + len <= self.len && len > 0 && offset.is_multiple_of(align.max(4))).then(|| GpuTensor {
+            buf: self.buf.clone(),
+            offset,
+            len,
+        })
+    }
+
+    /// Where `next` starts in this tensor's buffer, in elements after this tensor's start, if
+    /// it is a view of the same buffer at or after it.
+    pub(crate) fn elems_to(&self, next: &GpuTensor) -> Option<u32> {
+        (self.buf == next.buf && next.offset >= self.offset)
+            .then(|| ((next.offset - self.offset) / 4) as u32)
+    }
+
+    /// This tensor extended to the end of `last` (a later view of the same buffer).
+    pub(crate) fn through(&self, last: &GpuTensor) -> Option<GpuTensor> {
+        let start = self.elems_to(last)? as usize;
+        Some(GpuTensor {
+            buf: self.buf.clone(),
+            offset: self.offset,
+            len: start + last.len,
+        })
+    }
+
+    /// The buffer and byte offset of element 0 (copies).
+    pub(crate) fn buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.buf, self.offset)
+    }
+
     /// Number of 4-byte elements.
     pub fn len(&self) -> usize {
         self.len
@@ -188,22 +246,75 @@ pub(crate) struct MatVecMode {
     pub(crate) subgroups: bool,
     pub(crate) lanes: u32,
     pub(crate) wg: u32,
+    /// Rows per group of `lanes` threads (sharing the activation loads).
+    pub(crate) rows: u32,
 }
 
 /// Threads per row of the int8 decode product (fewer where the adapter's subgroups are smaller).
 pub const MATVEC_LANES: u32 = 32;
 /// Threads per workgroup of the int8 decode product.
 pub const MATVEC_WG: u32 = 256;
+/// Rows per group of [`MATVEC_LANES`] threads in the int8 decode product.
+pub const MATVEC_ROWS: u32 = 1;
+
+/// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
+/// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
+fn matvec_main(rows: u32) -> String {
+    let each = |f: &dyn Fn(u32) -> String| (0..rows).map(f).collect::<Vec<_>>().join("\n");
+    let acc = |r: u32, j: u32| format!("acc{r}_{j}");
+    include_str!("matvec.wgsl")
+        .replace(
+            "//ROWS_DECL",
+            &each(&|r| {
+                let mut l = format!(
+                    "    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);\n"
+                );
+                for j in 0..4 {
+                    l += &format!("    var {} = 0.0;\n", acc(r, j));
+                }
+                l
+            }),
+        )
+        .replace(
+            "//ROWS_TRIP",
+            &each(&|r| {
+                (0..4)
+                    .map(|j| format!("        {} += part(rb{r}, i + {j}u * LANES, a0, d0, s0);", acc(r, j)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+        )
+        .replace(
+            "//ROWS_TAIL",
+            &each(&|r| format!("        {} += part(rb{r}, i, a0, d0, s0);", acc(r, 0))),
+        )
+        .replace(
+            "//ROWS_STORE",
+            &each(&|r| {
+                format!(
+                    "    store(t, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
+                    acc(r, 0),
+                    acc(r, 1),
+                    acc(r, 2),
+                    acc(r, 3)
+                )
+            }),
+        )
+}
 
 impl MatVecMode {
     /// Subgroup shuffles when the adapter has subgroups of at least 4 threads and
     /// `FERRO_GPU_SUBGROUPS` is not `0`; for measurement `FERRO_GPU_MATVEC_WG` (64..=1024, a
-    /// power of two) replaces [`MATVEC_WG`].
+    /// power of two) replaces [`MATVEC_WG`] and `FERRO_GPU_MATVEC_ROWS` (1, 2 or 4)
+    /// [`MATVEC_ROWS`].
     fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
         let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
         let wg = env("FERRO_GPU_MATVEC_WG")
             .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
             .unwrap_or(MATVEC_WG);
+        let rows = env("FERRO_GPU_MATVEC_ROWS")
+            .filter(|r| [1, 2, 4].contains(r))
+            .unwrap_or(MATVEC_ROWS);
         let allowed = std::env::var("FERRO_GPU_SUBGROUPS").map_or(true, |v| v.trim() != "0");
         let sg = info.subgroup_min_size;
         if allowed && features.contains(wgpu::Features::SUBGROUP) && sg >= 4 && sg.is_power_of_two() {
@@ -211,12 +322,14 @@ impl MatVecMode {
                 subgroups: true,
                 lanes: sg.min(MATVEC_LANES),
                 wg,
+                rows,
             }
         } else {
             Self {
                 subgroups: false,
                 lanes: MATVEC_LANES,
                 wg,
+                rows,
             }
         }
     }
@@ -267,7 +380,11 @@ pub(crate) enum Op {
     Glu(Glu),
     Add,
     Attention,
-    QuantizeAct,
+    /// Activation rounding (quantize_act.wgsl), with the gated activation applied first when
+    /// `glu` is set.
+    QuantizeAct {
+        glu: Option<Glu>,
+    },
     NormQuant,
     RopeKv,
 }
@@ -288,10 +405,12 @@ impl Op {
             Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
             Op::Softmax => &[Uniform, ReadWrite],
             Op::Rope => &[Uniform, ReadWrite, Read],
-            Op::Glu(_) | Op::Add => &[Uniform, ReadWrite, Read],
+            Op::Add => &[Uniform, ReadWrite, Read],
+            Op::Glu(_) => &[Uniform, ReadWrite, ReadWrite],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
-            Op::QuantizeAct => &[Uniform, Read, ReadWrite, ReadWrite],
-            Op::RopeKv => &[Uniform, ReadWrite, Read, Read, Read, ReadWrite, ReadWrite],
+            Op::QuantizeAct { glu: None } => &[Uniform, Read, ReadWrite, ReadWrite],
+            Op::QuantizeAct { glu: Some(_) } => &[Uniform, Read, ReadWrite, ReadWrite, Read],
+            Op::RopeKv => &[Uniform, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
             Op::NormQuant => &[Uniform, Read, Read, ReadWrite, ReadWrite],
         }
     }
@@ -309,7 +428,8 @@ impl Op {
             Op::Glu(_) => "glu",
             Op::Add => "add",
             Op::Attention => "attention",
-            Op::QuantizeAct => "quantize",
+            Op::QuantizeAct { glu: None } => "quantize",
+            Op::QuantizeAct { glu: Some(_) } => "glu_quantize",
             Op::RopeKv => "rope_kv",
             Op::NormQuant => "norm_quant",
         }
@@ -348,11 +468,12 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
                     mode.lanes,
-                    include_str!("matvec.wgsl")
+                    mode.rows,
+                    matvec_main(mode.rows)
                 )
             }
             Op::Gemm { ty } => format!(
@@ -379,15 +500,32 @@ impl Op {
                 include_str!("rope.wgsl")
             ),
             Op::Softmax => format!("{step}\n{}", include_str!("softmax.wgsl")),
-            Op::Glu(_) => format!("{step}\n{}", include_str!("glu.wgsl")),
+            Op::Glu(_) => format!("{step}\n{}\n{}", include_str!("glu_common.wgsl"), include_str!("glu.wgsl")),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
             Op::Attention => format!("{step}\n{}", include_str!("attention.wgsl")),
-            Op::QuantizeAct => format!(
-                "{step}\n{}\n{}\n{}",
-                include_str!("f16.wgsl"),
-                include_str!("quant_core.wgsl"),
-                include_str!("quantize_act.wgsl")
-            ),
+            Op::QuantizeAct { glu } => {
+                let load = match glu {
+                    None => "fn load4(g: u32) -> vec4<f32> {\n    return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}".to_string(),
+                    Some(kind) => format!(
+                        "{}\n@group(0) @binding(4) var<storage, read> u: array<f32>;\n\
+                         fn act(v: f32) -> f32 {{\n    return {};\n}}\n\
+                         fn load4(g: u32) -> vec4<f32> {{\n    \
+                         return vec4<f32>(act(x[g]), act(x[g + 1u]), act(x[g + 2u]), act(x[g + 3u])) \
+                         * vec4<f32>(u[g], u[g + 1u], u[g + 2u], u[g + 3u]);\n}}",
+                        include_str!("glu_common.wgsl"),
+                        match kind {
+                            Glu::SwiGlu => "silu(v)",
+                            Glu::GeGlu => "gelu(v, p.glu_f16 != 0u)",
+                        }
+                    ),
+                };
+                format!(
+                    "{step}\n{}\n{}\n{}\n{load}",
+                    include_str!("f16.wgsl"),
+                    include_str!("quant_core.wgsl"),
+                    include_str!("quantize_act.wgsl")
+                )
+            }
             Op::NormQuant => format!(
                 "{step}\n{}\n{}\n{}\n{}",
                 include_str!("f16.wgsl"),
@@ -476,7 +614,8 @@ enum Cmd {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
         wg: [u32; 3],
-        kind: &'static str,
+        /// [`Op::kind`] and the rows of a product (0 for other ops), for profiling.
+        kind: (&'static str, u32),
     },
     Copy {
         src: wgpu::Buffer,
@@ -552,11 +691,15 @@ impl Recorder {
                 (p.pipeline.clone(), p.bind.clone(), wg)
             }
         };
+        let rows = match p.grid {
+            Grid::Matmul { rows, .. } | Grid::MatVec { rows } => rows,
+            _ => 0,
+        };
         self.cmds.push(Cmd::Dispatch {
             pipeline,
             bind,
             wg,
-            kind: p.kind,
+            kind: (p.kind, rows),
         });
     }
 
@@ -643,7 +786,7 @@ impl Recorder {
                             pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
                             if one {
                                 if let Some(t) = timer.as_mut() {
-                                    t.kinds.push(kind);
+                                    t.kinds.push(*kind);
                                 }
                                 break;
                             }
@@ -796,7 +939,7 @@ impl GpuContext {
 
     /// (x, y) workgroup counts of an int8 decode product over `rows` rows.
     pub(crate) fn matvec_groups(&self, rows: u32) -> (u32, u32) {
-        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes))
+        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes * self.matvec.rows))
     }
 
     // ---------------------------------------------------------------- buffers
@@ -838,20 +981,41 @@ impl GpuContext {
     /// A zero-filled tensor of `len` 4-byte elements.
     pub fn zeros(&self, len: usize) -> Result<GpuTensor> {
         let buf = self.storage("tensor", len as u64 * 4)?;
-        Ok(GpuTensor { buf, len })
+        Ok(GpuTensor { buf, offset: 0, len })
+    }
+
+    /// Zero-filled tensors of the given lengths, consecutive views of one buffer where the
+    /// adapter's binding-offset alignment allows (so a stacked product can fill them in one
+    /// dispatch, [`GpuContext::prep_matmul`]), else separate buffers.
+    pub(crate) fn zeros_stacked(&self, lens: &[usize]) -> Result<Vec<GpuTensor>> {
+        let all = self.zeros(lens.iter().sum())?;
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let mut start = 0;
+        let views: Option<Vec<GpuTensor>> = lens
+            .iter()
+            .map(|&len| {
+                let v = all.view(start, len, align);
+                start += len;
+                v
+            })
+            .collect();
+        match views {
+            Some(v) => Ok(v),
+            None => lens.iter().map(|&len| self.zeros(len)).collect(),
+        }
     }
 
     /// Uploads f32 values.
     pub fn upload_f32(&self, data: &[f32]) -> Result<GpuTensor> {
         let t = self.zeros(data.len())?;
-        self.write_bytes(&t.buf, 0, bytemuck::cast_slice(data));
+        self.write_bytes(&t.buf, t.offset, bytemuck::cast_slice(data));
         Ok(t)
     }
 
     /// Uploads u32 values (token ids).
     pub fn upload_u32(&self, data: &[u32]) -> Result<GpuTensor> {
         let t = self.zeros(data.len())?;
-        self.write_bytes(&t.buf, 0, bytemuck::cast_slice(data));
+        self.write_bytes(&t.buf, t.offset, bytemuck::cast_slice(data));
         Ok(t)
     }
 
@@ -864,7 +1028,7 @@ impl GpuContext {
                 t.len
             )));
         }
-        self.write_bytes(&t.buf, offset as u64 * 4, bytemuck::cast_slice(data));
+        self.write_bytes(&t.buf, t.offset + offset as u64 * 4, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -877,7 +1041,7 @@ impl GpuContext {
                 t.len
             )));
         }
-        self.write_bytes(&t.buf, offset as u64 * 4, bytemuck::cast_slice(data));
+        self.write_bytes(&t.buf, t.offset + offset as u64 * 4, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -907,7 +1071,7 @@ impl GpuContext {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(&t.buf, offset as u64 * 4, &staging, 0, size);
+        enc.copy_buffer_to_buffer(&t.buf, t.offset + offset as u64 * 4, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         self.map_read(&staging, size)
     }
@@ -927,6 +1091,16 @@ impl GpuContext {
         };
         buf.unmap();
         Ok(out)
+    }
+
+    /// Uploads matrices of one type and row length `k` stacked into one weight (their rows one
+    /// after another), for one product that computes them all.
+    pub(crate) fn upload_stacked(&self, ty: GgmlType, k: u64, parts: &[&[u8]]) -> Result<GpuWeight> {
+        let row_bytes = ty
+            .row_bytes(k)
+            .ok_or_else(|| GpuError::Shape(format!("row length {k} for {}", ty.name())))?;
+        let bytes = parts.concat();
+        self.upload_weight(ty, &[k, bytes.len() as u64 / row_bytes.max(1)], &bytes)
     }
 
     /// Uploads a weight in its GGUF layout. `dims` are in ggml order (dims[0] = row length);
@@ -1082,7 +1256,7 @@ impl GpuContext {
         &self,
         op: Op,
         params: &T,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[&dyn AsBinding],
         grid: Grid,
     ) -> Result<Prepared> {
         let p = self.pipeline(op)?;
@@ -1094,7 +1268,7 @@ impl GpuContext {
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
+                resource: b.binding(),
             });
         }
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -89,7 +89,7 @@ fn store(t: u32, r: u32, v: vec4<f32>) {
     }
     for (var e = 0u; e < 4u; e++) {
         if (r + e < p.n_rows) {
-            let o = t * p.y_stride + p.row0 + r + e;
+            let o = out_index(t, p.row0 + r + e);
             y[o] = select(v[e], y[o] + v[e], p.accumulate == 1u);
         }
     }

@@ -60,7 +60,7 @@ fn main(
         workgroupBarrier();
     }
     if (valid && lane < nt) {
-        let o = (t0 + lane) * p.y_stride + p.row0 + row;
+        let o = out_index(t0 + lane, p.row0 + row);
         let v = red[lane * WG + li - lane];
         y[o] = select(v, y[o] + v, p.accumulate == 1u);
     }

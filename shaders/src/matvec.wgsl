@@ -9,8 +9,8 @@
 // the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
 // integer block sums. LANES threads share a row, each taking every LANES-th part (so neighbours
 // read neighbouring bytes), and `row_sum` (subgroup shuffles or shared memory, prepended) adds
-// them up. A workgroup computes WG / LANES rows of one token: dispatch (x, y) fold the row
-// groups, z = tokens.
+// them up. A workgroup computes WG / LANES * ROWS rows of one token: dispatch (x, y) fold the
+// row groups, z = tokens. The lines marked //ROWS_* are written per row by context.rs.
 
 override WG: u32 = 64u;
 
@@ -39,33 +39,31 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let lane = li % LANES;
-    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES;
+    // ROWS consecutive rows per group of LANES threads: the activation loads of a part are
+    // the same for every row (the compiler loads them once).
+    let row = ((wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES) * ROWS;
     let t = wid.z;
     let np = p.k / 32u * PARTS;
     let a0 = t * (p.k / 4u);
     let d0 = p.d_off + t * (p.k / 32u);
     let s0 = t * (p.k / 16u);
-    // Rows past the end read row 0 (their sums are dropped).
-    let rb = select(0u, row * p.row_bytes, row < p.n_rows);
-    // Four parts per trip into four named sums: their loads are in flight together. (Named
-    // variables, not an array: a dynamically indexed array would live in memory.)
-    var acc0 = 0.0;
-    var acc1 = 0.0;
-    var acc2 = 0.0;
-    var acc3 = 0.0;
+    // Per row r: rows past the end read row 0 (their sums are dropped); four parts per trip
+    // into four named sums, so their loads are in flight together. (Named variables, not an
+    // array: a dynamically indexed array would live in memory.)
+//ROWS_DECL
     var i = lane;
     for (; i + 3u * LANES < np; i += 4u * LANES) {
-        acc0 += part(rb, i, a0, d0, s0);
-        acc1 += part(rb, i + LANES, a0, d0, s0);
-        acc2 += part(rb, i + 2u * LANES, a0, d0, s0);
-        acc3 += part(rb, i + 3u * LANES, a0, d0, s0);
+//ROWS_TRIP
     }
     for (; i < np; i += LANES) {
-        acc0 += part(rb, i, a0, d0, s0);
+//ROWS_TAIL
     }
-    let sum = row_sum((acc0 + acc1) + (acc2 + acc3), li);
+//ROWS_STORE
+}
+
+fn store(t: u32, row: u32, sum: f32, lane: u32) {
     if (lane == 0u && row < p.n_rows) {
-        let o = t * p.y_stride + p.row0 + row;
+        let o = out_index(t, p.row0 + row);
         y[o] = select(sum, y[o] + sum, p.accumulate == 1u);
     }
 }

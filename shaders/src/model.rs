@@ -31,7 +31,7 @@ use crate::context::{
     matmul_lanes, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Prepared, Recorder, StepState, WG,
 };
 use crate::error::{GpuError, Result};
-use crate::ops::{ActQuant, AttnParams, PackedAct, RopeParams};
+use crate::ops::{ActQuant, AttnParams, Gated, PackedAct, RopeParams};
 
 /// One GGUF tensor as stored in the file.
 #[derive(Clone, Copy, Debug)]
@@ -371,6 +371,51 @@ impl<'a> Tensors<'a> {
         ctx.upload_weight(w.ty, w.dims, w.bytes)
     }
 
+    /// The products of `k`-long inputs into `outs` (tensor name, output, rows): neighbours of
+    /// one type whose outputs are consecutive views of one buffer are stacked into one weight
+    /// and one dispatch (q, k and v; gate and up), unless `FERRO_GPU_STACK=0`.
+    fn projections(&self, ctx: &GpuContext, k: usize, outs: &[(String, &GpuTensor, usize)]) -> Result<Vec<Proj>> {
+        let stack = std::env::var("FERRO_GPU_STACK").map_or(true, |v| v.trim() != "0");
+        let mut groups: Vec<Vec<(&WeightRef<'a>, &GpuTensor, usize)>> = Vec::new();
+        for (name, y, rows) in outs {
+            let w = self.get(name)?;
+            let n_rows: u64 = w.dims.iter().skip(1).product();
+            if w.dims.first() != Some(&(k as u64)) || n_rows != *rows as u64 {
+                return Err(GpuError::Shape(format!(
+                    "{name} has dims {:?}, expected [{k}, {rows}]",
+                    w.dims
+                )));
+            }
+            match groups.last_mut() {
+                Some(g)
+                    if stack
+                        && g.len() < 3
+                        && g[0].0.ty == w.ty
+                        && g.last().and_then(|(_, prev, _)| prev.elems_to(y)) == Some(g.last().map_or(0, |p| p.1.len() as u32)) =>
+                {
+                    g.push((w, y, *rows))
+                }
+                _ => groups.push(vec![(w, y, *rows)]),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|g| {
+                let w = match &g[..] {
+                    [(w, _, _)] => ctx.upload_weight(w.ty, w.dims, w.bytes)?,
+                    _ => {
+                        let parts: Vec<&[u8]> = g.iter().map(|(w, _, _)| w.bytes).collect();
+                        ctx.upload_stacked(g[0].0.ty, k as u64, &parts)?
+                    }
+                };
+                Ok(Proj {
+                    w,
+                    outs: g.iter().map(|(_, y, rows)| ((*y).clone(), *rows)).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// A norm weight as f32 (GGUF stores them as F32; F16 is converted).
     fn vector(&self, ctx: &GpuContext, name: &str, n: usize) -> Result<GpuTensor> {
         let w = self.get(name)?;
@@ -406,6 +451,20 @@ impl<'a> Tensors<'a> {
         } else {
             Ok(None)
         }
+    }
+}
+
+/// One product of a layer: a weight (or several stacked) and the output of each matrix with its
+/// rows.
+struct Proj {
+    w: GpuWeight,
+    outs: Vec<(GpuTensor, usize)>,
+}
+
+impl Proj {
+    fn prep(&self, c: &GpuContext, x: &GpuTensor, packed: Option<&PackedAct>, accumulate: bool, batch: usize) -> Result<Vec<Prepared>> {
+        let ys: Vec<(&GpuTensor, usize)> = self.outs.iter().map(|(y, rows)| (y, *rows)).collect();
+        c.prep_matmul(&self.w, x, packed, &ys, accumulate, batch)
     }
 }
 
@@ -445,26 +504,53 @@ impl ActScratch {
         c: &GpuContext,
         input: &GpuTensor,
         k: usize,
-        ws: &[(&GpuWeight, &GpuTensor)],
+        ws: &[Proj],
         accumulate: bool,
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
         let mut done = Vec::new();
-        for (w, y) in ws {
-            let q = self.quant(w);
+        for p in ws {
+            let q = self.quant(&p.w);
             let (src, packed) = if q == ActQuant::None {
                 (input.clone(), None)
             } else {
                 let (buf, packed) = self.scratch(c, k, q)?;
                 if !done.contains(&q) {
-                    out.extend(c.prep_quantize_act(q, input, &buf, packed.as_ref(), k, self.batch, None)?);
+                    out.extend(c.prep_quantize_act(q, input, &buf, packed.as_ref(), k, self.batch, None, None)?);
                     done.push(q);
                 }
                 (buf, packed)
             };
-            out.extend(c.prep_matmul(w, &src, packed.as_ref(), y, accumulate, self.batch)?);
+            out.extend(p.prep(c, &src, packed.as_ref(), accumulate, self.batch)?);
         }
         Ok(())
+    }
+
+    /// `y = W (act(gate) * up)` (`accumulate`: `+=`): where W's input is rounded, the gated
+    /// activation and the rounding are one dispatch; otherwise glu.wgsl in place on `gate`.
+    #[allow(clippy::too_many_arguments)]
+    fn project_gated(
+        &mut self,
+        c: &GpuContext,
+        glu: Glu,
+        f16_table: bool,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        k: usize,
+        w: &Proj,
+        accumulate: bool,
+        out: &mut Vec<Prepared>,
+    ) -> Result<()> {
+        let q = self.quant(&w.w);
+        if q.mode_block().is_some() {
+            let (buf, packed) = self.scratch(c, k, q)?;
+            let gated = Gated { kind: glu, up, f16_table };
+            out.extend(c.prep_quantize_act(q, gate, &buf, packed.as_ref(), k, self.batch, None, Some(gated))?);
+            out.extend(w.prep(c, &buf, packed.as_ref(), accumulate, self.batch)?);
+            return Ok(());
+        }
+        out.push(c.prep_glu(glu, gate, up, k, self.batch, f16_table)?);
+        self.project(c, gate, k, std::slice::from_ref(w), accumulate, out)
     }
 
     /// `y = W rms_norm(x) * norm` for each (W, y) through `xb`: when every W sees the same 8-bit
@@ -478,16 +564,16 @@ impl ActScratch {
         eps: f32,
         xb: &GpuTensor,
         k: usize,
-        ws: &[(&GpuWeight, &GpuTensor)],
+        ws: &[Proj],
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
-        let q = ws.first().map(|(w, _)| self.quant(w));
-        let one = ws.iter().all(|(w, _)| Some(self.quant(w)) == q);
+        let q = ws.first().map(|p| self.quant(&p.w));
+        let one = ws.iter().all(|p| Some(self.quant(&p.w)) == q);
         if let (Some(q @ (ActQuant::Q8_0 | ActQuant::Q8K)), true) = (q, one) {
             let (buf, packed) = self.scratch(c, k, q)?;
             out.push(c.prep_norm_quant(x, norm, &buf, packed.as_ref(), k, q, eps, self.batch)?);
-            for (w, y) in ws {
-                out.extend(c.prep_matmul(w, &buf, packed.as_ref(), y, false, self.batch)?);
+            for p in ws {
+                out.extend(p.prep(c, &buf, packed.as_ref(), false, self.batch)?);
             }
             return Ok(());
         }
@@ -518,17 +604,22 @@ impl GpuModel {
         }
         let c = &*ctx;
         let (e, hd, nh, nkv, ff, b) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv, hp.n_ff, hp.n_batch);
+        // q, k, v (and gate, up) as views of one buffer: one product can fill them.
+        let [q, k, v] = <[GpuTensor; 3]>::try_from(c.zeros_stacked(&[b * nh * hd, b * nkv * hd, b * nkv * hd])?)
+            .map_err(|_| GpuError::Shape("q/k/v scratch".into()))?;
+        let [hg, hu] = <[GpuTensor; 2]>::try_from(c.zeros_stacked(&[b * ff, b * ff])?)
+            .map_err(|_| GpuError::Shape("gate/up scratch".into()))?;
         let s = Scratch {
             ids: c.zeros(b)?,
             x: c.zeros(b * e)?,
             xb: c.zeros(b * e)?,
             xb2: c.zeros(b * e)?,
-            q: c.zeros(b * nh * hd)?,
-            k: c.zeros(b * nkv * hd)?,
-            v: c.zeros(b * nkv * hd)?,
+            q,
+            k,
+            v,
             att: c.zeros(b * nh * hd)?,
-            hg: c.zeros(b * ff)?,
-            hu: c.zeros(b * ff)?,
+            hg,
+            hu,
             last: c.zeros(e)?,
             logits: c.zeros(hp.n_vocab)?,
         };
@@ -546,17 +637,16 @@ impl GpuModel {
         for (il, lp) in hp.layers.iter().enumerate() {
             let n = |suffix: &str| format!("blk.{il}.{suffix}.weight");
             let attn_norm = t.vector(c, &n("attn_norm"), e)?;
-            let wq = t.matrix(c, &n("attn_q"), e, nh * hd)?;
-            let wk = t.matrix(c, &n("attn_k"), e, nkv * hd)?;
-            let wv = t.matrix(c, &n("attn_v"), e, nkv * hd)?;
-            let wo = t.matrix(c, &n("attn_output"), nh * hd, e)?;
+            let qkv = t.projections(
+                c,
+                e,
+                &[(n("attn_q"), &s.q, nh * hd), (n("attn_k"), &s.k, nkv * hd), (n("attn_v"), &s.v, nkv * hd)],
+            )?;
             let q_norm = t.optional_vector(c, &n("attn_q_norm"), hd)?;
             let k_norm = t.optional_vector(c, &n("attn_k_norm"), hd)?;
             let post_attn = t.optional_vector(c, &n("post_attention_norm"), e)?;
             let ffn_norm = t.vector(c, &n("ffn_norm"), e)?;
-            let w_gate = t.matrix(c, &n("ffn_gate"), e, ff)?;
-            let w_up = t.matrix(c, &n("ffn_up"), e, ff)?;
-            let w_down = t.matrix(c, &n("ffn_down"), ff, e)?;
+            let gate_up = t.projections(c, e, &[(n("ffn_gate"), &s.hg, ff), (n("ffn_up"), &s.hu, ff)])?;
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
             let mut ops = Vec::new();
@@ -567,7 +657,7 @@ impl GpuModel {
                 hp.rms_eps,
                 &s.xb,
                 e,
-                &[(&wq, &s.q), (&wk, &s.k), (&wv, &s.v)],
+                &qkv,
                 &mut ops,
             )?;
             if let Some(w) = &q_norm {
@@ -609,12 +699,11 @@ impl GpuModel {
             };
             ops.push(c.prep_attention(&s.q, &k_cache, &v_cache, &s.att, &attn, b, hp.n_ctx)?);
             // Without a post-norm the product goes straight into the residual stream.
-            match &post_attn {
-                Some(w) => {
-                    acts.project(c, &s.att, nh * hd, &[(&wo, &s.xb2)], false, &mut ops)?;
-                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
-                }
-                None => acts.project(c, &s.att, nh * hd, &[(&wo, &s.x)], true, &mut ops)?,
+            let attn_out = if post_attn.is_some() { &s.xb2 } else { &s.x };
+            let wo = t.projections(c, nh * hd, &[(n("attn_output"), attn_out, e)])?;
+            acts.project(c, &s.att, nh * hd, &wo, post_attn.is_none(), &mut ops)?;
+            if let Some(w) = &post_attn {
+                ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
             }
             acts.project_normed(
                 c,
@@ -623,16 +712,27 @@ impl GpuModel {
                 hp.rms_eps,
                 &s.xb,
                 e,
-                &[(&w_gate, &s.hg), (&w_up, &s.hu)],
+                &gate_up,
                 &mut ops,
             )?;
-            ops.push(c.prep_glu(hp.glu, &s.hg, &s.hu, ff, b, hp.emulate_cpu_rounding)?);
-            match &post_ffw {
-                Some(w) => {
-                    acts.project(c, &s.hg, ff, &[(&w_down, &s.xb2)], false, &mut ops)?;
-                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
-                }
-                None => acts.project(c, &s.hg, ff, &[(&w_down, &s.x)], true, &mut ops)?,
+            let ffn_out = if post_ffw.is_some() { &s.xb2 } else { &s.x };
+            let down = t.projections(c, ff, &[(n("ffn_down"), ffn_out, e)])?;
+            let [down] = &down[..] else {
+                return Err(GpuError::Shape("ffn_down: one product expected".into()));
+            };
+            acts.project_gated(
+                c,
+                hp.glu,
+                hp.emulate_cpu_rounding,
+                &s.hg,
+                &s.hu,
+                ff,
+                down,
+                post_ffw.is_none(),
+                &mut ops,
+            )?;
+            if let Some(w) = &post_ffw {
+                ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
             }
             layers.push(LayerOps { ops });
         }
@@ -653,14 +753,14 @@ impl GpuModel {
         };
         let last_q = c.zeros(e)?;
         let last_packed = PackedAct::for_rounding(c, q, e, 1)?;
-        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, last_packed.as_ref(), e, 1, Some(1))? {
+        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, last_packed.as_ref(), e, 1, Some(1), None)? {
             Some(p) => {
                 head.push(p);
                 &last_q
             }
             None => &s.last,
         };
-        for mut p in c.prep_matmul(&output, head_in, last_packed.as_ref(), &s.logits, false, 1)? {
+        for mut p in c.prep_matmul(&output, head_in, last_packed.as_ref(), &[(&s.logits, hp.n_vocab)], false, 1)? {
             // One row of logits whatever the batch size.
             let (x, y) = match p.grid {
                 Grid::Matmul { rows, .. } => c.fold(rows.div_ceil(WG / matmul_lanes(1))),
@@ -756,7 +856,8 @@ impl GpuModel {
 
     fn read_logits(&self, mut rec: Recorder, src: &GpuTensor, n_values: usize) -> Result<Vec<f32>> {
         let bytes = (n_values * 4) as u64;
-        rec.copy(&src.buf, 0, &self.staging, 0, bytes);
+        let (buf, off) = src.buffer();
+        rec.copy(buf, off, &self.staging, 0, bytes);
         let dispatches = rec.len();
         let t0 = std::time::Instant::now();
         rec.submit(&self.ctx, &self.step)?;
@@ -788,7 +889,8 @@ impl GpuModel {
         let mut rec = self.record_layers(chunk, pos + start)?;
         timing::record(t.elapsed());
         let e = (self.hp.n_embd * 4) as u64;
-        rec.copy(&self.s.x.buf, (chunk.len() as u64 - 1) * e, &self.s.last.buf, 0, e);
+        let ((x, x_off), (last, last_off)) = (self.s.x.buffer(), self.s.last.buffer());
+        rec.copy(x, x_off + (chunk.len() as u64 - 1) * e, last, last_off, e);
         for p in &self.head {
             rec.record(&self.ctx, p);
         }
@@ -848,7 +950,10 @@ impl GpuModel {
             c,
             &self.s.xb,
             self.hp.n_embd,
-            &[(&self.output, &logits)],
+            &[Proj {
+                w: self.output.clone(),
+                outs: vec![(logits.clone(), self.hp.n_vocab)],
+            }],
             false,
             &mut ops,
         )?;

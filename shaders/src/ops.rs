@@ -2,6 +2,7 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
+    AsBinding,
     has_matvec, matmul_lanes, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder,
     GEMM_MIN_TOKENS, MATMUL_TILE, WG,
 };
@@ -21,6 +22,11 @@ struct MatmulParams {
     s_off: u32,
     /// 1: `y += W x`.
     accumulate: u32,
+    /// Output segments (product_params.wgsl's `out_index`).
+    seg1: u32,
+    seg2: u32,
+    base1: u32,
+    base2: u32,
 }
 
 /// Activations quantized for the int8 decode product, in matvec.wgsl's layout: `max_tok` tokens
@@ -180,7 +186,7 @@ impl ActQuant {
         }
     }
 
-    fn mode_block(self) -> Option<(u32, u32)> {
+    pub(crate) fn mode_block(self) -> Option<(u32, u32)> {
         match self {
             ActQuant::None => None,
             ActQuant::Q8_0 => Some((0, 32)),
@@ -200,7 +206,17 @@ struct QuantParams {
     packed: u32,
     d_off: u32,
     s_off: u32,
-    _pad: u32,
+    glu_f16: u32,
+}
+
+/// The gated activation a rounding dispatch applies first (`act(x) * up`, glu.wgsl's math):
+/// the down projection's input made and rounded in one dispatch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gated<'a> {
+    pub(crate) kind: Glu,
+    pub(crate) up: &'a GpuTensor,
+    /// gelu through ggml's f16 table (as glu.wgsl's `f16_table`).
+    pub(crate) f16_table: bool,
 }
 
 /// Maximum head dimension attention.wgsl handles.
@@ -246,17 +262,37 @@ impl GpuContext {
     /// `y[t][..] = W x[t]` (`accumulate`: `+=`) for `max_tok` tokens: one prepared dispatch per weight chunk. With
     /// `packed` (x's quants from the same quantize_act dispatch) and a format that has one, a
     /// single token takes the int8 decode product; batches take matmul.wgsl's tiles on `x`.
+    /// `y = W x` (`accumulate`: `y += W x`) for up to `max_tok` tokens. `ys` lists the outputs
+    /// with their rows: one tensor of all `W`'s rows, or (W being several matrices stacked, as
+    /// [`GpuContext::upload_stacked`] makes) one per matrix, each a later view of the same
+    /// buffer ([`GpuTensor::view`]), at most three.
     pub(crate) fn prep_matmul(
         &self,
         w: &GpuWeight,
         x: &GpuTensor,
         packed: Option<&PackedAct>,
-        y: &GpuTensor,
+        ys: &[(&GpuTensor, usize)],
         accumulate: bool,
         max_tok: usize,
     ) -> Result<Vec<Prepared>> {
         check_len("matmul input", x, max_tok * w.k())?;
-        check_len("matmul output", y, max_tok * w.n_rows())?;
+        let (seg1, seg2, base1, base2, y) = match *ys {
+            [(y, rows)] => (rows, rows, Some(0), Some(0), Some(y.clone())),
+            [(y0, r0), (y1, r1)] => (r0, r0 + r1, y0.elems_to(y1), Some(0), y0.through(y1)),
+            [(y0, r0), (y1, r1), (y2, _)] => (r0, r0 + r1, y0.elems_to(y1), y0.elems_to(y2), y0.through(y2)),
+            _ => return Err(GpuError::Shape(format!("a product into {} outputs", ys.len()))),
+        };
+        let (Some(y), Some(base1), Some(base2)) = (y, base1, base2) else {
+            return Err(GpuError::Shape("stacked product outputs are not views of one buffer".into()));
+        };
+        if ys.iter().map(|(_, r)| r).sum::<usize>() != w.n_rows() {
+            return Err(GpuError::Shape(format!("outputs of {} rows for a weight of {}", seg2, w.n_rows())));
+        }
+        for (y, rows) in ys {
+            check_len("matmul output", y, max_tok * rows)?;
+        }
+        let (seg1, seg2) = (seg1 as u32, seg2 as u32);
+        let y = &y;
         let packed = packed.filter(|_| has_matvec(w.ty));
         if let Some(pa) = packed {
             pa.check(w.k(), max_tok)?;
@@ -273,12 +309,16 @@ impl GpuContext {
                     d_off: 0,
                     s_off: 0,
                     accumulate: accumulate as u32,
+                    seg1,
+                    seg2,
+                    base1,
+                    base2,
                 };
                 let tiled = |tile: u32| {
                     self.prepare(
                         Op::Matmul { ty: w.ty, tile },
                         &params,
-                        &[&c.buf, &x.buf, &y.buf],
+                        &[&c.buf, x, y],
                         Grid::Matmul { rows: c.n_rows, tile },
                     )
                 };
@@ -293,7 +333,7 @@ impl GpuContext {
                             s_off: pa.s_off,
                             ..params
                         },
-                        &[&c.buf, &pa.t.buf, &y.buf, &c.buf, &pa.t.buf],
+                        &[&c.buf, &pa.t, y, &c.buf, &pa.t],
                         Grid::MatVec { rows: c.n_rows },
                     )?,
                     None => tiled(1)?,
@@ -312,7 +352,7 @@ impl GpuContext {
                     let g = self.prepare(
                         Op::Gemm { ty: w.ty },
                         &params,
-                        &[&c.buf, &x.buf, &y.buf],
+                        &[&c.buf, x, y],
                         Grid::Matmul {
                             rows: c.n_rows,
                             tile: 64,
@@ -356,7 +396,7 @@ impl GpuContext {
                 self.prepare(
                     Op::GetRows { ty: w.ty },
                     &params,
-                    &[&c.buf, &ids.buf, &out.buf],
+                    &[&c.buf, ids, out],
                     Grid::Tokens,
                 )
             })
@@ -379,10 +419,10 @@ impl GpuContext {
         check_len("rms_norm input", x, max_tok * rows_per_tok * n)?;
         check_len("rms_norm weight", w, n)?;
         let y_buf = match (mode, y) {
-            (NormMode::InPlace, _) => &self.dummy,
+            (NormMode::InPlace, _) => &self.dummy as &dyn AsBinding,
             (_, Some(y)) => {
                 check_len("rms_norm output", y, max_tok * rows_per_tok * n)?;
-                &y.buf
+                y
             }
             (_, None) => return Err(GpuError::Shape("rms_norm needs an output".into())),
         };
@@ -395,7 +435,7 @@ impl GpuContext {
         self.prepare(
             Op::RmsNorm(mode),
             &params,
-            &[&x.buf, &w.buf, y_buf],
+            &[x, w, y_buf],
             Grid::Rows {
                 per_tok: rows_per_tok as u32,
             },
@@ -414,7 +454,7 @@ impl GpuContext {
         self.prepare(
             Op::Rope,
             &rope_uniform(r, factors.is_some()),
-            &[&x.buf, factors.map(|f| &f.buf).unwrap_or(&self.dummy)],
+            &[x, factors.map_or(&self.dummy as &dyn AsBinding, |f| f as &dyn AsBinding)],
             Grid::Threads {
                 per_tok: r.n_heads * r.n_rot / 2,
             },
@@ -434,6 +474,7 @@ impl GpuContext {
         k: usize,
         max_tok: usize,
         rows: Option<usize>,
+        gated: Option<Gated<'_>>,
     ) -> Result<Option<Prepared>> {
         let Some((mode, block)) = q.mode_block() else {
             return Ok(None);
@@ -458,7 +499,7 @@ impl GpuContext {
             packed: packed.is_some() as u32,
             d_off: packed.map_or(0, |pa| pa.d_off),
             s_off: packed.map_or(0, |pa| pa.s_off),
-            _pad: 0,
+            glu_f16: gated.is_some_and(|g| g.f16_table) as u32,
         };
         // Four values per thread (quantize_act.wgsl).
         let per_tok = (k / 4) as u32;
@@ -469,9 +510,15 @@ impl GpuContext {
             }
             None => Grid::Threads { per_tok },
         };
-        let q_buf = packed.map_or(&self.dummy, |pa| &pa.t.buf);
-        self.prepare(Op::QuantizeAct, &params, &[&x.buf, &out.buf, q_buf], grid)
-            .map(Some)
+        let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
+        match gated {
+            Some(g) => {
+                check_len("glu up", g.up, n * k)?;
+                self.prepare(Op::QuantizeAct { glu: Some(g.kind) }, &params, &[x, out, q_buf, g.up], grid)
+            }
+            None => self.prepare(Op::QuantizeAct { glu: None }, &params, &[x, out, q_buf], grid),
+        }
+        .map(Some)
     }
 
     /// `out = round(rms_norm(x) * w)` over rows of `n` (one per token) with llama.cpp's 8-bit
@@ -525,11 +572,11 @@ impl GpuContext {
             s_off: packed.map_or(0, |pa| pa.s_off),
             _pad: 0,
         };
-        let q_buf = packed.map_or(&self.dummy, |pa| &pa.t.buf);
+        let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
         self.prepare(
             Op::NormQuant,
             &params,
-            &[&x.buf, &w.buf, &out.buf, q_buf],
+            &[x, w, out, q_buf],
             Grid::Rows { per_tok: 1 },
         )
     }
@@ -553,7 +600,7 @@ impl GpuContext {
         self.prepare(
             Op::Glu(kind),
             &params,
-            &[&gate.buf, &up.buf],
+            &[gate, up],
             Grid::Threads { per_tok: n as u32 },
         )
     }
@@ -606,12 +653,12 @@ impl GpuContext {
             Op::RopeKv,
             &params,
             &[
-                &q.buf,
-                factors.map(|f| &f.buf).unwrap_or(&self.dummy),
-                &k.buf,
-                &v.buf,
-                &k_cache.buf,
-                &v_cache.buf,
+                q,
+                factors.map_or(&self.dummy as &dyn AsBinding, |f| f as &dyn AsBinding),
+                k,
+                v,
+                k_cache,
+                v_cache,
             ],
             Grid::Threads {
                 per_tok: r.n_heads * r.n_rot / 2 + n_kv_head * r.head_dim,
@@ -627,7 +674,7 @@ impl GpuContext {
             n_rows: 0,
             _pad: [0; 2],
         };
-        self.prepare(Op::Add, &params, &[&a.buf, &b.buf], Grid::Threads { per_tok: n as u32 })
+        self.prepare(Op::Add, &params, &[a, b], Grid::Threads { per_tok: n as u32 })
     }
 
     pub(crate) fn prep_softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<Prepared> {
@@ -638,7 +685,7 @@ impl GpuContext {
             _pad: [0; 2],
         };
         let (gx, gy) = self.fold(rows as u32);
-        self.prepare(Op::Softmax, &params, &[&x.buf], Grid::Fixed([gx, gy, 1]))
+        self.prepare(Op::Softmax, &params, &[x], Grid::Fixed([gx, gy, 1]))
     }
 
     /// Attention of `max_tok` queries over a KV cache of `n_ctx` positions.
@@ -683,7 +730,7 @@ impl GpuContext {
         self.prepare(
             Op::Attention,
             &params,
-            &[&q.buf, &k_cache.buf, &v_cache.buf, &out.buf],
+            &[q, k_cache, v_cache, out],
             Grid::Attention { n_head: a.n_head },
         )
     }
@@ -701,7 +748,7 @@ impl GpuContext {
 
     /// `y[t][r] = sum_k W[r][k] x[t][k]` for `n_tok` tokens; `x` is [n_tok][k], `y` [n_tok][n_rows].
     pub fn matmul(&self, w: &GpuWeight, x: &GpuTensor, y: &GpuTensor, n_tok: usize) -> Result<()> {
-        let ops = self.prep_matmul(w, x, None, y, false, n_tok)?;
+        let ops = self.prep_matmul(w, x, None, &[(y, w.n_rows())], false, n_tok)?;
         self.run(n_tok, 0, &ops)
     }
 
@@ -719,11 +766,11 @@ impl GpuContext {
         let q = ActQuant::for_weight(w.ty);
         let packed = PackedAct::for_rounding(self, q, w.k(), n_tok)?;
         let mut ops: Vec<Prepared> = self
-            .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), n_tok, None)?
+            .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), n_tok, None, None)?
             .into_iter()
             .collect();
         let src = if ops.is_empty() { x } else { x_rounded };
-        for mut p in self.prep_matmul(w, src, packed.as_ref(), y, false, n_tok)? {
+        for mut p in self.prep_matmul(w, src, packed.as_ref(), &[(y, w.n_rows())], false, n_tok)? {
             p.batched.clear();
             ops.push(p);
         }
@@ -809,7 +856,31 @@ impl GpuContext {
 
     /// `out = x` ([n_tok][k]) rounded as llama.cpp's CPU rounds activations for `q`.
     pub fn quantize_act(&self, q: ActQuant, x: &GpuTensor, out: &GpuTensor, k: usize, n_tok: usize) -> Result<()> {
-        match self.prep_quantize_act(q, x, out, None, k, n_tok, None)? {
+        match self.prep_quantize_act(q, x, out, None, k, n_tok, None, None)? {
+            Some(op) => self.run(n_tok, 0, &[op]),
+            None => Err(GpuError::Shape("no rounding for F32 weights".into())),
+        }
+    }
+
+    /// `out = act(gate) * up` ([n_tok][k]) rounded as [`GpuContext::quantize_act`] rounds, in
+    /// one dispatch (the input of a down projection); `gate` is left as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub fn glu_quantize(
+        &self,
+        kind: Glu,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        q: ActQuant,
+        out: &GpuTensor,
+        k: usize,
+        n_tok: usize,
+    ) -> Result<()> {
+        let gated = Gated {
+            kind,
+            up,
+            f16_table: false,
+        };
+        match self.prep_quantize_act(q, gate, out, None, k, n_tok, None, Some(gated))? {
             Some(op) => self.run(n_tok, 0, &[op]),
             None => Err(GpuError::Shape("no rounding for F32 weights".into())),
         }

@@ -9,4 +9,22 @@ struct Params {
     d_off: u32,      // matvec.wgsl: where the activation scales start in xq
     s_off: u32,      // matvec.wgsl: where the activation 16-sums start in xq
     accumulate: u32, // 1: y += W x (a residual add in the same pass)
+    // Several matrices in one product (q, k and v; gate and up): rows [0, seg1), [seg1, seg2)
+    // and [seg2, y_stride) each write their own [n_tok][rows] output, starting at element 0,
+    // base1 and base2 of y. One matrix: seg1 = seg2 = y_stride.
+    seg1: u32,
+    seg2: u32,
+    base1: u32,
+    base2: u32,
+}
+
+// Where output row r (of the whole product: row0 + the chunk's row) of token t goes in y.
+fn out_index(t: u32, r: u32) -> u32 {
+    if (r < p.seg1) {
+        return t * p.seg1 + r;
+    }
+    if (r < p.seg2) {
+        return p.base1 + t * (p.seg2 - p.seg1) + (r - p.seg1);
+    }
+    return p.base2 + t * (p.y_stride - p.seg2) + (r - p.seg2);
 }

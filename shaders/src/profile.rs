@@ -22,7 +22,7 @@ pub(crate) struct Timer {
     pub(crate) set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     read: wgpu::Buffer,
-    pub(crate) kinds: Vec<&'static str>,
+    pub(crate) kinds: Vec<(&'static str, u32)>,
 }
 
 impl Timer {
@@ -69,7 +69,7 @@ impl Timer {
         let mut totals = TOTALS.lock().unwrap_or_else(|p| p.into_inner());
         for (i, kind) in self.kinds.iter().enumerate() {
             let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * ns_per_tick;
-            let e = totals.by_kind.entry(kind).or_default();
+            let e = totals.by_kind.entry(*kind).or_default();
             e.0 += ns;
             e.1 += 1;
         }
@@ -78,6 +78,10 @@ impl Timer {
             let all: f64 = totals.by_kind.values().map(|v| v.0).sum();
             let mut line = format!("gpu profile (mean of 64 batches, us): total {:.0}", all / 64e3);
             for (kind, (ns, count)) in &totals.by_kind {
+                let kind = match kind {
+                    (k, 0) => k.to_string(),
+                    (k, rows) => format!("{k}[{rows}]"),
+                };
                 line += &format!(
                     ", {kind} {:.0} ({} x {:.1})",
                     ns / 64e3,
@@ -95,7 +99,7 @@ impl Timer {
 #[derive(Default)]
 struct Totals {
     batches: usize,
-    by_kind: BTreeMap<&'static str, (f64, usize)>,
+    by_kind: BTreeMap<(&'static str, u32), (f64, usize)>,
 }
 
 static TOTALS: Mutex<Totals> = Mutex::new(Totals {

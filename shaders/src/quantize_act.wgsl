@@ -5,7 +5,9 @@
 //   mode 1 (Q8_K, before K-quant weights): blocks of 256, iscale = -127 / max (max = the value of
 //          largest magnitude, the first one on ties), x' = min(127, round(iscale * x)) / iscale
 //   mode 2 (F16 weights): x' = f16(x)
-// out[t][..] = x'[t][..]. With p.packed = 1 (modes 0 and 1), the quants also go to `outq` in
+// out[t][..] = x'[t][..]; x[i] is `load4`'s (prepended): the input, or for the gated variant
+// (before a down projection) act(x[i]) * u[i] as glu.wgsl computes it, so the product's input is
+// rounded in the same dispatch that makes it. With p.packed = 1 (modes 0 and 1), the quants also go to `outq` in
 // matvec.wgsl's layout: int8 quants four per word from word 0, the scale of each 32 values (f32
 // bits) from p.d_off, the sum of each 16 quants (i32 bits) from p.s_off.
 //
@@ -21,7 +23,7 @@ struct Params {
     packed: u32, // 1: also write outq
     d_off: u32,
     s_off: u32,
-    _pad: u32,
+    glu_f16: u32, // gated variant: gelu by ggml's f16 table (glu_common.wgsl)
 }
 
 override WG: u32 = 64u;
@@ -46,7 +48,7 @@ fn main(
     let live = g < total;
     var v = vec4<f32>(0.0);
     if (live) {
-        v = vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);
+        v = load4(g);
     }
     if (p.mode == 2u) {
         if (live) {

@@ -25,8 +25,10 @@ override WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read> factors: array<f32>; // [n_rot / 2]
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
+// k and v are only read; read_write because they may be views of q's buffer (one product fills
+// q, k and v), and wgpu takes a buffer bound read-write in a dispatch for no other use.
+@group(0) @binding(3) var<storage, read_write> k: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(6) var<storage, read_write> vc: array<f32>;
 

@@ -255,3 +255,27 @@ fn quantize_act_like_llama_cpp() {
         assert_close(&format!("{q:?}"), &ctx.read_f32(&out).unwrap(), &want, 1e-6, 1e-5);
     }
 }
+
+#[test]
+fn glu_quantize_is_glu_then_quantize() {
+    let Some(ctx) = common::ctx() else { return };
+    let (k, n_tok) = (768, 3);
+    let mut rng = Rng::new(9);
+    let g: Vec<f32> = rng.vec(k * n_tok).iter().map(|v| v * 6.0).collect();
+    let u = rng.vec(k * n_tok);
+    for kind in [Glu::SwiGlu, Glu::GeGlu] {
+        for q in [ActQuant::Q8_0, ActQuant::Q8K, ActQuant::F16] {
+            let (gg, ug) = (ctx.upload_f32(&g).unwrap(), ctx.upload_f32(&u).unwrap());
+            let fused = ctx.zeros(k * n_tok).unwrap();
+            ctx.glu_quantize(kind, &gg, &ug, q, &fused, k, n_tok).unwrap();
+            // The gate is left alone; the result is glu.wgsl's values rounded by quantize_act.
+            assert_eq!(ctx.read_f32(&gg).unwrap(), g, "{kind:?} {q:?}: gate changed");
+            ctx.glu(kind, &gg, &ug, k, n_tok).unwrap();
+            let two = ctx.zeros(k * n_tok).unwrap();
+            ctx.quantize_act(q, &gg, &two, k, n_tok).unwrap();
+            let want = ctx.read_f32(&two).unwrap();
+            assert!(want.iter().any(|v| *v != 0.0));
+            assert_close(&format!("{kind:?} {q:?}"), &ctx.read_f32(&fused).unwrap(), &want, 0.0, 1e-6);
+        }
+    }
+}
