@@ -83,17 +83,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var s = -1.0e30;
         if (j < end) {
             let ko = j * kv_stride + kv_off;
+            // Eight loads in flight per trip (named sums; each trip waits for its loads).
             var d0 = vec4<f32>(0.0);
             var d1 = vec4<f32>(0.0);
+            var d2 = vec4<f32>(0.0);
+            var d3 = vec4<f32>(0.0);
             var d = 0u;
-            for (; d + 1u < g4; d += 2u) {
-                d0 += qs[d] * kc[ko + d];
-                d1 += qs[d + 1u] * kc[ko + d + 1u];
+            for (; d + 7u < g4; d += 8u) {
+                d0 += qs[d] * kc[ko + d] + qs[d + 4u] * kc[ko + d + 4u];
+                d1 += qs[d + 1u] * kc[ko + d + 1u] + qs[d + 5u] * kc[ko + d + 5u];
+                d2 += qs[d + 2u] * kc[ko + d + 2u] + qs[d + 6u] * kc[ko + d + 6u];
+                d3 += qs[d + 3u] * kc[ko + d + 3u] + qs[d + 7u] * kc[ko + d + 7u];
             }
-            if (d < g4) {
+            for (; d < g4; d++) {
                 d0 += qs[d] * kc[ko + d];
             }
-            let sv = d0 + d1;
+            let sv = (d0 + d1) + (d2 + d3);
             s = (sv.x + sv.y) + (sv.z + sv.w);
             if (p.softcap > 0.0) {
                 s = p.softcap * tanh(s / p.softcap);
@@ -145,17 +150,23 @@ fn value_sum(a: vec4<f32>, g: u32, base: u32, kv_stride: u32, kv_off: u32, kp: u
         return a;
     }
     let vo = base * kv_stride + kv_off + g;
+    // Eight keys' loads in flight per trip (each trip waits for its loads).
     var a0 = a;
     var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    let kc1 = kp_count;
     var jj = kp;
-    for (; jj + kp_count < n_here; jj += 2u * kp_count) {
-        a0 += ps[jj] * vc[vo + jj * kv_stride];
-        a1 += ps[jj + kp_count] * vc[vo + (jj + kp_count) * kv_stride];
+    for (; jj + 7u * kc1 < n_here; jj += 8u * kc1) {
+        a0 += ps[jj] * vc[vo + jj * kv_stride] + ps[jj + 4u * kc1] * vc[vo + (jj + 4u * kc1) * kv_stride];
+        a1 += ps[jj + kc1] * vc[vo + (jj + kc1) * kv_stride] + ps[jj + 5u * kc1] * vc[vo + (jj + 5u * kc1) * kv_stride];
+        a2 += ps[jj + 2u * kc1] * vc[vo + (jj + 2u * kc1) * kv_stride] + ps[jj + 6u * kc1] * vc[vo + (jj + 6u * kc1) * kv_stride];
+        a3 += ps[jj + 3u * kc1] * vc[vo + (jj + 3u * kc1) * kv_stride] + ps[jj + 7u * kc1] * vc[vo + (jj + 7u * kc1) * kv_stride];
     }
-    if (jj < n_here) {
+    for (; jj < n_here; jj += kc1) {
         a0 += ps[jj] * vc[vo + jj * kv_stride];
     }
-    return a0 + a1;
+    return (a0 + a1) + (a2 + a3);
 }
 
 // Adds the key parts of dimension group g (thread kp = 0 keeps the sum) and writes it normalised.

@@ -5,12 +5,23 @@
 var<workgroup> red: array<f32, WG>;
 
 fn row_scale(base: u32, li: u32) -> f32 {
-    var s = 0.0;
-    for (var i = li; i < p.n; i += WG) {
-        let v = x[base + i];
-        s += v * v;
+    // Four loads in flight per trip.
+    var s0 = 0.0;
+    var s1 = 0.0;
+    var i = li;
+    for (; i + 3u * WG < p.n; i += 4u * WG) {
+        let a = x[base + i];
+        let b = x[base + i + WG];
+        let c = x[base + i + 2u * WG];
+        let d = x[base + i + 3u * WG];
+        s0 += a * a + c * c;
+        s1 += b * b + d * d;
     }
-    red[li] = s;
+    for (; i < p.n; i += WG) {
+        let v = x[base + i];
+        s0 += v * v;
+    }
+    red[li] = s0 + s1;
     workgroupBarrier();
     for (var k = WG / 2u; k > 0u; k >>= 1u) {
         if (li < k) {
