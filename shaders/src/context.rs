@@ -446,7 +446,14 @@ impl Op {
         }
     }
 
-    fn source(self) -> Result<String> {
+    /// The shader text; `mode` picks the workgroup reductions (subgroup shuffles or shared
+    /// memory) of the ops that have them.
+    fn source(self, mode: MatVecMode) -> Result<String> {
+        let wg_reduce = if mode.subgroups {
+            format!("const SG: u32 = {}u;\n{}", mode.lanes, include_str!("wg_reduce_subgroup.wgsl"))
+        } else {
+            include_str!("wg_reduce_shared.wgsl").to_string()
+        };
         let step = include_str!("step.wgsl");
         let quant = |ty: GgmlType| quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()));
         Ok(match self {
@@ -468,7 +475,8 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
+                    include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
                     mode.lanes,
@@ -520,14 +528,14 @@ impl Op {
                     ),
                 };
                 format!(
-                    "{step}\n{}\n{}\n{}\n{load}",
+                    "{step}\n{}\n{}\n{}\n{load}\n{wg_reduce}",
                     include_str!("f16.wgsl"),
                     include_str!("quant_core.wgsl"),
                     include_str!("quantize_act.wgsl")
                 )
             }
             Op::NormQuant => format!(
-                "{step}\n{}\n{}\n{}\n{}",
+                "{step}\n{}\n{}\n{}\n{}\n{wg_reduce}",
                 include_str!("f16.wgsl"),
                 include_str!("quant_core.wgsl"),
                 include_str!("rms_common.wgsl"),
@@ -1213,7 +1221,7 @@ impl GpuContext {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&op) {
             return Ok(p.clone());
         }
-        let source = op.source()?;
+        let source = op.source(self.matvec)?;
         let (layout, pl) = self.layouts(op.slots());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -1,15 +1,12 @@
 // Shared by quantize_act.wgsl and norm_quant.wgsl (each declares `p` with block, mode, packed,
 // d_off, s_off, and the `out` and `outq` bindings): llama.cpp's rounding of four consecutive
 // values v (elements g..g + 4) by a workgroup whose threads hold consecutive fours, a block's
-// threads finding its largest magnitude by a shared-memory reduction. Threads past the data
-// (live = false) take part in the barriers. Modes 0 and 1 (see quantize_act.wgsl).
-
-// The largest magnitude and its signed value (the first one on ties), per thread.
-var<workgroup> amax: array<f32, WG>;
-var<workgroup> vmax: array<f32, WG>;
-var<workgroup> sums: array<i32, WG>;
+// threads finding its largest magnitude together (wg_reduce_*.wgsl). Threads past the data
+// (live = false) take part in the reductions. Modes 0 and 1 (see quantize_act.wgsl).
 
 fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
+    // The largest magnitude and its signed value (the first one on ties), per thread, then
+    // per block (group_max of wg_reduce_*.wgsl).
     var m = abs(v.x);
     var mx = v.x;
     for (var i = 1u; i < 4u; i++) {
@@ -18,21 +15,10 @@ fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
             mx = v[i];
         }
     }
-    amax[li] = m;
-    vmax[li] = mx;
-    workgroupBarrier();
     let per_block = p.block / 4u; // threads per block: 8 or 64
-    for (var s = 1u; s < per_block; s <<= 1u) {
-        // Pairs (li, li + s) with li a multiple of 2s inside a block; the lower index wins ties.
-        if ((li & (2u * s - 1u)) == 0u && amax[li + s] > amax[li]) {
-            amax[li] = amax[li + s];
-            vmax[li] = vmax[li + s];
-        }
-        workgroupBarrier();
-    }
-    let lead = li & ~(per_block - 1u);
-    let bmax = amax[lead];
-    let bval = vmax[lead];
+    let bm = group_max(m, mx, li, per_block);
+    let bmax = bm.x;
+    let bval = bm.y;
     var q = vec4<f32>(0.0);
     var scale = 0.0;
     if (live && bmax != 0.0) {
@@ -49,8 +35,7 @@ fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
     }
     let qi = vec4<i32>(q);
     // Sums of 16 quants: four threads each.
-    sums[li] = qi.x + qi.y + qi.z + qi.w;
-    workgroupBarrier();
+    let s16 = quad_sum(qi.x + qi.y + qi.z + qi.w, li);
     if (live) {
         for (var i = 0u; i < 4u; i++) {
             out[g + i] = q[i] * scale;
@@ -62,11 +47,8 @@ fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
                 outq[p.d_off + g / 32u] = bitcast<u32>(scale);
             }
             if ((g & 15u) == 0u) {
-                let s = sums[li] + sums[li + 1u] + sums[li + 2u] + sums[li + 3u];
-                outq[p.s_off + g / 16u] = bitcast<u32>(s);
+                outq[p.s_off + g / 16u] = bitcast<u32>(s16);
             }
         }
     }
-    // The shared arrays are reused by the caller's next call.
-    workgroupBarrier();
 }

@@ -1,0 +1,46 @@
+// Workgroup reductions by subgroup shuffles (the functions of wg_reduce_shared.wgsl, fewer
+// barriers). SG (prepended) is at most the adapter's subgroup size and a power of two, so SG
+// consecutive invocations (aligned) share a subgroup and xor-shuffles below SG stay inside it.
+// Every thread of the workgroup calls them together.
+
+var<workgroup> wg_a: array<f32, WG>;
+var<workgroup> wg_b: array<f32, WG>;
+
+// Over the n threads (a power of two) of li's aligned group: the largest m and the v that
+// comes with it, the first thread's on ties.
+fn group_max(m: f32, v: f32, li: u32, n: u32) -> vec2<f32> {
+    var a = m;
+    var b = v;
+    for (var s = 1u; s < min(n, SG); s <<= 1u) {
+        let ao = subgroupShuffleXor(a, s);
+        let bo = subgroupShuffleXor(b, s);
+        // The partner li ^ s comes first when li has bit s set.
+        if (ao > a || (ao == a && (li & s) != 0u)) {
+            a = ao;
+            b = bo;
+        }
+    }
+    if (n > SG) {
+        // Groups wider than SG: the SG-wide results in order, the first on ties.
+        wg_a[li] = a;
+        wg_b[li] = b;
+        workgroupBarrier();
+        let lead = li & ~(n - 1u);
+        a = wg_a[lead];
+        b = wg_b[lead];
+        for (var g = lead + SG; g < lead + n; g += SG) {
+            if (wg_a[g] > a) {
+                a = wg_a[g];
+                b = wg_b[g];
+            }
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(a, b);
+}
+
+// Sum of s over the four threads li & ~3 .. (li & ~3) + 3.
+fn quad_sum(s: i32, li: u32) -> i32 {
+    let t = s + subgroupShuffleXor(s, 1u);
+    return t + subgroupShuffleXor(t, 2u);
+}
