@@ -54,6 +54,11 @@ struct W8 {
 // (scale, min) of sub-block j (0..8) of a Q4_K / Q5_K block at byte `blk` (4-byte aligned):
 // six bits each in the 12 bytes after d and dmin (ggml's get_scale_min_k4), without branches.
 fn k_scale_min(blk: u32, j: u32) -> vec2<f32> {
+    return vec2<f32>(k_scale_min_u(blk, j));
+}
+
+// k_scale_min as integers.
+fn k_scale_min_u(blk: u32, j: u32) -> vec2<u32> {
     let w = blk >> 2u;
     let sh = (j & 3u) * 8u;
     let b0 = (wq[w + 1u] >> sh) & 0xFFu;
@@ -62,7 +67,7 @@ fn k_scale_min(blk: u32, j: u32) -> vec2<f32> {
     let lo = j < 4u;
     let sc = select((b2 & 15u) | ((b0 >> 6u) << 4u), b0 & 63u, lo);
     let m = select((b2 >> 4u) | ((b1 >> 6u) << 4u), b1 & 63u, lo);
-    return vec2<f32>(f32(sc), f32(m));
+    return vec2<u32>(sc, m);
 }
 
 // Bits 0..3 of `h` as bit 0 of four bytes.

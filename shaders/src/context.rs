@@ -467,6 +467,7 @@ impl Op {
             ),
             Op::MatVec { ty, mode } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
+                // The format's quant_*.wgsl comes too: its layout helpers (load8 goes unused).
                 // naga takes subgroup built-ins without `enable subgroups;` once the device has
                 // the feature (and rejects the directive).
                 let reduce = if mode.subgroups {
@@ -475,10 +476,11 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
+                    quant(ty)?,
                     mode.lanes,
                     mode.rows,
                     matvec_main(mode.rows)
@@ -1172,6 +1174,7 @@ impl GpuContext {
             });
             match ty {
                 GgmlType::Q4_0 => self.write_bytes(&buf, 0, &split_q4_0(&bytes[lo..hi], row_bytes as usize)),
+                GgmlType::Q6_K => self.write_bytes(&buf, 0, &split_q6_k(&bytes[lo..hi], row_bytes as usize)),
                 _ => self.write_bytes(&buf, 0, &bytes[lo..hi]),
             }
             chunks.push(WeightChunk {
@@ -1349,6 +1352,24 @@ impl GpuContext {
 
 /// Q4_0 rows as the shaders read them (quant_q4_0.wgsl): each row's blocks' 16 quant bytes
 /// first, then their 2-byte scales, so a block's quants are one aligned 16-byte load.
+/// Q6_K rows as quant_q6_k.wgsl reads them: per row the blocks' ql (128 bytes each), then
+/// their qh (64), scales (16) and d (2); the same row size.
+fn split_q6_k(rows: &[u8], row_bytes: usize) -> Vec<u8> {
+    const BLOCK: usize = 210;
+    const FIELDS: [(usize, usize); 4] = [(0, 128), (128, 64), (192, 16), (208, 2)];
+    let nb = row_bytes / BLOCK;
+    let mut out = vec![0u8; rows.len()];
+    for (src, dst) in rows.chunks_exact(row_bytes).zip(out.chunks_exact_mut(row_bytes)) {
+        for (b, block) in src.chunks_exact(BLOCK).enumerate() {
+            for (start, len) in FIELDS {
+                let at = start * nb + len * b;
+                dst[at..at + len].copy_from_slice(&block[start..start + len]);
+            }
+        }
+    }
+    out
+}
+
 fn split_q4_0(rows: &[u8], row_bytes: usize) -> Vec<u8> {
     const BLOCK: usize = 18;
     let nb = row_bytes / BLOCK;

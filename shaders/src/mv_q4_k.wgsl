@@ -1,21 +1,30 @@
-// Sub-block i = u % 8 (32 weights) of a Q4_K block (see quant_q4_k.wgsl) against 32 int8
-// activations, in two parts of sixteen: part j takes quant words 4j .. 4j + 3 of the sub-block:
-// d * scale_i * Σ u·q − dmin * min_i * Σq. Two threads share a sub-block, so a subgroup reads
-// consecutive bytes.
-const PARTS: u32 = 2u;
+// Q4_K (see quant_q4_k.wgsl) against int8 activations. Byte chunk c (0..3, 32 bytes) of a
+// block holds sub-block 2c in its low nibbles and 2c + 1 in its high ones; unit u takes half h of
+// chunk c (r = u % 8 = 2c + h): one 16-byte load gives weights 16h..16h + 15 of both
+// sub-blocks, so each byte is loaded once. Integer sums per sub-block weighted by the 6-bit
+// scales and mins as llama.cpp's CPU does: d * Σ sc_i Σ u·q − dmin * Σ m_i Σq (all units of
+// a block share its Q8_K activation scale, so the caller's per-unit scale is that of unit u).
+const PARTS: u32 = 1u;
 
-fn part_dot(rb: u32, u: u32, j: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let blk = rb + (u >> 3u) * 144u;
-    let i = u & 7u;
-    let sm = k_scale_min(blk, i);
-    let w = (blk >> 2u) + 4u + (i >> 1u) * 8u + 4u * j;
-    let sh = (i & 1u) * 4u;
-    // Sub-blocks start 16-byte aligned (16 + 32c bytes into a 144-byte block), so are the parts.
-    let q = (wq4[w >> 2u] >> vec4<u32>(sh)) & vec4<u32>(0x0F0F0F0Fu);
-    let x = xq4[(a + 4u * j) >> 2u];
-    let isum = dot4I8Packed(q.x, x.x) + dot4I8Packed(q.y, x.y) + dot4I8Packed(q.z, x.z) + dot4I8Packed(q.w, x.w);
-    let ones = 0x01010101u;
-    let asum = dot4I8Packed(x.x, ones) + dot4I8Packed(x.y, ones) + dot4I8Packed(x.z, ones) + dot4I8Packed(x.w, ones);
+    let r = u & 7u;
+    let c = r >> 1u;
+    let h = r & 1u;
+    let lo = k_scale_min_u(blk, 2u * c);
+    let hi = k_scale_min_u(blk, 2u * c + 1u);
+    // Chunks start 16 + 32c bytes into the 144-byte block: 16-byte aligned.
+    let q = wq4[((blk >> 2u) + 4u + 8u * c + 4u * h) >> 2u];
+    let ql = q & vec4<u32>(0x0F0F0F0Fu);
+    let qh = (q >> vec4<u32>(4u)) & vec4<u32>(0x0F0F0F0Fu);
+    // Activations of sub-block 2c (words a − 4h ..) and 2c + 1 (8 words on), their 16-sums
+    // at s − h and s − h + 2.
+    let xl = xq4[(a - 4u * h) >> 2u];
+    let xh = xq4[(a - 4u * h + 8u) >> 2u];
+    let il = dot4I8Packed(ql.x, xl.x) + dot4I8Packed(ql.y, xl.y) + dot4I8Packed(ql.z, xl.z) + dot4I8Packed(ql.w, xl.w);
+    let ih = dot4I8Packed(qh.x, xh.x) + dot4I8Packed(qh.y, xh.y) + dot4I8Packed(qh.z, xh.z) + dot4I8Packed(qh.w, xh.w);
+    let si = i32(lo.x) * il + i32(hi.x) * ih;
+    let mi = i32(lo.y) * xsum(s - h) + i32(hi.y) * xsum(s - h + 2u);
     let dm = unpack2x16float(wq[blk >> 2u]);
-    return dm.x * sm.x * f32(isum) - dm.y * sm.y * f32(asum);
+    return dm.x * f32(si) - dm.y * f32(mi);
 }

@@ -1,27 +1,42 @@
-// Elements 32·(u % 8) .. +32 of a Q6_K block (see quant_q6_k.wgsl) against 32 int8 activations:
-// d * Σ over the two halves of 16 of scale_h * (Σ u·q − 32·Σq), u the 6-bit quant (0..63).
+// Elements 32·(u % 8) .. +32 of a Q6_K block (quant_q6_k.wgsl, split rows: ql, qh, scales and
+// d of all blocks in turn) against 32 int8 activations: d * Σ over the two halves of 16 of
+// scale_h * (Σ u·q − 32·Σq), u the 6-bit quant (0..63). The unit's 32 low-bit bytes and 32
+// high-bit bytes are 16-byte loads where the row is 16-byte aligned.
 const PARTS: u32 = 1u;
 
 fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
-    let blk = rb + (u >> 3u) * 210u;
+    let b = u >> 3u;
     let e = u & 7u;
     let n = e >> 2u;
     let q = e & 3u;
-    let ol = blk + 64u * n + 32u * (q & 1u);
-    let oh = blk + 128u + 32u * n;
-    let nsh = (q >> 1u) * 4u;
-    let hsh = 2u * q;
-    var is0 = 0;
-    var is1 = 0;
-    for (var i = 0u; i < 4u; i++) {
-        let v0 = ((rd_u32(ol + 4u * i) >> nsh) & 0x0F0F0F0Fu) | (((rd_u32(oh + 4u * i) >> hsh) & 0x03030303u) << 4u);
-        let v1 = ((rd_u32(ol + 16u + 4u * i) >> nsh) & 0x0F0F0F0Fu) | (((rd_u32(oh + 16u + 4u * i) >> hsh) & 0x03030303u) << 4u);
-        is0 += dot4I8Packed(v0, xq[a + i]);
-        is1 += dot4I8Packed(v1, xq[a + 4u + i]);
+    let ol = q6k_ql(rb, b) + 64u * n + 32u * (q & 1u);
+    let oh = q6k_qh(rb, b) + 32u * n;
+    var l0: vec4<u32>;
+    var l1: vec4<u32>;
+    var h0: vec4<u32>;
+    var h1: vec4<u32>;
+    if ((p.row_bytes & 15u) == 0u) {
+        l0 = wq4[ol >> 4u];
+        l1 = wq4[(ol >> 4u) + 1u];
+        h0 = wq4[oh >> 4u];
+        h1 = wq4[(oh >> 4u) + 1u];
+    } else {
+        // Rows start 2-byte aligned (210-byte blocks).
+        l0 = vec4<u32>(rd_u32(ol), rd_u32(ol + 4u), rd_u32(ol + 8u), rd_u32(ol + 12u));
+        l1 = vec4<u32>(rd_u32(ol + 16u), rd_u32(ol + 20u), rd_u32(ol + 24u), rd_u32(ol + 28u));
+        h0 = vec4<u32>(rd_u32(oh), rd_u32(oh + 4u), rd_u32(oh + 8u), rd_u32(oh + 12u));
+        h1 = vec4<u32>(rd_u32(oh + 16u), rd_u32(oh + 20u), rd_u32(oh + 24u), rd_u32(oh + 28u));
     }
-    let sc = rd_u16(blk + 192u + 8u * n + 2u * q);
+    let nsh = vec4<u32>((q >> 1u) * 4u);
+    let hsh = vec4<u32>(2u * q);
+    let v0 = ((l0 >> nsh) & vec4<u32>(0x0F0F0F0Fu)) | (((h0 >> hsh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+    let v1 = ((l1 >> nsh) & vec4<u32>(0x0F0F0F0Fu)) | (((h1 >> hsh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+    let x0 = xq4[a >> 2u];
+    let x1 = xq4[(a >> 2u) + 1u];
+    let is0 = dot4I8Packed(v0.x, x0.x) + dot4I8Packed(v0.y, x0.y) + dot4I8Packed(v0.z, x0.z) + dot4I8Packed(v0.w, x0.w);
+    let is1 = dot4I8Packed(v1.x, x1.x) + dot4I8Packed(v1.y, x1.y) + dot4I8Packed(v1.z, x1.z) + dot4I8Packed(v1.w, x1.w);
+    let sc = rd_u16(q6k_sc(rb, b) + 8u * n + 2u * q);
     let sc0 = bitcast<i32>(sc << 24u) >> 24u;
     let sc1 = bitcast<i32>(sc << 16u) >> 24u;
-    let d = rd_f16(blk + 208u);
-    return d * f32(sc0 * (is0 - 32 * xsum(s)) + sc1 * (is1 - 32 * xsum(s + 1u)));
+    return q6k_d(rb, b) * f32(sc0 * (is0 - 32 * xsum(s)) + sc1 * (is1 - 32 * xsum(s + 1u)));
 }
