@@ -636,6 +636,19 @@ enum Cmd {
     },
 }
 
+/// Threads per attention workgroup (one per head and token): [`ATTENTION_WG`], or for
+/// measurement `FERRO_GPU_ATTN_WG` (64..=1024, a power of two).
+fn attention_wg() -> u32 {
+    std::env::var("FERRO_GPU_ATTN_WG")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
+        .unwrap_or(ATTENTION_WG)
+}
+
+/// Threads per attention workgroup: keys per tile, so short contexts take one tile.
+pub const ATTENTION_WG: u32 = 128;
+
 /// `FERRO_GPU_SKIP=kind,kind` (measurement only: results are wrong) leaves out the dispatches
 /// of those [`Op::kind`]s, to see what each kind costs a forward pass.
 fn skipped(kind: &str) -> bool {
@@ -934,6 +947,7 @@ impl GpuContext {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
             Op::Gemm { .. } => 256,
+            Op::Attention => attention_wg(),
             Op::RmsNorm(_) | Op::NormQuant => {
                 let max = self
                     .limits
