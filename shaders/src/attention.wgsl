@@ -106,12 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         red[li] = s;
         workgroupBarrier();
-        for (var k = WG / 2u; k > 0u; k >>= 1u) {
-            if (li < k) {
-                red[li] = max(red[li], red[li + k]);
-            }
-            workgroupBarrier();
-        }
+        tree(li, 0u);
         let m_new = max(m, red[0]);
         workgroupBarrier();
         var pj = 0.0;
@@ -121,12 +116,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         ps[li] = pj;
         red[li] = pj;
         workgroupBarrier();
-        for (var k = WG / 2u; k > 0u; k >>= 1u) {
-            if (li < k) {
-                red[li] += red[li + k];
-            }
-            workgroupBarrier();
-        }
+        tree(li, 1u);
         let corr = exp(m - m_new);
         l = l * corr + red[0];
         m = m_new;
@@ -142,6 +132,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let inv = 1.0 / l;
     finish(acc0, li, g0, kp, kp_count, g4, q_off, inv);
     finish(acc1, li, g0 + WG, kp, kp_count, g4, q_off, inv);
+}
+
+// red[0] = the max (op 0) or the sum (op 1) of red[0..WG]: the levels k = WG / 2 .. 1 written
+// out, not a loop (wgpu bounds loops with a counter).
+fn tree(li: u32, op: u32) {
+    tree_level(li, op, 512u);
+    tree_level(li, op, 256u);
+    tree_level(li, op, 128u);
+    tree_level(li, op, 64u);
+    tree_level(li, op, 32u);
+    tree_level(li, op, 16u);
+    tree_level(li, op, 8u);
+    tree_level(li, op, 4u);
+    tree_level(li, op, 2u);
+    tree_level(li, op, 1u);
+}
+
+fn tree_level(li: u32, op: u32, k: u32) {
+    if (k < WG) {
+        if (li < k) {
+            red[li] = select(red[li] + red[li + k], max(red[li], red[li + k]), op == 0u);
+        }
+        workgroupBarrier();
+    }
 }
 
 // `a` plus the tile's keys kp, kp + KP, ... (of n_here) weighted by ps, dimension group g.

@@ -6,15 +6,18 @@ const PARTS: u32 = 1u;
 fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 20u;
     let dm = unpack2x16float(rd_u32(blk));
-    var isum = 0;
-    for (var j = 0u; j < 4u; j++) {
-        let q = rd_u32(blk + 4u + 4u * j);
-        isum += dot4I8Packed(q & 0x0F0F0F0Fu, xq[a + j]) + dot4I8Packed((q >> 4u) & 0x0F0F0F0Fu, xq[a + 4u + j]);
-    }
+    // Four quant words written out (wgpu bounds loops with a counter).
+    let isum = (q4_1_word(blk, 0u, a) + q4_1_word(blk, 1u, a)) + (q4_1_word(blk, 2u, a) + q4_1_word(blk, 3u, a));
     let dx = bitcast<f32>(xq[p.d_off + a / 8u]);
     var smin = 0.0;
     if (dx != 0.0) {
         smin = f16_round(dx * f32(xsum(s) + xsum(s + 1u))) / dx;
     }
     return dm.x * f32(isum) + dm.y * smin;
+}
+
+// Quant word j of the block: weights 4j..4j + 3 (low nibbles) and 16 + 4j.. (high).
+fn q4_1_word(blk: u32, j: u32, a: u32) -> i32 {
+    let q = rd_u32(blk + 4u + 4u * j);
+    return dot4I8Packed(q & 0x0F0F0F0Fu, xq[a + j]) + dot4I8Packed((q >> 4u) & 0x0F0F0F0Fu, xq[a + 4u + j]);
 }

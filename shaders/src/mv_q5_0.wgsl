@@ -6,12 +6,16 @@ fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 22u;
     let d = rd_f16(blk);
     let qh = rd_u32(blk + 2u);
-    var isum = 0;
-    for (var j = 0u; j < 4u; j++) {
-        let q = rd_u32(blk + 6u + 4u * j);
-        let lo = (q & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (4u * j)) << 4u);
-        let hi = ((q >> 4u) & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (16u + 4u * j)) << 4u);
-        isum += dot4I8Packed(lo, xq[a + j]) + dot4I8Packed(hi, xq[a + 4u + j]);
-    }
+    // Four quant words written out (wgpu bounds loops with a counter).
+    let isum = (q5_0_word(blk, qh, 0u, a) + q5_0_word(blk, qh, 1u, a))
+        + (q5_0_word(blk, qh, 2u, a) + q5_0_word(blk, qh, 3u, a));
     return d * f32(isum - 16 * (xsum(s) + xsum(s + 1u)));
+}
+
+// Quant word j of the block: weights 4j..4j + 3 (low nibbles) and 16 + 4j.. (high).
+fn q5_0_word(blk: u32, qh: u32, j: u32, a: u32) -> i32 {
+    let q = rd_u32(blk + 6u + 4u * j);
+    let lo = (q & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (4u * j)) << 4u);
+    let hi = ((q >> 4u) & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (16u + 4u * j)) << 4u);
+    return dot4I8Packed(lo, xq[a + j]) + dot4I8Packed(hi, xq[a + 4u + j]);
 }

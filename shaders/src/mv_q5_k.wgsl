@@ -9,11 +9,17 @@ fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let wh = (blk >> 2u) + 4u;
     let w = wh + 8u + (j >> 1u) * 8u;
     let sh = (j & 1u) * 4u;
-    var isum = 0;
-    for (var i = 0u; i < 8u; i++) {
-        let v = ((wq[w + i] >> sh) & 0x0F0F0F0Fu) | (((wq[wh + i] >> j) & 0x01010101u) << 4u);
-        isum += dot4I8Packed(v, xq[a + i]);
-    }
+    // Eight quant words written out (wgpu bounds loops with a counter).
+    let isum = ((q5_k_word(w, wh, sh, j, 0u, a) + q5_k_word(w, wh, sh, j, 1u, a))
+        + (q5_k_word(w, wh, sh, j, 2u, a) + q5_k_word(w, wh, sh, j, 3u, a)))
+        + ((q5_k_word(w, wh, sh, j, 4u, a) + q5_k_word(w, wh, sh, j, 5u, a))
+        + (q5_k_word(w, wh, sh, j, 6u, a) + q5_k_word(w, wh, sh, j, 7u, a)));
     let dm = unpack2x16float(wq[blk >> 2u]);
     return dm.x * sm.x * f32(isum) - dm.y * sm.y * f32(xsum(s) + xsum(s + 1u));
+}
+
+// Word i of sub-block j: nibbles (shift sh) of quant word w + i, fifth bits from high word wh + i.
+fn q5_k_word(w: u32, wh: u32, sh: u32, j: u32, i: u32, a: u32) -> i32 {
+    let v = ((wq[w + i] >> sh) & 0x0F0F0F0Fu) | (((wq[wh + i] >> j) & 0x01010101u) << 4u);
+    return dot4I8Packed(v, xq[a + i]);
 }

@@ -4,9 +4,12 @@ const PARTS: u32 = 1u;
 fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 34u;
     let d = rd_f16(blk);
-    var isum = 0;
-    for (var j = 0u; j < 8u; j++) {
-        isum += dot4I8Packed(rd_u32(blk + 2u + 4u * j), xq[a + j]);
-    }
+    // Eight quant words written out (wgpu bounds loops with a counter).
+    let isum = ((q8_0_word(blk, 0u, a) + q8_0_word(blk, 1u, a)) + (q8_0_word(blk, 2u, a) + q8_0_word(blk, 3u, a)))
+        + ((q8_0_word(blk, 4u, a) + q8_0_word(blk, 5u, a)) + (q8_0_word(blk, 6u, a) + q8_0_word(blk, 7u, a)));
     return d * f32(isum);
+}
+
+fn q8_0_word(blk: u32, j: u32, a: u32) -> i32 {
+    return dot4I8Packed(rd_u32(blk + 2u + 4u * j), xq[a + j]);
 }

@@ -9,11 +9,17 @@ fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
     // per block (group_max of wg_reduce_*.wgsl).
     var m = abs(v.x);
     var mx = v.x;
-    for (var i = 1u; i < 4u; i++) {
-        if (abs(v[i]) > m) {
-            m = abs(v[i]);
-            mx = v[i];
-        }
+    if (abs(v.y) > m) {
+        m = abs(v.y);
+        mx = v.y;
+    }
+    if (abs(v.z) > m) {
+        m = abs(v.z);
+        mx = v.z;
+    }
+    if (abs(v.w) > m) {
+        m = abs(v.w);
+        mx = v.w;
     }
     let per_block = p.block / 4u; // threads per block: 8 or 64
     let bm = group_max(m, mx, li, per_block);
@@ -37,9 +43,10 @@ fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
     // Sums of 16 quants: four threads each.
     let s16 = quad_sum(qi.x + qi.y + qi.z + qi.w, li);
     if (live) {
-        for (var i = 0u; i < 4u; i++) {
-            out[g + i] = q[i] * scale;
-        }
+        out[g] = q.x * scale;
+        out[g + 1u] = q.y * scale;
+        out[g + 2u] = q.z * scale;
+        out[g + 3u] = q.w * scale;
         if (p.packed == 1u) {
             let b = bitcast<vec4<u32>>(qi) & vec4<u32>(0xFFu);
             outq[g / 4u] = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);

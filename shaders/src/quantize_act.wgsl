@@ -52,9 +52,10 @@ fn main(
     }
     if (p.mode == 2u) {
         if (live) {
-            for (var i = 0u; i < 4u; i++) {
-                out[g + i] = f16_round(v[i]);
-            }
+            out[g] = f16_round(v.x);
+            out[g + 1u] = f16_round(v.y);
+            out[g + 2u] = f16_round(v.z);
+            out[g + 3u] = f16_round(v.w);
         }
         return;
     }

@@ -23,11 +23,27 @@ fn row_scale(base: u32, li: u32) -> f32 {
     }
     red[li] = s0 + s1;
     workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    // The tree k = WG / 2, WG / 4, .. 1 written out (no loop: wgpu bounds every loop with a
+    // counter, which costs NVIDIA a few microseconds per dispatch here).
+    rms_tree(li, 512u);
+    rms_tree(li, 256u);
+    rms_tree(li, 128u);
+    rms_tree(li, 64u);
+    rms_tree(li, 32u);
+    rms_tree(li, 16u);
+    rms_tree(li, 8u);
+    rms_tree(li, 4u);
+    rms_tree(li, 2u);
+    rms_tree(li, 1u);
+    return inverseSqrt(red[0] / f32(p.n) + p.eps);
+}
+
+// One level of the tree: red[li] += red[li + k] for li < k (levels at or past WG skipped).
+fn rms_tree(li: u32, k: u32) {
+    if (k < WG) {
         if (li < k) {
             red[li] += red[li + k];
         }
         workgroupBarrier();
     }
-    return inverseSqrt(red[0] / f32(p.n) + p.eps);
 }

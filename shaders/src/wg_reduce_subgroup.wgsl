@@ -9,17 +9,15 @@ var<workgroup> wg_b: array<f32, WG>;
 // Over the n threads (a power of two) of li's aligned group: the largest m and the v that
 // comes with it, the first thread's on ties.
 fn group_max(m: f32, v: f32, li: u32, n: u32) -> vec2<f32> {
-    var a = m;
-    var b = v;
-    for (var s = 1u; s < min(n, SG); s <<= 1u) {
-        let ao = subgroupShuffleXor(a, s);
-        let bo = subgroupShuffleXor(b, s);
-        // The partner li ^ s comes first when li has bit s set.
-        if (ao > a || (ao == a && (li & s) != 0u)) {
-            a = ao;
-            b = bo;
-        }
-    }
+    // Steps s = 1, 2, .. below min(n, SG), written out (wgpu bounds loops with a counter).
+    let lim = min(n, SG);
+    var ab = max_step(vec2<f32>(m, v), li, 1u, lim);
+    ab = max_step(ab, li, 2u, lim);
+    ab = max_step(ab, li, 4u, lim);
+    ab = max_step(ab, li, 8u, lim);
+    ab = max_step(ab, li, 16u, lim);
+    var a = ab.x;
+    var b = ab.y;
     if (n > SG) {
         // Groups wider than SG: the SG-wide results in order, the first on ties.
         wg_a[li] = a;
@@ -37,6 +35,20 @@ fn group_max(m: f32, v: f32, li: u32, n: u32) -> vec2<f32> {
         workgroupBarrier();
     }
     return vec2<f32>(a, b);
+}
+
+// One butterfly step of group_max: (largest, its value) of li and its partner li ^ s; the
+// partner comes first when li has bit s set.
+fn max_step(ab: vec2<f32>, li: u32, s: u32, lim: u32) -> vec2<f32> {
+    if (s >= lim) {
+        return ab;
+    }
+    let ao = subgroupShuffleXor(ab.x, s);
+    let bo = subgroupShuffleXor(ab.y, s);
+    if (ao > ab.x || (ao == ab.x && (li & s) != 0u)) {
+        return vec2<f32>(ao, bo);
+    }
+    return ab;
 }
 
 // Sum of s over the four threads li & ~3 .. (li & ~3) + 3.
