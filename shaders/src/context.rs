@@ -259,10 +259,34 @@ pub const MATVEC_ROWS: u32 = 1;
 
 /// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
 /// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
-fn matvec_main(rows: u32) -> String {
+/// With `straight` = Some((parts per row, lanes)), the parts loop is written out: lane `l` takes
+/// parts l, l + lanes, .. into the four sums in turn (as the loop does), the last guarded where
+/// the lanes do not divide the parts.
+fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
     let each = |f: &dyn Fn(u32) -> String| (0..rows).map(f).collect::<Vec<_>>().join("\n");
     let acc = |r: u32, j: u32| format!("acc{r}_{j}");
-    include_str!("matvec.wgsl")
+    let text = include_str!("matvec.wgsl");
+    let text = match straight {
+        Some((np, lanes)) => {
+            // The markers at line starts (the header comment names them too).
+            let begin = text.find("\n//PARTS_BEGIN").map_or(0, |i| i + 1);
+            let end = text.find("\n//PARTS_END").map_or(0, |i| i + 1);
+            let mut body = String::new();
+            for j in 0..np.div_ceil(lanes) {
+                let call = |indent: &str| {
+                    each(&|r| format!("{indent}{} += part(rb{r}, lane + {j}u * LANES, a0, d0, s0);", acc(r, j % 4)))
+                };
+                if (j + 1) * lanes > np {
+                    body += &format!("    if (lane + {j}u * LANES < np) {{\n{}\n    }}\n", call("        "));
+                } else {
+                    body += &format!("{}\n", call("    "));
+                }
+            }
+            format!("{}{}{}", &text[..begin], body, &text[end + "//PARTS_END".len()..])
+        }
+        None => text.to_string(),
+    };
+    text
         .replace(
             "//ROWS_DECL",
             &each(&|r| {
@@ -370,6 +394,8 @@ pub(crate) enum Op {
     MatVec {
         ty: GgmlType,
         mode: MatVecMode,
+        /// Row length: its parts loop is written out when short enough.
+        k: u32,
     },
     GetRows {
         ty: GgmlType,
@@ -465,11 +491,15 @@ impl Op {
                 matmul_lanes(tile),
                 include_str!("matmul.wgsl")
             ),
-            Op::MatVec { ty, mode } => {
+            Op::MatVec { ty, mode, k } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 // The format's quant_*.wgsl comes too: its layout helpers (load8 goes unused).
                 // naga takes subgroup built-ins without `enable subgroups;` once the device has
                 // the feature (and rejects the directive).
+                // One part per 32-weight unit in every format now; up to 64 parts a lane are
+                // written out.
+                let straight = (unit.contains("const PARTS: u32 = 1u;") && k / 32 <= 64 * mode.lanes)
+                    .then_some((k / 32, mode.lanes));
                 let reduce = if mode.subgroups {
                     include_str!("reduce_subgroup.wgsl")
                 } else {
@@ -483,7 +513,7 @@ impl Op {
                     quant(ty)?,
                     mode.lanes,
                     mode.rows,
-                    matvec_main(mode.rows)
+                    matvec_main(mode.rows, straight)
                 )
             }
             Op::Gemm { ty } => format!(

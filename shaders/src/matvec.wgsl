@@ -10,7 +10,9 @@
 // integer block sums. LANES threads share a row, each taking every LANES-th part (so neighbours
 // read neighbouring bytes), and `row_sum` (subgroup shuffles or shared memory, prepended) adds
 // them up. A workgroup computes WG / LANES * ROWS rows of one token: dispatch (x, y) fold the
-// row groups, z = tokens. The lines marked //ROWS_* are written per row by context.rs.
+// row groups, z = tokens. The lines marked //ROWS_* are written per row by context.rs, and where
+// the row length is known when the pipeline is made, the loops between //PARTS_BEGIN and
+// //PARTS_END become straight-line code (wgpu bounds every loop with a counter).
 
 override WG: u32 = 64u;
 
@@ -51,6 +53,7 @@ fn main(
     // into four named sums, so their loads are in flight together. (Named variables, not an
     // array: a dynamically indexed array would live in memory.)
 //ROWS_DECL
+//PARTS_BEGIN
     var i = lane;
     for (; i + 3u * LANES < np; i += 4u * LANES) {
 //ROWS_TRIP
@@ -58,6 +61,7 @@ fn main(
     for (; i < np; i += LANES) {
 //ROWS_TAIL
     }
+//PARTS_END
 //ROWS_STORE
 }
 

@@ -327,6 +327,7 @@ impl GpuContext {
                         Op::MatVec {
                             ty: w.ty,
                             mode: self.matvec,
+                            k: w.k,
                         },
                         &MatmulParams {
                             d_off: pa.d_off,
