@@ -21,6 +21,15 @@ struct Params {
     window: u32,   // 0 = no sliding window
     scale: f32,    // applied to q.k
     softcap: f32,  // 0 = none; else scores = softcap * tanh(scores / softcap)
+    // quant = 1: the output goes out rounded as quantize_act.wgsl's mode 0 rounds it (Q8_0
+    // blocks of 32 inside a head, quant_core.wgsl), with its quants into outq when packed = 1:
+    // the input of the output projection made in this dispatch.
+    quant: u32,
+    block: u32,
+    mode: u32,
+    packed: u32,
+    d_off: u32,
+    s_off: u32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -33,7 +42,8 @@ const GROUPS_PER_THREAD: u32 = 2u; // head_dim / 4 <= WG * GROUPS_PER_THREAD (ch
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> outq: array<u32>;
 
 var<workgroup> qs: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
 var<workgroup> ps: array<f32, WG>;
@@ -128,10 +138,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
 
-    // Add the key parts (thread kp = 0 of each group keeps the sum) and normalise.
+    // Add the key parts (thread kp = 0 of each group keeps the sum) and normalise. Rounded
+    // output: thread li < g4 holds dimensions 4li.. of the head, so a block's eight threads
+    // are neighbours (the host asks for it only where head_dim is a multiple of 32 and g4 <= WG).
     let inv = 1.0 / l;
-    finish(acc0, li, g0, kp, kp_count, g4, q_off, inv);
-    finish(acc1, li, g0 + WG, kp, kp_count, g4, q_off, inv);
+    let r0 = finish(acc0, li, g0, kp, kp_count, g4, inv);
+    if (p.quant == 1u) {
+        quantize4(li, 4u * (q_off + g0), r0, kp == 0u && g0 < g4);
+        return;
+    }
+    store4(r0, q_off + g0, kp == 0u && g0 < g4);
+    let r1 = finish(acc1, li, g0 + WG, kp, kp_count, g4, inv);
+    store4(r1, q_off + g0 + WG, kp == 0u && g0 + WG < g4);
+}
+
+fn store4(v: vec4<f32>, o: u32, live: bool) {
+    if (live) {
+        out[4u * o] = v.x;
+        out[4u * o + 1u] = v.y;
+        out[4u * o + 2u] = v.z;
+        out[4u * o + 3u] = v.w;
+    }
 }
 
 // red[0] = the max (op 0) or the sum (op 1) of red[0..WG]: the levels k = WG / 2 .. 1 written
@@ -183,16 +210,19 @@ fn value_sum(a: vec4<f32>, g: u32, base: u32, kv_stride: u32, kv_off: u32, kp: u
     return (a0 + a1) + (a2 + a3);
 }
 
-// Adds the key parts of dimension group g (thread kp = 0 keeps the sum) and writes it normalised.
-fn finish(a: vec4<f32>, li: u32, g: u32, kp: u32, kp_count: u32, g4: u32, q_off: u32, inv: f32) {
+// The key parts of dimension group g added (thread kp = 0 keeps the sum) and normalised; 0 for
+// the other threads.
+fn finish(a: vec4<f32>, li: u32, g: u32, kp: u32, kp_count: u32, g4: u32, inv: f32) -> vec4<f32> {
     part[li] = a;
     workgroupBarrier();
+    var r = vec4<f32>(0.0);
     if (kp == 0u && g < g4) {
         var sum = part[li];
         for (var k = 1u; k < kp_count; k++) {
             sum += part[li + k * g4];
         }
-        out[q_off + g] = sum * inv;
+        r = sum * inv;
     }
     workgroupBarrier();
+    return r;
 }

@@ -433,7 +433,7 @@ impl Op {
             Op::Rope => &[Uniform, ReadWrite, Read],
             Op::Add => &[Uniform, ReadWrite, Read],
             Op::Glu(_) => &[Uniform, ReadWrite, ReadWrite],
-            Op::Attention => &[Uniform, Read, Read, Read, ReadWrite],
+            Op::Attention => &[Uniform, Read, Read, Read, ReadWrite, ReadWrite],
             Op::QuantizeAct { glu: None } => &[Uniform, Read, ReadWrite, ReadWrite],
             Op::QuantizeAct { glu: Some(_) } => &[Uniform, Read, ReadWrite, ReadWrite, Read],
             Op::RopeKv => &[Uniform, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
@@ -542,7 +542,12 @@ impl Op {
             Op::Softmax => format!("{step}\n{}", include_str!("softmax.wgsl")),
             Op::Glu(_) => format!("{step}\n{}\n{}", include_str!("glu_common.wgsl"), include_str!("glu.wgsl")),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
-            Op::Attention => format!("{step}\n{}", include_str!("attention.wgsl")),
+            Op::Attention => format!(
+                "{step}\n{}\n{}\n{}\n{wg_reduce}",
+                include_str!("f16.wgsl"),
+                include_str!("quant_core.wgsl"),
+                include_str!("attention.wgsl")
+            ),
             Op::QuantizeAct { glu } => {
                 let load = match glu {
                     None => "fn load4(g: u32) -> vec4<f32> {\n    return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}".to_string(),
@@ -973,6 +978,11 @@ impl GpuContext {
 
     /// Threads per workgroup of `op`: [`WG`]; the matvec's own size; for rms_norm as many as
     /// the adapter allows up to 1024, so a row takes few loop trips (each a full memory latency).
+    /// Threads per attention workgroup.
+    pub(crate) fn attention_threads(&self) -> u32 {
+        self.workgroup_size(Op::Attention)
+    }
+
     fn workgroup_size(&self, op: Op) -> u32 {
         match op {
             Op::MatVec { mode, .. } => mode.wg,

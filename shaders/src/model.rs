@@ -553,6 +553,34 @@ impl ActScratch {
         self.project(c, gate, k, std::slice::from_ref(w), accumulate, out)
     }
 
+    /// Attention into `att`, then `y = wo att` (`accumulate`: `+=`): where wo's input is
+    /// rounded in 32-blocks, attention writes it rounded (and its quants) itself.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_project(
+        &mut self,
+        c: &GpuContext,
+        q: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        att: &GpuTensor,
+        a: &AttnParams,
+        n_ctx: usize,
+        wo: &Proj,
+        accumulate: bool,
+        out: &mut Vec<Prepared>,
+    ) -> Result<()> {
+        let k = (a.n_head * a.head_dim) as usize;
+        let rounding = self.quant(&wo.w);
+        if c.attention_rounds(rounding, a.head_dim) {
+            let (buf, packed) = self.scratch(c, k, rounding)?;
+            out.push(c.prep_attention(q, k_cache, v_cache, &buf, a, self.batch, n_ctx, Some((rounding, packed.as_ref())))?);
+            out.extend(wo.prep(c, &buf, packed.as_ref(), accumulate, self.batch)?);
+            return Ok(());
+        }
+        out.push(c.prep_attention(q, k_cache, v_cache, att, a, self.batch, n_ctx, None)?);
+        self.project(c, att, k, std::slice::from_ref(wo), accumulate, out)
+    }
+
     /// `y = W rms_norm(x) * norm` for each (W, y) through `xb`: when every W sees the same 8-bit
     /// rounding, the norm and the rounding are one dispatch (norm_quant.wgsl).
     #[allow(clippy::too_many_arguments)]
@@ -697,11 +725,13 @@ impl GpuModel {
                 scale: hp.attn_scale,
                 softcap: hp.attn_softcap,
             };
-            ops.push(c.prep_attention(&s.q, &k_cache, &v_cache, &s.att, &attn, b, hp.n_ctx)?);
             // Without a post-norm the product goes straight into the residual stream.
             let attn_out = if post_attn.is_some() { &s.xb2 } else { &s.x };
             let wo = t.projections(c, nh * hd, &[(n("attn_output"), attn_out, e)])?;
-            acts.project(c, &s.att, nh * hd, &wo, post_attn.is_none(), &mut ops)?;
+            let [wo] = &wo[..] else {
+                return Err(GpuError::Shape("attn_output: one product expected".into()));
+            };
+            acts.attend_project(c, &s.q, &k_cache, &v_cache, &s.att, &attn, hp.n_ctx, wo, post_attn.is_none(), &mut ops)?;
             if let Some(w) = &post_attn {
                 ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
             }

@@ -130,6 +130,12 @@ struct AttnUniform {
     window: u32,
     scale: f32,
     softcap: f32,
+    quant: u32,
+    block: u32,
+    mode: u32,
+    packed: u32,
+    d_off: u32,
+    s_off: u32,
     _pad: [u32; 2],
 }
 
@@ -700,6 +706,7 @@ impl GpuContext {
         a: &AttnParams,
         max_tok: usize,
         n_ctx: usize,
+        rounded: Option<(ActQuant, Option<&PackedAct>)>,
     ) -> Result<Prepared> {
         if a.head_dim > MAX_HEAD_DIM || a.head_dim > WG * 8 || !a.head_dim.is_multiple_of(4) {
             return Err(GpuError::Shape(format!(
@@ -719,6 +726,11 @@ impl GpuContext {
         check_len("attention out", out, q_len)?;
         check_len("k cache", k_cache, kv_len)?;
         check_len("v cache", v_cache, kv_len)?;
+        let rounded = rounded.filter(|&(q, _)| self.attention_rounds(q, a.head_dim));
+        let packed = rounded.and_then(|(_, pa)| pa);
+        if let Some(pa) = packed {
+            pa.check((a.n_head * a.head_dim) as usize, max_tok)?;
+        }
         let params = AttnUniform {
             n_head: a.n_head,
             n_kv_head: a.n_kv_head,
@@ -726,14 +738,27 @@ impl GpuContext {
             window: a.window,
             scale: a.scale,
             softcap: a.softcap,
+            quant: rounded.is_some() as u32,
+            block: 32,
+            mode: 0,
+            packed: packed.is_some() as u32,
+            d_off: packed.map_or(0, |pa| pa.d_off),
+            s_off: packed.map_or(0, |pa| pa.s_off),
             _pad: [0; 2],
         };
+        let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
         self.prepare(
             Op::Attention,
             &params,
-            &[q, k_cache, v_cache, out],
+            &[q, k_cache, v_cache, out, q_buf],
             Grid::Attention { n_head: a.n_head },
         )
+    }
+
+    /// Whether attention can write its output rounded as `q` (mode 0: blocks of 32 inside a
+    /// head, each head's dimensions held one group of four per thread).
+    pub(crate) fn attention_rounds(&self, q: ActQuant, head_dim: u32) -> bool {
+        q.mode_block() == Some((0, 32)) && head_dim.is_multiple_of(32) && head_dim / 4 <= self.attention_threads()
     }
 
     fn run(&self, n_tok: usize, pos0: usize, ops: &[Prepared]) -> Result<()> {
@@ -914,7 +939,7 @@ impl GpuContext {
                 pos0 + n_tok
             )));
         }
-        let op = self.prep_attention(q, k_cache, v_cache, out, a, n_tok, n_ctx)?;
+        let op = self.prep_attention(q, k_cache, v_cache, out, a, n_tok, n_ctx, None)?;
         self.run(n_tok, pos0, &[op])
     }
 }
