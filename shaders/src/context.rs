@@ -139,8 +139,7 @@ impl GpuTensor {
     /// Where `next` starts in this tensor's buffer, in elements after this tensor's start, if
     /// it is a view of the same buffer at or after it.
     pub(crate) fn elems_to(&self, next: &GpuTensor) -> Option<u32> {
-        (self.buf == next.buf && next.offset >= self.offset)
-            .then(|| ((next.offset - self.offset) / 4) as u32)
+        (self.buf == next.buf && next.offset >= self.offset).then(|| ((next.offset - self.offset) / 4) as u32)
     }
 
     /// This tensor extended to the end of `last` (a later view of the same buffer).
@@ -274,7 +273,12 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
             let mut body = String::new();
             for j in 0..np.div_ceil(lanes) {
                 let call = |indent: &str| {
-                    each(&|r| format!("{indent}{} += part(rb{r}, lane + {j}u * LANES, a0, d0, s0);", acc(r, j % 4)))
+                    each(&|r| {
+                        format!(
+                            "{indent}{} += part(rb{r}, lane + {j}u * LANES, a0, d0, s0);",
+                            acc(r, j % 4)
+                        )
+                    })
                 };
                 if (j + 1) * lanes > np {
                     body += &format!("    if (lane + {j}u * LANES < np) {{\n{}\n    }}\n", call("        "));
@@ -286,44 +290,41 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
         }
         None => text.to_string(),
     };
-    text
-        .replace(
-            "//ROWS_DECL",
-            &each(&|r| {
-                let mut l = format!(
-                    "    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);\n"
-                );
-                for j in 0..4 {
-                    l += &format!("    var {} = 0.0;\n", acc(r, j));
-                }
-                l
-            }),
-        )
-        .replace(
-            "//ROWS_TRIP",
-            &each(&|r| {
-                (0..4)
-                    .map(|j| format!("        {} += part(rb{r}, i + {j}u * LANES, a0, d0, s0);", acc(r, j)))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            }),
-        )
-        .replace(
-            "//ROWS_TAIL",
-            &each(&|r| format!("        {} += part(rb{r}, i, a0, d0, s0);", acc(r, 0))),
-        )
-        .replace(
-            "//ROWS_STORE",
-            &each(&|r| {
-                format!(
-                    "    store(t, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
-                    acc(r, 0),
-                    acc(r, 1),
-                    acc(r, 2),
-                    acc(r, 3)
-                )
-            }),
-        )
+    text.replace(
+        "//ROWS_DECL",
+        &each(&|r| {
+            let mut l = format!("    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);\n");
+            for j in 0..4 {
+                l += &format!("    var {} = 0.0;\n", acc(r, j));
+            }
+            l
+        }),
+    )
+    .replace(
+        "//ROWS_TRIP",
+        &each(&|r| {
+            (0..4)
+                .map(|j| format!("        {} += part(rb{r}, i + {j}u * LANES, a0, d0, s0);", acc(r, j)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+    )
+    .replace(
+        "//ROWS_TAIL",
+        &each(&|r| format!("        {} += part(rb{r}, i, a0, d0, s0);", acc(r, 0))),
+    )
+    .replace(
+        "//ROWS_STORE",
+        &each(&|r| {
+            format!(
+                "    store(t, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
+                acc(r, 0),
+                acc(r, 1),
+                acc(r, 2),
+                acc(r, 3)
+            )
+        }),
+    )
 }
 
 impl MatVecMode {
@@ -476,7 +477,11 @@ impl Op {
     /// memory) of the ops that have them.
     fn source(self, mode: MatVecMode) -> Result<String> {
         let wg_reduce = if mode.subgroups {
-            format!("const SG: u32 = {}u;\n{}", mode.lanes, include_str!("wg_reduce_subgroup.wgsl"))
+            format!(
+                "const SG: u32 = {}u;\n{}",
+                mode.lanes,
+                include_str!("wg_reduce_subgroup.wgsl")
+            )
         } else {
             include_str!("wg_reduce_shared.wgsl").to_string()
         };
@@ -540,7 +545,11 @@ impl Op {
                 include_str!("rope.wgsl")
             ),
             Op::Softmax => format!("{step}\n{}", include_str!("softmax.wgsl")),
-            Op::Glu(_) => format!("{step}\n{}\n{}", include_str!("glu_common.wgsl"), include_str!("glu.wgsl")),
+            Op::Glu(_) => format!(
+                "{step}\n{}\n{}",
+                include_str!("glu_common.wgsl"),
+                include_str!("glu.wgsl")
+            ),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
             Op::Attention => format!(
                 "{step}\n{}\n{}\n{}\n{wg_reduce}",

@@ -391,7 +391,8 @@ impl<'a> Tensors<'a> {
                     if stack
                         && g.len() < 3
                         && g[0].0.ty == w.ty
-                        && g.last().and_then(|(_, prev, _)| prev.elems_to(y)) == Some(g.last().map_or(0, |p| p.1.len() as u32)) =>
+                        && g.last().and_then(|(_, prev, _)| prev.elems_to(y))
+                            == Some(g.last().map_or(0, |p| p.1.len() as u32)) =>
                 {
                     g.push((w, y, *rows))
                 }
@@ -462,7 +463,14 @@ struct Proj {
 }
 
 impl Proj {
-    fn prep(&self, c: &GpuContext, x: &GpuTensor, packed: Option<&PackedAct>, accumulate: bool, batch: usize) -> Result<Vec<Prepared>> {
+    fn prep(
+        &self,
+        c: &GpuContext,
+        x: &GpuTensor,
+        packed: Option<&PackedAct>,
+        accumulate: bool,
+        batch: usize,
+    ) -> Result<Vec<Prepared>> {
         let ys: Vec<(&GpuTensor, usize)> = self.outs.iter().map(|(y, rows)| (y, *rows)).collect();
         c.prep_matmul(&self.w, x, packed, &ys, accumulate, batch)
     }
@@ -544,7 +552,11 @@ impl ActScratch {
         let q = self.quant(&w.w);
         if q.mode_block().is_some() {
             let (buf, packed) = self.scratch(c, k, q)?;
-            let gated = Gated { kind: glu, up, f16_table };
+            let gated = Gated {
+                kind: glu,
+                up,
+                f16_table,
+            };
             out.extend(c.prep_quantize_act(q, gate, &buf, packed.as_ref(), k, self.batch, None, Some(gated))?);
             out.extend(w.prep(c, &buf, packed.as_ref(), accumulate, self.batch)?);
             return Ok(());
@@ -573,7 +585,16 @@ impl ActScratch {
         let rounding = self.quant(&wo.w);
         if c.attention_rounds(rounding, a.head_dim) {
             let (buf, packed) = self.scratch(c, k, rounding)?;
-            out.push(c.prep_attention(q, k_cache, v_cache, &buf, a, self.batch, n_ctx, Some((rounding, packed.as_ref())))?);
+            out.push(c.prep_attention(
+                q,
+                k_cache,
+                v_cache,
+                &buf,
+                a,
+                self.batch,
+                n_ctx,
+                Some((rounding, packed.as_ref())),
+            )?);
             out.extend(wo.prep(c, &buf, packed.as_ref(), accumulate, self.batch)?);
             return Ok(());
         }
@@ -668,7 +689,11 @@ impl GpuModel {
             let qkv = t.projections(
                 c,
                 e,
-                &[(n("attn_q"), &s.q, nh * hd), (n("attn_k"), &s.k, nkv * hd), (n("attn_v"), &s.v, nkv * hd)],
+                &[
+                    (n("attn_q"), &s.q, nh * hd),
+                    (n("attn_k"), &s.k, nkv * hd),
+                    (n("attn_v"), &s.v, nkv * hd),
+                ],
             )?;
             let q_norm = t.optional_vector(c, &n("attn_q_norm"), hd)?;
             let k_norm = t.optional_vector(c, &n("attn_k_norm"), hd)?;
@@ -678,16 +703,7 @@ impl GpuModel {
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
             let mut ops = Vec::new();
-            acts.project_normed(
-                c,
-                &s.x,
-                &attn_norm,
-                hp.rms_eps,
-                &s.xb,
-                e,
-                &qkv,
-                &mut ops,
-            )?;
+            acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, &mut ops)?;
             if let Some(w) = &q_norm {
                 ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
             }
@@ -731,20 +747,22 @@ impl GpuModel {
             let [wo] = &wo[..] else {
                 return Err(GpuError::Shape("attn_output: one product expected".into()));
             };
-            acts.attend_project(c, &s.q, &k_cache, &v_cache, &s.att, &attn, hp.n_ctx, wo, post_attn.is_none(), &mut ops)?;
+            acts.attend_project(
+                c,
+                &s.q,
+                &k_cache,
+                &v_cache,
+                &s.att,
+                &attn,
+                hp.n_ctx,
+                wo,
+                post_attn.is_none(),
+                &mut ops,
+            )?;
             if let Some(w) = &post_attn {
                 ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
             }
-            acts.project_normed(
-                c,
-                &s.x,
-                &ffn_norm,
-                hp.rms_eps,
-                &s.xb,
-                e,
-                &gate_up,
-                &mut ops,
-            )?;
+            acts.project_normed(c, &s.x, &ffn_norm, hp.rms_eps, &s.xb, e, &gate_up, &mut ops)?;
             let ffn_out = if post_ffw.is_some() { &s.xb2 } else { &s.x };
             let down = t.projections(c, ff, &[(n("ffn_down"), ffn_out, e)])?;
             let [down] = &down[..] else {
@@ -790,7 +808,14 @@ impl GpuModel {
             }
             None => &s.last,
         };
-        for mut p in c.prep_matmul(&output, head_in, last_packed.as_ref(), &[(&s.logits, hp.n_vocab)], false, 1)? {
+        for mut p in c.prep_matmul(
+            &output,
+            head_in,
+            last_packed.as_ref(),
+            &[(&s.logits, hp.n_vocab)],
+            false,
+            1,
+        )? {
             // One row of logits whatever the batch size.
             let (x, y) = match p.grid {
                 Grid::Matmul { rows, .. } => c.fold(rows.div_ceil(WG / matmul_lanes(1))),

@@ -2,9 +2,8 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    AsBinding,
-    has_matvec, matmul_lanes, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder,
-    GEMM_MIN_TOKENS, MATMUL_TILE, WG,
+    has_matvec, matmul_lanes, AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared,
+    Recorder, GEMM_MIN_TOKENS, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -289,10 +288,16 @@ impl GpuContext {
             _ => return Err(GpuError::Shape(format!("a product into {} outputs", ys.len()))),
         };
         let (Some(y), Some(base1), Some(base2)) = (y, base1, base2) else {
-            return Err(GpuError::Shape("stacked product outputs are not views of one buffer".into()));
+            return Err(GpuError::Shape(
+                "stacked product outputs are not views of one buffer".into(),
+            ));
         };
         if ys.iter().map(|(_, r)| r).sum::<usize>() != w.n_rows() {
-            return Err(GpuError::Shape(format!("outputs of {} rows for a weight of {}", seg2, w.n_rows())));
+            return Err(GpuError::Shape(format!(
+                "outputs of {} rows for a weight of {}",
+                seg2,
+                w.n_rows()
+            )));
         }
         for (y, rows) in ys {
             check_len("matmul output", y, max_tok * rows)?;
@@ -400,12 +405,7 @@ impl GpuContext {
                     scale,
                     _pad: [0; 3],
                 };
-                self.prepare(
-                    Op::GetRows { ty: w.ty },
-                    &params,
-                    &[&c.buf, ids, out],
-                    Grid::Tokens,
-                )
+                self.prepare(Op::GetRows { ty: w.ty }, &params, &[&c.buf, ids, out], Grid::Tokens)
             })
             .collect()
     }
@@ -461,7 +461,10 @@ impl GpuContext {
         self.prepare(
             Op::Rope,
             &rope_uniform(r, factors.is_some()),
-            &[x, factors.map_or(&self.dummy as &dyn AsBinding, |f| f as &dyn AsBinding)],
+            &[
+                x,
+                factors.map_or(&self.dummy as &dyn AsBinding, |f| f as &dyn AsBinding),
+            ],
             Grid::Threads {
                 per_tok: r.n_heads * r.n_rot / 2,
             },
@@ -521,7 +524,12 @@ impl GpuContext {
         match gated {
             Some(g) => {
                 check_len("glu up", g.up, n * k)?;
-                self.prepare(Op::QuantizeAct { glu: Some(g.kind) }, &params, &[x, out, q_buf, g.up], grid)
+                self.prepare(
+                    Op::QuantizeAct { glu: Some(g.kind) },
+                    &params,
+                    &[x, out, q_buf, g.up],
+                    grid,
+                )
             }
             None => self.prepare(Op::QuantizeAct { glu: None }, &params, &[x, out, q_buf], grid),
         }
@@ -580,12 +588,7 @@ impl GpuContext {
             _pad: 0,
         };
         let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
-        self.prepare(
-            Op::NormQuant,
-            &params,
-            &[x, w, out, q_buf],
-            Grid::Rows { per_tok: 1 },
-        )
+        self.prepare(Op::NormQuant, &params, &[x, w, out, q_buf], Grid::Rows { per_tok: 1 })
     }
 
     pub(crate) fn prep_glu(
@@ -604,12 +607,7 @@ impl GpuContext {
             n_rows: f16_table as u32,
             _pad: [0; 2],
         };
-        self.prepare(
-            Op::Glu(kind),
-            &params,
-            &[gate, up],
-            Grid::Threads { per_tok: n as u32 },
-        )
+        self.prepare(Op::Glu(kind), &params, &[gate, up], Grid::Threads { per_tok: n as u32 })
     }
 
     /// Rotary embedding of `q` in place, and the batch's keys (rotated with `r`'s settings for

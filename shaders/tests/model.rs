@@ -329,7 +329,11 @@ fn check_greedy(model_name: &str, case: usize) {
             got.push(t);
             if got[i] != want[i] {
                 let (a, b) = (logits[t as usize], logits[want[i] as usize]);
-                eprintln!("step {i}: got {t} (logit {a}), want {} (logit {b}), gap {}", want[i], a - b);
+                eprintln!(
+                    "step {i}: got {t} (logit {a}), want {} (logit {b}), gap {}",
+                    want[i],
+                    a - b
+                );
                 break;
             }
             logits = model.forward(&[t], prompt.len() + i).unwrap();

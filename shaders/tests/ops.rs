@@ -275,7 +275,13 @@ fn glu_quantize_is_glu_then_quantize() {
             ctx.quantize_act(q, &gg, &two, k, n_tok).unwrap();
             let want = ctx.read_f32(&two).unwrap();
             assert!(want.iter().any(|v| *v != 0.0));
-            assert_close(&format!("{kind:?} {q:?}"), &ctx.read_f32(&fused).unwrap(), &want, 0.0, 1e-6);
+            assert_close(
+                &format!("{kind:?} {q:?}"),
+                &ctx.read_f32(&fused).unwrap(),
+                &want,
+                0.0,
+                1e-6,
+            );
         }
     }
 }
