@@ -498,13 +498,11 @@ impl Op {
             ),
             Op::MatVec { ty, mode, k } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
+                // Up to 64 parts (of 32 weights) a lane are written out.
+                let straight = (k / 32 <= 64 * mode.lanes).then_some((k / 32, mode.lanes));
                 // The format's quant_*.wgsl comes too: its layout helpers (load8 goes unused).
                 // naga takes subgroup built-ins without `enable subgroups;` once the device has
                 // the feature (and rejects the directive).
-                // One part per 32-weight unit in every format now; up to 64 parts a lane are
-                // written out.
-                let straight = (unit.contains("const PARTS: u32 = 1u;") && k / 32 <= 64 * mode.lanes)
-                    .then_some((k / 32, mode.lanes));
                 let reduce = if mode.subgroups {
                     include_str!("reduce_subgroup.wgsl")
                 } else {

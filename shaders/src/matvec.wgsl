@@ -3,10 +3,9 @@
 //   xq[0 ..]          int8 quants, four per word, [n_tok][k / 4]
 //   xq[p.d_off ..]    the scale of each 32 values as f32 bits, [n_tok][k / 32]
 //   xq[p.s_off ..]    the integer sum of each 16 quants as i32 bits, [n_tok][k / 16]
-// A row is a sequence of units of 32 weights, each cut into PARTS parts; `part_dot(rb, u, j, a,
-// s)` (from the mv_*.wgsl prepended to this file) returns the product of part j of unit u of
-// the row at byte rb with the unit's quants (from word a; their 16-sums from s), in units of
-// the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
+// A row is a sequence of parts of 32 weights; `part_dot(rb, u, a, s)` (from the mv_*.wgsl
+// prepended to this file) returns the product of part u of the row at byte rb with the part's
+// quants (from word a; their 16-sums from s), in units of the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
 // integer block sums. LANES threads share a row, each taking every LANES-th part (so neighbours
 // read neighbouring bytes), and `row_sum` (subgroup shuffles or shared memory, prepended) adds
 // them up. A workgroup computes WG / LANES * ROWS rows of one token: dispatch (x, y) fold the
@@ -30,8 +29,7 @@ fn xsum(i: u32) -> i32 {
 
 // Part i of the row at byte rb times its activation scale.
 fn part(rb: u32, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {
-    let u = i / PARTS;
-    return bitcast<f32>(xq[d0 + u]) * part_dot(rb, u, i % PARTS, a0 + 8u * u, s0 + 2u * u);
+    return bitcast<f32>(xq[d0 + i]) * part_dot(rb, i, a0 + 8u * i, s0 + 2u * i);
 }
 
 @compute @workgroup_size(WG)
@@ -45,7 +43,7 @@ fn main(
     // the same for every row (the compiler loads them once).
     let row = ((wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES) * ROWS;
     let t = wid.z;
-    let np = p.k / 32u * PARTS;
+    let np = p.k / 32u;
     let a0 = t * (p.k / 4u);
     let d0 = p.d_off + t * (p.k / 32u);
     let s0 = t * (p.k / 16u);

@@ -1,9 +1,7 @@
 // Q4_0 block u (see quant_q4_0.wgsl: rows split into quants, then scales) against 32 int8
 // activations: d * Σ (u − 8)·q, the nibbles minus 8 as signed bytes. One thread per block; its
 // 16 quant bytes are one 16-byte load where the row is 16-byte aligned.
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let o = rb + 16u * u;
     var q: vec4<u32>;
     if ((p.row_bytes & 15u) == 0u) {

@@ -1,9 +1,7 @@
 // Q4_1 block (see quant_q4_1.wgsl) against 32 int8 activations: d * Σ u·q + m * Σq, the min
 // term as llama.cpp's CPU has it: its Q8_1 activation blocks keep s = dx * Σq rounded to f16
 // (dx, the block's activation scale, is at p.d_off + a / 8; the caller multiplies by dx).
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 20u;
     let dm = unpack2x16float(rd_u32(blk));
     // Four quant words written out (wgpu bounds loops with a counter).

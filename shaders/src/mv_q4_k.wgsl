@@ -4,9 +4,7 @@
 // sub-blocks, so each byte is loaded once. Integer sums per sub-block weighted by the 6-bit
 // scales and mins as llama.cpp's CPU does: d * Σ sc_i Σ u·q − dmin * Σ m_i Σq (all units of
 // a block share its Q8_K activation scale, so the caller's per-unit scale is that of unit u).
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let blk = rb + (u >> 3u) * 144u;
     let r = u & 7u;
     let c = r >> 1u;

@@ -1,8 +1,6 @@
 // Q5_0 block (see quant_q5_0.wgsl) against 32 int8 activations: d * (Σ u·q − 16·Σq), u the
 // nibble plus its fifth bit (0..31).
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 22u;
     let d = rd_f16(blk);
     let qh = rd_u32(blk + 2u);

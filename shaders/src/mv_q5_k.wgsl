@@ -1,8 +1,6 @@
 // Sub-block j = u % 8 (32 weights) of a Q5_K block (see quant_q5_k.wgsl) against 32 int8
 // activations: d * scale_j * Σ u·q − dmin * min_j * Σq, u the nibble plus bit j of qh (0..31).
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let blk = rb + (u >> 3u) * 176u;
     let j = u & 7u;
     let sm = k_scale_min(blk, j);

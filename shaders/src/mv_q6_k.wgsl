@@ -2,9 +2,7 @@
 // d of all blocks in turn) against 32 int8 activations: d * Σ over the two halves of 16 of
 // scale_h * (Σ u·q − 32·Σq), u the 6-bit quant (0..63). The unit's 32 low-bit bytes and 32
 // high-bit bytes are 16-byte loads where the row is 16-byte aligned.
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let b = u >> 3u;
     let e = u & 7u;
     let n = e >> 2u;

@@ -1,7 +1,5 @@
 // Q8_0 block (see quant_q8_0.wgsl) against 32 int8 activations: d * Σ w·q.
-const PARTS: u32 = 1u;
-
-fn part_dot(rb: u32, u: u32, part: u32, a: u32, s: u32) -> f32 {
+fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let blk = rb + u * 34u;
     let d = rd_f16(blk);
     // Eight quant words written out (wgpu bounds loops with a counter).
