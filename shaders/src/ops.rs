@@ -693,7 +693,9 @@ impl GpuContext {
         self.prepare(Op::Softmax, &params, &[x], Grid::Fixed([gx, gy, 1]))
     }
 
-    /// Attention of `max_tok` queries over a KV cache of `n_ctx` positions.
+    /// Attention of `max_tok` queries over a KV cache of `n_ctx` positions. With `rounded`, the
+    /// output is written rounded as that activation rounding (and packed into its quants when
+    /// given); an error where [`GpuContext::attention_rounds`] says it cannot be.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn prep_attention(
         &self,
@@ -724,7 +726,12 @@ impl GpuContext {
         check_len("attention out", out, q_len)?;
         check_len("k cache", k_cache, kv_len)?;
         check_len("v cache", v_cache, kv_len)?;
-        let rounded = rounded.filter(|&(q, _)| self.attention_rounds(q, a.head_dim));
+        if let Some((q, _)) = rounded.filter(|&(q, _)| !self.attention_rounds(q, a.head_dim)) {
+            return Err(GpuError::Shape(format!(
+                "attention cannot round its output as {q:?} with head_dim {}",
+                a.head_dim
+            )));
+        }
         let packed = rounded.and_then(|(_, pa)| pa);
         if let Some(pa) = packed {
             pa.check((a.n_head * a.head_dim) as usize, max_tok)?;
