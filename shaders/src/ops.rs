@@ -264,13 +264,12 @@ fn check_len(what: &str, t: &GpuTensor, need: usize) -> Result<()> {
 }
 
 impl GpuContext {
-    /// `y[t][..] = W x[t]` (`accumulate`: `+=`) for `max_tok` tokens: one prepared dispatch per weight chunk. With
-    /// `packed` (x's quants from the same quantize_act dispatch) and a format that has one, a
-    /// single token takes the int8 decode product; batches take matmul.wgsl's tiles on `x`.
-    /// `y = W x` (`accumulate`: `y += W x`) for up to `max_tok` tokens. `ys` lists the outputs
-    /// with their rows: one tensor of all `W`'s rows, or (W being several matrices stacked, as
-    /// [`GpuContext::upload_stacked`] makes) one per matrix, each a later view of the same
-    /// buffer ([`GpuTensor::view`]), at most three.
+    /// `y[t][..] = W x[t]` (`accumulate`: `+=`) for `max_tok` tokens: one prepared dispatch per
+    /// weight chunk. With `packed` (x's quants from the same rounding dispatch) and a format that
+    /// has one, a single token takes the int8 decode product; batches take matmul.wgsl's or
+    /// gemm.wgsl's tiles on `x`. `ys` lists the outputs with their rows: one tensor of all `W`'s
+    /// rows, or (W being several matrices stacked, as [`GpuContext::upload_stacked`] makes) one
+    /// per matrix, each a later view of the same buffer ([`GpuTensor::view`]), at most three.
     pub(crate) fn prep_matmul(
         &self,
         w: &GpuWeight,
@@ -292,10 +291,10 @@ impl GpuContext {
                 "stacked product outputs are not views of one buffer".into(),
             ));
         };
-        if ys.iter().map(|(_, r)| r).sum::<usize>() != w.n_rows() {
+        let out_rows: usize = ys.iter().map(|(_, r)| r).sum();
+        if out_rows != w.n_rows() {
             return Err(GpuError::Shape(format!(
-                "outputs of {} rows for a weight of {}",
-                seg2,
+                "outputs of {out_rows} rows for a weight of {}",
                 w.n_rows()
             )));
         }
