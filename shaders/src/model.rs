@@ -359,7 +359,8 @@ impl<'a> Tensors<'a> {
             .ok_or_else(|| GpuError::MissingTensor(name.to_string()))
     }
 
-    fn matrix(&self, ctx: &GpuContext, name: &str, k: usize, rows: usize) -> Result<GpuWeight> {
+    /// The matrix `name`, checked to be `rows` rows of `k`.
+    fn get_matrix(&self, name: &str, k: usize, rows: usize) -> Result<&WeightRef<'a>> {
         let w = self.get(name)?;
         let n_rows: u64 = w.dims.iter().skip(1).product();
         if w.dims.first() != Some(&(k as u64)) || n_rows != rows as u64 {
@@ -368,6 +369,11 @@ impl<'a> Tensors<'a> {
                 w.dims
             )));
         }
+        Ok(w)
+    }
+
+    fn matrix(&self, ctx: &GpuContext, name: &str, k: usize, rows: usize) -> Result<GpuWeight> {
+        let w = self.get_matrix(name, k, rows)?;
         ctx.upload_weight(w.ty, w.dims, w.bytes)
     }
 
@@ -378,24 +384,14 @@ impl<'a> Tensors<'a> {
         let stack = std::env::var("FERRO_GPU_STACK").map_or(true, |v| v.trim() != "0");
         let mut groups: Vec<Vec<(&WeightRef<'a>, &GpuTensor, usize)>> = Vec::new();
         for (name, y, rows) in outs {
-            let w = self.get(name)?;
-            let n_rows: u64 = w.dims.iter().skip(1).product();
-            if w.dims.first() != Some(&(k as u64)) || n_rows != *rows as u64 {
-                return Err(GpuError::Shape(format!(
-                    "{name} has dims {:?}, expected [{k}, {rows}]",
-                    w.dims
-                )));
-            }
+            let w = self.get_matrix(name, k, *rows)?;
+            // Stacked onto the previous group when of its type and writing right after it.
+            let joins = |g: &Vec<(&WeightRef<'a>, &GpuTensor, usize)>| {
+                let (first, prev) = (g[0].0, g[g.len() - 1].1);
+                g.len() < 3 && first.ty == w.ty && prev.elems_to(y) == Some(prev.len() as u32)
+            };
             match groups.last_mut() {
-                Some(g)
-                    if stack
-                        && g.len() < 3
-                        && g[0].0.ty == w.ty
-                        && g.last().and_then(|(_, prev, _)| prev.elems_to(y))
-                            == Some(g.last().map_or(0, |p| p.1.len() as u32)) =>
-                {
-                    g.push((w, y, *rows))
-                }
+                Some(g) if stack && joins(g) => g.push((w, y, *rows)),
                 _ => groups.push(vec![(w, y, *rows)]),
             }
         }
