@@ -1,5 +1,5 @@
-// Shared by quantize_act.wgsl and norm_quant.wgsl (each declares `p` with block, mode, packed,
-// d_off, s_off, and the `out` and `outq` bindings): llama.cpp's rounding of four consecutive
+// Shared by quantize_act.wgsl, norm_quant.wgsl and attention.wgsl (each declares `p` with block,
+// mode, packed, d_off, s_off, and the `out` and `outq` bindings): llama.cpp's rounding of four consecutive
 // values v (elements g..g + 4) by a workgroup whose threads hold consecutive fours, a block's
 // threads finding its largest magnitude together (wg_reduce_*.wgsl). Threads past the data
 // (live = false) take part in the reductions. Modes 0 and 1 (see quantize_act.wgsl).
