@@ -1,7 +1,8 @@
 //! Kernel throughput, per format and path:
 //! - `dot/<type>/<path>`: one 4096-element row, GB/s of weights;
-//! - `matvec/<type>/<rows>x<cols>/<path>/<threads>`: 4096x4096 and 14336x4096, GB/s of weights
-//!   (hold it against the read bandwidth printed first);
+//! - `matvec/<type>/<rows>x<cols>/<path>[/packed]/<threads>`: 4096x4096 and 14336x4096, GB/s of
+//!   weights (hold it against the read bandwidth printed first); `packed`: the rows repacked at
+//!   load time (`PackedMatrix`), where the path does that for the type;
 //! - `matmul/<type>/4096x4096x512/<path>/<threads>`: 512 tokens, reported as elements/s where
 //!   one element is one FLOP (so Gelem/s reads as GFLOP/s).
 //!
@@ -9,7 +10,7 @@
 //! name filter, e.g. `cargo bench -p ferro-benches --bench kernels -- matvec/q4_0`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferro_kernels::{is_supported, quantize_row, GgmlType, KernelPath, KernelTable, WeightMatrix};
+use ferro_kernels::{is_supported, quantize_row, GgmlType, KernelPath, KernelTable, PackedMatrix, WeightMatrix};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -102,6 +103,15 @@ fn bench_matvec(c: &mut Criterion) {
                 g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/all")), |b| {
                     b.iter(|| t.matvec(&m, black_box(&x), &mut y))
                 });
+                // The rows repacked at load time, where the path does that for the type.
+                if let Some(p) = PackedMatrix::pack(t, &m) {
+                    g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/packed/1t")), |b| {
+                        pool.install(|| b.iter(|| t.matmul_packed(&p, black_box(&x), 1, &mut y)))
+                    });
+                    g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/packed/all")), |b| {
+                        b.iter(|| t.matmul_packed(&p, black_box(&x), 1, &mut y))
+                    });
+                }
             }
         }
     }

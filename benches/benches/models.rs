@@ -25,6 +25,7 @@ fn bench_models(c: &mut Criterion) {
             n_ctx: N_PROMPT + 1,
             n_batch: N_PROMPT,
             threads,
+            ..ModelOptions::default()
         };
         let mut model = match Model::load(&path, &opts) {
             Ok(m) => m,

@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             n_ctx,
             n_batch,
             threads,
+            ..ModelOptions::default()
         },
     )?;
     let mut out = Vec::new();

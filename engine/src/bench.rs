@@ -267,6 +267,7 @@ mod tests {
                 n_ctx: 16,
                 n_batch: 16,
                 threads: 1,
+                ..ModelOptions::default()
             },
         )
         .unwrap();

@@ -429,6 +429,7 @@ mod tests {
                         n_ctx: 64,
                         n_batch: 8,
                         threads: 1,
+                        ..ModelOptions::default()
                     },
                 )
                 .unwrap();

@@ -60,6 +60,9 @@ pub type DotFn<W, A> = fn(&[W], &[A]) -> f32;
 /// Register-tiled product `out[r * ldo + t] = dot(w row r, a row t)` of every weight row of `w`
 /// and activation row of `a` (rows of `nb` blocks each), bit-identical to the same table's dot.
 pub type GemmFn<W, A> = fn(w: &[W], a: &[A], nb: usize, out: &mut [f32], ldo: usize);
+/// The same product for `rows` rows repacked into groups (`crate::packed`, whole groups in `w`),
+/// with the bits of the table's product of the unpacked rows.
+pub type PackedGemmFn<A> = fn(w: &[u8], rows: usize, nb: usize, a: &[A], out: &mut [f32], ldo: usize);
 
 /// The tiled products a path has (None: the matrix products call the dot per pair).
 #[derive(Clone, Copy)]
@@ -71,6 +74,9 @@ pub struct GemmKernels {
     pub q8_0: Option<GemmFn<BlockQ8_0, BlockQ8_0>>,
     pub q4_k: Option<GemmFn<BlockQ4K, BlockQ8K>>,
     pub q6_k: Option<GemmFn<BlockQ6K, BlockQ8K>>,
+    /// Products of repacked Q4_0 / Q4_1 rows (`PackedMatrix`), where the path has them.
+    pub packed_q4_0: Option<PackedGemmFn<BlockQ8_0>>,
+    pub packed_q4_1: Option<PackedGemmFn<BlockQ8_1>>,
     /// Whether the matrix-vector product (decode) uses the tiles too, or the dots. Measured per
     /// path: on AVX2-only Zen the dots stream weights from memory faster than 4-row tiles; with
     /// AVX-512 the tiles beat the AVX-512 dots. Either way a result has the same bits in a
@@ -89,6 +95,8 @@ impl GemmKernels {
         q8_0: None,
         q4_k: None,
         q6_k: None,
+        packed_q4_0: None,
+        packed_q4_1: None,
         decode: false,
     };
 }

@@ -8,13 +8,17 @@
 pub mod dispatch;
 mod membw;
 mod ops;
+mod packed;
 pub mod quants;
 mod simd;
 
 pub use dispatch::{cpu_features, kernel_path, KernelPath, KernelTable};
 pub use ferro_gguf::GgmlType;
 pub use membw::measure_read_bandwidth;
-pub use ops::{dequantize_row, dots_f32, is_supported, matmul, matvec, quantize_row, weighted_sum_f32, WeightMatrix};
+pub use ops::{
+    dequantize_row, dots_f32, is_supported, matmul, matmul_packed, matvec, quantize_row, weighted_sum_f32, WeightMatrix,
+};
+pub use packed::PackedMatrix;
 
 /// Errors of the kernel API.
 #[derive(Debug, thiserror::Error)]

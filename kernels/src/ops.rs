@@ -1,7 +1,8 @@
 //! The engine-facing API: weight matrices borrowed from a GGUF map, row (de)quantization, and
 //! the matrix-vector (decode) and matrix-matrix (prefill) products on top of a [`KernelTable`].
 
-use crate::dispatch::{DotFn, GemmFn, GemmKernels, KernelTable};
+use crate::dispatch::{DotFn, GemmFn, GemmKernels, KernelTable, PackedGemmFn};
+use crate::packed::{PackedMatrix, GROUP_ROWS};
 use crate::quants::{float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -107,7 +108,7 @@ impl<'a> WeightMatrix<'a> {
 }
 
 /// View bytes as blocks, copying only when they are not aligned.
-fn blocks<T: Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
+pub(crate) fn blocks<T: Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
     match bytemuck::try_cast_slice(bytes) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => {
@@ -212,6 +213,12 @@ pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, y: &mut [f32]) {
     KernelTable::get().matmul(w, x, n, y)
 }
 
+/// `y[n][rows] = x[n][cols] · Wᵀ` of a matrix packed with the kernels in use (see
+/// [`KernelTable::matmul_packed`]).
+pub fn matmul_packed(w: &PackedMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    KernelTable::get().matmul_packed(w, x, n, y)
+}
+
 /// Weight bytes one matmul task keeps hot while it runs over all tokens (fits L2).
 const MATMUL_CHUNK_BYTES: usize = 128 * 1024;
 /// Tokens per weight-row pass inside a matmul chunk.
@@ -242,8 +249,8 @@ fn gemm_mode() -> GemmMode {
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise them.
 fn matvec_chunk(rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    // A multiple of 8: the row-lane kernels take rows eight at a time.
-    rows.div_ceil(threads * 8).next_multiple_of(8)
+    // A multiple of 8: the row-lane kernels take rows eight at a time, packed ones in groups.
+    rows.div_ceil(threads * GROUP_ROWS).next_multiple_of(GROUP_ROWS)
 }
 
 /// `y[r] = dot(w[r], act)` for every row `r`, rows split across rayon tasks.
@@ -255,9 +262,7 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
     gemm: Option<GemmFn<W, A>>,
     y: &mut [f32],
 ) {
-    let chunk = matvec_chunk(y.len());
-    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
-        let r0 = c * chunk;
+    matvec_tasks(y, |r0, ys| {
         if let Some(gemm) = gemm {
             return gemm(&w[r0 * per_row..(r0 + ys.len()) * per_row], act, per_row, ys, 1);
         }
@@ -265,12 +270,17 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
             let r = r0 + i;
             *y = dot(&w[r * per_row..(r + 1) * per_row], act);
         }
-    });
+    })
+}
+
+/// Splits `y` (one value per row) into rayon tasks of [`matvec_chunk`] rows: `f(r0, ys)`.
+fn matvec_tasks(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let chunk = matvec_chunk(y.len());
+    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| f(c * chunk, ys));
 }
 
 /// `Y[t][r] = dot(w[r], act[t])`. Rows are split into chunks whose weights fit in L2; a task
 /// keeps its chunk hot while it sweeps all tokens, so each weight byte comes from memory once.
-/// Results go to a row-major scratch `yt[r][t]` (contiguous per task) and are transposed.
 fn run_matmul<W: Pod + Sync, A: Sync>(
     w: &[W],
     per_row: usize,
@@ -280,18 +290,8 @@ fn run_matmul<W: Pod + Sync, A: Sync>(
     gemm: Option<GemmFn<W, A>>,
     y: &mut [f32],
 ) {
-    let rows = y.len() / n.max(1);
-    if n == 0 || rows == 0 {
-        return;
-    }
     let row_bytes = per_row * std::mem::size_of::<W>();
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.div_ceil(threads).max(1));
-    // yt: [rows][n]
-    let mut yt = vec![0f32; rows * n];
-    yt.par_chunks_mut(chunk * n).enumerate().for_each(|(c, out)| {
-        let r0 = c * chunk;
-        let nr = out.len() / n;
+    matmul_tasks(y, n, row_bytes, 1, |r0, nr, out| {
         let ws = &w[r0 * per_row..(r0 + nr) * per_row];
         if let Some(gemm) = gemm {
             // All tokens at once: each kernel tiles them as its layout wants.
@@ -305,12 +305,48 @@ fn run_matmul<W: Pod + Sync, A: Sync>(
                 }
             }
         }
-    });
+    })
+}
+
+/// The tasks of a matrix product of `n` tokens into `y` (`[n][rows]`): row chunks of about
+/// [`MATMUL_CHUNK_BYTES`] of weights (a multiple of `align` rows), `f(r0, rows, out)` with the
+/// results in a row-major scratch `out[row][t]` (contiguous per task), transposed at the end.
+fn matmul_tasks(y: &mut [f32], n: usize, row_bytes: usize, align: usize, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let rows = y.len() / n.max(1);
+    if n == 0 || rows == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1))
+        .clamp(1, rows.div_ceil(threads).max(1))
+        .next_multiple_of(align);
+    // yt: [rows][n]
+    let mut yt = vec![0f32; rows * n];
+    yt.par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(c, out)| f(c * chunk, out.len() / n, out));
     y.par_chunks_mut(rows).enumerate().for_each(|(t, yr)| {
         for (r, v) in yr.iter_mut().enumerate() {
             *v = yt[r * n + t];
         }
     });
+}
+
+/// The product of a packed matrix with `n` tokens' activations (`y[t][r]`), task splits as the
+/// unpacked products' on whole groups of rows.
+fn run_packed<A: Sync>(p: &PackedMatrix, act: &[A], n: usize, f: PackedGemmFn<A>, y: &mut [f32]) {
+    let nb = p.blocks_per_row();
+    let gb = p.group_bytes();
+    let w = p.bytes();
+    let groups = |r0: usize, nr: usize| &w[r0 / GROUP_ROWS * gb..(r0 + nr).div_ceil(GROUP_ROWS) * gb];
+    if n == 1 {
+        // matvec_chunk is a multiple of the group size.
+        return matvec_tasks(y, |r0, ys| f(groups(r0, ys.len()), ys.len(), nb, act, ys, 1));
+    }
+    let row_bytes = gb / GROUP_ROWS;
+    matmul_tasks(y, n, row_bytes, GROUP_ROWS, |r0, nr, out| {
+        f(groups(r0, nr), nr, nb, act, out, n)
+    })
 }
 
 /// Activations of `n` rows quantized with `q`.
@@ -539,5 +575,44 @@ impl KernelTable {
             *self
         };
         dispatch_types!(t, w, x, n, run_matmul, y)
+    }
+
+    /// `y[n][rows] = x[n][cols] · Wᵀ` for a matrix this table packed ([`PackedMatrix::pack`]):
+    /// the same bits as [`matmul`](Self::matmul) (or [`matvec`](Self::matvec) for one token) of
+    /// the unpacked matrix.
+    ///
+    /// # Panics
+    /// When the shapes do not match, or when the table has no packed kernel for the matrix's type
+    /// (it did not pack it).
+    pub fn matmul_packed(&self, w: &PackedMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            n * w.cols,
+            "matmul_packed: x has {} elements, want {n} x {}",
+            x.len(),
+            w.cols
+        );
+        assert_eq!(
+            y.len(),
+            n * w.rows,
+            "matmul_packed: y has {} elements, want {n} x {}",
+            y.len(),
+            w.rows
+        );
+        let per_row = w.blocks_per_row();
+        let missing = || -> ! { panic!("matmul_packed: the {} table has no packed {} kernel", self.name, w.ty) };
+        match w.ty {
+            GgmlType::Q4_0 => {
+                let f = self.gemm.packed_q4_0.unwrap_or_else(|| missing());
+                let a = quantize_acts::<BlockQ8_0>(x, n, per_row, self.quantize_q8_0);
+                run_packed(w, &a, n, f, y)
+            }
+            GgmlType::Q4_1 => {
+                let f = self.gemm.packed_q4_1.unwrap_or_else(|| missing());
+                let a = quantize_acts::<BlockQ8_1>(x, n, per_row, self.quantize_q8_1);
+                run_packed(w, &a, n, f, y)
+            }
+            _ => missing(),
+        }
     }
 }

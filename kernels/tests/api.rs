@@ -2,7 +2,8 @@
 //! matvec/matmul against a dequantize-then-f32 reference.
 
 use ferro_kernels::{
-    dequantize_row, is_supported, quantize_row, GgmlType, KernelError, KernelPath, KernelTable, WeightMatrix,
+    dequantize_row, is_supported, quantize_row, GgmlType, KernelError, KernelPath, KernelTable, PackedMatrix,
+    WeightMatrix,
 };
 
 const TYPES: [GgmlType; 13] = [
@@ -139,6 +140,49 @@ fn matvec_and_matmul_match_dequantized_reference() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn packed_products_equal_the_unpacked_ones() {
+    // Row counts below, at and across the 8-row groups; token counts on both sides of the
+    // decode / prefill switch; odd and even blocks per row (group padding).
+    let mut packed_any = false;
+    for path in KernelPath::available() {
+        let t = KernelTable::for_path(path).unwrap();
+        for ty in TYPES {
+            for (rows, cols) in [(1, 32), (7, 96), (8, 64), (37, 512), (64, 4096)] {
+                if !(cols as u64).is_multiple_of(ty.block_size()) {
+                    continue;
+                }
+                let data = aligned(quantize_matrix(ty, rows, cols, 5));
+                let bytes =
+                    &bytemuck::cast_slice::<u32, u8>(&data)[..rows * ty.row_bytes(cols as u64).unwrap() as usize];
+                let w = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
+                let Some(p) = PackedMatrix::pack(t, &w) else {
+                    continue;
+                };
+                packed_any = true;
+                assert_eq!((p.ty, p.rows, p.cols), (ty, rows, cols));
+                for n in [1, 2, 5, 6, 11] {
+                    let x = values(n * cols, 13 + n as u64);
+                    let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                    t.matmul(&w, &x, n, &mut want);
+                    t.matmul_packed(&p, &x, n, &mut got);
+                    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{path:?} {ty} {rows}x{cols} n={n} [{i}]: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The x86 tables pack Q4_0 and Q4_1; this test must not pass by packing nothing there.
+    if cfg!(target_arch = "x86_64") && KernelPath::Avx2.is_available() {
+        assert!(packed_any, "no table packed anything");
     }
 }
 

@@ -20,6 +20,7 @@ fn check(name: &str, llama_cpp_ppl: f64) {
             n_ctx: 512,
             n_batch: 256,
             threads: 0,
+            ..ModelOptions::default()
         },
     )
     .unwrap();

@@ -113,6 +113,7 @@ pub fn run(args: Args) -> Result<()> {
         n_ctx,
         n_batch,
         threads,
+        ..ModelOptions::default()
     };
     let mut model = args
         .device

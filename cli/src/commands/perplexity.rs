@@ -43,6 +43,7 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: args.ctx_size,
             n_batch: args.ctx_size.min(256),
             threads: args.threads,
+            ..ModelOptions::default()
         },
     )?;
     // As llama-perplexity: specials added per metadata, special tokens in the text not parsed.

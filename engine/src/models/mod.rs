@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use ferro_gguf::{Gguf, GgufError};
 use ferro_kernels::{
-    dequantize_row, dots_f32, is_supported, matmul, matvec, weighted_sum_f32, GgmlType, KernelError, WeightMatrix,
+    dequantize_row, dots_f32, is_supported, matmul, matmul_packed, matvec, weighted_sum_f32, GgmlType, KernelError,
+    KernelTable, PackedMatrix, WeightMatrix,
 };
 use rayon::prelude::*;
 
@@ -258,7 +259,7 @@ impl Hparams {
 }
 
 /// A weight matrix in the file: where its bytes are and how to read them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Tensor {
     pub ty: GgmlType,
     /// Output features.
@@ -268,6 +269,9 @@ pub(crate) struct Tensor {
     /// Byte range in the file.
     pub start: usize,
     pub len: usize,
+    /// The rows repacked for the CPU kernels in use, when they have a layout for the type that
+    /// runs faster than the file's (`ModelOptions::repack`); the products then read these.
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Tensor {
@@ -319,6 +323,23 @@ pub(crate) struct Layer {
     pub post_ffn_norm: Option<Vec<f32>>,
 }
 
+impl Layer {
+    /// The weight matrices the layer has.
+    pub fn matrices(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.wq, &self.wk, &self.wv, &self.wqkv, &self.gate]
+            .into_iter()
+            .flatten()
+            .chain([&self.wo, &self.up, &self.down])
+    }
+
+    fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
+        [&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wqkv, &mut self.gate]
+            .into_iter()
+            .flatten()
+            .chain([&mut self.wo, &mut self.up, &mut self.down])
+    }
+}
+
 /// All of a model's weights.
 #[derive(Debug)]
 pub(crate) struct Weights {
@@ -332,6 +353,18 @@ pub(crate) struct Weights {
     /// Rope of the global layers and of the sliding-window layers.
     pub rope: Rope,
     pub rope_swa: Rope,
+}
+
+impl Weights {
+    /// Repacks every matrix `table` has a packed layout for (in parallel; the embedding table
+    /// stays in the file, only its rows are read).
+    fn repack(&mut self, table: &KernelTable, file: &[u8]) {
+        let mut all: Vec<&mut Tensor> = self.layers.iter_mut().flat_map(Layer::matrices_mut).collect();
+        all.push(&mut self.output);
+        all.par_iter_mut().for_each(|t| {
+            t.packed = PackedMatrix::pack(table, &t.view(file)).map(Arc::new);
+        });
+    }
 }
 
 /// Reads tensors by name, checking shapes and kernel support.
@@ -374,6 +407,7 @@ impl Loader<'_> {
             cols,
             start: info.offset as usize,
             len: info.n_bytes as usize,
+            packed: None,
         };
         // Validate once here so the forward pass can build views without checks.
         WeightMatrix::new(t.ty, rows, cols, t.bytes(self.g.bytes())).map_err(|source| ModelError::Kernel {
@@ -407,7 +441,9 @@ impl Loader<'_> {
     /// The embedding table, and the output matrix (tied to it when `output.weight` is absent).
     pub fn embeddings(&self, hp: &Hparams) -> Result<(Tensor, Tensor)> {
         let embd = self.matrix("token_embd.weight", hp.n_embd, hp.n_vocab)?;
-        let output = self.opt_matrix("output.weight", hp.n_embd, hp.n_vocab)?.unwrap_or(embd);
+        let output = self
+            .opt_matrix("output.weight", hp.n_embd, hp.n_vocab)?
+            .unwrap_or_else(|| embd.clone());
         Ok((embd, output))
     }
 
@@ -556,6 +592,11 @@ pub struct ModelOptions {
     pub n_batch: usize,
     /// Worker threads; 0 = rayon's default (one per core).
     pub threads: usize,
+    /// Repack the matrices whose type the CPU kernels in use read faster in a layout of their
+    /// own (x86: Q4_0 and Q4_1, eight rows interleaved), as llama.cpp's CPU backend does. Costs a
+    /// copy of those weights in memory and a pass over them at load; false keeps every weight
+    /// in the memory map. Default: true, unless the environment sets `FERRO_REPACK=0`.
+    pub repack: bool,
 }
 
 impl Default for ModelOptions {
@@ -564,6 +605,7 @@ impl Default for ModelOptions {
             n_ctx: 0,
             n_batch: 256,
             threads: 0,
+            repack: std::env::var("FERRO_REPACK").map_or(true, |v| v.trim() != "0"),
         }
     }
 }
@@ -597,7 +639,7 @@ impl Model {
     pub fn from_gguf(gguf: Arc<Gguf>, opts: &ModelOptions) -> Result<Model> {
         let hp = Hparams::from_gguf(&gguf)?;
         let loader = Loader { g: &gguf };
-        let w = match hp.arch {
+        let mut w = match hp.arch {
             Arch::Llama => llama::load(&loader, &hp)?,
             Arch::Qwen2 => qwen2::load(&loader, &hp)?,
             Arch::Phi3 => phi3::load(&loader, &hp)?,
@@ -624,6 +666,14 @@ impl Model {
         } else {
             None
         };
+        if opts.repack {
+            let table = KernelTable::get();
+            let file = gguf.bytes();
+            match &pool {
+                Some(pool) => pool.install(|| w.repack(table, file)),
+                None => w.repack(table, file),
+            }
+        }
         Ok(Model {
             gguf,
             hp,
@@ -660,10 +710,7 @@ impl Model {
             self.w.output.len + self.w.tok_embd.len / self.hp.n_vocab
         };
         for l in &self.w.layers {
-            for t in [l.wq, l.wk, l.wv, l.wqkv, Some(l.wo), l.gate, Some(l.up), Some(l.down)]
-                .into_iter()
-                .flatten()
-            {
+            for t in l.matrices() {
                 n += t.len;
             }
         }
@@ -907,9 +954,12 @@ impl Model {
 
 /// `y[n][rows] = x[n][cols] · Wᵀ`: matvec for one token, matmul for a batch.
 fn mm(t: &Tensor, file: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
-    let w = t.view(file);
     let x = &x[..n * t.cols];
     let y = &mut y[..n * t.rows];
+    if let Some(p) = &t.packed {
+        return matmul_packed(p, x, n, y);
+    }
+    let w = t.view(file);
     if n == 1 {
         matvec(&w, x, y);
     } else {
@@ -985,7 +1035,7 @@ fn forward_spans(
 ) -> Result<()> {
     let n = tokens.len();
     let d = hp.n_embd;
-    let embd = w.tok_embd;
+    let embd = &w.tok_embd;
     for (t, &tok) in tokens.iter().enumerate() {
         let row = &mut s.x[t * d..(t + 1) * d];
         ops::embedding_row(embd.ty, embd.bytes(file), tok as usize, row).map_err(|source| ModelError::Kernel {

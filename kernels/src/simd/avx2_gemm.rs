@@ -18,6 +18,8 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q8_0: Some(super::avx2_lanes::gemm_q8_0),
     q4_k: Some(super::avx2_lanes::gemm_q4_k),
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
+    packed_q4_0: Some(super::avx2_packed::gemm_q4_0),
+    packed_q4_1: Some(super::avx2_packed::gemm_q4_1),
     decode: true,
 };
 

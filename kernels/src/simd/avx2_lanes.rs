@@ -38,11 +38,11 @@ use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 use core::arch::x86_64::*;
 
 /// Rows per lane group.
-const L: usize = 8;
+pub(super) const L: usize = 8;
 /// Tokens per prefill tile.
 const T: usize = 4;
 /// From this many tokens on, the prefill tiles (transposed copy) beat one decode pass per token.
-const PREFILL_MIN_TOKENS: usize = 6;
+pub(super) const PREFILL_MIN_TOKENS: usize = 6;
 
 /// The weight formats: unsigned quants with an offset or a min, or signed quants (Q8_0); scale
 /// (and min) in the first four bytes as fp16.
@@ -101,7 +101,7 @@ impl Activation for BlockQ8_1 {
 /// 16 packed bytes -> 32 nibbles (low nibbles first, element order): one broadcast load, one
 /// variable shift (0 for the low half, 4 for the high), one mask.
 #[inline(always)]
-unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs.as_ptr() as *const __m128i));
     let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
     _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
@@ -187,14 +187,14 @@ unsafe fn maddubs<F: Format>(w: __m256i, q: __m256i) -> __m256i {
 
 /// Per activation block, as the products need them: scale, stored `s`, and the offset
 /// correction `o·Σq`.
-struct ActInfo {
-    d: Vec<f32>,
-    s: Vec<f32>,
-    c: Vec<i32>,
+pub(super) struct ActInfo {
+    pub(super) d: Vec<f32>,
+    pub(super) s: Vec<f32>,
+    pub(super) c: Vec<i32>,
 }
 
 #[inline(always)]
-unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
+pub(super) unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
     // A plain loop: a closure would not inherit the caller's target features.
     let mut c = Vec::with_capacity(a.len());
     for b in a {
@@ -284,7 +284,7 @@ unsafe fn scales8_d<F: Format>(w: &[*const F; L], b: usize) -> __m256 {
 
 /// Writes the valid lanes of `v` (rows `0..rows`) to `out[r * ldo]`.
 #[inline(always)]
-unsafe fn store_lanes(v: __m256, rows: usize, out: *mut f32, ldo: usize) {
+pub(super) unsafe fn store_lanes(v: __m256, rows: usize, out: *mut f32, ldo: usize) {
     let mut l = [0f32; L];
     _mm256_storeu_ps(l.as_mut_ptr(), v);
     for (r, x) in l.iter().enumerate().take(rows) {
@@ -386,7 +386,7 @@ unsafe fn decode8<F: Format, const C: u8>(w: [*const F; L], next: *const u8, a: 
 /// The 8x8 transpose of 32-bit elements: vector k of the result holds dword k of every input
 /// row (in row order). Three rounds of in-register shuffles.
 #[inline(always)]
-unsafe fn transpose8(r: [__m256i; L]) -> [__m256i; L] {
+pub(super) unsafe fn transpose8(r: [__m256i; L]) -> [__m256i; L] {
     let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
     let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
     let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
@@ -418,10 +418,10 @@ unsafe fn transpose8(r: [__m256i; L]) -> [__m256i; L] {
 
 /// Eight rows laid out for the prefill tiles: per block, eight vectors, vector k holding
 /// bytes 4k..4k+4 of every row; and per block the rows' scales and mins.
-struct Group {
-    q: Vec<__m256i>,
-    d: Vec<__m256>,
-    m: Vec<__m256>,
+pub(super) struct Group {
+    pub(super) q: Vec<__m256i>,
+    pub(super) d: Vec<__m256>,
+    pub(super) m: Vec<__m256>,
 }
 
 #[inline(always)]
@@ -537,6 +537,38 @@ pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut
         }
         return;
     }
+    prefill_groups::<F, _>(&RowGroups(rows_of), rows, a, nb, out, ldo);
+}
+
+/// Where the prefill tiles get their laid-out groups of eight rows from.
+pub(super) trait GroupSource<F: Format> {
+    /// Lays out the group of rows `r0..r0 + 8` (rows of `nb` blocks) in `g`.
+    unsafe fn fill(&self, r0: usize, nb: usize, g: &mut Group);
+}
+
+/// The rows of the GGUF layout: the group's row pointers.
+struct RowGroups<R>(R);
+
+impl<F: Format, R: Fn(usize) -> [*const F; L]> GroupSource<F> for RowGroups<R> {
+    #[inline(always)]
+    unsafe fn fill(&self, r0: usize, nb: usize, g: &mut Group) {
+        group(&(self.0)(r0), nb, g)
+    }
+}
+
+/// The prefill tiles over all groups of `rows` rows and all tokens of `a` (`n ≥ 1` rows of `nb`
+/// blocks): `out[r * ldo + t]`, bounds checked by the caller.
+#[inline(always)]
+pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>>(
+    src: &S,
+    rows: usize,
+    a: &[F::Act],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let n = a.len() / nb;
+    let o = out.as_mut_ptr();
     let info = act_info::<F>(a);
     let mut g = Group {
         q: Vec::with_capacity(nb * L),
@@ -545,7 +577,7 @@ pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut
     };
     let act = |t: usize| &a[t * nb..(t + 1) * nb];
     for r0 in (0..rows).step_by(L) {
-        group(&rows_of(r0), nb, &mut g);
+        src.fill(r0, nb, &mut g);
         let valid = (rows - r0).min(L);
         let mut t = 0;
         while t + T <= n {

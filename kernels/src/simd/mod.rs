@@ -12,6 +12,8 @@ pub(crate) mod avx2_gemm;
 #[cfg(target_arch = "x86_64")]
 mod avx2_lanes;
 #[cfg(target_arch = "x86_64")]
+mod avx2_packed;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;

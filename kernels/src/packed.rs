@@ -1,0 +1,173 @@
+//! Weights repacked at load time for the x86 decode kernels (as llama.cpp's CPU "repack" buffers
+//! do for Q4_0): eight rows interleaved so that one sequential stream feeds eight row sums, the
+//! eight scales of a block sit in one 16-byte load, and no block straddles an odd address.
+//!
+//! Layout of [`PackedMatrix::data`], Q4_0 and Q4_1 (`nb` blocks per row): groups of eight rows
+//! (the last group padded with zero rows), each group `group_bytes(nb)` long and 32-aligned:
+//! ```text
+//! quants: nb x 128 bytes   block b: 16 chunks of 8 bytes; chunk h*8 + s holds bytes 8h..8h+8
+//!                          of the block's `qs` of the row in slot s
+//! heads:  nb x HB bytes    block b: the eight rows' f16 scales in row order (16 bytes), then for
+//!                          Q4_1 their f16 mins (16 bytes)
+//! pad:    to a multiple of 32 bytes
+//! ```
+//! Slot s holds row `SLOT_ROW[s]` of the group: the order the x86 kernel's reduction
+//! (`vphaddd` of two four-slot vectors) hands the rows back in, so its lanes come out in row
+//! order.
+//!
+//! The packed products give the same bits as the table's products of the unpacked matrix.
+
+use crate::dispatch::KernelTable;
+use crate::ops::WeightMatrix;
+use crate::quants::{BlockQ4_0, BlockQ4_1};
+use crate::GgmlType;
+use bytemuck::{Pod, Zeroable};
+
+/// Rows per group.
+pub(crate) const GROUP_ROWS: usize = 8;
+/// The row held by each slot (its own inverse).
+pub(crate) const SLOT_ROW: [usize; GROUP_ROWS] = [0, 1, 4, 5, 2, 3, 6, 7];
+/// Quant bytes of one block of a group.
+pub(crate) const GROUP_QUANT_BYTES: usize = 128;
+
+/// 32 bytes, 32-aligned: the storage unit, so every group starts on a 32-byte boundary.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Chunk32(pub [u8; 32]);
+
+/// A weight matrix repacked for the kernel table that made it (see the module docs).
+pub struct PackedMatrix {
+    /// Block format of the source.
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    data: Vec<Chunk32>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("ty", &self.ty)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("bytes", &self.bytes().len())
+            .finish()
+    }
+}
+
+/// Head bytes per block of a group: eight f16 scales, and eight f16 mins for the formats with one.
+pub(crate) fn head_bytes(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_1 => 32,
+        _ => 16,
+    }
+}
+
+/// Bytes of one group of rows of `nb` blocks.
+pub(crate) fn group_bytes(ty: GgmlType, nb: usize) -> usize {
+    (nb * (GROUP_QUANT_BYTES + head_bytes(ty))).next_multiple_of(32)
+}
+
+/// The formats [`PackedMatrix::pack`] handles: fp16 scale (and min) first, 16 bytes of nibbles last.
+trait Nibbles: Pod {
+    fn d(&self) -> u16;
+    fn m(&self) -> u16;
+    fn qs(&self) -> &[u8; 16];
+}
+
+impl Nibbles for BlockQ4_0 {
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    fn m(&self) -> u16 {
+        0
+    }
+    fn qs(&self) -> &[u8; 16] {
+        &self.qs
+    }
+}
+
+impl Nibbles for BlockQ4_1 {
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    fn m(&self) -> u16 {
+        self.m.to_bits()
+    }
+    fn qs(&self) -> &[u8; 16] {
+        &self.qs
+    }
+}
+
+/// Writes the groups of `w` (rows of `nb` blocks) into `out` (whole groups, zeroed).
+fn pack_nibbles<B: Nibbles>(w: &[B], nb: usize, with_min: bool, gb: usize, out: &mut [u8]) {
+    let rows = w.len() / nb;
+    for (g, dst) in out.chunks_exact_mut(gb).enumerate() {
+        let (quants, heads) = dst.split_at_mut(nb * GROUP_QUANT_BYTES);
+        let hb = if with_min { 32 } else { 16 };
+        for (s, &r) in SLOT_ROW.iter().enumerate() {
+            let row = g * GROUP_ROWS + r;
+            if row >= rows {
+                continue;
+            }
+            for (b, blk) in w[row * nb..(row + 1) * nb].iter().enumerate() {
+                let q = &mut quants[b * GROUP_QUANT_BYTES..(b + 1) * GROUP_QUANT_BYTES];
+                q[8 * s..8 * s + 8].copy_from_slice(&blk.qs()[..8]);
+                q[64 + 8 * s..64 + 8 * s + 8].copy_from_slice(&blk.qs()[8..]);
+                let h = &mut heads[b * hb..(b + 1) * hb];
+                h[2 * r..2 * r + 2].copy_from_slice(&blk.d().to_le_bytes());
+                if with_min {
+                    h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk.m().to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+impl PackedMatrix {
+    /// `w` repacked for `table`, or None when the table has no packed kernels for its type (then
+    /// the products of the map's bytes are what that table runs best).
+    pub fn pack(table: &KernelTable, w: &WeightMatrix) -> Option<PackedMatrix> {
+        let has = match w.ty {
+            GgmlType::Q4_0 => table.gemm.packed_q4_0.is_some(),
+            GgmlType::Q4_1 => table.gemm.packed_q4_1.is_some(),
+            _ => false,
+        };
+        if !has || w.rows == 0 {
+            return None;
+        }
+        let nb = w.cols / w.ty.block_size() as usize;
+        let gb = group_bytes(w.ty, nb);
+        let total = w.rows.div_ceil(GROUP_ROWS) * gb;
+        let mut data = vec![Chunk32([0; 32]); total / 32];
+        let out: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+        match w.ty {
+            GgmlType::Q4_0 => pack_nibbles(&crate::ops::blocks::<BlockQ4_0>(w.data), nb, false, gb, out),
+            GgmlType::Q4_1 => pack_nibbles(&crate::ops::blocks::<BlockQ4_1>(w.data), nb, true, gb, out),
+            _ => unreachable!("checked above"),
+        }
+        Some(PackedMatrix {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        })
+    }
+
+    /// The packed bytes (whole groups).
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.data)
+    }
+
+    /// Blocks per row.
+    pub(crate) fn blocks_per_row(&self) -> usize {
+        self.cols / self.ty.block_size() as usize
+    }
+
+    /// Bytes of one group.
+    pub(crate) fn group_bytes(&self) -> usize {
+        group_bytes(self.ty, self.blocks_per_row())
+    }
+}
