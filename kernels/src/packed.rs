@@ -2,11 +2,13 @@
 //! do for Q4_0): eight rows interleaved so that one sequential stream feeds eight row sums, the
 //! eight scales of a block sit in one 16-byte load, and no block straddles an odd address.
 //!
-//! Layout of [`PackedMatrix::data`], Q4_0 and Q4_1 (`nb` blocks per row): groups of eight rows
-//! (the last group padded with zero rows), each group `group_bytes(nb)` long and 32-aligned:
+//! Layout of [`PackedMatrix::data`], Q4_0, Q4_1 and Q8_0 (`nb` blocks per row, QB quant bytes
+//! per row and block: 16, or 32 for Q8_0): groups of eight rows (the last group padded with zero
+//! rows), each group `group_bytes(nb)` long and 32-aligned:
 //! ```text
-//! quants: nb x 128 bytes   block b: 16 chunks of 8 bytes; chunk h*8 + s holds bytes 8h..8h+8
-//!                          of the block's `qs` of the row in slot s
+//! quants: nb x 8·QB bytes  block b: QB chunks of 8 bytes; chunk h*8 + s holds bytes 8h..8h+8
+//!                          of the block's `qs` of the row in slot s (so 32-byte vector 2h + k
+//!                          holds bytes 8h..8h+8 of slots 4k..4k+4)
 //! heads:  nb x HB bytes    block b: the eight rows' f16 scales in row order (16 bytes), then for
 //!                          Q4_1 their f16 mins (16 bytes)
 //! pad:    to a multiple of 32 bytes
@@ -18,8 +20,8 @@
 //! The packed products give the same bits as the table's products of the unpacked matrix.
 
 use crate::dispatch::KernelTable;
-use crate::ops::WeightMatrix;
-use crate::quants::{BlockQ4_0, BlockQ4_1};
+use crate::ops::{blocks, WeightMatrix};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use crate::GgmlType;
 use bytemuck::{Pod, Zeroable};
 
@@ -27,8 +29,6 @@ use bytemuck::{Pod, Zeroable};
 pub(crate) const GROUP_ROWS: usize = 8;
 /// The row held by each slot (its own inverse).
 pub(crate) const SLOT_ROW: [usize; GROUP_ROWS] = [0, 1, 4, 5, 2, 3, 6, 7];
-/// Quant bytes of one block of a group.
-pub(crate) const GROUP_QUANT_BYTES: usize = 128;
 
 /// 32 bytes, 32-aligned: the storage unit, so every group starts on a 32-byte boundary.
 #[repr(C, align(32))]
@@ -57,6 +57,19 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
+/// Quant bytes of one row's block: 16 bytes of nibbles, or Q8_0's 32 bytes.
+pub(crate) fn quant_bytes(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q8_0 => 32,
+        _ => 16,
+    }
+}
+
+/// Quant bytes of one block of a group.
+pub(crate) fn group_quant_bytes(ty: GgmlType) -> usize {
+    GROUP_ROWS * quant_bytes(ty)
+}
+
 /// Head bytes per block of a group: eight f16 scales, and eight f16 mins for the formats with one.
 pub(crate) fn head_bytes(ty: GgmlType) -> usize {
     match ty {
@@ -67,59 +80,69 @@ pub(crate) fn head_bytes(ty: GgmlType) -> usize {
 
 /// Bytes of one group of rows of `nb` blocks.
 pub(crate) fn group_bytes(ty: GgmlType, nb: usize) -> usize {
-    (nb * (GROUP_QUANT_BYTES + head_bytes(ty))).next_multiple_of(32)
+    (nb * (group_quant_bytes(ty) + head_bytes(ty))).next_multiple_of(32)
 }
 
-/// The formats [`PackedMatrix::pack`] handles: fp16 scale (and min) first, 16 bytes of nibbles last.
-trait Nibbles: Pod {
+/// The formats [`PackedMatrix::pack`] handles: an fp16 scale (and min), then the quant bytes.
+trait Packable: Pod {
     fn d(&self) -> u16;
-    fn m(&self) -> u16;
-    fn qs(&self) -> &[u8; 16];
+    fn m(&self) -> Option<u16> {
+        None
+    }
+    fn qs(&self) -> &[u8];
 }
 
-impl Nibbles for BlockQ4_0 {
+impl Packable for BlockQ4_0 {
     fn d(&self) -> u16 {
         self.d.to_bits()
     }
-    fn m(&self) -> u16 {
-        0
-    }
-    fn qs(&self) -> &[u8; 16] {
+    fn qs(&self) -> &[u8] {
         &self.qs
     }
 }
 
-impl Nibbles for BlockQ4_1 {
+impl Packable for BlockQ4_1 {
     fn d(&self) -> u16 {
         self.d.to_bits()
     }
-    fn m(&self) -> u16 {
-        self.m.to_bits()
+    fn m(&self) -> Option<u16> {
+        Some(self.m.to_bits())
     }
-    fn qs(&self) -> &[u8; 16] {
+    fn qs(&self) -> &[u8] {
         &self.qs
     }
 }
 
-/// Writes the groups of `w` (rows of `nb` blocks) into `out` (whole groups, zeroed).
-fn pack_nibbles<B: Nibbles>(w: &[B], nb: usize, with_min: bool, gb: usize, out: &mut [u8]) {
+impl Packable for BlockQ8_0 {
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    fn qs(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.qs)
+    }
+}
+
+/// Writes the groups of `w` (rows of `nb` blocks of type `ty`) into `out` (whole groups, zeroed).
+fn pack_rows<B: Packable>(w: &[B], ty: GgmlType, nb: usize, out: &mut [u8]) {
     let rows = w.len() / nb;
-    for (g, dst) in out.chunks_exact_mut(gb).enumerate() {
-        let (quants, heads) = dst.split_at_mut(nb * GROUP_QUANT_BYTES);
-        let hb = if with_min { 32 } else { 16 };
+    let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
+    for (g, dst) in out.chunks_exact_mut(group_bytes(ty, nb)).enumerate() {
+        let (quants, heads) = dst.split_at_mut(nb * gq);
         for (s, &r) in SLOT_ROW.iter().enumerate() {
             let row = g * GROUP_ROWS + r;
             if row >= rows {
                 continue;
             }
             for (b, blk) in w[row * nb..(row + 1) * nb].iter().enumerate() {
-                let q = &mut quants[b * GROUP_QUANT_BYTES..(b + 1) * GROUP_QUANT_BYTES];
-                q[8 * s..8 * s + 8].copy_from_slice(&blk.qs()[..8]);
-                q[64 + 8 * s..64 + 8 * s + 8].copy_from_slice(&blk.qs()[8..]);
+                let q = &mut quants[b * gq..(b + 1) * gq];
+                // Chunk h * 8 + s: bytes 8h..8h+8 of slot s.
+                for (h, bytes) in blk.qs().chunks_exact(8).enumerate() {
+                    q[64 * h + 8 * s..64 * h + 8 * s + 8].copy_from_slice(bytes);
+                }
                 let h = &mut heads[b * hb..(b + 1) * hb];
                 h[2 * r..2 * r + 2].copy_from_slice(&blk.d().to_le_bytes());
-                if with_min {
-                    h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk.m().to_le_bytes());
+                if let Some(m) = blk.m() {
+                    h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&m.to_le_bytes());
                 }
             }
         }
@@ -133,19 +156,20 @@ impl PackedMatrix {
         let has = match w.ty {
             GgmlType::Q4_0 => table.gemm.packed_q4_0.is_some(),
             GgmlType::Q4_1 => table.gemm.packed_q4_1.is_some(),
+            GgmlType::Q8_0 => table.gemm.packed_q8_0.is_some(),
             _ => false,
         };
         if !has || w.rows == 0 {
             return None;
         }
         let nb = w.cols / w.ty.block_size() as usize;
-        let gb = group_bytes(w.ty, nb);
-        let total = w.rows.div_ceil(GROUP_ROWS) * gb;
+        let total = w.rows.div_ceil(GROUP_ROWS) * group_bytes(w.ty, nb);
         let mut data = vec![Chunk32([0; 32]); total / 32];
         let out: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
         match w.ty {
-            GgmlType::Q4_0 => pack_nibbles(&crate::ops::blocks::<BlockQ4_0>(w.data), nb, false, gb, out),
-            GgmlType::Q4_1 => pack_nibbles(&crate::ops::blocks::<BlockQ4_1>(w.data), nb, true, gb, out),
+            GgmlType::Q4_0 => pack_rows(&blocks::<BlockQ4_0>(w.data), w.ty, nb, out),
+            GgmlType::Q4_1 => pack_rows(&blocks::<BlockQ4_1>(w.data), w.ty, nb, out),
+            GgmlType::Q8_0 => pack_rows(&blocks::<BlockQ8_0>(w.data), w.ty, nb, out),
             _ => unreachable!("checked above"),
         }
         Some(PackedMatrix {

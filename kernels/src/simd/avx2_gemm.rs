@@ -20,6 +20,7 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
     packed_q4_0: Some(super::avx2_packed::gemm_q4_0),
     packed_q4_1: Some(super::avx2_packed::gemm_q4_1),
+    packed_q8_0: Some(super::avx2_packed::gemm_q8_0),
     decode: true,
 };
 

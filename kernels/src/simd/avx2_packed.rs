@@ -15,7 +15,7 @@ use super::avx2_lanes::{
     act_info, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format, Group, GroupSource,
     L, PREFILL_MIN_TOKENS,
 };
-use crate::packed::{group_bytes, GROUP_QUANT_BYTES, SLOT_ROW};
+use crate::packed::{group_bytes, group_quant_bytes, head_bytes, quant_bytes, SLOT_ROW};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
 use core::arch::x86_64::*;
@@ -31,6 +31,10 @@ impl Packed for BlockQ4_0 {
 
 impl Packed for BlockQ4_1 {
     const TY: GgmlType = GgmlType::Q4_1;
+}
+
+impl Packed for BlockQ8_0 {
+    const TY: GgmlType = GgmlType::Q8_0;
 }
 
 /// Eight bytes of an activation's quants, in every 64-bit lane.
@@ -58,32 +62,50 @@ unsafe fn four_slots(v: *const u8, w: *const u8, a: &[__m256i; 4]) -> __m256i {
     _mm256_madd_epi16(_mm256_add_epi16(s, t), _mm256_set1_epi16(1))
 }
 
-/// Σ u·q of the eight rows of block `q` (128 quant bytes) against `qs`: lane r = row r.
+/// Four slots' Q8_0 sums: `v` points at the vector of their bytes 0..8, the vectors of bytes
+/// 8h..8h+8 follow 64 bytes apart. Signed quants: `vpmaddubsw` of `|w|` and `q` with the sign of
+/// `w` (see avx2_lanes.rs), each widened before it is added (pairs reach 32512).
 #[inline(always)]
-unsafe fn block_sums(q: *const u8, qs: &[i8; 32]) -> __m256i {
+unsafe fn four_slots_q8(v: *const u8, a: &[__m256i; 4]) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    for (h, a) in a.iter().enumerate() {
+        let w = _mm256_loadu_si256(v.add(64 * h) as *const __m256i);
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(*a, w));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+    }
+    acc
+}
+
+/// Σ u·q of the eight rows of block `q` against `qs`: lane r = row r.
+#[inline(always)]
+unsafe fn block_sums<F: Packed>(q: *const u8, qs: &[i8; 32]) -> __m256i {
     let a = [bcast8(qs, 0), bcast8(qs, 1), bcast8(qs, 2), bcast8(qs, 3)];
     // [s0 s0 s1 s1 | s2 s2 s3 s3] and the same for slots 4..8 -> [s0 s1 s4 s5 | s2 s3 s6 s7],
     // rows 0..8 (SLOT_ROW).
+    if F::SIGNED {
+        return _mm256_hadd_epi32(four_slots_q8(q, &a), four_slots_q8(q.add(32), &a));
+    }
     _mm256_hadd_epi32(four_slots(q, q.add(64), &a), four_slots(q.add(32), q.add(96), &a))
 }
 
 /// One token (`a`, info offset `off`) against the group at `g` (`nb` blocks).
 #[inline(always)]
 unsafe fn decode_group<F: Packed>(g: *const u8, nb: usize, a: &[F::Act], info: &ActInfo, off: usize) -> __m256 {
-    let hb = crate::packed::head_bytes(F::TY);
-    let heads = g.add(nb * GROUP_QUANT_BYTES);
+    let (gq, hb) = (group_quant_bytes(F::TY), head_bytes(F::TY));
+    let heads = g.add(nb * gq);
     let mut acc = _mm256_setzero_ps();
     let mut summ = _mm256_setzero_ps();
     // The next group, a proportional slice per block (as the row-lane decode does): the
     // hardware prefetchers alone ramp up too slowly on the short runs of rows a task gets.
     let next = g.wrapping_add(group_bytes(F::TY, nb));
-    let step = GROUP_QUANT_BYTES + hb;
+    let step = gq + hb;
     for (b, y) in a.iter().enumerate() {
         let ahead = next.wrapping_add(b * step) as *const i8;
         for line in 0..step.div_ceil(64) {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
         }
-        let mut i = block_sums(g.add(b * GROUP_QUANT_BYTES), y.qs());
+        let mut i = block_sums::<F>(g.add(b * gq), y.qs());
         if F::OFFSET != 0 {
             i = _mm256_sub_epi32(i, _mm256_set1_epi32(info.c[off + b]));
         }
@@ -115,18 +137,23 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
         g.d.clear();
         g.m.clear();
         let base = self.w.add(r0 / L * self.gb);
-        let heads = base.add(nb * GROUP_QUANT_BYTES);
-        let hb = crate::packed::head_bytes(F::TY);
+        let (qb, gq, hb) = (quant_bytes(F::TY), group_quant_bytes(F::TY), head_bytes(F::TY));
+        let heads = base.add(nb * gq);
         for b in 0..nb {
-            let q = base.add(b * GROUP_QUANT_BYTES);
+            let q = base.add(b * gq);
             // A plain loop: a closure would not inherit the caller's target features.
             let mut rows = [_mm256_setzero_si256(); L];
             for (r, v) in rows.iter_mut().enumerate() {
                 let s = SLOT_ROW[r];
-                let mut qs = [0u8; 16];
-                core::ptr::copy_nonoverlapping(q.add(8 * s), qs.as_mut_ptr(), 8);
-                core::ptr::copy_nonoverlapping(q.add(64 + 8 * s), qs.as_mut_ptr().add(8), 8);
-                *v = unpack_nibbles(&qs);
+                let mut qs = [0u8; 32];
+                for h in 0..qb / 8 {
+                    core::ptr::copy_nonoverlapping(q.add(64 * h + 8 * s), qs.as_mut_ptr().add(8 * h), 8);
+                }
+                *v = if F::SIGNED {
+                    _mm256_loadu_si256(qs.as_ptr() as *const __m256i)
+                } else {
+                    unpack_nibbles(&qs[..16].try_into().unwrap())
+                };
             }
             g.q.extend_from_slice(&transpose8(rows));
             let h = heads.add(b * hb);
@@ -202,3 +229,4 @@ macro_rules! entry {
 
 entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
 entry!(gemm_q4_1, BlockQ4_1, BlockQ8_1);
+entry!(gemm_q8_0, BlockQ8_0, BlockQ8_0);
