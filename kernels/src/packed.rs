@@ -159,7 +159,7 @@ impl PackedMatrix {
             GgmlType::Q8_0 => table.gemm.packed_q8_0.is_some(),
             _ => false,
         };
-        if !has || w.rows == 0 {
+        if !has || w.rows == 0 || w.cols == 0 {
             return None;
         }
         let nb = w.cols / w.ty.block_size() as usize;

@@ -1,14 +1,16 @@
-//! AVX2 products of Q4_0 and Q4_1 weights repacked eight rows at a time (layout in
+//! AVX2 products of Q4_0, Q4_1 and Q8_0 weights repacked eight rows at a time (layout in
 //! `crate::packed`). The arithmetic is the row-lane kernels' (`avx2_lanes.rs`): per block the
-//! exact integer `i = Σ u·q − o·Σq`, then `acc = fma(d_w·d_a, i, acc)` (and the mins' sum), so
-//! the results have the same bits as the unpacked matrix gives.
+//! exact integer `i = Σ u·q − o·Σq` (Q8_0: `Σ |w|·(q with the sign of w)`), then
+//! `acc = fma(d_w·d_a, i, acc)` (and the mins' sum), so the results have the same bits as the
+//! unpacked matrix gives.
 //!
-//! Decode, per block of a group: four 32-byte loads hold the eight rows' 128 quant bytes
-//! (vector k: bytes 8(k/2)..8(k/2)+8 of four slots' rows); the low nibbles are elements
-//! 8h..8h+8 and the high ones 16+8h..; each meets the activation's matching eight bytes,
-//! broadcast, in one `vpmaddubsw` (four 4-bit products summed in i16 stay below 32767, see
-//! avx2_lanes.rs); one `vpmaddwd` and one `vphaddd` give the eight row sums, in row order
-//! thanks to the slot order; the eight scales are one 16-byte load.
+//! Decode, per block of a group: four 32-byte loads hold the eight rows' 128 quant bytes of the
+//! 4-bit formats (vector k: bytes 8(k/2)..8(k/2)+8 of four slots' rows); the low nibbles are
+//! elements 8h..8h+8 and the high ones 16+8h..; each meets the activation's matching eight
+//! bytes, broadcast, in one `vpmaddubsw` (four 4-bit products summed in i16 stay below 32767,
+//! see avx2_lanes.rs); one `vpmaddwd` and one `vphaddd` give the eight row sums, in row order
+//! thanks to the slot order; the eight scales are one 16-byte load. Q8_0 takes eight loads and
+//! widens every `vpmaddubsw` result at once.
 //! Prefill: the groups are laid out for `avx2_lanes`' tiles, as the unpacked rows are.
 
 use super::avx2_lanes::{
