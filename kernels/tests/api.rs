@@ -180,7 +180,7 @@ fn packed_products_equal_the_unpacked_ones() {
             }
         }
     }
-    // The x86 tables pack Q4_0 and Q4_1; this test must not pass by packing nothing there.
+    // The x86 tables pack Q4_0, Q4_1 and Q8_0; this test must not pass by packing nothing there.
     if cfg!(target_arch = "x86_64") && KernelPath::Avx2.is_available() {
         assert!(packed_any, "no table packed anything");
     }

@@ -593,9 +593,9 @@ pub struct ModelOptions {
     /// Worker threads; 0 = rayon's default (one per core).
     pub threads: usize,
     /// Repack the matrices whose type the CPU kernels in use read faster in a layout of their
-    /// own (x86: Q4_0 and Q4_1, eight rows interleaved), as llama.cpp's CPU backend does. Costs a
-    /// copy of those weights in memory and a pass over them at load; false keeps every weight
-    /// in the memory map. Default: true, unless the environment sets `FERRO_REPACK=0`.
+    /// own (x86: Q4_0, Q4_1 and Q8_0, eight rows interleaved), as llama.cpp's CPU backend does.
+    /// Costs a copy of those weights in memory and a pass over them at load; false keeps every
+    /// weight in the memory map. Default: true, unless the environment sets `FERRO_REPACK=0`.
     pub repack: bool,
 }
 

@@ -17,10 +17,13 @@ use super::avx2_lanes::{
     act_info, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format, Group, GroupSource,
     L, PREFILL_MIN_TOKENS,
 };
-use crate::packed::{group_bytes, group_quant_bytes, head_bytes, quant_bytes, SLOT_ROW};
+use crate::packed::{group_bytes, group_quant_bytes, head_bytes, quant_bytes, GROUP_ROWS, SLOT_ROW};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
 use core::arch::x86_64::*;
+
+// A group's rows are the row-lane tiles' eight f32 lanes.
+const _: () = assert!(L == GROUP_ROWS);
 
 /// The packed formats: their type and their head bytes per block.
 trait Packed: Format {
@@ -138,7 +141,7 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
         g.q.clear();
         g.d.clear();
         g.m.clear();
-        let base = self.w.add(r0 / L * self.gb);
+        let base = self.w.add(r0 / GROUP_ROWS * self.gb);
         let (qb, gq, hb) = (quant_bytes(F::TY), group_quant_bytes(F::TY), head_bytes(F::TY));
         let heads = base.add(nb * gq);
         for b in 0..nb {
@@ -181,8 +184,8 @@ unsafe fn gemm<F: Packed>(w: &[u8], rows: usize, nb: usize, a: &[F::Act], out: &
         let gb = group_bytes(F::TY, nb);
         let info = act_info::<F>(a);
         let o = out.as_mut_ptr();
-        for r0 in (0..rows).step_by(L) {
-            let g = w.as_ptr().add(r0 / L * gb);
+        for r0 in (0..rows).step_by(GROUP_ROWS) {
+            let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
                 let v = decode_group::<F>(g, nb, &a[t * nb..(t + 1) * nb], &info, t * nb);
                 store_lanes(v, (rows - r0).min(L), o.add(r0 * ldo + t), ldo);
@@ -202,7 +205,7 @@ fn check(ty: GgmlType, w: usize, rows: usize, nb: usize, a: usize, out: usize, l
     assert!(nb > 0 && a.is_multiple_of(nb), "packed gemm: partial activation rows");
     assert_eq!(
         w,
-        rows.div_ceil(L) * group_bytes(ty, nb),
+        rows.div_ceil(GROUP_ROWS) * group_bytes(ty, nb),
         "packed gemm: not whole groups"
     );
     let n = a / nb;
