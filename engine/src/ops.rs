@@ -6,6 +6,7 @@
 
 use ferro_kernels::{dequantize_row, GgmlType, KernelError};
 use half::f16;
+use rayon::prelude::*;
 
 /// `out = x / sqrt(mean(x²) + eps) * w` (ggml `rms_norm` followed by `mul`).
 pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
@@ -27,20 +28,6 @@ pub fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
         for (v, &g) in row.iter_mut().zip(w) {
             *v = *v * scale * g;
         }
-    }
-}
-
-/// Softmax in place; the denominator accumulates in f64 (ggml `soft_max`).
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -123,30 +110,52 @@ pub fn llama3_rope_factors(n_rot: usize, base: f32, factor: f32, low: f32, high:
 
 /// SiLU-gated linear unit in place: `gate = silu(gate) * up` (ggml `swiglu`).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    par_zip(gate, up, |gate, up| {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    });
+}
+
+/// Elements per task of the element-wise ops (a prefill's activations run on every thread; one
+/// token's stay on the caller's).
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// `f` over matching chunks of `a` and `b`, in parallel when there are several.
+fn par_zip(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if a.len() <= ELEMENTWISE_CHUNK {
+        return f(a, b);
     }
+    a.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(b.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(a, b)| f(a, b));
 }
 
 /// GELU, tanh approximation, as ggml's CPU backend computes it: the input rounded to f16 and
 /// the result looked up in an f16 table (`GGML_GELU_FP16`), saturating beyond ±10.
 pub fn gelu(x: f32) -> f32 {
+    gelu_with(gelu_table(), x)
+}
+
+/// [`gelu`] with the table at hand.
+#[inline]
+fn gelu_with(table: &[f32], x: f32) -> f32 {
     if x <= -10.0 {
         0.0
     } else if x >= 10.0 {
         x
     } else {
-        gelu_table()[f16::from_f32(x).to_bits() as usize].to_f32()
+        table[f16::from_f32(x).to_bits() as usize]
     }
 }
 
-/// GELU of every fp16 value, rounded to fp16 (llama.cpp's CPU table, built the same way), so the
-/// tanh runs 65536 times once instead of once per activation.
-fn gelu_table() -> &'static [f16] {
-    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+/// GELU of every fp16 value, rounded to fp16 (llama.cpp's CPU table, built the same way) and
+/// kept as f32, so the tanh runs 65536 times once instead of once per activation.
+fn gelu_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
-            .map(|b| f16::from_f32(gelu_exact(f16::from_bits(b).to_f32())))
+            .map(|b| f16::from_f32(gelu_exact(f16::from_bits(b).to_f32())).to_f32())
             .collect()
     })
 }
@@ -159,9 +168,12 @@ fn gelu_exact(x: f32) -> f32 {
 
 /// GELU-gated linear unit in place: `gate = gelu(gate) * up` (ggml `geglu`).
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = gelu(*g) * u;
-    }
+    let table = gelu_table();
+    par_zip(gate, up, |gate, up| {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = gelu_with(table, *g) * u;
+        }
+    });
 }
 
 /// `x += y`.
@@ -213,14 +225,6 @@ mod tests {
         rms_norm(&mut out, &x, &[1.0; 4], 0.0);
         let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / 4.0;
         assert!((ms - 1.0).abs() < 1e-5);
-    }
-
-    #[test]
-    fn softmax_sums_to_one() {
-        let mut x = [1.0, 2.0, 3.0, -1000.0];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
     }
 
     #[test]

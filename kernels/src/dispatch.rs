@@ -103,11 +103,14 @@ impl GemmKernels {
     };
 }
 
-/// `out[j] = q · k[j·stride..][..q.len()]` for every j: attention scores of one query against
-/// keys laid out `stride` floats apart.
-pub type DotsFn = fn(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]);
-/// `out += Σ_j a[j] · v[j·stride..][..out.len()]`: attention's weighted sum of value rows.
-pub type WeightedSumFn = fn(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]);
+/// `out[h·n + j] = q_h · k[j·stride..][..d]`: attention scores of `heads` queries (the rows of
+/// `q`, `d` floats each) against `n = out.len() / heads` keys laid out `stride` floats apart.
+pub type DotsFn = fn(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]);
+/// `out[h·d + c] += Σ_j a[h·n + j] · v[j·stride + c]`: attention's weighted sums of value rows
+/// for `heads` heads (the rows of `a`, `n` weights each; of `out`, `d` floats each).
+pub type WeightedSumFn = fn(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]);
+/// Softmax of a row in place (attention weights): `x[i] = exp(x[i] − max) / Σ exp(x[j] − max)`.
+pub type SoftmaxFn = fn(x: &mut [f32]);
 
 /// Quantize an f32 activation row into blocks.
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
@@ -144,6 +147,8 @@ pub struct KernelTable {
     pub dots_f32: DotsFn,
     /// Weighted sum of f32 rows (attention output).
     pub weighted_sum_f32: WeightedSumFn,
+    /// Softmax of a row (attention weights).
+    pub softmax_f32: SoftmaxFn,
     /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
     pub kquants: KQuantKernels,
     /// Tiled matrix products of the 32-element formats, where the path has them.
@@ -174,6 +179,7 @@ static SCALAR: KernelTable = KernelTable {
     dot_bf16: float::vec_dot_bf16,
     dots_f32: float::dots_f32,
     weighted_sum_f32: float::weighted_sum_f32,
+    softmax_f32: float::softmax_f32,
     kquants: KQuantKernels::SCALAR,
     gemm: GemmKernels::NONE,
 };

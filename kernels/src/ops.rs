@@ -185,22 +185,32 @@ pub fn quantize_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, KernelError> {
     })
 }
 
-/// `out[j] = q · k[j·stride..][..q.len()]` for every j, with the kernels in use (attention
-/// scores of one query against keys `stride` floats apart).
+/// `out[h·n + j] = q_h · k[j·stride..][..d]` for the `heads` rows of `q` (`d` floats each) and
+/// `n = out.len() / heads` keys `stride` floats apart, with the kernels in use (attention scores
+/// of the query heads that share a key head). Each score has the same bits whatever `heads`.
 ///
 /// # Panics
-/// When the rows do not fit in `k`.
-pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-    (KernelTable::get().dots_f32)(q, k, stride, out)
+/// When `heads` does not divide `q` and `out`, or the rows do not fit in `k`.
+pub fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
+    (KernelTable::get().dots_f32)(q, heads, k, stride, out)
 }
 
-/// `out += Σ_j a[j] · v[j·stride..][..out.len()]` with the kernels in use (attention's weighted
-/// sum of value rows).
+/// `out[h·d + c] += Σ_j a[h·n + j] · v[j·stride + c]` for the `heads` rows of `a` (`n` weights
+/// each) and of `out` (`d` floats each), with the kernels in use (attention's weighted sums of
+/// value rows for the query heads that share a value head). Each output has the same bits
+/// whatever `heads`.
 ///
 /// # Panics
-/// When the rows do not fit in `v`.
-pub fn weighted_sum_f32(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    (KernelTable::get().weighted_sum_f32)(a, v, stride, out)
+/// When `heads` does not divide `a` and `out`, or the rows do not fit in `v`.
+pub fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    (KernelTable::get().weighted_sum_f32)(a, heads, v, stride, out)
+}
+
+/// Softmax of `x` in place with the kernels in use (attention weights): `exp(x[i] − max)`
+/// normalised to sum 1, the sum taken in f64. The x86 paths' exp is within 2 ulp of the C
+/// library's.
+pub fn softmax_f32(x: &mut [f32]) {
+    (KernelTable::get().softmax_f32)(x)
 }
 
 /// y[rows] = W · x with the kernels in use (see [`KernelTable::matvec`]).
@@ -325,12 +335,23 @@ fn matmul_tasks(y: &mut [f32], n: usize, row_bytes: usize, align: usize, f: impl
     yt.par_chunks_mut(chunk * n)
         .enumerate()
         .for_each(|(c, out)| f(c * chunk, out.len() / n, out));
-    y.par_chunks_mut(rows).enumerate().for_each(|(t, yr)| {
-        for (r, v) in yr.iter_mut().enumerate() {
-            *v = yt[r * n + t];
-        }
-    });
+    // Transposed a few tokens at a time, so that each row of `yt` gives a run of values per read
+    // and every token's row of `y` is written in order.
+    y.par_chunks_mut(rows * TRANSPOSE_TOKENS)
+        .enumerate()
+        .for_each(|(c, ys)| {
+            let t0 = c * TRANSPOSE_TOKENS;
+            let nt = ys.len() / rows;
+            for (r, src) in yt.chunks_exact(n).enumerate() {
+                for (k, &v) in src[t0..t0 + nt].iter().enumerate() {
+                    ys[k * rows + r] = v;
+                }
+            }
+        });
 }
+
+/// Tokens per task of the transpose at the end of [`matmul_tasks`].
+const TRANSPOSE_TOKENS: usize = 16;
 
 /// The product of a packed matrix with `n` tokens' activations (`y[t][r]`), task splits as the
 /// unpacked products' on whole groups of rows.

@@ -22,35 +22,70 @@ fn every_path_matches_the_scalar_reference() {
         let t = KernelTable::for_path(path).unwrap();
         for d in [1usize, 7, 8, 64, 100, 256] {
             for n in [0usize, 1, 5, 8, 9, 17] {
-                let stride = d + 3;
-                let q = values(d, 1);
-                let k = values(n.saturating_sub(1) * stride + d, 2);
-                let (mut want, mut got) = (vec![0f32; n], vec![f32::NAN; n]);
-                (scalar.dots_f32)(&q, &k, stride, &mut want);
-                (t.dots_f32)(&q, &k, stride, &mut got);
-                for j in 0..n {
-                    assert!(
-                        close(got[j], want[j], d, 6.25),
-                        "{} dots d {d} n {n} row {j}: {} vs {}",
-                        t.name,
-                        got[j],
-                        want[j]
-                    );
+                for heads in [1usize, 3, 4, 7] {
+                    let stride = d + 3;
+                    let q = values(heads * d, 1);
+                    let k = values(n.saturating_sub(1) * stride + d, 2);
+                    let (mut want, mut got) = (vec![0f32; heads * n], vec![f32::NAN; heads * n]);
+                    (scalar.dots_f32)(&q, heads, &k, stride, &mut want);
+                    (t.dots_f32)(&q, heads, &k, stride, &mut got);
+                    for i in 0..heads * n {
+                        assert!(
+                            close(got[i], want[i], d, 6.25),
+                            "{} dots d {d} n {n} heads {heads} score {i}: {} vs {}",
+                            t.name,
+                            got[i],
+                            want[i]
+                        );
+                    }
+                    let a = values(heads * n, 3);
+                    let init = values(heads * d, 4);
+                    let (mut want, mut got) = (init.clone(), init.clone());
+                    (scalar.weighted_sum_f32)(&a, heads, &k, stride, &mut want);
+                    (t.weighted_sum_f32)(&a, heads, &k, stride, &mut got);
+                    for c in 0..heads * d {
+                        assert!(
+                            close(got[c], want[c], n + 1, 6.25),
+                            "{} weighted_sum d {d} n {n} heads {heads} out {c}: {} vs {}",
+                            t.name,
+                            got[c],
+                            want[c]
+                        );
+                    }
                 }
-                let a = values(n, 3);
-                let init = values(d, 4);
-                let (mut want, mut got) = (init.clone(), init.clone());
-                (scalar.weighted_sum_f32)(&a, &k, stride, &mut want);
-                (t.weighted_sum_f32)(&a, &k, stride, &mut got);
-                for c in 0..d {
-                    assert!(
-                        close(got[c], want[c], n + 1, 6.25),
-                        "{} weighted_sum d {d} n {n} col {c}: {} vs {}",
-                        t.name,
-                        got[c],
-                        want[c]
-                    );
-                }
+            }
+        }
+    }
+}
+
+#[test]
+fn heads_together_give_the_bits_of_heads_alone() {
+    // The engine groups the query heads of a key head on some steps and not on others (batch
+    // size, threads): the scores and sums must not depend on it.
+    for path in KernelPath::available() {
+        let t = KernelTable::for_path(path).unwrap();
+        for (d, n, heads) in [(64usize, 37usize, 3usize), (256, 21, 4), (100, 9, 7), (24, 5, 2)] {
+            let stride = 2 * d + 5;
+            let q = values(heads * d, 5);
+            let k = values((n - 1) * stride + d, 6);
+            let mut together = vec![0f32; heads * n];
+            (t.dots_f32)(&q, heads, &k, stride, &mut together);
+            let a = values(heads * n, 7);
+            let mut sums = values(heads * d, 8);
+            (t.weighted_sum_f32)(&a, heads, &k, stride, &mut sums);
+            for h in 0..heads {
+                let mut alone = vec![0f32; n];
+                (t.dots_f32)(&q[h * d..(h + 1) * d], 1, &k, stride, &mut alone);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&together[h * n..(h + 1) * n]),
+                    bits(&alone),
+                    "{} dots head {h}",
+                    t.name
+                );
+                let mut sum = values(heads * d, 8)[h * d..(h + 1) * d].to_vec();
+                (t.weighted_sum_f32)(&a[h * n..(h + 1) * n], 1, &k, stride, &mut sum);
+                assert_eq!(bits(&sums[h * d..(h + 1) * d]), bits(&sum), "{} sums head {h}", t.name);
             }
         }
     }
@@ -64,13 +99,13 @@ fn exact_on_small_integers() {
         let q: Vec<f32> = (0..70).map(|i| (i % 5) as f32 - 2.0).collect();
         let k: Vec<f32> = (0..70 * 3).map(|i| (i % 7) as f32 - 3.0).collect();
         let mut out = [0f32; 3];
-        (t.dots_f32)(&q, &k, 70, &mut out);
+        (t.dots_f32)(&q, 1, &k, 70, &mut out);
         for (j, o) in out.iter().enumerate() {
             let want: f32 = q.iter().zip(&k[j * 70..]).map(|(a, b)| a * b).sum();
             assert_eq!(*o, want, "{} row {j}", t.name);
         }
         let mut acc = vec![1f32; 70];
-        (t.weighted_sum_f32)(&[1.0, -2.0, 0.5], &k, 70, &mut acc);
+        (t.weighted_sum_f32)(&[1.0, -2.0, 0.5], 1, &k, 70, &mut acc);
         for (c, o) in acc.iter().enumerate() {
             assert_eq!(
                 *o,
@@ -83,8 +118,53 @@ fn exact_on_small_integers() {
 }
 
 #[test]
+fn softmax_matches_the_scalar_reference() {
+    let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
+    for path in KernelPath::available() {
+        let t = KernelTable::for_path(path).unwrap();
+        for n in [1usize, 2, 7, 8, 9, 31, 64, 517] {
+            // Spreads from a near-tie to differences far past f32's range (exp underflows to 0).
+            for spread in [1e-3f32, 1.0, 30.0, 200.0, 3000.0] {
+                let x: Vec<f32> = values(n, n + spread as usize).iter().map(|v| v * spread).collect();
+                let (mut want, mut got) = (x.clone(), x.clone());
+                (scalar.softmax_f32)(&mut want);
+                (t.softmax_f32)(&mut got);
+                let total: f32 = got.iter().sum();
+                assert!(
+                    (total - 1.0).abs() < 1e-5,
+                    "{} n {n} spread {spread}: sum {total}",
+                    t.name
+                );
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w + 1e-37,
+                        "{} n {n} spread {spread} [{i}] = {}: {g} vs {w}",
+                        t.name,
+                        x[i]
+                    );
+                }
+            }
+        }
+        // The largest weight is exp(0) / sum, and a lone value gets all of it.
+        let mut one = [-3.5f32];
+        (t.softmax_f32)(&mut one);
+        assert_eq!(one, [1.0], "{}", t.name);
+        let mut two = [80.0f32, -80.0, 80.0];
+        (t.softmax_f32)(&mut two);
+        assert_eq!(two, [0.5, 0.0, 0.5], "{}", t.name);
+    }
+}
+
+#[test]
+#[should_panic(expected = "do not divide")]
+fn heads_that_do_not_divide_the_rows_panic() {
+    let mut out = [0f32; 4];
+    ferro_kernels::dots_f32(&[1.0; 9], 2, &[0.0; 64], 8, &mut out);
+}
+
+#[test]
 #[should_panic(expected = "do not fit")]
 fn rows_outside_the_data_panic() {
     let mut out = [0f32; 3];
-    ferro_kernels::dots_f32(&[1.0; 8], &[0.0; 20], 8, &mut out);
+    ferro_kernels::dots_f32(&[1.0; 8], 1, &[0.0; 20], 8, &mut out);
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use ferro_gguf::{Gguf, GgufError};
 use ferro_kernels::{
-    dequantize_row, dots_f32, is_supported, matmul, matmul_packed, matvec, weighted_sum_f32, GgmlType, KernelError,
-    KernelTable, PackedMatrix, WeightMatrix,
+    dequantize_row, dots_f32, is_supported, matmul, matmul_packed, matvec, softmax_f32, weighted_sum_f32, GgmlType,
+    KernelError, KernelTable, PackedMatrix, WeightMatrix,
 };
 use rayon::prelude::*;
 
@@ -1203,26 +1203,38 @@ impl BlockCtx<'_> {
         let scale = hp.attn_scale;
         let q = &s.q;
         let n_ctx = kv.n_ctx;
-        // One task per (token, head): out row [hdv] of s.att.
+        // One task per (token, key head) with the query heads that share it, so that each key
+        // and value row is read once for all of them; when that gives the threads too few tasks
+        // (a decode step of a model with few key heads), one task per query head. The kernels
+        // give the same bits either way.
+        let heads = if n * hp.n_head_kv >= 4 * rayon::current_num_threads() {
+            group
+        } else {
+            1
+        };
+        let per_task = hp.n_head / heads;
         s.att[..n * hp.n_head * hdv]
-            .par_chunks_mut(hdv)
+            .par_chunks_mut(heads * hdv)
             .enumerate()
             .for_each_init(
-                || Vec::with_capacity(n_ctx),
+                || Vec::with_capacity(heads * n_ctx),
                 |scores, (i, out)| {
-                    let (t, h) = (i / hp.n_head, i % hp.n_head);
+                    let (t, h0) = (i / per_task, i % per_task * heads);
                     let (base, p) = at[t];
-                    let kvh = h / group;
+                    let kvh = h0 / group;
                     let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
-                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                    let qh = &q[t * qd + h0 * hd..t * qd + (h0 + heads) * hd];
                     let first = base + lo;
+                    let len = p + 1 - lo;
                     scores.clear();
-                    scores.resize(p + 1 - lo, 0.0);
-                    dots_f32(qh, &kc[first * kd + kvh * hd..], kd, scores);
-                    scores.iter_mut().for_each(|s| *s *= scale);
-                    ops::softmax(scores);
+                    scores.resize(heads * len, 0.0);
+                    dots_f32(qh, heads, &kc[first * kd + kvh * hd..], kd, scores);
+                    for row in scores.chunks_exact_mut(len) {
+                        row.iter_mut().for_each(|s| *s *= scale);
+                        softmax_f32(row);
+                    }
                     out.fill(0.0);
-                    weighted_sum_f32(scores, &vc[first * vd + kvh * hdv..], vd, out);
+                    weighted_sum_f32(scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
                 },
             );
         mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);

@@ -67,9 +67,15 @@ pub fn vec_dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
     w.iter().zip(a).map(|(x, y)| x.to_f32() * y).sum()
 }
 
-/// The shape checks of [`dots_f32`] and [`weighted_sum_f32`] (every path runs them): `n` rows
-/// of `d` floats, `stride` apart, inside `data`.
-pub(crate) fn check_rows(n: usize, d: usize, stride: usize, data: usize) {
+/// The shape checks of [`dots_f32`] and [`weighted_sum_f32`] (every path runs them): `heads`
+/// rows of `d` floats (`dl = heads·d`) and `heads` rows of `n` (`nl = heads·n`), the `n` key or
+/// value rows of `d` floats, `stride` apart, inside `data`.
+pub(crate) fn check_heads(heads: usize, dl: usize, nl: usize, stride: usize, data: usize) {
+    assert!(
+        heads > 0 && dl.is_multiple_of(heads) && nl.is_multiple_of(heads),
+        "{heads} heads do not divide {dl} and {nl} floats"
+    );
+    let (d, n) = (dl / heads, nl / heads);
     if let Some(last) = n.checked_sub(1) {
         assert!(
             last.checked_mul(stride)
@@ -80,27 +86,56 @@ pub(crate) fn check_rows(n: usize, d: usize, stride: usize, data: usize) {
     }
 }
 
-/// `out[j] = q · k[j·stride..][..q.len()]` for every j (scalar reference).
+/// `out[h·n + j] = q_h · k[j·stride..][..d]` for every head h (the `heads` rows of `q`, `d`
+/// floats each) and key j (`n = out.len() / heads`) (scalar reference).
 ///
 /// # Panics
-/// When the rows do not fit in `k`.
-pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-    check_rows(out.len(), q.len(), stride, k.len());
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = vec_dot_f32(q, &k[j * stride..j * stride + q.len()]);
+/// When the shapes disagree or the rows do not fit in `k`.
+pub fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
+    check_heads(heads, q.len(), out.len(), stride, k.len());
+    let (d, n) = (q.len() / heads, out.len() / heads);
+    if d == 0 || n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (qh, out) in q.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = vec_dot_f32(qh, &k[j * stride..j * stride + d]);
+        }
     }
 }
 
-/// `out += Σ_j a[j] · v[j·stride..][..out.len()]` (scalar reference).
+/// `out[h·d + c] += Σ_j a[h·n + j] · v[j·stride + c]` for every head h (the `heads` rows of `a`,
+/// `n` weights each; of `out`, `d` floats each) (scalar reference).
 ///
 /// # Panics
-/// When the rows do not fit in `v`.
-pub fn weighted_sum_f32(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    check_rows(a.len(), out.len(), stride, v.len());
-    let d = out.len();
-    for (j, &aj) in a.iter().enumerate() {
-        for (o, &x) in out.iter_mut().zip(&v[j * stride..j * stride + d]) {
-            *o += aj * x;
+/// When the shapes disagree or the rows do not fit in `v`.
+pub fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    check_heads(heads, out.len(), a.len(), stride, v.len());
+    let (n, d) = (a.len() / heads, out.len() / heads);
+    if n == 0 || d == 0 {
+        return;
+    }
+    for (ah, out) in a.chunks_exact(n).zip(out.chunks_exact_mut(d)) {
+        for (j, &aj) in ah.iter().enumerate() {
+            for (o, &x) in out.iter_mut().zip(&v[j * stride..j * stride + d]) {
+                *o += aj * x;
+            }
         }
+    }
+}
+
+/// Softmax of `x` in place (scalar reference): `exp(x[i] − max)` with the C library's `expf`,
+/// summed in f64 in order, then scaled by the f32 inverse of the sum.
+pub fn softmax_f32(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }

@@ -33,6 +33,7 @@ static TABLE: KernelTable = KernelTable {
     dot_bf16,
     dots_f32,
     weighted_sum_f32,
+    softmax_f32,
     kquants: super::avx2_kquants::KERNELS,
     gemm: super::avx2_gemm::KERNELS,
 };
@@ -56,16 +57,23 @@ safe_entry!(dot_f32, dot_f32_impl, f32, f32);
 safe_entry!(dot_f16, dot_f16_impl, f16, f32);
 safe_entry!(dot_bf16, dot_bf16_impl, bf16, f32);
 
-pub(super) fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-    crate::quants::float::check_rows(out.len(), q.len(), stride, k.len());
-    // SAFETY: as for the dot products; every row read lies inside `k` (checked above).
-    unsafe { dots_f32_impl(q, k, stride, out) }
+pub(super) fn softmax_f32(x: &mut [f32]) {
+    // SAFETY: as for the dot products; every access lies inside `x`.
+    unsafe { softmax_f32_impl(x) }
 }
 
-pub(super) fn weighted_sum_f32(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    crate::quants::float::check_rows(a.len(), out.len(), stride, v.len());
-    // SAFETY: as for the dot products; every row read lies inside `v` (checked above).
-    unsafe { weighted_sum_f32_impl(a, v, stride, out) }
+pub(super) fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
+    crate::quants::float::check_heads(heads, q.len(), out.len(), stride, k.len());
+    // SAFETY: as for the dot products; every row read lies inside `k` and `q`, and every write
+    // inside `out` (checked above).
+    unsafe { dots_f32_impl(q, heads, k, stride, out) }
+}
+
+pub(super) fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    crate::quants::float::check_heads(heads, out.len(), a.len(), stride, v.len());
+    // SAFETY: as for the dot products; every row read lies inside `v` and `a`, and every write
+    // inside `out` (checked above).
+    unsafe { weighted_sum_f32_impl(a, heads, v, stride, out) }
 }
 
 pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
@@ -191,81 +199,242 @@ unsafe fn dot_bf16_impl(w: &[bf16], a: &[f32]) -> f32 {
     sum
 }
 
-/// Keys per pass in `dots_f32_impl`: independent FMA chains.
-const KEYS: usize = 8;
-
-/// `KK` dots of `q` with the rows at `k + (j0 + i)·stride`.
+/// `KK` keys against `QQ` queries (rows `d` floats apart at `q`): `out[i·ldo + j]` for key j at
+/// `k + j·stride`. Each dot is one FMA chain over 8-float columns and one `hsum_ps`, the same
+/// order whatever the tile, so every tile gives a pair the same bits.
 #[inline(always)]
-unsafe fn dots_tile<const KK: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [f32]) {
-    let d = q.len();
+unsafe fn dots_tile<const QQ: usize, const KK: usize>(
+    q: *const f32,
+    d: usize,
+    k: *const f32,
+    stride: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
     let d8 = d & !7;
-    let mut acc = [_mm256_setzero_ps(); KK];
+    let mut acc = [[_mm256_setzero_ps(); KK]; QQ];
     let mut c = 0;
     while c < d8 {
-        let qv = _mm256_loadu_ps(q.as_ptr().add(c));
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k.add(i * stride + c)), *a);
+        let kv: [__m256; KK] = core::array::from_fn(|j| _mm256_loadu_ps(k.add(j * stride + c)));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let qv = _mm256_loadu_ps(q.add(i * d + c));
+            for (a, kv) in acc.iter_mut().zip(&kv) {
+                *a = _mm256_fmadd_ps(qv, *kv, *a);
+            }
         }
         c += 8;
     }
-    for (i, o) in out.iter_mut().enumerate().take(KK) {
-        let mut s = hsum_ps(acc[i]);
-        for (c, &x) in q.iter().enumerate().skip(d8) {
-            s += x * *k.add(i * stride + c);
+    for (i, acc) in acc.iter().enumerate() {
+        for (j, a) in acc.iter().enumerate() {
+            let mut s = hsum_ps(*a);
+            for c in d8..d {
+                s += *q.add(i * d + c) * *k.add(j * stride + c);
+            }
+            *out.add(i * ldo + j) = s;
         }
-        *o = s;
+    }
+}
+
+/// `QQ` queries against all `n` keys, `KK` keys per pass (the register budget: QQ·KK
+/// accumulators and KK key vectors).
+#[inline(always)]
+unsafe fn dots_rows<const QQ: usize, const KK: usize>(
+    q: *const f32,
+    d: usize,
+    k: *const f32,
+    stride: usize,
+    n: usize,
+    out: *mut f32,
+) {
+    let mut j = 0;
+    while j + KK <= n {
+        dots_tile::<QQ, KK>(q, d, k.add(j * stride), stride, out.add(j), n);
+        j += KK;
+    }
+    for j in j..n {
+        dots_tile::<QQ, 1>(q, d, k.add(j * stride), stride, out.add(j), n);
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_f32_impl(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-    let n = out.len();
-    let mut j = 0;
-    while j + KEYS <= n {
-        dots_tile::<KEYS>(q, k.as_ptr().add(j * stride), stride, &mut out[j..]);
-        j += KEYS;
+unsafe fn dots_f32_impl(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
+    let (d, n) = (q.len() / heads, out.len() / heads);
+    let (qp, kp, op) = (q.as_ptr(), k.as_ptr(), out.as_mut_ptr());
+    // Heads four at a time: each key vector loaded once feeds every head of the tile.
+    let mut h = 0;
+    while h + 4 <= heads {
+        dots_rows::<4, 3>(qp.add(h * d), d, kp, stride, n, op.add(h * n));
+        h += 4;
     }
-    for j in j..n {
-        dots_tile::<1>(q, k.as_ptr().add(j * stride), stride, &mut out[j..]);
+    match heads - h {
+        3 => dots_rows::<3, 4>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
+        2 => dots_rows::<2, 4>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
+        1 => dots_rows::<1, 8>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
+        _ => {}
     }
 }
 
-/// `out[..8·CC] += Σ_j a[j] · v[j·stride..]` with the output in registers.
+/// `out[i·d + c..][..8·CC] += Σ_j a[i·n + j] · v[j·stride + c..]` for `QQ` heads, the outputs in
+/// registers. Per output column one FMA chain over j in order, whatever the tile.
 #[inline(always)]
-unsafe fn weighted_cols<const CC: usize>(a: &[f32], v: *const f32, stride: usize, out: *mut f32) {
-    let mut acc: [__m256; CC] = core::array::from_fn(|i| _mm256_loadu_ps(out.add(8 * i)));
-    for (j, &aj) in a.iter().enumerate() {
-        let s = _mm256_set1_ps(aj);
+unsafe fn weighted_tile<const QQ: usize, const CC: usize>(
+    a: *const f32,
+    n: usize,
+    v: *const f32,
+    stride: usize,
+    out: *mut f32,
+    d: usize,
+) {
+    let mut acc: [[__m256; CC]; QQ] =
+        core::array::from_fn(|i| core::array::from_fn(|cc| _mm256_loadu_ps(out.add(i * d + 8 * cc))));
+    for j in 0..n {
         let r = v.add(j * stride);
+        let vv: [__m256; CC] = core::array::from_fn(|cc| _mm256_loadu_ps(r.add(8 * cc)));
         for (i, acc) in acc.iter_mut().enumerate() {
-            *acc = _mm256_fmadd_ps(s, _mm256_loadu_ps(r.add(8 * i)), *acc);
+            let s = _mm256_set1_ps(*a.add(i * n + j));
+            for (o, vv) in acc.iter_mut().zip(&vv) {
+                *o = _mm256_fmadd_ps(s, *vv, *o);
+            }
         }
     }
     for (i, acc) in acc.iter().enumerate() {
-        _mm256_storeu_ps(out.add(8 * i), *acc);
+        for (cc, o) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(i * d + 8 * cc), *o);
+        }
+    }
+}
+
+/// `QQ` heads' weighted sums over all `d` columns, `8·CC` columns per pass.
+#[inline(always)]
+unsafe fn weighted_rows<const QQ: usize, const CC: usize>(
+    a: *const f32,
+    n: usize,
+    v: *const f32,
+    stride: usize,
+    out: *mut f32,
+    d: usize,
+) {
+    let mut c = 0;
+    while c + 8 * CC <= d {
+        weighted_tile::<QQ, CC>(a, n, v.add(c), stride, out.add(c), d);
+        c += 8 * CC;
+    }
+    while c + 8 <= d {
+        weighted_tile::<QQ, 1>(a, n, v.add(c), stride, out.add(c), d);
+        c += 8;
+    }
+    for i in 0..QQ {
+        for c in c..d {
+            let mut s = *out.add(i * d + c);
+            for j in 0..n {
+                s += *a.add(i * n + j) * *v.add(j * stride + c);
+            }
+            *out.add(i * d + c) = s;
+        }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn weighted_sum_f32_impl(a: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    let d = out.len();
-    let (vp, op) = (v.as_ptr(), out.as_mut_ptr());
-    let mut c = 0;
-    // 64 columns (eight independent accumulators) at a time, then 8, then one by one.
-    while c + 64 <= d {
-        weighted_cols::<8>(a, vp.add(c), stride, op.add(c));
-        c += 64;
+unsafe fn weighted_sum_f32_impl(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    let (n, d) = (a.len() / heads, out.len() / heads);
+    let (ap, vp, op) = (a.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+    // Heads four at a time: each value vector loaded once feeds every head of the tile.
+    let mut h = 0;
+    while h + 4 <= heads {
+        weighted_rows::<4, 2>(ap.add(h * n), n, vp, stride, op.add(h * d), d);
+        h += 4;
     }
-    while c + 8 <= d {
-        weighted_cols::<1>(a, vp.add(c), stride, op.add(c));
-        c += 8;
+    match heads - h {
+        3 => weighted_rows::<3, 3>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
+        2 => weighted_rows::<2, 4>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
+        1 => weighted_rows::<1, 8>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
+        _ => {}
     }
-    for c in c..d {
-        let mut s = out[c];
-        for (j, &aj) in a.iter().enumerate() {
-            s += aj * v[j * stride + c];
-        }
-        out[c] = s;
+}
+
+/// `exp(x)` of eight lanes, within 2 ulp of the correctly rounded value for x ≥ −87.3 (0 below,
+/// where f32 underflows; +inf above 88.7). Cody–Waite: `x = n·ln2 + r`, |r| ≤ ln2/2, `e^r` by
+/// its degree-6 Taylor polynomial (error below 2e-9 there), times `2^n` built in the exponent
+/// bits.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = _mm256_min_ps(x, _mm256_set1_ps(88.7));
+    let low = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.3));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(core::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    // 2^n for n in −126..=128 (n = 128 only where x rounds to 88.7: the product overflows to
+    // inf as expf does): the exponent field of n + 127, split in two factors so that it fits.
+    let ni = _mm256_cvtps_epi32(n);
+    let half = _mm256_srai_epi32(ni, 1);
+    let e = _mm256_mul_ps(_mm256_mul_ps(p, pow2(half)), pow2(_mm256_sub_epi32(ni, half)));
+    _mm256_andnot_ps(low, e)
+}
+
+/// `2^k` for k in −126..=127 (the exponent field of k + 127). A plain function: closures do not
+/// inherit the caller's target features.
+#[inline(always)]
+unsafe fn pow2(k: __m256i) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23))
+}
+
+/// `s += e` with the eight lanes widened to f64 (four in each accumulator).
+#[inline(always)]
+unsafe fn add_pd(s: &mut [__m256d; 2], e: __m256) {
+    s[0] = _mm256_add_pd(s[0], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    s[1] = _mm256_add_pd(s[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn softmax_f32_impl(x: &mut [f32]) {
+    let n = x.len();
+    let n8 = n & !7;
+    let p = x.as_mut_ptr();
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    for i in (0..n8).step_by(8) {
+        m = _mm256_max_ps(m, _mm256_loadu_ps(p.add(i)));
+    }
+    let mut max = f32::NEG_INFINITY;
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    for v in lanes.iter().chain(&x[n8..]) {
+        max = max.max(*v);
+    }
+    let mx = _mm256_set1_ps(max);
+    // The sum in f64: two accumulators of four lanes.
+    let mut sum = [_mm256_setzero_pd(); 2];
+    for i in (0..n8).step_by(8) {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mx));
+        _mm256_storeu_ps(p.add(i), e);
+        add_pd(&mut sum, e);
+    }
+    if n8 < n {
+        // The tail through the same lanes (padding with −inf, whose exp is 0).
+        let mut t = [f32::NEG_INFINITY; 8];
+        t[..n - n8].copy_from_slice(&x[n8..]);
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(t.as_ptr()), mx));
+        _mm256_storeu_ps(t.as_mut_ptr(), e);
+        x[n8..].copy_from_slice(&t[..n - n8]);
+        add_pd(&mut sum, e);
+    }
+    let mut sums = [0f64; 4];
+    _mm256_storeu_pd(sums.as_mut_ptr(), _mm256_add_pd(sum[0], sum[1]));
+    let inv = _mm256_set1_ps((1.0 / sums.iter().sum::<f64>()) as f32);
+    for i in (0..n8).step_by(8) {
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+    }
+    let inv = _mm256_cvtss_f32(inv);
+    for v in &mut x[n8..] {
+        *v *= inv;
     }
 }
 

@@ -97,6 +97,7 @@ macro_rules! neon_kernels {
                 // Plain loops: NEON is the baseline, LLVM vectorizes them.
                 dots_f32: crate::quants::float::dots_f32,
                 weighted_sum_f32: crate::quants::float::weighted_sum_f32,
+                softmax_f32: crate::quants::float::softmax_f32,
                 kquants: $kquants,
                 gemm: crate::dispatch::GemmKernels::NONE,
             };
