@@ -57,8 +57,9 @@ impl KernelPath {
 
 /// Dot of a weight row (blocks) with an activation row (blocks).
 pub type DotFn<W, A> = fn(&[W], &[A]) -> f32;
-/// Register-tiled product `out[r * ldo + t] = dot(w row r, a row t)` of every weight row of `w`
+/// Register-tiled product `out[t * ldo + r] = dot(w row r, a row t)` of every weight row of `w`
 /// and activation row of `a` (rows of `nb` blocks each), bit-identical to the same table's dot.
+/// The output is token-major, as the engine's activations are.
 pub type GemmFn<W, A> = fn(w: &[W], a: &[A], nb: usize, out: &mut [f32], ldo: usize);
 /// The same product for `rows` rows repacked into groups (`crate::packed`, whole groups in `w`),
 /// with the bits of the table's product of the unpacked rows.

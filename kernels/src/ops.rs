@@ -274,7 +274,8 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
 ) {
     matvec_tasks(y, |r0, ys| {
         if let Some(gemm) = gemm {
-            return gemm(&w[r0 * per_row..(r0 + ys.len()) * per_row], act, per_row, ys, 1);
+            let ldo = ys.len();
+            return gemm(&w[r0 * per_row..(r0 + ys.len()) * per_row], act, per_row, ys, ldo);
         }
         for (i, y) in ys.iter_mut().enumerate() {
             let r = r0 + i;
@@ -305,13 +306,13 @@ fn run_matmul<W: Pod + Sync, A: Sync>(
         let ws = &w[r0 * per_row..(r0 + nr) * per_row];
         if let Some(gemm) = gemm {
             // All tokens at once: each kernel tiles them as its layout wants.
-            return gemm(ws, act, per_row, out, n);
+            return gemm(ws, act, per_row, out, nr);
         }
         for t0 in (0..n).step_by(TOKEN_TILE) {
             let t1 = (t0 + TOKEN_TILE).min(n);
             for (i, wr) in ws.chunks_exact(per_row).enumerate() {
                 for t in t0..t1 {
-                    out[i * n + t] = dot(wr, &act[t * per_row..(t + 1) * per_row]);
+                    out[t * nr + i] = dot(wr, &act[t * per_row..(t + 1) * per_row]);
                 }
             }
         }
@@ -320,7 +321,8 @@ fn run_matmul<W: Pod + Sync, A: Sync>(
 
 /// The tasks of a matrix product of `n` tokens into `y` (`[n][rows]`): row chunks of about
 /// [`MATMUL_CHUNK_BYTES`] of weights (a multiple of `align` rows), `f(r0, rows, out)` with the
-/// results in a row-major scratch `out[row][t]` (contiguous per task), transposed at the end.
+/// results in a scratch `out[t][row]` (the thread's, reused), which the task then copies into
+/// its columns of `y`, one run per token.
 fn matmul_tasks(y: &mut [f32], n: usize, row_bytes: usize, align: usize, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     let rows = y.len() / n.max(1);
     if n == 0 || rows == 0 {
@@ -330,28 +332,30 @@ fn matmul_tasks(y: &mut [f32], n: usize, row_bytes: usize, align: usize, f: impl
     let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1))
         .clamp(1, rows.div_ceil(threads).max(1))
         .next_multiple_of(align);
-    // yt: [rows][n]
-    let mut yt = vec![0f32; rows * n];
-    yt.par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(c, out)| f(c * chunk, out.len() / n, out));
-    // Transposed a few tokens at a time, so that each row of `yt` gives a run of values per read
-    // and every token's row of `y` is written in order.
-    y.par_chunks_mut(rows * TRANSPOSE_TOKENS)
-        .enumerate()
-        .for_each(|(c, ys)| {
-            let t0 = c * TRANSPOSE_TOKENS;
-            let nt = ys.len() / rows;
-            for (r, src) in yt.chunks_exact(n).enumerate() {
-                for (k, &v) in src[t0..t0 + nt].iter().enumerate() {
-                    ys[k * rows + r] = v;
-                }
+    // Each task's columns of every token's row of `y`: parts[c][t] = y[t][c·chunk..][..rows].
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(chunk)).map(|_| Vec::with_capacity(n)).collect();
+    for mut rest in y.chunks_exact_mut(rows) {
+        for p in parts.iter_mut() {
+            let (a, b) = rest.split_at_mut(chunk.min(rest.len()));
+            p.push(a);
+            rest = b;
+        }
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    parts.into_par_iter().enumerate().for_each(|(c, mut outs)| {
+        let nr = outs[0].len();
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.resize(nr * n, 0.0);
+            let out = &mut buf[..nr * n];
+            f(c * chunk, nr, out);
+            for (o, src) in outs.iter_mut().zip(out.chunks_exact(nr)) {
+                o.copy_from_slice(src);
             }
-        });
+        })
+    });
 }
-
-/// Tokens per task of the transpose at the end of [`matmul_tasks`].
-const TRANSPOSE_TOKENS: usize = 16;
 
 /// The product of a packed matrix with `n` tokens' activations (`y[t][r]`), task splits as the
 /// unpacked products' on whole groups of rows.
@@ -362,11 +366,11 @@ fn run_packed<A: Sync>(p: &PackedMatrix, act: &[A], n: usize, f: PackedGemmFn<A>
     let groups = |r0: usize, nr: usize| &w[r0 / GROUP_ROWS * gb..(r0 + nr).div_ceil(GROUP_ROWS) * gb];
     if n == 1 {
         // matvec_chunk is a multiple of the group size.
-        return matvec_tasks(y, |r0, ys| f(groups(r0, ys.len()), ys.len(), nb, act, ys, 1));
+        return matvec_tasks(y, |r0, ys| f(groups(r0, ys.len()), ys.len(), nb, act, ys, ys.len()));
     }
     let row_bytes = gb / GROUP_ROWS;
     matmul_tasks(y, n, row_bytes, GROUP_ROWS, |r0, nr, out| {
-        f(groups(r0, nr), nr, nb, act, out, n)
+        f(groups(r0, nr), nr, nb, act, out, nr)
     })
 }
 

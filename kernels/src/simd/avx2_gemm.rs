@@ -27,15 +27,15 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
 /// Tokens per pass of all rows in the K-quant tiles.
 pub(super) const TOKEN_TILE: usize = 8;
 
-/// The shape checks of the safe entry points: whole rows of `nb` blocks, and output rows far
-/// enough apart for the tokens (each kernel checks the output length).
+/// The shape checks of the safe entry points: whole rows of `nb` blocks, and output rows (one
+/// per token) far enough apart for the weight rows (each kernel checks the output length).
 pub(super) fn check_shapes(w_blocks: usize, a_blocks: usize, nb: usize, ldo: usize) {
     assert!(
         nb > 0 && w_blocks.is_multiple_of(nb) && a_blocks.is_multiple_of(nb),
         "gemm: partial rows"
     );
     assert!(
-        a_blocks / nb <= ldo || w_blocks / nb <= 1,
-        "gemm: ldo smaller than the token count"
+        w_blocks / nb <= ldo || a_blocks / nb <= 1,
+        "gemm: ldo smaller than the row count"
     );
 }

@@ -277,15 +277,16 @@ fn gemm_k<W>(
     for t0 in (0..n).step_by(super::avx2_gemm::TOKEN_TILE) {
         let t1 = (t0 + super::avx2_gemm::TOKEN_TILE).min(n);
         for (r, wr) in w.chunks_exact(nb).enumerate() {
-            let o = &mut out[r * ldo..r * ldo + n];
             let mut t = t0;
             while t + 4 <= t1 {
                 let at: [&[BlockQ8K]; 4] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
-                o[t..t + 4].copy_from_slice(&four(wr, at));
+                for (k, v) in four(wr, at).into_iter().enumerate() {
+                    out[(t + k) * ldo + r] = v;
+                }
                 t += 4;
             }
             for t in t..t1 {
-                o[t] = one(wr, [&a[t * nb..(t + 1) * nb]])[0];
+                out[t * ldo + r] = one(wr, [&a[t * nb..(t + 1) * nb]])[0];
             }
         }
     }

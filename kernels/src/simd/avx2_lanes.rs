@@ -282,14 +282,15 @@ unsafe fn scales8_d<F: Format>(w: &[*const F; L], b: usize) -> __m256 {
     _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
 }
 
-/// Writes the valid lanes of `v` (rows `0..rows`) to `out[r * ldo]`.
+/// Writes the valid lanes of `v` (rows `0..rows`) to `out[r]`.
 #[inline(always)]
-pub(super) unsafe fn store_lanes(v: __m256, rows: usize, out: *mut f32, ldo: usize) {
+pub(super) unsafe fn store_lanes(v: __m256, rows: usize, out: *mut f32) {
+    if rows >= L {
+        return _mm256_storeu_ps(out, v);
+    }
     let mut l = [0f32; L];
     _mm256_storeu_ps(l.as_mut_ptr(), v);
-    for (r, x) in l.iter().enumerate().take(rows) {
-        *out.add(r * ldo) = *x;
-    }
+    core::ptr::copy_nonoverlapping(l.as_ptr(), out, rows);
 }
 
 /// The dot of one row, the reference the tiles reproduce bit for bit.
@@ -492,7 +493,7 @@ unsafe fn prefill_tile<F: Format, const TT: usize>(
     acc
 }
 
-/// `out[r * ldo + t] = dot(w[r], a[t])` for every row of `w` and token of `a` (rows of `nb`
+/// `out[t * ldo + r] = dot(w[r], a[t])` for every row of `w` and token of `a` (rows of `nb`
 /// blocks).
 ///
 /// # Safety
@@ -507,7 +508,7 @@ pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut
     if rows == 0 || n == 0 {
         return;
     }
-    assert!((rows - 1) * ldo + n <= out.len(), "gemm: output too small");
+    assert!((n - 1) * ldo + rows <= out.len(), "gemm: output too small");
     let o = out.as_mut_ptr();
     // Row pointers of the group starting at r0; missing rows repeat the last one.
     let rows_of =
@@ -532,7 +533,7 @@ pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut
                 } else {
                     decode8::<F, CORR_LOAD>(wr, next, at, c)
                 };
-                store_lanes(v, (rows - r0).min(L), o.add(r0 * ldo + t), ldo);
+                store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
         return;
@@ -557,7 +558,7 @@ impl<F: Format, R: Fn(usize) -> [*const F; L]> GroupSource<F> for RowGroups<R> {
 }
 
 /// The prefill tiles over all groups of `rows` rows and all tokens of `a` (`n ≥ 1` rows of `nb`
-/// blocks): `out[r * ldo + t]`, bounds checked by the caller.
+/// blocks): `out[t * ldo + r]`, bounds checked by the caller.
 #[inline(always)]
 pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>>(
     src: &S,
@@ -588,13 +589,13 @@ pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>>(
                 [t * nb, (t + 1) * nb, (t + 2) * nb, (t + 3) * nb],
             );
             for (k, v) in v.iter().enumerate() {
-                store_lanes(*v, valid, o.add(r0 * ldo + t + k), ldo);
+                store_lanes(*v, valid, o.add((t + k) * ldo + r0));
             }
             t += T;
         }
         for t in t..n {
             let [v] = prefill_tile::<F, 1>(&g, [act(t)], &info, [t * nb]);
-            store_lanes(v, valid, o.add(r0 * ldo + t), ldo);
+            store_lanes(v, valid, o.add(t * ldo + r0));
         }
     }
 }
@@ -613,7 +614,7 @@ macro_rules! entry {
             unsafe { imp(w, a) }
         }
 
-        /// Safe entry point, as above. `out[r * ldo + t]` for every row r of `w`, token t of `a`.
+        /// Safe entry point, as above. `out[t * ldo + r]` for every row r of `w`, token t of `a`.
         pub(crate) fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
             super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
             #[target_feature(enable = "avx2,fma,f16c")]
@@ -767,7 +768,7 @@ unsafe fn prefill_tile_k<const TT: usize>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [
     acc
 }
 
-/// `out[r * ldo + t] = dot_q4k(w[r], a[t])` for every row and token.
+/// `out[t * ldo + r] = dot_q4k(w[r], a[t])` for every row and token.
 #[inline(always)]
 unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
     let rows = w.len() / nb;
@@ -775,12 +776,12 @@ unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], l
     if rows == 0 || n == 0 {
         return;
     }
-    assert!((rows - 1) * ldo + n <= out.len(), "gemm: output too small");
+    assert!((n - 1) * ldo + rows <= out.len(), "gemm: output too small");
     let act = |t: usize| &a[t * nb..(t + 1) * nb];
     if n < PREFILL_MIN_TOKENS {
         for r in 0..rows {
             for t in 0..n {
-                out[r * ldo + t] = dot_q4k(&w[r * nb..(r + 1) * nb], act(t));
+                out[t * ldo + r] = dot_q4k(&w[r * nb..(r + 1) * nb], act(t));
             }
         }
         return;
@@ -801,13 +802,13 @@ unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], l
         while t + T <= n {
             let v = prefill_tile_k::<T>(&g, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
             for (k, v) in v.iter().enumerate() {
-                store_lanes(*v, valid, o.add(r0 * ldo + t + k), ldo);
+                store_lanes(*v, valid, o.add((t + k) * ldo + r0));
             }
             t += T;
         }
         for t in t..n {
             let [v] = prefill_tile_k::<1>(&g, [act(t)]);
-            store_lanes(v, valid, o.add(r0 * ldo + t), ldo);
+            store_lanes(v, valid, o.add(t * ldo + r0));
         }
     }
 }
@@ -878,13 +879,13 @@ mod tests {
         let rows = w.len() / nb;
         for tokens in TOKENS {
             let mut out = vec![f32::NAN; rows * tokens];
-            gemm(w, &a[..tokens * nb], nb, &mut out, tokens);
+            gemm(w, &a[..tokens * nb], nb, &mut out, rows);
             for r in 0..rows {
                 for t in 0..tokens {
                     let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
                     let want = dot(wr, at);
                     assert_eq!(
-                        out[r * tokens + t].to_bits(),
+                        out[t * rows + r].to_bits(),
                         want.to_bits(),
                         "row {r} token {t} of {tokens}"
                     );
@@ -1007,7 +1008,7 @@ mod tests {
         assert!(w.iter().any(|b| b.qs.contains(&-128)) && a.iter().any(|b| b.qs.contains(&-127)));
         for tokens in TOKENS {
             let mut out = vec![f32::NAN; rows * tokens];
-            gemm(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            gemm(&w, &a[..tokens * nb], nb, &mut out, rows);
             for r in 0..rows {
                 for t in 0..tokens {
                     let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
@@ -1018,7 +1019,7 @@ mod tests {
                         .map(|(&p, &q)| p as i64 * q as i64)
                         .sum();
                     assert!(exact.abs() < 1 << 24);
-                    let got = out[r * tokens + t];
+                    let got = out[t * rows + r];
                     assert_eq!(got, exact as f32, "row {r} token {t} of {tokens}");
                     assert_eq!(dot(wr, at), exact as f32, "dot, row {r} token {t}");
                 }
@@ -1062,13 +1063,13 @@ mod tests {
         q8_k::quantize(&values(n * nb * 256, 4), &mut a);
         for tokens in [1, 3, 4, 5, n] {
             let mut out = vec![f32::NAN; rows * tokens];
-            super::gemm_q4_k(&w, &a[..tokens * nb], nb, &mut out, tokens);
+            super::gemm_q4_k(&w, &a[..tokens * nb], nb, &mut out, rows);
             for r in 0..rows {
                 for t in 0..tokens {
                     let (wr, at) = (&w[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]);
                     let want = super::dot_q4_k(wr, at);
                     assert_eq!(
-                        out[r * tokens + t].to_bits(),
+                        out[t * rows + r].to_bits(),
                         want.to_bits(),
                         "row {r} token {t} of {tokens}"
                     );

@@ -172,7 +172,7 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
     }
 }
 
-/// `out[r * ldo + t] = dot(row r, a[t])` for the `rows` rows packed in `w` (whole groups of
+/// `out[t * ldo + r] = dot(row r, a[t])` for the `rows` rows packed in `w` (whole groups of
 /// `nb` blocks) and every token of `a`.
 ///
 /// # Safety
@@ -188,7 +188,7 @@ unsafe fn gemm<F: Packed>(w: &[u8], rows: usize, nb: usize, a: &[F::Act], out: &
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
                 let v = decode_group::<F>(g, nb, &a[t * nb..(t + 1) * nb], &info, t * nb);
-                store_lanes(v, (rows - r0).min(L), o.add(r0 * ldo + t), ldo);
+                store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
         return;
@@ -209,9 +209,9 @@ fn check(ty: GgmlType, w: usize, rows: usize, nb: usize, a: usize, out: usize, l
         "packed gemm: not whole groups"
     );
     let n = a / nb;
-    assert!(n <= ldo || rows <= 1, "packed gemm: ldo smaller than the token count");
+    assert!(rows <= ldo || n <= 1, "packed gemm: ldo smaller than the row count");
     assert!(
-        rows == 0 || n == 0 || (rows - 1) * ldo + n <= out,
+        rows == 0 || n == 0 || (n - 1) * ldo + rows <= out,
         "packed gemm: output too small"
     );
 }
@@ -219,7 +219,7 @@ fn check(ty: GgmlType, w: usize, rows: usize, nb: usize, a: usize, out: usize, l
 macro_rules! entry {
     ($name:ident, $w:ty, $a:ty) => {
         /// Safe entry point, reachable only through tables handed out after AVX2, FMA and F16C
-        /// were detected: `out[r * ldo + t]` for every row r packed in `w`, token t of `a`.
+        /// were detected: `out[t * ldo + r]` for every row r packed in `w`, token t of `a`.
         pub(crate) fn $name(w: &[u8], rows: usize, nb: usize, a: &[$a], out: &mut [f32], ldo: usize) {
             check(<$w as Packed>::TY, w.len(), rows, nb, a.len(), out.len(), ldo);
             #[target_feature(enable = "avx2,fma,f16c")]
