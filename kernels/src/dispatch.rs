@@ -75,10 +75,12 @@ pub struct GemmKernels {
     pub q8_0: Option<GemmFn<BlockQ8_0, BlockQ8_0>>,
     pub q4_k: Option<GemmFn<BlockQ4K, BlockQ8K>>,
     pub q6_k: Option<GemmFn<BlockQ6K, BlockQ8K>>,
-    /// Products of repacked Q4_0 / Q4_1 / Q8_0 rows (`PackedMatrix`), where the path has them.
+    /// Products of repacked Q4_0 / Q4_1 / Q8_0 / Q4_K rows (`PackedMatrix`), where the path
+    /// has them.
     pub packed_q4_0: Option<PackedGemmFn<BlockQ8_0>>,
     pub packed_q4_1: Option<PackedGemmFn<BlockQ8_1>>,
     pub packed_q8_0: Option<PackedGemmFn<BlockQ8_0>>,
+    pub packed_q4_k: Option<PackedGemmFn<BlockQ8K>>,
     /// Whether the matrix-vector product (decode) uses the tiles too, or the dots. Measured per
     /// path: on AVX2-only Zen the dots stream weights from memory faster than 4-row tiles; with
     /// AVX-512 the tiles beat the AVX-512 dots. Either way a result has the same bits in a
@@ -100,6 +102,7 @@ impl GemmKernels {
         packed_q4_0: None,
         packed_q4_1: None,
         packed_q8_0: None,
+        packed_q4_k: None,
         decode: false,
     };
 }

@@ -642,6 +642,11 @@ impl KernelTable {
                 let a = quantize_acts::<BlockQ8_0>(x, n, per_row, self.quantize_q8_0);
                 run_packed(w, &a, n, f, y)
             }
+            GgmlType::Q4_K => {
+                let f = self.gemm.packed_q4_k.unwrap_or_else(|| missing());
+                let a = quantize_acts::<BlockQ8K>(x, n, per_row, self.kquants.quantize_q8_k);
+                run_packed(w, &a, n, f, y)
+            }
             _ => missing(),
         }
     }

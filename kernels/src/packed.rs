@@ -13,6 +13,17 @@
 //!                          Q4_1 their f16 mins (16 bytes)
 //! pad:    to a multiple of 32 bytes
 //! ```
+//!
+//! Q4_K (super-blocks of 256): per super-block of a group, `Q4K_BLOCK_BYTES` = 1184 bytes:
+//! ```text
+//! quants: 4 x 256 bytes   sub-block pair j (sub-blocks 2j, 2j+1; 32 bytes per row, low nibbles
+//!                          the first): laid out as a 4-bit block above (chunk h*8 + s holds
+//!                          bytes 8h..8h+8 of slot s)
+//! scales: 4 x 16 bytes     pair j: the 6-bit scales of sub-block 2j of slots 0..8, then of 2j+1
+//! mins:   4 x 16 bytes     pair j: per row in row order, the mins of sub-blocks 2j and 2j+1
+//! heads:  32 bytes         the eight rows' f16 d, then their f16 dmin, in row order
+//! ```
+//!
 //! Slot s holds row `SLOT_ROW[s]` of the group: the order the x86 kernel's reduction
 //! (`vphaddd` of two four-slot vectors) hands the rows back in, so its lanes come out in row
 //! order.
@@ -21,7 +32,8 @@
 
 use crate::dispatch::KernelTable;
 use crate::ops::{blocks, WeightMatrix};
-use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::quants::q4_k::{pack_scales_mins, unpack_scales_mins};
+use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use crate::GgmlType;
 use bytemuck::{Pod, Zeroable};
 
@@ -78,8 +90,18 @@ pub(crate) fn head_bytes(ty: GgmlType) -> usize {
     }
 }
 
+/// Bytes of one Q4_K super-block of a group (see the module docs).
+pub(crate) const Q4K_BLOCK_BYTES: usize = 1024 + 64 + 64 + 32;
+/// Offsets of the Q4_K scales, mins and heads in a group's super-block.
+pub(crate) const Q4K_SCALES: usize = 1024;
+pub(crate) const Q4K_MINS: usize = 1088;
+pub(crate) const Q4K_HEADS: usize = 1152;
+
 /// Bytes of one group of rows of `nb` blocks.
 pub(crate) fn group_bytes(ty: GgmlType, nb: usize) -> usize {
+    if ty == GgmlType::Q4_K {
+        return nb * Q4K_BLOCK_BYTES;
+    }
     (nb * (group_quant_bytes(ty) + head_bytes(ty))).next_multiple_of(32)
 }
 
@@ -149,6 +171,59 @@ fn pack_rows<B: Packable>(w: &[B], ty: GgmlType, nb: usize, out: &mut [u8]) {
     }
 }
 
+/// Writes the groups of the Q4_K rows `w` (`nb` super-blocks each) into `out` (whole groups,
+/// zeroed).
+fn pack_rows_q4k(w: &[BlockQ4K], nb: usize, out: &mut [u8]) {
+    let rows = w.len() / nb;
+    for (g, dst) in out.chunks_exact_mut(group_bytes(GgmlType::Q4_K, nb)).enumerate() {
+        for (s, &r) in SLOT_ROW.iter().enumerate() {
+            let row = g * GROUP_ROWS + r;
+            if row >= rows {
+                continue;
+            }
+            for (b, blk) in w[row * nb..(row + 1) * nb].iter().enumerate() {
+                let d = &mut dst[b * Q4K_BLOCK_BYTES..(b + 1) * Q4K_BLOCK_BYTES];
+                let sm = unpack_scales_mins(&blk.scales);
+                for (j, pair) in blk.qs.chunks_exact(32).enumerate() {
+                    for (h, bytes) in pair.chunks_exact(8).enumerate() {
+                        let at = 256 * j + 64 * h + 8 * s;
+                        d[at..at + 8].copy_from_slice(bytes);
+                    }
+                    d[Q4K_SCALES + 16 * j + s] = sm[2 * j];
+                    d[Q4K_SCALES + 16 * j + 8 + s] = sm[2 * j + 1];
+                    d[Q4K_MINS + 16 * j + 2 * r] = sm[8 + 2 * j];
+                    d[Q4K_MINS + 16 * j + 2 * r + 1] = sm[8 + 2 * j + 1];
+                }
+                d[Q4K_HEADS + 2 * r..Q4K_HEADS + 2 * r + 2].copy_from_slice(&blk.d);
+                d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2].copy_from_slice(&blk.dmin);
+            }
+        }
+    }
+}
+
+/// The Q4_K rows of one packed group (`g`, `nb` super-blocks), rebuilt into `out` (eight rows).
+pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
+    for (s, &r) in SLOT_ROW.iter().enumerate() {
+        for (b, blk) in out[r * nb..(r + 1) * nb].iter_mut().enumerate() {
+            let d = &g[b * Q4K_BLOCK_BYTES..(b + 1) * Q4K_BLOCK_BYTES];
+            let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+            for (j, pair) in blk.qs.chunks_exact_mut(32).enumerate() {
+                for (h, bytes) in pair.chunks_exact_mut(8).enumerate() {
+                    let at = 256 * j + 64 * h + 8 * s;
+                    bytes.copy_from_slice(&d[at..at + 8]);
+                }
+                ls[2 * j] = d[Q4K_SCALES + 16 * j + s];
+                ls[2 * j + 1] = d[Q4K_SCALES + 16 * j + 8 + s];
+                lm[2 * j] = d[Q4K_MINS + 16 * j + 2 * r];
+                lm[2 * j + 1] = d[Q4K_MINS + 16 * j + 2 * r + 1];
+            }
+            blk.scales = pack_scales_mins(&ls, &lm);
+            blk.d.copy_from_slice(&d[Q4K_HEADS + 2 * r..Q4K_HEADS + 2 * r + 2]);
+            blk.dmin.copy_from_slice(&d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2]);
+        }
+    }
+}
+
 impl PackedMatrix {
     /// `w` repacked for `table`, or None when the table has no packed kernels for its type (then
     /// the products of the map's bytes are what that table runs best).
@@ -157,6 +232,7 @@ impl PackedMatrix {
             GgmlType::Q4_0 => table.gemm.packed_q4_0.is_some(),
             GgmlType::Q4_1 => table.gemm.packed_q4_1.is_some(),
             GgmlType::Q8_0 => table.gemm.packed_q8_0.is_some(),
+            GgmlType::Q4_K => table.gemm.packed_q4_k.is_some(),
             _ => false,
         };
         if !has || w.rows == 0 || w.cols == 0 {
@@ -170,6 +246,7 @@ impl PackedMatrix {
             GgmlType::Q4_0 => pack_rows(&blocks::<BlockQ4_0>(w.data), w.ty, nb, out),
             GgmlType::Q4_1 => pack_rows(&blocks::<BlockQ4_1>(w.data), w.ty, nb, out),
             GgmlType::Q8_0 => pack_rows(&blocks::<BlockQ8_0>(w.data), w.ty, nb, out),
+            GgmlType::Q4_K => pack_rows_q4k(&blocks::<BlockQ4K>(w.data), nb, out),
             _ => unreachable!("checked above"),
         }
         Some(PackedMatrix {

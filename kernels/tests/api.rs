@@ -147,9 +147,9 @@ fn matvec_and_matmul_match_dequantized_reference() {
 fn packed_products_equal_the_unpacked_ones() {
     // Row counts below, at and across the 8-row groups; token counts on both sides of the
     // decode / prefill switch; odd and even blocks per row (group padding).
-    let mut packed_any = false;
     for path in KernelPath::available() {
         let t = KernelTable::for_path(path).unwrap();
+        let mut packed = Vec::new();
         for ty in TYPES {
             for (rows, cols) in [(1, 32), (7, 96), (8, 64), (37, 512), (64, 4096)] {
                 if !(cols as u64).is_multiple_of(ty.block_size()) {
@@ -162,7 +162,9 @@ fn packed_products_equal_the_unpacked_ones() {
                 let Some(p) = PackedMatrix::pack(t, &w) else {
                     continue;
                 };
-                packed_any = true;
+                if !packed.contains(&ty) {
+                    packed.push(ty);
+                }
                 assert_eq!((p.ty, p.rows, p.cols), (ty, rows, cols));
                 for n in [1, 2, 5, 6, 11] {
                     let x = values(n * cols, 13 + n as u64);
@@ -179,10 +181,12 @@ fn packed_products_equal_the_unpacked_ones() {
                 }
             }
         }
-    }
-    // The x86 tables pack Q4_0, Q4_1 and Q8_0; this test must not pass by packing nothing there.
-    if cfg!(target_arch = "x86_64") && KernelPath::Avx2.is_available() {
-        assert!(packed_any, "no table packed anything");
+        // The x86 tables pack Q4_0, Q4_1, Q8_0 and Q4_K: this test must not pass by packing
+        // nothing there.
+        if matches!(path, KernelPath::Avx2 | KernelPath::Avx512) {
+            let want = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K];
+            assert!(want.iter().all(|ty| packed.contains(ty)), "{path:?} packed only {packed:?}");
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     packed_q4_0: Some(super::avx2_packed::gemm_q4_0),
     packed_q4_1: Some(super::avx2_packed::gemm_q4_1),
     packed_q8_0: Some(super::avx2_packed::gemm_q8_0),
+    packed_q4_k: Some(super::avx2_packed::gemm_q4_k),
     decode: true,
 };
 

@@ -770,7 +770,7 @@ unsafe fn prefill_tile_k<const TT: usize>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [
 
 /// `out[t * ldo + r] = dot_q4k(w[r], a[t])` for every row and token.
 #[inline(always)]
-unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+pub(super) unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
     let rows = w.len() / nb;
     let n = a.len() / nb;
     if rows == 0 || n == 0 {

@@ -17,9 +17,13 @@ use super::avx2_lanes::{
     act_info, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format, Group, GroupSource,
     L, PREFILL_MIN_TOKENS,
 };
-use crate::packed::{group_bytes, group_quant_bytes, head_bytes, quant_bytes, GROUP_ROWS, SLOT_ROW};
-use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::packed::{
+    group_bytes, group_quant_bytes, head_bytes, quant_bytes, unpack_group_q4k, GROUP_ROWS, Q4K_BLOCK_BYTES, Q4K_HEADS,
+    Q4K_MINS, Q4K_SCALES, SLOT_ROW,
+};
+use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
+use bytemuck::Zeroable;
 use core::arch::x86_64::*;
 
 // A group's rows are the row-lane tiles' eight f32 lanes.
@@ -44,7 +48,7 @@ impl Packed for BlockQ8_0 {
 
 /// Eight bytes of an activation's quants, in every 64-bit lane.
 #[inline(always)]
-unsafe fn bcast8(qs: &[i8; 32], k: usize) -> __m256i {
+unsafe fn bcast8(qs: &[i8], k: usize) -> __m256i {
     _mm256_set1_epi64x(core::ptr::read_unaligned(qs.as_ptr().add(8 * k) as *const i64))
 }
 
@@ -230,6 +234,128 @@ macro_rules! entry {
             unsafe { imp(w, rows, nb, a, out, ldo) }
         }
     };
+}
+
+// ------------------------------------------------------------------------------------------
+// Q4_K: per super-block of a group, per sub-block pair j, the four-slot vectors hold the
+// nibbles of sub-block 2j (low) and 2j+1 (high) of four rows. Each meets its activation's
+// matching eight bytes in `vpmaddubsw`; four of those summed in i16 (eight products of 4-bit and
+// 8-bit quants, at most 8·15·128 = 15360) meet the slots' 6-bit scales in one `vpmaddwd`. The
+// integers are `dot_q4k`'s (avx2_lanes.rs) exactly, and so are the float steps: the products
+// have the bits of the unpacked rows'.
+
+/// `vpshufb` controls that spread the scales of four slots (a 16-byte half: sub-block 2j of
+/// slots 0..8, then 2j+1) over their 64-bit lanes as i16: `[half][k]` for slots 4k..4k+4.
+const fn scale_spread(half: usize, k: usize) -> [u8; 32] {
+    let mut m = [0x80u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        // Byte i lies in 64-bit lane i / 8 of the vector: slot 4k + i / 8.
+        if i % 2 == 0 {
+            m[i] = (8 * half + 4 * k + i / 8) as u8;
+        }
+        i += 1;
+    }
+    m
+}
+
+const SPREAD: [[[u8; 32]; 2]; 2] = [
+    [scale_spread(0, 0), scale_spread(0, 1)],
+    [scale_spread(1, 0), scale_spread(1, 1)],
+];
+
+/// One token's super-block (`y`) against the group's super-block at `q`: the eight rows'
+/// `(Σ sc·Σ u·q, Σ min·bsum)` as i32 lanes in row order.
+#[inline(always)]
+unsafe fn q4k_block_sums(q: *const u8, y: &BlockQ8K) -> (__m256i, __m256i) {
+    let mut isum = [_mm256_setzero_si256(); 2];
+    let spread: [[__m256i; 2]; 2] =
+        core::array::from_fn(|h| core::array::from_fn(|k| _mm256_loadu_si256(SPREAD[h][k].as_ptr() as *const __m256i)));
+    for j in 0..4 {
+        let sc = _mm256_broadcastsi128_si256(_mm_loadu_si128(q.add(Q4K_SCALES + 16 * j) as *const __m128i));
+        let lo: [__m256i; 4] = core::array::from_fn(|h| bcast8(&y.qs, 8 * j + h));
+        let hi: [__m256i; 4] = core::array::from_fn(|h| bcast8(&y.qs, 8 * j + 4 + h));
+        for (k, isum) in isum.iter_mut().enumerate() {
+            let mut sl = _mm256_setzero_si256();
+            let mut sh = _mm256_setzero_si256();
+            for h in 0..4 {
+                let (l, u) = nibbles(_mm256_loadu_si256(q.add(256 * j + 32 * (2 * h + k)) as *const __m256i));
+                sl = _mm256_add_epi16(sl, _mm256_maddubs_epi16(l, lo[h]));
+                sh = _mm256_add_epi16(sh, _mm256_maddubs_epi16(u, hi[h]));
+            }
+            let s0 = _mm256_madd_epi16(sl, _mm256_shuffle_epi8(sc, spread[0][k]));
+            let s1 = _mm256_madd_epi16(sh, _mm256_shuffle_epi8(sc, spread[1][k]));
+            *isum = _mm256_add_epi32(*isum, _mm256_add_epi32(s0, s1));
+        }
+    }
+    // Mins: per pair j the rows' (min 2j, min 2j+1) against the pair's (bsum sums).
+    let mut m = _mm256_setzero_si256();
+    for j in 0..4 {
+        let b = &y.bsums[4 * j..4 * j + 4];
+        let pair = ((b[0] + b[1]) as u16 as u32) | (((b[2] + b[3]) as u16 as u32) << 16);
+        let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(q.add(Q4K_MINS + 16 * j) as *const __m128i));
+        m = _mm256_add_epi32(m, _mm256_madd_epi16(mins, _mm256_set1_epi32(pair as i32)));
+    }
+    (_mm256_hadd_epi32(isum[0], isum[1]), m)
+}
+
+/// One token (`a`, `nb` super-blocks) against the Q4_K group at `g`.
+#[inline(always)]
+unsafe fn decode_group_q4k(g: *const u8, nb: usize, a: &[BlockQ8K]) -> __m256 {
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    // The next group, a super-block's slice per super-block (as the 4-bit formats do).
+    let next = g.wrapping_add(nb * Q4K_BLOCK_BYTES);
+    for (b, y) in a.iter().enumerate() {
+        let q = g.add(b * Q4K_BLOCK_BYTES);
+        let ahead = next.wrapping_add(b * Q4K_BLOCK_BYTES) as *const i8;
+        for line in 0..Q4K_BLOCK_BYTES.div_ceil(64) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+        }
+        let (i, m) = q4k_block_sums(q, y);
+        let yd = _mm256_set1_ps(y.d);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(q.add(Q4K_HEADS) as *const __m128i));
+        let dm = _mm256_cvtph_ps(_mm_loadu_si128(q.add(Q4K_HEADS + 16) as *const __m128i));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(i), acc);
+        accm = _mm256_fmadd_ps(_mm256_mul_ps(dm, yd), _mm256_cvtepi32_ps(m), accm);
+    }
+    _mm256_sub_ps(acc, accm)
+}
+
+/// `out[t * ldo + r]` for the `rows` Q4_K rows packed in `w` and every token of `a`. Prefill
+/// rebuilds each group's rows for the row-lane tiles.
+#[inline(always)]
+unsafe fn gemm_q4k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
+    let n = a.len() / nb;
+    let gb = group_bytes(GgmlType::Q4_K, nb);
+    let o = out.as_mut_ptr();
+    if n < PREFILL_MIN_TOKENS {
+        for r0 in (0..rows).step_by(GROUP_ROWS) {
+            let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
+            for t in 0..n {
+                let v = decode_group_q4k(g, nb, &a[t * nb..(t + 1) * nb]);
+                store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
+            }
+        }
+        return;
+    }
+    let mut blocks = vec![BlockQ4K::zeroed(); GROUP_ROWS * nb];
+    for r0 in (0..rows).step_by(GROUP_ROWS) {
+        let valid = (rows - r0).min(GROUP_ROWS);
+        unpack_group_q4k(&w[r0 / GROUP_ROWS * gb..(r0 / GROUP_ROWS + 1) * gb], nb, &mut blocks);
+        super::avx2_lanes::gemm_q4k(&blocks[..valid * nb], a, nb, &mut out[r0..], ldo);
+    }
+}
+
+/// Safe entry point of the packed Q4_K product, as the macro's below.
+pub(crate) fn gemm_q4_k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
+    check(GgmlType::Q4_K, w.len(), rows, nb, a.len(), out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn imp(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
+        gemm_q4k(w, rows, nb, a, out, ldo)
+    }
+    // SAFETY: features detected before the table was handed out; shapes checked above.
+    unsafe { imp(w, rows, nb, a, out, ldo) }
 }
 
 entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
