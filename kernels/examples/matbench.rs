@@ -5,7 +5,9 @@
 //! For each type: matvec and a 512-token matmul on 4096 x 4096, 14336 x 4096 and 4096 x 14336 (the 8b shapes)
 //! and on 1536 x 576 (SmolLM2's FFN) and 640 x 2048 (gemma3-270m's FFN down), with the rayon threads of RAYON_NUM_THREADS. Reports GB/s of
 //! weights (matvec) and GFLOP/s (matmul). FERRO_KERNELS and FERRO_GEMM choose the kernels;
-//! MATBENCH_N sets the matmul's token count (default 512; e.g. 4 for a batched decode step).
+//! MATBENCH_N sets the matmul's token count (default 512; e.g. 4 for a batched decode step);
+//! MATBENCH_PACKED=1 times the matrices repacked as the engine loads them (where the path packs
+//! the type).
 //! The criterion suite (benches/) is the reference measurement; this is the quick loop.
 
 use ferro_kernels::{quantize_row, GgmlType, KernelTable, WeightMatrix};
@@ -81,19 +83,29 @@ fn main() {
                 .chunks(len)
                 .map(|b| WeightMatrix::new(ty, rows, cols, b).unwrap())
                 .collect();
-            let w = &ws[0];
+            let packed: Vec<Option<ferro_kernels::PackedMatrix>> =
+                if std::env::var("MATBENCH_PACKED").as_deref() == Ok("1") {
+                    ws.iter().map(|w| ferro_kernels::PackedMatrix::pack(table, w)).collect()
+                } else {
+                    ws.iter().map(|_| None).collect()
+                };
+            let product = |i: usize, x: &[f32], n: usize, y: &mut [f32]| match &packed[i] {
+                Some(p) => table.matmul_packed(p, x, n, y),
+                None => table.matmul(&ws[i], x, n, y),
+            };
             let bytes = &all[..len];
             let x = values(cols * 512, 2);
             let mut y = vec![0f32; rows * 512];
             let reps = (2_000_000_000 / bytes.len().max(1)).clamp(5, 2000);
-            table.matvec(w, &x[..cols], &mut y[..rows]);
+            product(0, &x[..cols], 1, &mut y[..rows]);
             // Each call timed: the mean, and the median that a busy machine disturbs less.
             let mut times = Vec::with_capacity(reps);
             for i in 0..reps {
                 let t = Instant::now();
-                table.matvec(
-                    &ws[i % copies],
+                product(
+                    i % copies,
                     &x[(i % 512) * cols..(i % 512 + 1) * cols],
+                    1,
                     &mut y[..rows],
                 );
                 times.push(t.elapsed().as_secs_f64());
@@ -113,7 +125,7 @@ fn main() {
             };
             let t = Instant::now();
             for _ in 0..mreps {
-                table.matmul(w, &x[..n * cols], n, &mut y[..n * rows]);
+                product(0, &x[..n * cols], n, &mut y[..n * rows]);
             }
             let mm = t.elapsed().as_secs_f64() / mreps as f64;
             println!(

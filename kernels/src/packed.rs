@@ -219,7 +219,8 @@ pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
             }
             blk.scales = pack_scales_mins(&ls, &lm);
             blk.d.copy_from_slice(&d[Q4K_HEADS + 2 * r..Q4K_HEADS + 2 * r + 2]);
-            blk.dmin.copy_from_slice(&d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2]);
+            blk.dmin
+                .copy_from_slice(&d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2]);
         }
     }
 }

@@ -185,7 +185,10 @@ fn packed_products_equal_the_unpacked_ones() {
         // nothing there.
         if matches!(path, KernelPath::Avx2 | KernelPath::Avx512) {
             let want = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K];
-            assert!(want.iter().all(|ty| packed.contains(ty)), "{path:?} packed only {packed:?}");
+            assert!(
+                want.iter().all(|ty| packed.contains(ty)),
+                "{path:?} packed only {packed:?}"
+            );
         }
     }
 }

@@ -46,6 +46,30 @@ impl Packed for BlockQ8_0 {
     const TY: GgmlType = GgmlType::Q8_0;
 }
 
+/// How far ahead of the bytes in use decode prefetches: the hardware prefetchers alone ramp up
+/// too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
+/// 14336 columns) is more than L1 keeps. `FERRO_PREFETCH` overrides it for measurement.
+fn prefetch_distance() -> usize {
+    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("FERRO_PREFETCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4096)
+    })
+}
+
+/// Prefetches the `len` bytes that lie [`prefetch_distance`] past `p` (the stream of packed
+/// groups is contiguous, so this runs on into the next group; addresses past the matrix are
+/// only hints).
+#[inline(always)]
+unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+    let ahead = p.wrapping_add(prefetch_distance()) as *const i8;
+    for line in 0..len.div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+    }
+}
+
 /// Eight bytes of an activation's quants, in every 64-bit lane.
 #[inline(always)]
 unsafe fn bcast8(qs: &[i8], k: usize) -> __m256i {
@@ -105,15 +129,10 @@ unsafe fn decode_group<F: Packed>(g: *const u8, nb: usize, a: &[F::Act], info: &
     let heads = g.add(nb * gq);
     let mut acc = _mm256_setzero_ps();
     let mut summ = _mm256_setzero_ps();
-    // The next group, a proportional slice per block (as the row-lane decode does): the
-    // hardware prefetchers alone ramp up too slowly on the short runs of rows a task gets.
-    let next = g.wrapping_add(group_bytes(F::TY, nb));
     let step = gq + hb;
     for (b, y) in a.iter().enumerate() {
-        let ahead = next.wrapping_add(b * step) as *const i8;
-        for line in 0..step.div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-        }
+        // Where block b's bytes lie in proportion to the group (quants and heads together).
+        prefetch_ahead(g.wrapping_add(b * step), step);
         let mut i = block_sums::<F>(g.add(b * gq), y.qs());
         if F::OFFSET != 0 {
             i = _mm256_sub_epi32(i, _mm256_set1_epi32(info.c[off + b]));
@@ -272,6 +291,8 @@ unsafe fn q4k_block_sums(q: *const u8, y: &BlockQ8K) -> (__m256i, __m256i) {
     let spread: [[__m256i; 2]; 2] =
         core::array::from_fn(|h| core::array::from_fn(|k| _mm256_loadu_si256(SPREAD[h][k].as_ptr() as *const __m256i)));
     for j in 0..4 {
+        // A quarter of the super-block's bytes per pair, spread between the loads.
+        prefetch_ahead(q.add(j * Q4K_BLOCK_BYTES / 4), Q4K_BLOCK_BYTES / 4);
         let sc = _mm256_broadcastsi128_si256(_mm_loadu_si128(q.add(Q4K_SCALES + 16 * j) as *const __m128i));
         let lo: [__m256i; 4] = core::array::from_fn(|h| bcast8(&y.qs, 8 * j + h));
         let hi: [__m256i; 4] = core::array::from_fn(|h| bcast8(&y.qs, 8 * j + 4 + h));
@@ -299,19 +320,13 @@ unsafe fn q4k_block_sums(q: *const u8, y: &BlockQ8K) -> (__m256i, __m256i) {
     (_mm256_hadd_epi32(isum[0], isum[1]), m)
 }
 
-/// One token (`a`, `nb` super-blocks) against the Q4_K group at `g`.
+/// One token (`a`, a row's super-blocks) against the Q4_K group at `g`.
 #[inline(always)]
-unsafe fn decode_group_q4k(g: *const u8, nb: usize, a: &[BlockQ8K]) -> __m256 {
+unsafe fn decode_group_q4k(g: *const u8, a: &[BlockQ8K]) -> __m256 {
     let mut acc = _mm256_setzero_ps();
     let mut accm = _mm256_setzero_ps();
-    // The next group, a super-block's slice per super-block (as the 4-bit formats do).
-    let next = g.wrapping_add(nb * Q4K_BLOCK_BYTES);
     for (b, y) in a.iter().enumerate() {
         let q = g.add(b * Q4K_BLOCK_BYTES);
-        let ahead = next.wrapping_add(b * Q4K_BLOCK_BYTES) as *const i8;
-        for line in 0..Q4K_BLOCK_BYTES.div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-        }
         let (i, m) = q4k_block_sums(q, y);
         let yd = _mm256_set1_ps(y.d);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(q.add(Q4K_HEADS) as *const __m128i));
@@ -333,7 +348,7 @@ unsafe fn gemm_q4k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
-                let v = decode_group_q4k(g, nb, &a[t * nb..(t + 1) * nb]);
+                let v = decode_group_q4k(g, &a[t * nb..(t + 1) * nb]);
                 store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
