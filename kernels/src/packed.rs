@@ -144,9 +144,9 @@ impl Packable for BlockQ8_0 {
     }
 }
 
-/// Writes the groups of `w` (rows of `nb` blocks of type `ty`) into `out` (whole groups, zeroed).
-fn pack_rows<B: Packable>(w: &[B], ty: GgmlType, nb: usize, out: &mut [u8]) {
-    let rows = w.len() / nb;
+/// Writes the groups of `rows` (each `nb` blocks of type `ty`) into `out` (whole groups, zeroed).
+fn pack_rows<B: Packable>(w: &[&[B]], ty: GgmlType, nb: usize, out: &mut [u8]) {
+    let rows = w.len();
     let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
     for (g, dst) in out.chunks_exact_mut(group_bytes(ty, nb)).enumerate() {
         let (quants, heads) = dst.split_at_mut(nb * gq);
@@ -155,7 +155,7 @@ fn pack_rows<B: Packable>(w: &[B], ty: GgmlType, nb: usize, out: &mut [u8]) {
             if row >= rows {
                 continue;
             }
-            for (b, blk) in w[row * nb..(row + 1) * nb].iter().enumerate() {
+            for (b, blk) in w[row].iter().enumerate() {
                 let q = &mut quants[b * gq..(b + 1) * gq];
                 // Chunk h * 8 + s: bytes 8h..8h+8 of slot s.
                 for (h, bytes) in blk.qs().chunks_exact(8).enumerate() {
@@ -173,15 +173,15 @@ fn pack_rows<B: Packable>(w: &[B], ty: GgmlType, nb: usize, out: &mut [u8]) {
 
 /// Writes the groups of the Q4_K rows `w` (`nb` super-blocks each) into `out` (whole groups,
 /// zeroed).
-fn pack_rows_q4k(w: &[BlockQ4K], nb: usize, out: &mut [u8]) {
-    let rows = w.len() / nb;
+fn pack_rows_q4k(w: &[&[BlockQ4K]], nb: usize, out: &mut [u8]) {
+    let rows = w.len();
     for (g, dst) in out.chunks_exact_mut(group_bytes(GgmlType::Q4_K, nb)).enumerate() {
         for (s, &r) in SLOT_ROW.iter().enumerate() {
             let row = g * GROUP_ROWS + r;
             if row >= rows {
                 continue;
             }
-            for (b, blk) in w[row * nb..(row + 1) * nb].iter().enumerate() {
+            for (b, blk) in w[row].iter().enumerate() {
                 let d = &mut dst[b * Q4K_BLOCK_BYTES..(b + 1) * Q4K_BLOCK_BYTES];
                 let sm = unpack_scales_mins(&blk.scales);
                 for (j, pair) in blk.qs.chunks_exact(32).enumerate() {
@@ -229,33 +229,42 @@ impl PackedMatrix {
     /// `w` repacked for `table`, or None when the table has no packed kernels for its type (then
     /// the products of the map's bytes are what that table runs best).
     pub fn pack(table: &KernelTable, w: &WeightMatrix) -> Option<PackedMatrix> {
-        let has = match w.ty {
+        Self::pack_stacked(table, &[w])
+    }
+
+    /// The rows of every matrix of `ws`, one after another, repacked as one matrix for `table`
+    /// (one product for the projections that read the same input, e.g. Q, K and V); None when
+    /// the table has no packed kernels for their type, or they differ in type or columns.
+    pub fn pack_stacked(table: &KernelTable, ws: &[&WeightMatrix]) -> Option<PackedMatrix> {
+        let (ty, cols) = (ws.first()?.ty, ws[0].cols);
+        let has = match ty {
             GgmlType::Q4_0 => table.gemm.packed_q4_0.is_some(),
             GgmlType::Q4_1 => table.gemm.packed_q4_1.is_some(),
             GgmlType::Q8_0 => table.gemm.packed_q8_0.is_some(),
             GgmlType::Q4_K => table.gemm.packed_q4_k.is_some(),
             _ => false,
         };
-        if !has || w.rows == 0 || w.cols == 0 {
+        let rows: usize = ws.iter().map(|w| w.rows).sum();
+        if !has || rows == 0 || cols == 0 || ws.iter().any(|w| w.ty != ty || w.cols != cols) {
             return None;
         }
-        let nb = w.cols / w.ty.block_size() as usize;
-        let total = w.rows.div_ceil(GROUP_ROWS) * group_bytes(w.ty, nb);
+        let nb = cols / ty.block_size() as usize;
+        let total = rows.div_ceil(GROUP_ROWS) * group_bytes(ty, nb);
         let mut data = vec![Chunk32([0; 32]); total / 32];
         let out: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
-        match w.ty {
-            GgmlType::Q4_0 => pack_rows(&blocks::<BlockQ4_0>(w.data), w.ty, nb, out),
-            GgmlType::Q4_1 => pack_rows(&blocks::<BlockQ4_1>(w.data), w.ty, nb, out),
-            GgmlType::Q8_0 => pack_rows(&blocks::<BlockQ8_0>(w.data), w.ty, nb, out),
-            GgmlType::Q4_K => pack_rows_q4k(&blocks::<BlockQ4K>(w.data), nb, out),
+        /// `f` of the rows of every matrix, in order (blocks borrowed, or copied when unaligned).
+        fn with_rows<B: Pod>(ws: &[&WeightMatrix], nb: usize, f: impl FnOnce(&[&[B]])) {
+            let all: Vec<_> = ws.iter().map(|w| blocks::<B>(w.data)).collect();
+            f(&all.iter().flat_map(|b| b.chunks_exact(nb)).collect::<Vec<_>>())
+        }
+        match ty {
+            GgmlType::Q4_0 => with_rows::<BlockQ4_0>(ws, nb, |r| pack_rows(r, ty, nb, out)),
+            GgmlType::Q4_1 => with_rows::<BlockQ4_1>(ws, nb, |r| pack_rows(r, ty, nb, out)),
+            GgmlType::Q8_0 => with_rows::<BlockQ8_0>(ws, nb, |r| pack_rows(r, ty, nb, out)),
+            GgmlType::Q4_K => with_rows::<BlockQ4K>(ws, nb, |r| pack_rows_q4k(r, nb, out)),
             _ => unreachable!("checked above"),
         }
-        Some(PackedMatrix {
-            ty: w.ty,
-            rows: w.rows,
-            cols: w.cols,
-            data,
-        })
+        Some(PackedMatrix { ty, rows, cols, data })
     }
 
     /// The packed bytes (whole groups).

@@ -194,6 +194,80 @@ fn packed_products_equal_the_unpacked_ones() {
 }
 
 #[test]
+fn stacked_matrices_give_each_matrix_s_products() {
+    // Q, K and V stacked into one packed matrix: token t's outputs are each matrix's outputs
+    // one after another, with their bits. Row counts that straddle the 8-row groups.
+    for path in KernelPath::available() {
+        let t = KernelTable::for_path(path).unwrap();
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+            let cols = 512;
+            let shapes = [13usize, 8, 27];
+            let data: Vec<Vec<u32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &rows)| aligned(quantize_matrix(ty, rows, cols, 7 + i as u64)))
+                .collect();
+            let ws: Vec<WeightMatrix> = shapes
+                .iter()
+                .zip(&data)
+                .map(|(&rows, d)| {
+                    let len = rows * ty.row_bytes(cols as u64).unwrap() as usize;
+                    WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u32, u8>(d)[..len]).unwrap()
+                })
+                .collect();
+            let refs: Vec<&WeightMatrix> = ws.iter().collect();
+            let Some(p) = PackedMatrix::pack_stacked(t, &refs) else {
+                assert!(
+                    PackedMatrix::pack(t, &ws[0]).is_none(),
+                    "{path:?} {ty}: packs alone but not stacked"
+                );
+                continue;
+            };
+            let total: usize = shapes.iter().sum();
+            assert_eq!((p.rows, p.cols), (total, cols));
+            for n in [1, 7] {
+                let x = values(n * cols, 21 + n as u64);
+                let mut got = vec![0f32; n * total];
+                t.matmul_packed(&p, &x, n, &mut got);
+                let mut r0 = 0;
+                for (w, &rows) in ws.iter().zip(&shapes) {
+                    let mut want = vec![0f32; n * rows];
+                    t.matmul(w, &x, n, &mut want);
+                    for tok in 0..n {
+                        for r in 0..rows {
+                            let (a, b) = (want[tok * rows + r], got[tok * total + r0 + r]);
+                            assert_eq!(
+                                a.to_bits(),
+                                b.to_bits(),
+                                "{path:?} {ty} n={n} token {tok} row {}",
+                                r0 + r
+                            );
+                        }
+                    }
+                    r0 += rows;
+                }
+            }
+        }
+        // Matrices of different types or widths do not stack.
+        let a = aligned(quantize_matrix(GgmlType::Q4_0, 8, 64, 1));
+        let b = aligned(quantize_matrix(GgmlType::Q8_0, 8, 64, 2));
+        let c = aligned(quantize_matrix(GgmlType::Q4_0, 8, 96, 3));
+        fn view(ty: GgmlType, cols: usize, d: &[u32]) -> WeightMatrix<'_> {
+            let len = 8 * ty.row_bytes(cols as u64).unwrap() as usize;
+            WeightMatrix::new(ty, 8, cols, &bytemuck::cast_slice::<u32, u8>(d)[..len]).unwrap()
+        }
+        let (wa, wb, wc) = (
+            view(GgmlType::Q4_0, 64, &a),
+            view(GgmlType::Q8_0, 64, &b),
+            view(GgmlType::Q4_0, 96, &c),
+        );
+        assert!(PackedMatrix::pack_stacked(t, &[&wa, &wb]).is_none());
+        assert!(PackedMatrix::pack_stacked(t, &[&wa, &wc]).is_none());
+        assert!(PackedMatrix::pack_stacked(t, &[]).is_none());
+    }
+}
+
+#[test]
 fn dispatch_reports_a_path() {
     assert!(!ferro_kernels::kernel_path().is_empty());
     assert!(KernelPath::available().contains(&KernelPath::Scalar));

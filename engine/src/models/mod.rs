@@ -321,6 +321,11 @@ pub(crate) struct Layer {
     pub down: Tensor,
     /// `[n_embd]`, on the FFN output before the residual add (gemma3).
     pub post_ffn_norm: Option<Vec<f32>>,
+    /// Q, K and V (or gate and up) repacked as one matrix when they share a packed type, so a
+    /// step runs one product where it ran three (two); set by `Weights::repack`, which then
+    /// drops the separate packed copies.
+    pub qkv_packed: Option<Arc<PackedMatrix>>,
+    pub gate_up_packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Layer {
@@ -330,13 +335,6 @@ impl Layer {
             .into_iter()
             .flatten()
             .chain([&self.wo, &self.up, &self.down])
-    }
-
-    fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
-        [&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wqkv, &mut self.gate]
-            .into_iter()
-            .flatten()
-            .chain([&mut self.wo, &mut self.up, &mut self.down])
     }
 }
 
@@ -359,7 +357,23 @@ impl Weights {
     /// Repacks every matrix `table` has a packed layout for (in parallel; the embedding table
     /// stays in the file, only its rows are read).
     fn repack(&mut self, table: &KernelTable, file: &[u8]) {
-        let mut all: Vec<&mut Tensor> = self.layers.iter_mut().flat_map(Layer::matrices_mut).collect();
+        // Q/K/V and gate/up stacked where they share a packed type; every other matrix alone.
+        self.layers.par_iter_mut().for_each(|l| {
+            if let (Some(q), Some(k), Some(v)) = (&l.wq, &l.wk, &l.wv) {
+                l.qkv_packed =
+                    PackedMatrix::pack_stacked(table, &[&q.view(file), &k.view(file), &v.view(file)]).map(Arc::new);
+            }
+            if let Some(g) = &l.gate {
+                l.gate_up_packed = PackedMatrix::pack_stacked(table, &[&g.view(file), &l.up.view(file)]).map(Arc::new);
+            }
+        });
+        let mut all: Vec<&mut Tensor> = Vec::new();
+        for l in &mut self.layers {
+            let (qkv, gate_up) = (l.qkv_packed.is_some(), l.gate_up_packed.is_some());
+            all.extend(l.wq.iter_mut().chain(&mut l.wk).chain(&mut l.wv).filter(|_| !qkv));
+            all.extend(l.gate.iter_mut().chain([&mut l.up]).filter(|_| !gate_up));
+            all.extend(l.wqkv.iter_mut().chain([&mut l.wo, &mut l.down]));
+        }
         all.push(&mut self.output);
         all.par_iter_mut().for_each(|t| {
             t.packed = PackedMatrix::pack(table, &t.view(file)).map(Arc::new);
@@ -516,6 +530,8 @@ impl Loader<'_> {
             up: self.matrix(&format!("{p}.ffn_up.weight"), hp.n_embd, hp.n_ff)?,
             down,
             post_ffn_norm: None,
+            qkv_packed: None,
+            gate_up_packed: None,
         })
     }
 }
@@ -652,7 +668,6 @@ impl Model {
         };
         let n_batch = opts.n_batch.clamp(1, n_ctx.max(1));
         let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim());
-        let s = RunState::new(&hp, n_batch, w.layers[0].wqkv.is_some(), w.layers[0].gate.is_none());
         let pool = if opts.threads > 0 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -674,6 +689,10 @@ impl Model {
                 None => w.repack(table, file),
             }
         }
+        // Fused outputs where any layer has them (the file's, or stacked by the repack).
+        let fused_qkv = w.layers.iter().any(|l| l.wqkv.is_some() || l.qkv_packed.is_some());
+        let fused_up = w.layers.iter().any(|l| l.gate.is_none() || l.gate_up_packed.is_some());
+        let s = RunState::new(&hp, n_batch, fused_qkv, fused_up);
         Ok(Model {
             gguf,
             hp,
@@ -1139,8 +1158,11 @@ impl BlockCtx<'_> {
     pub fn qkv(&self, s: &mut RunState) {
         let (l, n, f) = (self.layer, self.n, self.file);
         let (qd, kd, vd) = (self.hp.q_dim(), self.hp.k_dim(), self.hp.v_dim());
-        if let Some(wqkv) = &l.wqkv {
-            mm(wqkv, f, &s.xb, n, &mut s.qkv);
+        if l.wqkv.is_some() || l.qkv_packed.is_some() {
+            match &l.qkv_packed {
+                Some(p) => matmul_packed(p, &s.xb[..n * p.cols], n, &mut s.qkv[..n * p.rows]),
+                None => mm(l.wqkv.as_ref().expect("checked above"), f, &s.xb, n, &mut s.qkv),
+            }
             for t in 0..n {
                 let row = &s.qkv[t * (qd + kd + vd)..(t + 1) * (qd + kd + vd)];
                 s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
@@ -1243,14 +1265,18 @@ impl BlockCtx<'_> {
     /// Gated feed-forward of `s.xb` into `s.xb2`: `down(act(gate x) * up x)`.
     pub fn ffn(&self, s: &mut RunState, gelu: bool) {
         let (l, n, f, ff) = (self.layer, self.n, self.file, self.hp.n_ff);
-        match &l.gate {
-            Some(gate) => {
+        match (&l.gate, &l.gate_up_packed) {
+            (Some(gate), None) => {
                 mm(gate, f, &s.xb, n, &mut s.hb);
                 mm(&l.up, f, &s.xb, n, &mut s.hb2);
             }
-            None => {
-                // Fused [gate; up] rows: each token's output is gate then up.
-                mm(&l.up, f, &s.xb, n, &mut s.hb2);
+            (_, stacked) => {
+                // Fused [gate; up] rows (phi3's file, or stacked at load): each token's output
+                // is gate then up.
+                match stacked {
+                    Some(p) => matmul_packed(p, &s.xb[..n * p.cols], n, &mut s.hb2[..n * p.rows]),
+                    None => mm(&l.up, f, &s.xb, n, &mut s.hb2),
+                }
                 for t in 0..n {
                     s.hb[t * ff..(t + 1) * ff].copy_from_slice(&s.hb2[t * 2 * ff..t * 2 * ff + ff]);
                     s.hb2.copy_within(t * 2 * ff + ff..(t + 1) * 2 * ff, t * ff);

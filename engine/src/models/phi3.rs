@@ -39,6 +39,8 @@ pub(super) fn load(ld: &Loader, hp: &Hparams) -> Result<Weights> {
                 up: ld.matrix(&format!("{p}.ffn_up.weight"), hp.n_embd, 2 * hp.n_ff)?,
                 down,
                 post_ffn_norm: None,
+                qkv_packed: None,
+                gate_up_packed: None,
             })
         })
         .collect::<Result<_>>()?;
