@@ -2,7 +2,9 @@
 //! - `dot/<type>/<path>`: one 4096-element row, GB/s of weights;
 //! - `matvec/<type>/<rows>x<cols>/<path>[/packed]/<threads>`: 4096x4096 and 14336x4096, GB/s of
 //!   weights (hold it against the read bandwidth printed first); `packed`: the rows repacked at
-//!   load time (`PackedMatrix`), where the path does that for the type;
+//!   load time (`PackedMatrix`), where the path does that for the type. 14336x4096 takes three
+//!   copies of the matrix in turn, so that it streams from memory (one copy, 33 MB at 4 bits,
+//!   would partly stay in a 32 MB L3); 4096x4096 is one copy, as a layer's matrix in cache;
 //! - `matmul/<type>/4096x4096x512/<path>/<threads>`: 512 tokens, reported as elements/s where
 //!   one element is one FLOP (so Gelem/s reads as GFLOP/s).
 //!
@@ -88,28 +90,50 @@ fn bench_matvec(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("matvec");
     for ty in types() {
-        for (rows, cols) in [(4096, 4096), (14336, 4096)] {
+        for (rows, cols, copies) in [(4096, 4096, 1), (14336, 4096, 3)] {
             let (w, n) = matrix(ty, rows, cols);
-            let m = WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u64, u8>(&w)[..n]).unwrap();
+            let words: Vec<Vec<u64>> = (0..copies).map(|_| w.clone()).collect();
+            let ms: Vec<WeightMatrix> = words
+                .iter()
+                .map(|w| WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u64, u8>(w)[..n]).unwrap())
+                .collect();
             let x = values(cols, 7);
             let mut y = vec![0f32; rows];
             g.throughput(Throughput::Bytes(n as u64));
             for t in tables() {
                 let id = format!("{}x{}/{}", rows, cols, t.name);
                 let pool = one_thread();
+                let mut i = 0;
                 g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/1t")), |b| {
-                    pool.install(|| b.iter(|| t.matvec(&m, black_box(&x), &mut y)))
+                    pool.install(|| {
+                        b.iter(|| {
+                            i += 1;
+                            t.matvec(&ms[i % copies], black_box(&x), &mut y)
+                        })
+                    })
                 });
                 g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/all")), |b| {
-                    b.iter(|| t.matvec(&m, black_box(&x), &mut y))
+                    b.iter(|| {
+                        i += 1;
+                        t.matvec(&ms[i % copies], black_box(&x), &mut y)
+                    })
                 });
                 // The rows repacked at load time, where the path does that for the type.
-                if let Some(p) = PackedMatrix::pack(t, &m) {
+                let packed: Option<Vec<PackedMatrix>> = ms.iter().map(|m| PackedMatrix::pack(t, m)).collect();
+                if let Some(ps) = packed {
                     g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/packed/1t")), |b| {
-                        pool.install(|| b.iter(|| t.matmul_packed(&p, black_box(&x), 1, &mut y)))
+                        pool.install(|| {
+                            b.iter(|| {
+                                i += 1;
+                                t.matmul_packed(&ps[i % copies], black_box(&x), 1, &mut y)
+                            })
+                        })
                     });
                     g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/packed/all")), |b| {
-                        b.iter(|| t.matmul_packed(&p, black_box(&x), 1, &mut y))
+                        b.iter(|| {
+                            i += 1;
+                            t.matmul_packed(&ps[i % copies], black_box(&x), 1, &mut y)
+                        })
                     });
                 }
             }
