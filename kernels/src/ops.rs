@@ -346,13 +346,19 @@ fn matmul_tasks(y: &mut [f32], n: usize, row_bytes: usize, align: usize, f: impl
     }
     parts.into_par_iter().enumerate().for_each(|(c, mut outs)| {
         let nr = outs[0].len();
-        SCRATCH.with_borrow_mut(|buf| {
+        let mut run = |buf: &mut Vec<f32>| {
             buf.resize(nr * n, 0.0);
             let out = &mut buf[..nr * n];
             f(c * chunk, nr, out);
             for (o, src) in outs.iter_mut().zip(out.chunks_exact(nr)) {
                 o.copy_from_slice(src);
             }
+        };
+        // A fresh buffer if this thread's is in use (a task that waits inside a product may run
+        // another task of this one on the same thread).
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => run(&mut buf),
+            Err(_) => run(&mut Vec::new()),
         })
     });
 }
