@@ -122,21 +122,15 @@ fn smollm2_greedy_matches_llama_cpp() {
     check_model("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf");
 }
 
-/// Known failure (issue 5 stays open), and not one ferro can fix: the reference's greedy tokens
-/// depend on the exact kernels of the llama.cpp build that made them (an AVX-512 machine).
-/// - Over several positions, gemma3 amplifies last-bit differences of summation order (an 8-bit
-///   activation rounded the other way) into log-probability differences of 0.1-1: llama.cpp's
-///   own configurations on one machine (flash attention on/off, f16/f32 KV cache, repacked or
-///   not, prompt batched or token by token) differ from each other that much.
-/// - So does llama.cpp against this reference: built on an AVX2 machine, none of those
-///   configurations, its defaults included, passes this test (its defaults part from the
-///   reference at step 13 of the second prompt, whose `must_match_tokens` is 17). ferro parts
-///   at step 11 of the first prompt (ferro's top-2 margin 0.174, the reference's 0.097) and at
-///   a near tie at step 10 of the second.
-///
-/// `scripts/reference-vs-configs` prints the table. Run with `--ignored` while working on it.
+/// gemma3 amplifies last-bit differences of summation order (an 8-bit activation rounded the
+/// other way) into log-probability differences of 0.1-1 over several positions; llama.cpp's own
+/// configurations on one machine differ from each other that much, and built on an AVX2 machine
+/// none of them reproduces this reference (made on an AVX-512 one). ferro's x86 path passes
+/// since its attention softmax has its own vectorized `exp`; with libm's `expf` (the scalar
+/// table's) it parted from the reference at near ties after 4-10 tokens, too early for the
+/// two-thirds rule above.
+/// `scripts/reference-vs-configs` prints llama.cpp's table.
 #[test]
-#[ignore = "gemma3 greedy parts from the AVX-512 reference after 10-11 tokens, as llama.cpp on AVX2 does after 13 (issue 5)"]
 fn gemma3_greedy_matches_llama_cpp() {
     check_model("gemma3-270m", "gemma-3-270m-q4_k_m.gguf");
 }
