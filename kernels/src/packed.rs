@@ -144,61 +144,59 @@ impl Packable for BlockQ8_0 {
     }
 }
 
-/// Writes the groups of `rows` (each `nb` blocks of type `ty`) into `out` (whole groups, zeroed).
-fn pack_rows<B: Packable>(w: &[&[B]], ty: GgmlType, nb: usize, out: &mut [u8]) {
-    let rows = w.len();
-    let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
-    for (g, dst) in out.chunks_exact_mut(group_bytes(ty, nb)).enumerate() {
-        let (quants, heads) = dst.split_at_mut(nb * gq);
+/// `f(group, slot, row, b, block)` for block `b` of every row of `w`, where `group` is the
+/// row's group in `out` (whole groups of `gb` bytes), `slot` its place there and `row` its
+/// index in the group (`SLOT_ROW[slot]`). Rows past `w` (the last group's padding) are skipped.
+fn each_block<B>(w: &[&[B]], gb: usize, out: &mut [u8], mut f: impl FnMut(&mut [u8], usize, usize, usize, &B)) {
+    for (g, dst) in out.chunks_exact_mut(gb).enumerate() {
         for (s, &r) in SLOT_ROW.iter().enumerate() {
-            let row = g * GROUP_ROWS + r;
-            if row >= rows {
+            let Some(row) = w.get(g * GROUP_ROWS + r) else {
                 continue;
-            }
-            for (b, blk) in w[row].iter().enumerate() {
-                let q = &mut quants[b * gq..(b + 1) * gq];
-                // Chunk h * 8 + s: bytes 8h..8h+8 of slot s.
-                for (h, bytes) in blk.qs().chunks_exact(8).enumerate() {
-                    q[64 * h + 8 * s..64 * h + 8 * s + 8].copy_from_slice(bytes);
-                }
-                let h = &mut heads[b * hb..(b + 1) * hb];
-                h[2 * r..2 * r + 2].copy_from_slice(&blk.d().to_le_bytes());
-                if let Some(m) = blk.m() {
-                    h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&m.to_le_bytes());
-                }
+            };
+            for (b, blk) in row.iter().enumerate() {
+                f(dst, s, r, b, blk);
             }
         }
     }
 }
 
+/// Writes the groups of `rows` (each `nb` blocks of type `ty`) into `out` (whole groups, zeroed).
+fn pack_rows<B: Packable>(w: &[&[B]], ty: GgmlType, nb: usize, out: &mut [u8]) {
+    let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
+    each_block(w, group_bytes(ty, nb), out, |dst, s, r, b, blk| {
+        let (quants, heads) = dst.split_at_mut(nb * gq);
+        let q = &mut quants[b * gq..(b + 1) * gq];
+        // Chunk h * 8 + s: bytes 8h..8h+8 of slot s.
+        for (h, bytes) in blk.qs().chunks_exact(8).enumerate() {
+            q[64 * h + 8 * s..64 * h + 8 * s + 8].copy_from_slice(bytes);
+        }
+        let h = &mut heads[b * hb..(b + 1) * hb];
+        h[2 * r..2 * r + 2].copy_from_slice(&blk.d().to_le_bytes());
+        if let Some(m) = blk.m() {
+            h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&m.to_le_bytes());
+        }
+    });
+}
+
 /// Writes the groups of the Q4_K rows `w` (`nb` super-blocks each) into `out` (whole groups,
 /// zeroed).
 fn pack_rows_q4k(w: &[&[BlockQ4K]], nb: usize, out: &mut [u8]) {
-    let rows = w.len();
-    for (g, dst) in out.chunks_exact_mut(group_bytes(GgmlType::Q4_K, nb)).enumerate() {
-        for (s, &r) in SLOT_ROW.iter().enumerate() {
-            let row = g * GROUP_ROWS + r;
-            if row >= rows {
-                continue;
+    each_block(w, group_bytes(GgmlType::Q4_K, nb), out, |dst, s, r, b, blk| {
+        let d = &mut dst[b * Q4K_BLOCK_BYTES..(b + 1) * Q4K_BLOCK_BYTES];
+        let sm = unpack_scales_mins(&blk.scales);
+        for (j, pair) in blk.qs.chunks_exact(32).enumerate() {
+            for (h, bytes) in pair.chunks_exact(8).enumerate() {
+                let at = 256 * j + 64 * h + 8 * s;
+                d[at..at + 8].copy_from_slice(bytes);
             }
-            for (b, blk) in w[row].iter().enumerate() {
-                let d = &mut dst[b * Q4K_BLOCK_BYTES..(b + 1) * Q4K_BLOCK_BYTES];
-                let sm = unpack_scales_mins(&blk.scales);
-                for (j, pair) in blk.qs.chunks_exact(32).enumerate() {
-                    for (h, bytes) in pair.chunks_exact(8).enumerate() {
-                        let at = 256 * j + 64 * h + 8 * s;
-                        d[at..at + 8].copy_from_slice(bytes);
-                    }
-                    d[Q4K_SCALES + 16 * j + s] = sm[2 * j];
-                    d[Q4K_SCALES + 16 * j + 8 + s] = sm[2 * j + 1];
-                    d[Q4K_MINS + 16 * j + 2 * r] = sm[8 + 2 * j];
-                    d[Q4K_MINS + 16 * j + 2 * r + 1] = sm[8 + 2 * j + 1];
-                }
-                d[Q4K_HEADS + 2 * r..Q4K_HEADS + 2 * r + 2].copy_from_slice(&blk.d);
-                d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2].copy_from_slice(&blk.dmin);
-            }
+            d[Q4K_SCALES + 16 * j + s] = sm[2 * j];
+            d[Q4K_SCALES + 16 * j + 8 + s] = sm[2 * j + 1];
+            d[Q4K_MINS + 16 * j + 2 * r] = sm[8 + 2 * j];
+            d[Q4K_MINS + 16 * j + 2 * r + 1] = sm[8 + 2 * j + 1];
         }
-    }
+        d[Q4K_HEADS + 2 * r..Q4K_HEADS + 2 * r + 2].copy_from_slice(&blk.d);
+        d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2].copy_from_slice(&blk.dmin);
+    });
 }
 
 /// The Q4_K rows of one packed group (`g`, `nb` super-blocks), rebuilt into `out` (eight rows).
