@@ -609,7 +609,8 @@ pub struct ModelOptions {
     /// Worker threads; 0 = rayon's default (one per core).
     pub threads: usize,
     /// Repack the matrices whose type the CPU kernels in use read faster in a layout of their
-    /// own (x86: Q4_0, Q4_1 and Q8_0, eight rows interleaved), as llama.cpp's CPU backend does.
+    /// own (x86: Q4_0, Q4_1, Q8_0 and Q4_K, eight rows interleaved; Q/K/V and gate/up stacked
+    /// into one matrix each where they share a type), as llama.cpp's CPU backend does for Q4_0.
     /// Costs a copy of those weights in memory and a pass over them at load; false keeps every
     /// weight in the memory map. Default: true, unless the environment sets `FERRO_REPACK=0`.
     pub repack: bool,

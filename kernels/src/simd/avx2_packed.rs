@@ -59,12 +59,12 @@ fn prefetch_distance() -> usize {
     })
 }
 
-/// Prefetches the `len` bytes that lie [`prefetch_distance`] past `p` (the stream of packed
-/// groups is contiguous, so this runs on into the next group; addresses past the matrix are
-/// only hints).
+/// Prefetches the `len` bytes that lie `dist` ([`prefetch_distance`], read once per product)
+/// past `p` (the stream of packed groups is contiguous, so this runs on into the next group;
+/// addresses past the matrix are only hints).
 #[inline(always)]
-unsafe fn prefetch_ahead(p: *const u8, len: usize) {
-    let ahead = p.wrapping_add(prefetch_distance()) as *const i8;
+unsafe fn prefetch_ahead(p: *const u8, dist: usize, len: usize) {
+    let ahead = p.wrapping_add(dist) as *const i8;
     for line in 0..len.div_ceil(64) {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
     }
@@ -124,7 +124,14 @@ unsafe fn block_sums<F: Packed>(q: *const u8, qs: &[i8; 32]) -> __m256i {
 
 /// One token (`a`, info offset `off`) against the group at `g` (`nb` blocks).
 #[inline(always)]
-unsafe fn decode_group<F: Packed>(g: *const u8, nb: usize, a: &[F::Act], info: &ActInfo, off: usize) -> __m256 {
+unsafe fn decode_group<F: Packed>(
+    g: *const u8,
+    nb: usize,
+    a: &[F::Act],
+    info: &ActInfo,
+    off: usize,
+    dist: usize,
+) -> __m256 {
     let (gq, hb) = (group_quant_bytes(F::TY), head_bytes(F::TY));
     let heads = g.add(nb * gq);
     let mut acc = _mm256_setzero_ps();
@@ -132,7 +139,7 @@ unsafe fn decode_group<F: Packed>(g: *const u8, nb: usize, a: &[F::Act], info: &
     let step = gq + hb;
     for (b, y) in a.iter().enumerate() {
         // Where block b's bytes lie in proportion to the group (quants and heads together).
-        prefetch_ahead(g.wrapping_add(b * step), step);
+        prefetch_ahead(g.wrapping_add(b * step), dist, step);
         let mut i = block_sums::<F>(g.add(b * gq), y.qs());
         if F::OFFSET != 0 {
             i = _mm256_sub_epi32(i, _mm256_set1_epi32(info.c[off + b]));
@@ -207,10 +214,11 @@ unsafe fn gemm<F: Packed>(w: &[u8], rows: usize, nb: usize, a: &[F::Act], out: &
         let gb = group_bytes(F::TY, nb);
         let info = act_info::<F>(a);
         let o = out.as_mut_ptr();
+        let dist = prefetch_distance();
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
-                let v = decode_group::<F>(g, nb, &a[t * nb..(t + 1) * nb], &info, t * nb);
+                let v = decode_group::<F>(g, nb, &a[t * nb..(t + 1) * nb], &info, t * nb, dist);
                 store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
@@ -286,13 +294,13 @@ const SPREAD: [[[u8; 32]; 2]; 2] = [
 /// One token's super-block (`y`) against the group's super-block at `q`: the eight rows'
 /// `(Σ sc·Σ u·q, Σ min·bsum)` as i32 lanes in row order.
 #[inline(always)]
-unsafe fn q4k_block_sums(q: *const u8, y: &BlockQ8K) -> (__m256i, __m256i) {
+unsafe fn q4k_block_sums(q: *const u8, y: &BlockQ8K, dist: usize) -> (__m256i, __m256i) {
     let mut isum = [_mm256_setzero_si256(); 2];
     let spread: [[__m256i; 2]; 2] =
         core::array::from_fn(|h| core::array::from_fn(|k| _mm256_loadu_si256(SPREAD[h][k].as_ptr() as *const __m256i)));
     for j in 0..4 {
         // A quarter of the super-block's bytes per pair, spread between the loads.
-        prefetch_ahead(q.add(j * Q4K_BLOCK_BYTES / 4), Q4K_BLOCK_BYTES / 4);
+        prefetch_ahead(q.add(j * Q4K_BLOCK_BYTES / 4), dist, Q4K_BLOCK_BYTES / 4);
         let sc = _mm256_broadcastsi128_si256(_mm_loadu_si128(q.add(Q4K_SCALES + 16 * j) as *const __m128i));
         let lo: [__m256i; 4] = core::array::from_fn(|h| bcast8(&y.qs, 8 * j + h));
         let hi: [__m256i; 4] = core::array::from_fn(|h| bcast8(&y.qs, 8 * j + 4 + h));
@@ -322,12 +330,12 @@ unsafe fn q4k_block_sums(q: *const u8, y: &BlockQ8K) -> (__m256i, __m256i) {
 
 /// One token (`a`, a row's super-blocks) against the Q4_K group at `g`.
 #[inline(always)]
-unsafe fn decode_group_q4k(g: *const u8, a: &[BlockQ8K]) -> __m256 {
+unsafe fn decode_group_q4k(g: *const u8, a: &[BlockQ8K], dist: usize) -> __m256 {
     let mut acc = _mm256_setzero_ps();
     let mut accm = _mm256_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let q = g.add(b * Q4K_BLOCK_BYTES);
-        let (i, m) = q4k_block_sums(q, y);
+        let (i, m) = q4k_block_sums(q, y, dist);
         let yd = _mm256_set1_ps(y.d);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(q.add(Q4K_HEADS) as *const __m128i));
         let dm = _mm256_cvtph_ps(_mm_loadu_si128(q.add(Q4K_HEADS + 16) as *const __m128i));
@@ -345,10 +353,11 @@ unsafe fn gemm_q4k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [
     let gb = group_bytes(GgmlType::Q4_K, nb);
     let o = out.as_mut_ptr();
     if n < PREFILL_MIN_TOKENS {
+        let dist = prefetch_distance();
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
-                let v = decode_group_q4k(g, &a[t * nb..(t + 1) * nb]);
+                let v = decode_group_q4k(g, &a[t * nb..(t + 1) * nb], dist);
                 store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
