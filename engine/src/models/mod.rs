@@ -972,13 +972,18 @@ impl Model {
     }
 }
 
+/// [`mm`] of a packed matrix (`x` and `y` may be longer than `n` rows).
+fn mm_packed(p: &PackedMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_packed(p, &x[..n * p.cols], n, &mut y[..n * p.rows])
+}
+
 /// `y[n][rows] = x[n][cols] · Wᵀ`: matvec for one token, matmul for a batch.
 fn mm(t: &Tensor, file: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
+    if let Some(p) = &t.packed {
+        return mm_packed(p, x, n, y);
+    }
     let x = &x[..n * t.cols];
     let y = &mut y[..n * t.rows];
-    if let Some(p) = &t.packed {
-        return matmul_packed(p, x, n, y);
-    }
     let w = t.view(file);
     if n == 1 {
         matvec(&w, x, y);
@@ -1159,11 +1164,19 @@ impl BlockCtx<'_> {
     pub fn qkv(&self, s: &mut RunState) {
         let (l, n, f) = (self.layer, self.n, self.file);
         let (qd, kd, vd) = (self.hp.q_dim(), self.hp.k_dim(), self.hp.v_dim());
-        if l.wqkv.is_some() || l.qkv_packed.is_some() {
-            match &l.qkv_packed {
-                Some(p) => matmul_packed(p, &s.xb[..n * p.cols], n, &mut s.qkv[..n * p.rows]),
-                None => mm(l.wqkv.as_ref().expect("checked above"), f, &s.xb, n, &mut s.qkv),
+        // One product into [q | k | v] rows: the stacked copy, or phi3's fused matrix.
+        let fused = match (&l.qkv_packed, &l.wqkv) {
+            (Some(p), _) => {
+                mm_packed(p, &s.xb, n, &mut s.qkv);
+                true
             }
+            (None, Some(w)) => {
+                mm(w, f, &s.xb, n, &mut s.qkv);
+                true
+            }
+            (None, None) => false,
+        };
+        if fused {
             for t in 0..n {
                 let row = &s.qkv[t * (qd + kd + vd)..(t + 1) * (qd + kd + vd)];
                 s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
@@ -1275,7 +1288,7 @@ impl BlockCtx<'_> {
                 // Fused [gate; up] rows (phi3's file, or stacked at load): each token's output
                 // is gate then up.
                 match stacked {
-                    Some(p) => matmul_packed(p, &s.xb[..n * p.cols], n, &mut s.hb2[..n * p.rows]),
+                    Some(p) => mm_packed(p, &s.xb, n, &mut s.hb2),
                     None => mm(&l.up, f, &s.xb, n, &mut s.hb2),
                 }
                 for t in 0..n {
