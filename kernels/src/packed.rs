@@ -32,7 +32,7 @@
 
 use crate::dispatch::KernelTable;
 use crate::ops::{blocks, WeightMatrix};
-use crate::quants::q4_k::{pack_scales_mins, unpack_scales_mins};
+use crate::quants::q4_k::unpack_scales_mins;
 use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use crate::GgmlType;
 use bytemuck::{Pod, Zeroable};
@@ -200,6 +200,8 @@ fn pack_rows_q4k(w: &[&[BlockQ4K]], nb: usize, out: &mut [u8]) {
 }
 
 /// The Q4_K rows of one packed group (`g`, `nb` super-blocks), rebuilt into `out` (eight rows).
+/// Only the x86 kernels have a packed Q4_K product.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
     for (s, &r) in SLOT_ROW.iter().enumerate() {
         for (b, blk) in out[r * nb..(r + 1) * nb].iter_mut().enumerate() {
@@ -215,7 +217,7 @@ pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
                 lm[2 * j] = d[Q4K_MINS + 16 * j + 2 * r];
                 lm[2 * j + 1] = d[Q4K_MINS + 16 * j + 2 * r + 1];
             }
-            blk.scales = pack_scales_mins(&ls, &lm);
+            blk.scales = crate::quants::q4_k::pack_scales_mins(&ls, &lm);
             blk.d.copy_from_slice(&d[Q4K_HEADS + 2 * r..Q4K_HEADS + 2 * r + 2]);
             blk.dmin
                 .copy_from_slice(&d[Q4K_HEADS + 16 + 2 * r..Q4K_HEADS + 16 + 2 * r + 2]);
