@@ -306,6 +306,8 @@ impl Scheduler {
                 slots: (0..n_parallel).map(|_| Slot::default()).collect(),
                 seqs: Vec::new(),
                 clock: 0,
+                logits: Vec::new(),
+                work: Vec::new(),
             };
             lp.run();
         })?;
@@ -403,6 +405,10 @@ struct Loop<'t> {
     slots: Vec<Slot>,
     seqs: Vec<Seq<'t>>,
     clock: u64,
+    /// The step's logits and one sequence's sampling copy, reused from step to step: fresh
+    /// vectors of this size (megabytes) are new pages that the kernel clears on every step.
+    logits: Vec<f32>,
+    work: Vec<f32>,
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -635,8 +641,11 @@ impl<'t> Loop<'t> {
             })
             .collect();
         let n_vocab = self.model.n_vocab();
-        let logits = match self.model.forward_batch(&steps) {
-            Ok(l) => l.to_vec(),
+        match self.model.forward_batch(&steps) {
+            Ok(l) => {
+                self.logits.clear();
+                self.logits.extend_from_slice(l);
+            }
             Err(e) => {
                 // Nothing of this step can be trusted: fail its sequences, keep the server.
                 let msg = e.to_string();
@@ -650,7 +659,7 @@ impl<'t> Loop<'t> {
                 }
                 return;
             }
-        };
+        }
         let mut row = 0;
         let mut finished = Vec::new();
         for &(i, _, b, wants) in &plan {
@@ -659,9 +668,9 @@ impl<'t> Loop<'t> {
             if !wants {
                 continue;
             }
-            let l = &logits[row * n_vocab..(row + 1) * n_vocab];
+            let l = &self.logits[row * n_vocab..(row + 1) * n_vocab];
             row += 1;
-            if let Some(f) = sample_next(self.tok, s, l, &self.metrics) {
+            if let Some(f) = sample_next(self.tok, s, l, &mut self.work, &self.metrics) {
                 finished.push((i, f));
             }
         }
@@ -736,15 +745,23 @@ fn alt(tok: &Tokenizer, id: u32, logprob: f32) -> Alt {
 
 /// Sample the next token of `s` from `logits` and report it. Returns how the sequence ended, if
 /// it did.
-fn sample_next(tok: &Tokenizer, s: &mut Seq, logits: &[f32], metrics: &Metrics) -> Option<Finish> {
-    let mut work = logits.to_vec();
+/// `work` is scratch for the sampler's copy of the logits.
+fn sample_next(
+    tok: &Tokenizer,
+    s: &mut Seq,
+    logits: &[f32],
+    work: &mut Vec<f32>,
+    metrics: &Metrics,
+) -> Option<Finish> {
+    work.clear();
+    work.extend_from_slice(logits);
     if let Some(c) = &s.json {
         if c.is_complete() {
             return Some(Finish::Stop);
         }
-        mask_json(tok, c, &mut work);
+        mask_json(tok, c, work);
     }
-    let id = s.sampler.sample(&mut work, &s.tokens);
+    let id = s.sampler.sample(work, &s.tokens);
     if !s.first_token {
         s.first_token = true;
         metrics
