@@ -17,6 +17,21 @@ pub const WG: u32 = 64;
 pub const MATMUL_TILE: u32 = 8;
 /// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles (smaller ones matmul.wgsl's).
 pub const GEMM_MIN_TOKENS: u32 = 16;
+/// Rows (and tokens) of gemm128.wgsl's tiles.
+pub const GEMM_BIG_TILE: u32 = 128;
+/// Workgroup memory gemm128.wgsl needs; adapters with less keep the 64 x 64 tiles.
+pub const GEMM_BIG_SHARED_BYTES: u32 = 32 * 1024;
+/// Batches from this many tokens on take the 128 x 128 tiles, where the adapter has the
+/// workgroup memory; `FERRO_GPU_GEMM_BIG_MIN` replaces it for measurement (0: never).
+pub fn gemm_big_min_tokens() -> u32 {
+    static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("FERRO_GPU_GEMM_BIG_MIN")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(256)
+    })
+}
 /// Threads sharing one row in matmul.wgsl (a power of two dividing [`WG`]): a workgroup
 /// computes `WG / MATMUL_LANES` rows.
 pub const MATMUL_LANES: u32 = 16;
@@ -258,6 +273,28 @@ pub const MATVEC_ROWS: u32 = 1;
 
 /// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
 /// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
+/// The 32 k-steps of gemm128.wgsl's products, written out: per step the two row vectors and
+/// the two token vectors from workgroup memory, then 64 FMAs into the 16 accumulators (each
+/// adds its products in k order).
+fn gemm128_steps() -> String {
+    let mut s = String::new();
+    for kk in 0..32 {
+        let (lo, hi) = (kk * 32, kk * 32 + 16);
+        s += &format!(
+            "        {{\n            let w0 = ws2[{lo}u + cr];\n            let w1 = ws2[{hi}u + cr];\n            \
+             let x0 = xs2[{lo}u + ct];\n            let x1 = xs2[{hi}u + ct];\n"
+        );
+        for b in 0..2 {
+            for t in 0..8 {
+                let c = ["x", "y", "z", "w"][t % 4];
+                s += &format!("            a{b}_{t} += w{b} * x{}.{c};\n", t / 4);
+            }
+        }
+        s += "        }\n";
+    }
+    s
+}
+
 /// With `straight` = Some((parts per row, lanes)), the parts loop is written out: lane `l` takes
 /// parts l, l + lanes, .. into the four sums in turn (as the loop does), the last guarded where
 /// the lanes do not divide the parts.
@@ -387,9 +424,11 @@ pub(crate) enum Op {
         ty: GgmlType,
         tile: u32,
     },
-    /// The prefill product in shared-memory tiles (gemm.wgsl).
+    /// The prefill product in shared-memory tiles of `tile` rows x `tile` tokens: 64
+    /// (gemm.wgsl) or 128 (its `main128`, gemm128.wgsl).
     Gemm {
         ty: GgmlType,
+        tile: u32,
     },
     /// The decode product with int8 activations (matvec.wgsl), in the context's [`MatVecMode`].
     MatVec {
@@ -469,6 +508,9 @@ impl Op {
             Op::RmsNorm(NormMode::Add) => "main_add",
             Op::Glu(Glu::SwiGlu) => "swiglu",
             Op::Glu(Glu::GeGlu) => "geglu",
+            Op::Gemm {
+                tile: GEMM_BIG_TILE, ..
+            } => "main128",
             _ => "main",
         }
     }
@@ -519,12 +561,17 @@ impl Op {
                     matvec_main(mode.rows, straight)
                 )
             }
-            Op::Gemm { ty } => format!(
-                "{step}\n{}\n{}\n{}\n{}",
+            Op::Gemm { ty, tile } => format!(
+                "{step}\n{}\n{}\n{}\n{}\n{}",
                 include_str!("product_params.wgsl"),
                 include_str!("common.wgsl"),
                 quant(ty)?,
-                include_str!("gemm.wgsl")
+                include_str!("gemm.wgsl"),
+                if tile == GEMM_BIG_TILE {
+                    include_str!("gemm128.wgsl").replace("//KK_STEPS", &gemm128_steps())
+                } else {
+                    String::new()
+                }
             ),
             Op::GetRows { ty } => format!(
                 "{step}\n{}\n{}\n{}",
@@ -985,6 +1032,12 @@ impl GpuContext {
 
     /// Threads per workgroup of `op`: [`WG`]; the matvec's own size; for rms_norm as many as
     /// the adapter allows up to 1024, so a row takes few loop trips (each a full memory latency).
+    /// Whether batches from [`gemm_big_min_tokens`] tokens on take the 128 x 128 tiles: the
+    /// adapter has their workgroup memory and measurement did not turn them off.
+    pub fn has_big_gemm_tiles(&self) -> bool {
+        self.limits.max_compute_workgroup_storage_size >= GEMM_BIG_SHARED_BYTES && gemm_big_min_tokens() > 0
+    }
+
     /// Threads per attention workgroup.
     pub(crate) fn attention_threads(&self) -> u32 {
         self.workgroup_size(Op::Attention)

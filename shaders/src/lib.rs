@@ -39,8 +39,8 @@ mod ops;
 mod profile;
 
 pub use context::{
-    list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode, MATMUL_LANES,
-    MATMUL_TILE, WG,
+    gemm_big_min_tokens, list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode,
+    MATMUL_LANES, MATMUL_TILE, WG,
 };
 pub use error::{GpuError, Result};
 pub use model::{GpuHparams, GpuLayerParams, GpuModel, WeightRef};

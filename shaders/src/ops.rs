@@ -2,8 +2,8 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    has_matvec, matmul_lanes, AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared,
-    Recorder, GEMM_MIN_TOKENS, MATMUL_TILE, WG,
+    gemm_big_min_tokens, has_matvec, matmul_lanes, AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid,
+    NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, GEMM_MIN_TOKENS, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -359,23 +359,26 @@ impl GpuContext {
                         min_tokens: 2,
                     });
                 }
-                if max_tok >= GEMM_MIN_TOKENS as usize && w.k.is_multiple_of(32) {
-                    let g = self.prepare(
-                        Op::Gemm { ty: w.ty },
-                        &params,
-                        &[&c.buf, x, y],
-                        Grid::Matmul {
-                            rows: c.n_rows,
-                            tile: 64,
-                        },
-                    )?;
-                    p.batched.push(Batched {
-                        pipeline: g.pipeline,
-                        bind: g.bind,
-                        rows: 64,
-                        tile: 64,
-                        min_tokens: GEMM_MIN_TOKENS,
-                    });
+                if w.k.is_multiple_of(32) {
+                    let big = gemm_big_min_tokens();
+                    for (tile, min_tokens) in [(64, GEMM_MIN_TOKENS), (GEMM_BIG_TILE, big)] {
+                        if max_tok < min_tokens as usize || (tile == GEMM_BIG_TILE && !self.has_big_gemm_tiles()) {
+                            continue;
+                        }
+                        let g = self.prepare(
+                            Op::Gemm { ty: w.ty, tile },
+                            &params,
+                            &[&c.buf, x, y],
+                            Grid::Matmul { rows: c.n_rows, tile },
+                        )?;
+                        p.batched.push(Batched {
+                            pipeline: g.pipeline,
+                            bind: g.bind,
+                            rows: tile,
+                            tile,
+                            min_tokens,
+                        });
+                    }
                 }
                 Ok(p)
             })

@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, dequantize, random_weight, round_like_llama_cpp, Rng};
 use ferro_gguf::GgmlType;
-use ferro_shaders::{ActQuant, GpuContext};
+use ferro_shaders::{gemm_big_min_tokens, ActQuant, GpuContext};
 use proptest::prelude::*;
 
 const TYPES: [GgmlType; 9] = [
@@ -112,6 +112,41 @@ fn gemm_prefill_every_type() {
         check_matmul(&ctx, ty, k, 67, 70, 4);
         // The smallest batch that takes the gemm tiles.
         check_matmul(&ctx, ty, k, 130, 16, 5);
+    }
+}
+
+/// Batches from `gemm_big_min_tokens()` tokens on take the 128 x 128 tiles: the reference's
+/// values, and the bits of the 64 x 64 tiles (each output adds its products in k order either
+/// way), on partial row and token tiles.
+#[test]
+fn gemm_big_tiles_give_the_small_tiles_bits() {
+    let Some(ctx) = common::ctx() else { return };
+    assert!(
+        ctx.has_big_gemm_tiles(),
+        "the adapter lacks the 32 KiB of workgroup memory"
+    );
+    let n_big = gemm_big_min_tokens() as usize + 44;
+    let n_small = gemm_big_min_tokens() as usize - 1;
+    for ty in TYPES {
+        let k = if is_k(ty) { 512 } else { 96 };
+        let rows = 200;
+        check_matmul(&ctx, ty, k, rows, n_big, 6);
+        let mut rng = Rng::new(7);
+        let bytes = random_weight(ty, k, rows, &mut rng);
+        let x = rng.vec(n_big * k);
+        let w = ctx.upload_weight(ty, &[k as u64, rows as u64], &bytes).unwrap();
+        let xg = ctx.upload_f32(&x).unwrap();
+        let big = ctx.zeros(n_big * rows).unwrap();
+        let small = ctx.zeros(n_small * rows).unwrap();
+        ctx.matmul(&w, &xg, &big, n_big).unwrap();
+        ctx.matmul(&w, &xg, &small, n_small).unwrap();
+        let big = ctx.read_f32(&big).unwrap();
+        let small = ctx.read_f32(&small).unwrap();
+        assert!(
+            big[..small.len()] == small[..],
+            "{}: the 128 x 128 tiles differ from the 64 x 64 ones",
+            ty.name()
+        );
     }
 }
 
