@@ -29,7 +29,7 @@ pub fn gemm_big_min_tokens() -> u32 {
         std::env::var("FERRO_GPU_GEMM_BIG_MIN")
             .ok()
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(256)
+            .unwrap_or(384)
     })
 }
 /// Threads sharing one row in matmul.wgsl (a power of two dividing [`WG`]): a workgroup
@@ -273,21 +273,26 @@ pub const MATVEC_ROWS: u32 = 1;
 
 /// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
 /// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
-/// The 32 k-steps of gemm128.wgsl's products, written out: per step the two row vectors and
-/// the two token vectors from workgroup memory, then 64 FMAs into the 16 accumulators (each
-/// adds its products in k order).
-fn gemm128_steps() -> String {
+/// The 32 k-steps of a gemm tile's products, written out (the KK_STEPS marker of gemm.wgsl
+/// and gemm128.wgsl): per step the row and token vectors from workgroup memory, then one FMA
+/// per accumulator and lane (each accumulator adds its products in k order). 64 x 64 tiles
+/// have 4 accumulators `accT` (token T) over one row vector; 128 x 128 tiles 16, `aB_T`.
+fn gemm_steps(tile: u32) -> String {
+    let big = tile == GEMM_BIG_TILE;
+    let (ws, xs, stride) = if big { ("ws2", "xs2", 32) } else { ("ws", "xs", 16) };
+    let halves = if big { 2 } else { 1 };
     let mut s = String::new();
     for kk in 0..32 {
-        let (lo, hi) = (kk * 32, kk * 32 + 16);
-        s += &format!(
-            "        {{\n            let w0 = ws2[{lo}u + cr];\n            let w1 = ws2[{hi}u + cr];\n            \
-             let x0 = xs2[{lo}u + ct];\n            let x1 = xs2[{hi}u + ct];\n"
-        );
-        for b in 0..2 {
-            for t in 0..8 {
+        s += "        {\n";
+        for h in 0..halves {
+            let at = kk * stride + 16 * h;
+            s += &format!("            let w{h} = {ws}[{at}u + cr];\n            let x{h} = {xs}[{at}u + ct];\n");
+        }
+        for b in 0..halves {
+            for t in 0..4 * halves {
                 let c = ["x", "y", "z", "w"][t % 4];
-                s += &format!("            a{b}_{t} += w{b} * x{}.{c};\n", t / 4);
+                let acc = if big { format!("a{b}_{t}") } else { format!("acc{t}") };
+                s += &format!("            {acc} += w{b} * x{}.{c};\n", t / 4);
             }
         }
         s += "        }\n";
@@ -367,8 +372,9 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
 impl MatVecMode {
     /// Subgroup shuffles when the adapter has subgroups of at least 4 threads and
     /// `FERRO_GPU_SUBGROUPS` is not `0`; for measurement `FERRO_GPU_MATVEC_WG` (64..=1024, a
-    /// power of two) replaces [`MATVEC_WG`] and `FERRO_GPU_MATVEC_ROWS` (1, 2 or 4)
-    /// [`MATVEC_ROWS`].
+    /// power of two) replaces [`MATVEC_WG`], `FERRO_GPU_MATVEC_ROWS` (1, 2 or 4)
+    /// [`MATVEC_ROWS`] and `FERRO_GPU_MATVEC_LANES` (a power of two from 4 to the subgroup
+    /// size; with subgroups) [`MATVEC_LANES`].
     fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
         let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
         let wg = env("FERRO_GPU_MATVEC_WG")
@@ -380,9 +386,12 @@ impl MatVecMode {
         let allowed = std::env::var("FERRO_GPU_SUBGROUPS").map_or(true, |v| v.trim() != "0");
         let sg = info.subgroup_min_size;
         if allowed && features.contains(wgpu::Features::SUBGROUP) && sg >= 4 && sg.is_power_of_two() {
+            let lanes = env("FERRO_GPU_MATVEC_LANES")
+                .filter(|l| l.is_power_of_two() && (4..=sg).contains(l))
+                .unwrap_or(MATVEC_LANES);
             Self {
                 subgroups: true,
-                lanes: sg.min(MATVEC_LANES),
+                lanes: sg.min(lanes),
                 wg,
                 rows,
             }
@@ -566,9 +575,9 @@ impl Op {
                 include_str!("product_params.wgsl"),
                 include_str!("common.wgsl"),
                 quant(ty)?,
-                include_str!("gemm.wgsl"),
+                include_str!("gemm.wgsl").replace("//KK_STEPS", &gemm_steps(64)),
                 if tile == GEMM_BIG_TILE {
-                    include_str!("gemm128.wgsl").replace("//KK_STEPS", &gemm128_steps())
+                    include_str!("gemm128.wgsl").replace("//KK_STEPS", &gemm_steps(GEMM_BIG_TILE))
                 } else {
                     String::new()
                 }

@@ -36,7 +36,6 @@ fn main(
     let wrow = r0 + lr;
     let rb = select(0u, wrow, wrow < p.n_rows) * p.row_bytes;
     let tok = t0 + lr;
-    let tvalid = tok < batch.n_tok;
     let k4 = p.k / 4u;
     // Computing: rows 4·(li % 16).., tokens 4·(li / 16)..
     let cr = li % 16u;
@@ -48,31 +47,39 @@ fn main(
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
+    // The loads of step k0 + KS are issued before step k0's products, which context.rs writes
+    // out at the KK_STEPS marker (see gemm128.wgsl). Tokens past the end load the last token.
+    let xt = min(tok, batch.n_tok - 1u);
+    var w = load8(rb, lg);
+    var xa = x[xt * k4 + 2u * lg];
+    var xb = x[xt * k4 + 2u * lg + 1u];
     for (var k0 = 0u; k0 < p.k; k0 += KS) {
-        let w = load8(rb, k0 / 8u + lg);
-        var xa = vec4<f32>(0.0);
-        var xb = vec4<f32>(0.0);
-        if (tvalid) {
-            let xo = tok * k4 + (k0 + 8u * lg) / 4u;
-            xa = x[xo];
-            xb = x[xo + 1u];
-        }
-        for (var e = 0u; e < 4u; e++) {
-            let kk = 8u * lg + e;
-            ws[kk * (TR / 4u) + lr / 4u][lr % 4u] = w.a[e];
-            ws[(kk + 4u) * (TR / 4u) + lr / 4u][lr % 4u] = w.b[e];
-            xs[kk * (TT / 4u) + lr / 4u][lr % 4u] = xa[e];
-            xs[(kk + 4u) * (TT / 4u) + lr / 4u][lr % 4u] = xb[e];
-        }
+        let kb = 8u * lg;
+        let slot = lr / 4u;
+        let lane = lr % 4u;
+        ws[kb * 16u + slot][lane] = w.a.x;
+        ws[(kb + 1u) * 16u + slot][lane] = w.a.y;
+        ws[(kb + 2u) * 16u + slot][lane] = w.a.z;
+        ws[(kb + 3u) * 16u + slot][lane] = w.a.w;
+        ws[(kb + 4u) * 16u + slot][lane] = w.b.x;
+        ws[(kb + 5u) * 16u + slot][lane] = w.b.y;
+        ws[(kb + 6u) * 16u + slot][lane] = w.b.z;
+        ws[(kb + 7u) * 16u + slot][lane] = w.b.w;
+        xs[kb * 16u + slot][lane] = xa.x;
+        xs[(kb + 1u) * 16u + slot][lane] = xa.y;
+        xs[(kb + 2u) * 16u + slot][lane] = xa.z;
+        xs[(kb + 3u) * 16u + slot][lane] = xa.w;
+        xs[(kb + 4u) * 16u + slot][lane] = xb.x;
+        xs[(kb + 5u) * 16u + slot][lane] = xb.y;
+        xs[(kb + 6u) * 16u + slot][lane] = xb.z;
+        xs[(kb + 7u) * 16u + slot][lane] = xb.w;
         workgroupBarrier();
-        for (var kk = 0u; kk < KS; kk++) {
-            let wv = ws[kk * (TR / 4u) + cr];
-            let xv = xs[kk * (TT / 4u) + ct];
-            acc0 += wv * xv.x;
-            acc1 += wv * xv.y;
-            acc2 += wv * xv.z;
-            acc3 += wv * xv.w;
-        }
+        let kn = min(k0 + KS, p.k - KS);
+        w = load8(rb, kn / 8u + lg);
+        let xn = xt * k4 + (kn + kb) / 4u;
+        xa = x[xn];
+        xb = x[xn + 1u];
+//KK_STEPS
         workgroupBarrier();
     }
 
