@@ -24,6 +24,12 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn main() {
+    // On a pool thread, as the engine runs its products (`install`): tasks fork from a worker
+    // instead of being injected from outside the pool.
+    rayon::scope(|_| run());
+}
+
+fn run() {
     let names: Vec<String> = std::env::args().skip(1).collect();
     let types: Vec<GgmlType> = if names.is_empty() {
         vec![
