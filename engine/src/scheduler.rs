@@ -743,16 +743,9 @@ fn alt(tok: &Tokenizer, id: u32, logprob: f32) -> Alt {
     }
 }
 
-/// Sample the next token of `s` from `logits` and report it. Returns how the sequence ended, if
-/// it did.
-/// `work` is scratch for the sampler's copy of the logits.
-fn sample_next(
-    tok: &Tokenizer,
-    s: &mut Seq,
-    logits: &[f32],
-    work: &mut Vec<f32>,
-    metrics: &Metrics,
-) -> Option<Finish> {
+/// Sample the next token of `s` from `logits` and report it (`work`: scratch for the sampler's
+/// copy of the logits). Returns how the sequence ended, if it did.
+fn sample_next(tok: &Tokenizer, s: &mut Seq, logits: &[f32], work: &mut Vec<f32>, metrics: &Metrics) -> Option<Finish> {
     work.clear();
     work.extend_from_slice(logits);
     if let Some(c) = &s.json {
