@@ -215,6 +215,8 @@ fn attention_prefill_causal_and_window() {
     // threads without a key part.
     check_attention(2, 30, 4, 2, 512, 0, 40, 7);
     check_attention(3, 10, 2, 1, 96, 0, 16, 8);
+    // head_dim / 4 = 20: two trips of eight vectors and a tail of four in the score.
+    check_attention(2, 5, 2, 1, 80, 0, 12, 9);
 }
 
 proptest! {
