@@ -168,9 +168,10 @@ fn smollm2_greedy_matches_llama_cpp() {
 /// that much, and built on an AVX2 machine none of them reproduces this reference (made on an
 /// AVX-512 one). ferro's SIMD paths pass. The scalar reference (llama.cpp's generic summation
 /// order) parts from the reference at near ties after 4-10 tokens, too early for the two-thirds
-/// rule above, as does swapping any one of the AVX2 table's kernels for its scalar one (stop
-/// 16's experiment); so it is left out here, and held to the reference by SmolLM2 and by the
-/// perplexity tests.
+/// rule above. So does the AVX2 table with only its softmax, its K-quant, Q5_0 or Q8_0 kernels,
+/// or its float dots together swapped for the scalar ones (stop 16's experiment, each failed
+/// alone). The scalar path is left out here; SmolLM2 and the perplexity tests hold it to the
+/// reference.
 /// `scripts/reference-vs-configs` prints llama.cpp's table.
 #[test]
 fn gemma3_greedy_matches_llama_cpp() {
