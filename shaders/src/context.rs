@@ -271,8 +271,6 @@ pub const MATVEC_WG: u32 = 256;
 /// Rows per group of [`MATVEC_LANES`] threads in the int8 decode product.
 pub const MATVEC_ROWS: u32 = 1;
 
-/// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
-/// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
 /// The 32 k-steps of a gemm tile's products, written out (the KK_STEPS marker of gemm.wgsl
 /// and gemm128.wgsl): per step the row and token vectors from workgroup memory, then one FMA
 /// per accumulator and lane (each accumulator adds its products in k order). 64 x 64 tiles
@@ -300,6 +298,8 @@ fn gemm_steps(tile: u32) -> String {
     s
 }
 
+/// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
+/// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
 /// With `straight` = Some((parts per row, lanes)), the parts loop is written out: lane `l` takes
 /// parts l, l + lanes, .. into the four sums in turn (as the loop does), the last guarded where
 /// the lanes do not divide the parts.
@@ -1039,8 +1039,6 @@ impl GpuContext {
         }
     }
 
-    /// Threads per workgroup of `op`: [`WG`]; the matvec's own size; for rms_norm as many as
-    /// the adapter allows up to 1024, so a row takes few loop trips (each a full memory latency).
     /// Whether batches from [`gemm_big_min_tokens`] tokens on take the 128 x 128 tiles: the
     /// adapter has their workgroup memory and measurement did not turn them off.
     pub fn has_big_gemm_tiles(&self) -> bool {
@@ -1052,6 +1050,8 @@ impl GpuContext {
         self.workgroup_size(Op::Attention)
     }
 
+    /// Threads per workgroup of `op`: [`WG`]; the matvec's own size; for rms_norm as many as
+    /// the adapter allows up to 1024, so a row takes few loop trips (each a full memory latency).
     fn workgroup_size(&self, op: Op) -> u32 {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
