@@ -21,6 +21,11 @@ pub const GEMM_MIN_TOKENS: u32 = 16;
 pub const GEMM_BIG_TILE: u32 = 128;
 /// Workgroup memory gemm128.wgsl needs; adapters with less keep the 64 x 64 tiles.
 pub const GEMM_BIG_SHARED_BYTES: u32 = 32 * 1024;
+/// Products with at least this many rows and columns take the 128 x 128 tiles (the 8B shape's,
+/// 4096 and up: faster with them; SmolLM2's, 576-3072 x 576-1536: 36% slower at pp512 on an
+/// H100, too few workgroups for the card).
+pub const GEMM_BIG_MIN_ROWS: u32 = 4096;
+pub const GEMM_BIG_MIN_K: u32 = 2048;
 /// Batches from this many tokens on take the 128 x 128 tiles, where the adapter has the
 /// workgroup memory; `FERRO_GPU_GEMM_BIG_MIN` replaces it for measurement (0: never).
 pub fn gemm_big_min_tokens() -> u32 {
@@ -1039,10 +1044,14 @@ impl GpuContext {
         }
     }
 
-    /// Whether batches from [`gemm_big_min_tokens`] tokens on take the 128 x 128 tiles: the
-    /// adapter has their workgroup memory and measurement did not turn them off.
-    pub fn has_big_gemm_tiles(&self) -> bool {
-        self.limits.max_compute_workgroup_storage_size >= GEMM_BIG_SHARED_BYTES && gemm_big_min_tokens() > 0
+    /// Whether batches from [`gemm_big_min_tokens`] tokens on take the 128 x 128 tiles for
+    /// products of `rows` x `k`: large enough ([`GEMM_BIG_MIN_ROWS`], [`GEMM_BIG_MIN_K`]), the
+    /// adapter has the tiles' workgroup memory, and measurement did not turn them off.
+    pub fn has_big_gemm_tiles(&self, rows: u32, k: u32) -> bool {
+        rows >= GEMM_BIG_MIN_ROWS
+            && k >= GEMM_BIG_MIN_K
+            && self.limits.max_compute_workgroup_storage_size >= GEMM_BIG_SHARED_BYTES
+            && gemm_big_min_tokens() > 0
     }
 
     /// Threads per attention workgroup.

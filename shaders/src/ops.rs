@@ -362,7 +362,9 @@ impl GpuContext {
                 if w.k.is_multiple_of(32) {
                     let big = gemm_big_min_tokens();
                     for (tile, min_tokens) in [(64, GEMM_MIN_TOKENS), (GEMM_BIG_TILE, big)] {
-                        if max_tok < min_tokens as usize || (tile == GEMM_BIG_TILE && !self.has_big_gemm_tiles()) {
+                        if max_tok < min_tokens as usize
+                            || (tile == GEMM_BIG_TILE && !self.has_big_gemm_tiles(c.n_rows, w.k))
+                        {
                             continue;
                         }
                         let g = self.prepare(

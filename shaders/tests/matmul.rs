@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, dequantize, random_weight, round_like_llama_cpp, Rng};
 use ferro_gguf::GgmlType;
-use ferro_shaders::{gemm_big_min_tokens, ActQuant, GpuContext};
+use ferro_shaders::{gemm_big_min_tokens, ActQuant, GpuContext, GEMM_BIG_MIN_K, GEMM_BIG_MIN_ROWS};
 use proptest::prelude::*;
 
 const TYPES: [GgmlType; 9] = [
@@ -115,22 +115,23 @@ fn gemm_prefill_every_type() {
     }
 }
 
-/// Batches from `gemm_big_min_tokens()` tokens on take the 128 x 128 tiles: the reference's
-/// values, and the bits of the 64 x 64 tiles (each output adds its products in k order either
-/// way), on partial row and token tiles.
+/// Batches from `gemm_big_min_tokens()` tokens on take the 128 x 128 tiles for products from
+/// GEMM_BIG_MIN_ROWS x GEMM_BIG_MIN_K on: they give the bits of the 64 x 64 tiles (each output
+/// adds its products in k order either way), which `gemm_prefill_every_type` holds to the
+/// reference, on partial row and token tiles. Smaller products keep the 64 x 64 tiles.
 #[test]
 fn gemm_big_tiles_give_the_small_tiles_bits() {
     let Some(ctx) = common::ctx() else { return };
+    let (rows, k) = (GEMM_BIG_MIN_ROWS as usize + 72, GEMM_BIG_MIN_K as usize);
     assert!(
-        ctx.has_big_gemm_tiles(),
+        ctx.has_big_gemm_tiles(rows as u32, k as u32),
         "the adapter lacks the 32 KiB of workgroup memory"
     );
+    assert!(!ctx.has_big_gemm_tiles(GEMM_BIG_MIN_ROWS - 1, k as u32));
+    assert!(!ctx.has_big_gemm_tiles(rows as u32, GEMM_BIG_MIN_K - 32));
     let n_big = gemm_big_min_tokens() as usize + 44;
     let n_small = gemm_big_min_tokens() as usize - 1;
     for ty in TYPES {
-        let k = if is_k(ty) { 512 } else { 96 };
-        let rows = 200;
-        check_matmul(&ctx, ty, k, rows, n_big, 6);
         let mut rng = Rng::new(7);
         let bytes = random_weight(ty, k, rows, &mut rng);
         let x = rng.vec(n_big * k);
@@ -147,6 +148,7 @@ fn gemm_big_tiles_give_the_small_tiles_bits() {
             "{}: the 128 x 128 tiles differ from the 64 x 64 ones",
             ty.name()
         );
+        assert!(big.iter().all(|v| v.is_finite()) && big.iter().any(|&v| v != 0.0));
     }
 }
 
