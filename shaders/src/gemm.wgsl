@@ -53,10 +53,10 @@ fn main(
     var w = load8(rb, lg);
     var xa = x[xt * k4 + 2u * lg];
     var xb = x[xt * k4 + 2u * lg + 1u];
+    let kb = 8u * lg;
+    let slot = lr / 4u;
+    let lane = lr % 4u;
     for (var k0 = 0u; k0 < p.k; k0 += KS) {
-        let kb = 8u * lg;
-        let slot = lr / 4u;
-        let lane = lr % 4u;
         ws[kb * 16u + slot][lane] = w.a.x;
         ws[(kb + 1u) * 16u + slot][lane] = w.a.y;
         ws[(kb + 2u) * 16u + slot][lane] = w.a.z;
