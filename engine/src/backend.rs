@@ -5,8 +5,8 @@
 //!   over a batch of tokens at a position, and the context and vocabulary sizes. [`Model`] and
 //!   [`Backend`] implement it, so those callers run on either device unchanged.
 //! - [`Backend`] also carries the server's multi-sequence API ([`Backend::forward_batch`] and
-//!   friends). The GPU holds one KV cache, so it serves one sequence at a time:
-//!   [`Backend::max_slots`] is 1 there and the scheduler clamps `--parallel` to it.
+//!   friends). The GPU allocates its KV cache slots at load ([`ModelOptions::n_slots`]):
+//!   [`Backend::max_slots`] is that number there and the scheduler clamps `--parallel` to it.
 //! - [`Device::Auto`] takes the GPU when wgpu finds a hardware adapter (a software one such as
 //!   lavapipe does not count) that can run the model, and the CPU otherwise; [`Device::Gpu`]
 //!   takes whatever adapter wgpu offers (lavapipe included) and fails when there is none.
@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use ferro_gguf::Gguf;
 pub use ferro_shaders::{list_adapters, AdapterSummary};
-use ferro_shaders::{GpuContext, GpuModel};
+use ferro_shaders::{GpuContext, GpuModel, SeqTokens};
 
 use crate::models::{Hparams, Logits, Model, ModelError, ModelOptions, Result, SeqStep};
 
@@ -97,13 +97,16 @@ pub struct GpuBackend {
     hp: Hparams,
     model: GpuModel,
     n_ctx: usize,
+    /// Slots in use ([`Backend::set_slots`]; at most the model's `n_slots`).
+    n_slots: usize,
     /// Logits of the last call: `[n_vocab]` or `[n_tokens][n_vocab]`.
     logits: Vec<f32>,
 }
 
 impl GpuBackend {
-    /// Uploads the model of `gguf` to the device of `ctx` with a KV cache of `opts.n_ctx`
-    /// positions (0: the smaller of 4096 and the training context, as the CPU).
+    /// Uploads the model of `gguf` to the device of `ctx` with a KV cache of `opts.n_slots`
+    /// sequences of `opts.n_ctx` positions (0: the smaller of 4096 and the training context, as
+    /// the CPU).
     pub fn load(ctx: Arc<GpuContext>, gguf: Arc<Gguf>, opts: &ModelOptions) -> Result<GpuBackend> {
         let hp = Hparams::from_gguf(&gguf)?;
         let n_ctx = if opts.n_ctx == 0 {
@@ -111,12 +114,14 @@ impl GpuBackend {
         } else {
             opts.n_ctx
         };
-        let model = GpuModel::from_gguf(ctx, &gguf, n_ctx)?;
+        let n_slots = opts.n_slots.max(1);
+        let model = GpuModel::from_gguf_slots(ctx, &gguf, n_ctx, n_slots)?;
         Ok(GpuBackend {
             gguf,
             hp,
             model,
             n_ctx,
+            n_slots: 1,
             logits: Vec::new(),
         })
     }
@@ -257,7 +262,8 @@ impl Backend {
     pub fn kv_cache_bytes(&self) -> usize {
         match self {
             Backend::Cpu(m) => m.kv_cache_bytes(),
-            // f32 keys and values for every layer and position, as GpuModel allocates them.
+            // f32 keys and values for every layer and position, as GpuModel allocates them
+            // (per slot, as the CPU's before `set_slots`).
             Backend::Gpu(g) => g.hp.n_layer * g.n_ctx * (g.hp.k_dim() + g.hp.v_dim()) * 4,
         }
     }
@@ -266,7 +272,7 @@ impl Backend {
     pub fn max_slots(&self) -> usize {
         match self {
             Backend::Cpu(_) => usize::MAX,
-            Backend::Gpu(_) => 1,
+            Backend::Gpu(g) => g.model.hparams().n_slots,
         }
     }
 
@@ -278,11 +284,17 @@ impl Backend {
                 m.set_slots(n_slots);
                 Ok(())
             }
-            Backend::Gpu(_) if n_slots <= 1 => Ok(()),
-            Backend::Gpu(_) => Err(ModelError::BadSlot {
-                slot: n_slots - 1,
-                n_slots: 1,
-            }),
+            Backend::Gpu(g) => {
+                let max = g.model.hparams().n_slots;
+                if n_slots > max {
+                    return Err(ModelError::BadSlot {
+                        slot: n_slots - 1,
+                        n_slots: max,
+                    });
+                }
+                g.n_slots = n_slots.max(1);
+                Ok(())
+            }
         }
     }
 
@@ -290,35 +302,45 @@ impl Backend {
     pub fn n_slots(&self) -> usize {
         match self {
             Backend::Cpu(m) => m.n_slots(),
-            Backend::Gpu(_) => 1,
+            Backend::Gpu(g) => g.n_slots,
         }
     }
 
     /// Copy the first `n` cached positions of slot `from` into slot `to`.
-    pub fn copy_prefix(&mut self, from: usize, to: usize, n: usize) {
-        if let Backend::Cpu(m) = self {
-            m.copy_prefix(from, to, n);
+    pub fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<()> {
+        match self {
+            Backend::Cpu(m) => {
+                m.copy_prefix(from, to, n);
+                Ok(())
+            }
+            Backend::Gpu(g) => Ok(g.model.copy_prefix(from, to, n)?),
         }
     }
 
     /// One step of several sequences, each in its own slot (see [`Model::forward_batch`]).
-    /// On the GPU there is one slot, so a step holds at most one sequence.
     pub fn forward_batch(&mut self, seqs: &[SeqStep]) -> Result<&[f32]> {
         match self {
             Backend::Cpu(m) => m.forward_batch(seqs),
             Backend::Gpu(g) => {
-                if seqs.len() > 1 || seqs.iter().any(|st| st.slot != 0) {
-                    let slot = seqs.iter().map(|st| st.slot).find(|&s| s != 0).unwrap_or(0);
-                    return Err(ModelError::BadSlot { slot, n_slots: 1 });
+                if let Some(st) = seqs.iter().find(|st| st.slot >= g.n_slots) {
+                    return Err(ModelError::BadSlot {
+                        slot: st.slot,
+                        n_slots: g.n_slots,
+                    });
                 }
-                let mut out = Vec::new();
                 for st in seqs.iter().filter(|st| !st.tokens.is_empty()) {
-                    let l = g.forward(st.tokens, st.pos, Logits::Last)?;
-                    if st.logits {
-                        out.extend_from_slice(l);
-                    }
+                    g.check(st.tokens, st.pos)?;
                 }
-                g.logits = out;
+                let steps: Vec<SeqTokens> = seqs
+                    .iter()
+                    .map(|st| SeqTokens {
+                        slot: st.slot,
+                        pos: st.pos,
+                        tokens: st.tokens,
+                        logits: st.logits,
+                    })
+                    .collect();
+                g.logits = g.model.forward_multi(&steps)?;
                 Ok(&g.logits)
             }
         }

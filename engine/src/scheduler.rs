@@ -498,9 +498,14 @@ impl<'t> Loop<'t> {
         if let Some((d, l)) = donor {
             let l = l.min(limit);
             if l > reuse + 16 {
-                self.model.copy_prefix(d, slot, l);
-                self.slots[slot].cached = prompt[..l].to_vec();
-                reuse = l;
+                match self.model.copy_prefix(d, slot, l) {
+                    Ok(()) => {
+                        self.slots[slot].cached = prompt[..l].to_vec();
+                        reuse = l;
+                    }
+                    // The slot's own prefix is still right: compute the rest.
+                    Err(e) => tracing::warn!("copying a cached prefix: {e}"),
+                }
             }
         }
         let reuse = reuse.min(limit);

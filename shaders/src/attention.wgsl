@@ -2,12 +2,13 @@
 // for decode (n_tok = 1) and prefill alike, reading the KV cache in place.
 //
 //   q:   [n_tok][n_head][head_dim]      (already roped)
-//   kc:  [n_ctx][n_kv_head * head_dim]  keys of positions 0..pos0 + n_tok
-//   vc:  [n_ctx][n_kv_head * head_dim]
+//   kc:  [n_slots * n_ctx][n_kv_head * head_dim]  keys; a sequence's from row tok_row0(t)
+//   vc:  [n_slots * n_ctx][n_kv_head * head_dim]
 //   out: [n_tok][n_head][head_dim]
 //
-// Query t (position pos = pos0 + t) of head h reads kv head h / (n_head / n_kv_head) and the
-// keys j with j <= pos and, when window > 0, pos - j < window (llama.cpp's causal + SWA mask).
+// Query t (position pos = tok_pos(t), step.wgsl) of head h reads kv head h / (n_head /
+// n_kv_head) and the keys j of its sequence with j <= pos and, when window > 0, pos - j <
+// window (llama.cpp's causal + SWA mask).
 // One workgroup per (head, token) runs an online softmax (as flash attention) over tiles of WG
 // keys: each thread scores one key (16-byte loads, four partial sums), the tile's max and sum
 // come from shared-memory reductions, and for the values each thread takes four dimensions and
@@ -68,7 +69,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    let pos = batch.pos0 + t;
+    let pos = tok_pos(t);
+    let row0 = tok_row0(t);
     let end = pos + 1u;
     var start = 0u;
     if (p.window > 0u && end > p.window) {
@@ -92,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let j = base + li;
         var s = -1.0e30;
         if (j < end) {
-            let ko = j * kv_stride + kv_off;
+            let ko = (row0 + j) * kv_stride + kv_off;
             // Eight loads in flight per trip (named sums; each trip waits for its loads).
             var d0 = vec4<f32>(0.0);
             var d1 = vec4<f32>(0.0);
@@ -132,8 +134,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m = m_new;
         let n_here = min(WG, end - base);
         if (v_live) {
-            acc0 = value_sum(acc0 * corr, g0, base, kv_stride, kv_off, kp, kp_count, n_here, g4);
-            acc1 = value_sum(acc1 * corr, g0 + WG, base, kv_stride, kv_off, kp, kp_count, n_here, g4);
+            acc0 = value_sum(acc0 * corr, g0, row0 + base, kv_stride, kv_off, kp, kp_count, n_here, g4);
+            acc1 = value_sum(acc1 * corr, g0 + WG, row0 + base, kv_stride, kv_off, kp, kp_count, n_here, g4);
         }
         workgroupBarrier();
     }
@@ -185,7 +187,8 @@ fn tree_level(li: u32, op: u32, k: u32) {
     }
 }
 
-// `a` plus the tile's keys kp, kp + KP, ... (of n_here) weighted by ps, dimension group g.
+// `a` plus the tile's keys kp, kp + KP, ... (of n_here, from cache row `base`) weighted by ps,
+// dimension group g.
 fn value_sum(a: vec4<f32>, g: u32, base: u32, kv_stride: u32, kv_off: u32, kp: u32, kp_count: u32, n_here: u32, g4: u32) -> vec4<f32> {
     if (g >= g4) {
         return a;

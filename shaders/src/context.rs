@@ -707,26 +707,26 @@ pub(crate) struct Batched {
     pub(crate) min_tokens: u32,
 }
 
-/// The `Step` uniform (bind group 1) of a batch: n_tok and pos0.
+/// Most tokens one submission's layers take: step.wgsl's `at` array holds this many.
+pub const MAX_STEP_TOKENS: usize = 512;
+
+/// The `Step` uniforms (bind group 1) of a submission: one for its layers, one for its head.
 #[derive(Debug)]
 pub(crate) struct StepState {
-    buf: wgpu::Buffer,
-    pub(crate) bind: wgpu::BindGroup,
+    bufs: [wgpu::Buffer; 2],
+    pub(crate) binds: [wgpu::BindGroup; 2],
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct StepUniform {
-    n_tok: u32,
-    pos0: u32,
-    _pad: [u32; 2],
-}
+/// step.wgsl's `Step` as u32s: n_tok, three pads, then (position, first cache row) per token.
+const STEP_WORDS: usize = 4 + 2 * MAX_STEP_TOKENS;
 
 enum Cmd {
     Dispatch {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
         wg: [u32; 3],
+        /// Which `Step` it reads: 0 the layers', 1 the head's.
+        step: usize,
         /// [`Op::kind`] and the rows of a product (0 for other ops), for profiling.
         kind: (&'static str, u32),
     },
@@ -767,25 +767,43 @@ fn skipped(kind: &str) -> bool {
 
 /// The work of one batch, recorded and then submitted as one command encoder.
 pub(crate) struct Recorder {
-    n_tok: u32,
-    pos0: u32,
+    /// (position, first KV cache row) of each token of the layers.
+    at: Vec<[u32; 2]>,
+    /// Rows of the head, once [`Recorder::start_head`] was called.
+    head: Option<u32>,
     cmds: Vec<Cmd>,
 }
 
 impl Recorder {
-    pub(crate) fn new(n_tok: u32, pos0: u32) -> Self {
+    /// A batch whose token t sits at position `at[t].0` of the sequence whose cache rows start
+    /// at `at[t].1` (at most [`MAX_STEP_TOKENS`] tokens).
+    pub(crate) fn new(at: Vec<[u32; 2]>) -> Self {
+        debug_assert!(at.len() <= MAX_STEP_TOKENS);
         Self {
-            n_tok,
-            pos0,
+            at,
+            head: None,
             cmds: Vec::new(),
         }
+    }
+
+    /// `n` tokens of one sequence at positions `pos0..`, its cache rows from `row0`.
+    pub(crate) fn run(n: usize, pos0: usize, row0: usize) -> Self {
+        Self::new((0..n).map(|t| [(pos0 + t) as u32, row0 as u32]).collect())
+    }
+
+    /// Dispatches recorded from now on read the head's `Step`, whose batch is `rows` tokens.
+    pub(crate) fn start_head(&mut self, rows: usize) {
+        self.head = Some(rows as u32);
     }
 
     pub(crate) fn record(&mut self, ctx: &GpuContext, p: &Prepared) {
         if skipped(p.kind) {
             return;
         }
-        let n = self.n_tok;
+        let (n, step) = match self.head {
+            Some(rows) => (rows, 1),
+            None => (self.at.len() as u32, 0),
+        };
         let batched = p.batched.iter().rfind(|b| n > 1 && n >= b.min_tokens);
         let (pipeline, bind, wg) = match (p.grid, batched) {
             (Grid::Matmul { rows, .. } | Grid::MatVec { rows }, Some(b)) => {
@@ -825,6 +843,7 @@ impl Recorder {
             pipeline,
             bind,
             wg,
+            step,
             kind: (p.kind, rows),
         });
     }
@@ -850,12 +869,15 @@ impl Recorder {
     /// Encodes everything into one command encoder (consecutive dispatches share one compute pass)
     /// and submits it.
     pub(crate) fn submit(self, ctx: &GpuContext, step: &StepState) -> Result<()> {
-        let su = StepUniform {
-            n_tok: self.n_tok,
-            pos0: self.pos0,
-            _pad: [0; 2],
-        };
-        ctx.queue.write_buffer(&step.buf, 0, bytemuck::bytes_of(&su));
+        let mut words = vec![0u32; STEP_WORDS];
+        words[0] = self.at.len() as u32;
+        for (t, a) in self.at.iter().enumerate() {
+            words[4 + 2 * t..6 + 2 * t].copy_from_slice(a);
+        }
+        ctx.queue.write_buffer(&step.bufs[0], 0, bytemuck::cast_slice(&words));
+        if let Some(rows) = self.head {
+            ctx.queue.write_buffer(&step.bufs[1], 0, bytemuck::bytes_of(&rows));
+        }
         // Pieces of SUBMIT_PIECE commands, each submitted as soon as it is encoded, so the GPU
         // starts on the first layers while the CPU encodes the rest (encoding ~700 dispatches
         // takes about as long as the GPU needs to run an 8B model's step).
@@ -892,12 +914,13 @@ impl Recorder {
                             label: None,
                             timestamp_writes,
                         });
-                        pass.set_bind_group(1, &step.bind, &[]);
+                        let mut bound = None;
                         while i < end {
                             let Some(Cmd::Dispatch {
                                 pipeline,
                                 bind,
                                 wg,
+                                step: which,
                                 kind,
                             }) = self.cmds.get(i)
                             else {
@@ -906,6 +929,10 @@ impl Recorder {
                             i += 1;
                             if wg.contains(&0) {
                                 continue;
+                            }
+                            if bound != Some(*which) {
+                                pass.set_bind_group(1, &step.binds[*which], &[]);
+                                bound = Some(*which);
                             }
                             pass.set_pipeline(pipeline);
                             pass.set_bind_group(0, bind, &[]);
@@ -1025,7 +1052,7 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
     }
 
-    fn take_error(&self) -> Result<()> {
+    pub(crate) fn take_error(&self) -> Result<()> {
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
             Some(e) => Err(GpuError::Wgpu(e)),
@@ -1428,23 +1455,30 @@ impl GpuContext {
         })
     }
 
-    /// A fresh `Step` uniform with its bind group.
+    /// Fresh `Step` uniforms (the layers' and the head's) with their bind groups.
     pub(crate) fn step_state(&self) -> StepState {
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("step"),
-            size: std::mem::size_of::<StepUniform>() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("step"),
-            layout: &self.step_layout,
-            entries: &[wgpu::BindGroupEntry {
-                binding: 0,
-                resource: buf.as_entire_binding(),
-            }],
-        });
-        StepState { buf, bind }
+        let one = || {
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step"),
+                size: (STEP_WORDS * 4) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("step"),
+                layout: &self.step_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: buf.as_entire_binding(),
+                }],
+            });
+            (buf, bind)
+        };
+        let ((b0, g0), (b1, g1)) = (one(), one());
+        StepState {
+            bufs: [b0, b1],
+            binds: [g0, g1],
+        }
     }
 
     /// Waits for the value a `map_async` callback sends: by polling the device in a loop (the

@@ -27,9 +27,7 @@ use std::sync::Arc;
 
 use ferro_gguf::{GgmlType, Gguf};
 
-use crate::context::{
-    matmul_lanes, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Prepared, Recorder, StepState, WG,
-};
+use crate::context::{Glu, GpuContext, GpuTensor, GpuWeight, NormMode, Prepared, Recorder, StepState, MAX_STEP_TOKENS};
 use crate::error::{GpuError, Result};
 use crate::ops::{ActQuant, AttnParams, Gated, PackedAct, RopeParams};
 
@@ -79,8 +77,10 @@ pub struct GpuHparams {
     /// Final logit soft-capping (0 = none).
     pub final_softcap: f32,
     pub layers: Vec<GpuLayerParams>,
-    /// KV cache length (positions).
+    /// KV cache length (positions) of each slot.
     pub n_ctx: usize,
+    /// Independent sequences the KV cache holds ([`GpuModel::forward_multi`]); 1 by default.
+    pub n_slots: usize,
     /// Most tokens one forward chunk processes; longer inputs are split.
     pub n_batch: usize,
     /// Round activations before each product as llama.cpp's CPU backend does (Q8_0/Q8_K/f16,
@@ -128,6 +128,7 @@ impl GpuHparams {
                 n_layer
             ],
             n_ctx,
+            n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
         }
@@ -188,6 +189,7 @@ impl GpuHparams {
             final_softcap: 0.0,
             layers,
             n_ctx,
+            n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
         }
@@ -288,11 +290,14 @@ impl GpuHparams {
                 self.n_layer
             ));
         }
-        if self.n_ctx == 0 || self.n_batch == 0 {
-            return bad("n_ctx and n_batch must be positive".into());
+        if self.n_ctx == 0 || self.n_batch == 0 || self.n_slots == 0 {
+            return bad("n_ctx, n_batch and n_slots must be positive".into());
         }
-        if self.n_ctx > u32::MAX as usize / 2 {
-            return bad(format!("n_ctx {}", self.n_ctx));
+        if self.n_batch > MAX_STEP_TOKENS {
+            return bad(format!("n_batch {} over {MAX_STEP_TOKENS}", self.n_batch));
+        }
+        if self.n_ctx.saturating_mul(self.n_slots) > u32::MAX as usize / 2 {
+            return bad(format!("n_ctx {} x {} slots", self.n_ctx, self.n_slots));
         }
         Ok(())
     }
@@ -310,8 +315,8 @@ struct Scratch {
     att: GpuTensor,    // [B][n_head * head_dim]
     hg: GpuTensor,     // [B][n_ff] gate, then act(gate) * up
     hu: GpuTensor,     // [B][n_ff]
-    last: GpuTensor,   // [n_embd] last token's hidden state, then normed
-    logits: GpuTensor, // [n_vocab]
+    last: GpuTensor,   // [n_slots][n_embd] hidden states of the rows whose logits are asked, then normed
+    logits: GpuTensor, // [n_slots][n_vocab]
 }
 
 /// Dispatches of one layer, bound once (the KV cache, [n_ctx][n_head_kv * head_dim] each, is
@@ -340,6 +345,20 @@ pub struct GpuModel {
     output_norm: GpuTensor,
     all: Option<AllLogits>,
     staging: wgpu::Buffer,
+    /// Each layer's (keys, values): [n_slots * n_ctx][n_head_kv * head_dim].
+    caches: Vec<(GpuTensor, GpuTensor)>,
+}
+
+/// One sequence's part of a [`GpuModel::forward_multi`] step.
+#[derive(Clone, Copy, Debug)]
+pub struct SeqTokens<'a> {
+    /// KV cache slot (`0..n_slots`).
+    pub slot: usize,
+    /// Position of `tokens[0]`; the slot's positions before it are reused.
+    pub pos: usize,
+    pub tokens: &'a [u32],
+    /// Whether to return the logits of the last token.
+    pub logits: bool,
 }
 
 impl std::fmt::Debug for GpuModel {
@@ -665,8 +684,8 @@ impl GpuModel {
             att: c.zeros(b * nh * hd)?,
             hg,
             hu,
-            last: c.zeros(e)?,
-            logits: c.zeros(hp.n_vocab)?,
+            last: c.zeros(hp.n_slots * e)?,
+            logits: c.zeros(hp.n_slots * hp.n_vocab)?,
         };
 
         let tok_embd = t.matrix(c, "token_embd.weight", e, hp.n_vocab)?;
@@ -679,6 +698,7 @@ impl GpuModel {
             bufs: HashMap::new(),
         };
         let mut layers = Vec::with_capacity(hp.n_layer);
+        let mut caches = Vec::with_capacity(hp.n_layer);
         for (il, lp) in hp.layers.iter().enumerate() {
             let n = |suffix: &str| format!("blk.{il}.{suffix}.weight");
             let attn_norm = t.vector(c, &n("attn_norm"), e)?;
@@ -714,8 +734,9 @@ impl GpuModel {
                 base: lp.rope_base,
                 freq_scale: lp.rope_freq_scale,
             };
-            let k_cache = c.zeros(hp.n_ctx * nkv * hd)?;
-            let v_cache = c.zeros(hp.n_ctx * nkv * hd)?;
+            let k_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
+            let v_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
+            caches.push((k_cache.clone(), v_cache.clone()));
             // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one dispatch.
             ops.push(c.prep_rope_kv(
                 &s.q,
@@ -750,7 +771,7 @@ impl GpuModel {
                 &v_cache,
                 &s.att,
                 &attn,
-                hp.n_ctx,
+                hp.n_slots * hp.n_ctx,
                 wo,
                 post_attn.is_none(),
                 &mut ops,
@@ -787,44 +808,35 @@ impl GpuModel {
         } else {
             tok_embd.clone()
         };
-        // Last token only: the hidden row is copied to `last`, normed in place, projected.
-        let mut head = vec![c.prep_rms_norm(NormMode::InPlace, &s.last, &output_norm, None, e, 1, hp.rms_eps, 1)?];
-        head[0].grid = Grid::Fixed([1, 1, 1]);
+        // The rows whose logits are asked are copied to `last`, normed in place, projected;
+        // under the head's `Step`, whose batch is those rows.
+        let r = hp.n_slots;
+        let mut head = vec![c.prep_rms_norm(NormMode::InPlace, &s.last, &output_norm, None, e, 1, hp.rms_eps, r)?];
         let q = if hp.emulate_cpu_rounding {
             ActQuant::for_weight(output.ty())
         } else {
             ActQuant::None
         };
-        let last_q = c.zeros(e)?;
-        let last_packed = PackedAct::for_rounding(c, q, e, 1)?;
-        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, last_packed.as_ref(), e, 1, Some(1), None)? {
+        let last_q = c.zeros(r * e)?;
+        let last_packed = PackedAct::for_rounding(c, q, e, r)?;
+        let head_in = match c.prep_quantize_act(q, &s.last, &last_q, last_packed.as_ref(), e, r, None, None)? {
             Some(p) => {
                 head.push(p);
                 &last_q
             }
             None => &s.last,
         };
-        for mut p in c.prep_matmul(
+        head.extend(c.prep_matmul(
             &output,
             head_in,
             last_packed.as_ref(),
             &[(&s.logits, hp.n_vocab)],
             false,
-            1,
-        )? {
-            // One row of logits whatever the batch size.
-            let (x, y) = match p.grid {
-                Grid::Matmul { rows, .. } => c.fold(rows.div_ceil(WG / matmul_lanes(1))),
-                Grid::MatVec { rows } => c.matvec_groups(rows),
-                _ => (1, 1),
-            };
-            p.grid = Grid::Fixed([x, y, 1]);
-            p.batched.clear();
-            head.push(p);
-        }
+            r,
+        )?);
         let staging = c.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("logits readback"),
-            size: (hp.n_vocab * 4) as u64,
+            size: (hp.n_slots * hp.n_vocab * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -842,12 +854,20 @@ impl GpuModel {
             output_norm,
             all: None,
             staging,
+            caches,
         })
     }
 
     /// Builds the model of a GGUF file: [`GpuHparams::from_gguf`] plus every tensor as stored.
     pub fn from_gguf(ctx: Arc<GpuContext>, g: &Gguf, n_ctx: usize) -> Result<Self> {
-        let hp = GpuHparams::from_gguf(g, n_ctx)?;
+        Self::from_gguf_slots(ctx, g, n_ctx, 1)
+    }
+
+    /// [`GpuModel::from_gguf`] with a KV cache of `n_slots` independent sequences of `n_ctx`
+    /// positions each ([`GpuModel::forward_multi`]).
+    pub fn from_gguf_slots(ctx: Arc<GpuContext>, g: &Gguf, n_ctx: usize, n_slots: usize) -> Result<Self> {
+        let mut hp = GpuHparams::from_gguf(g, n_ctx)?;
+        hp.n_slots = n_slots;
         let mut refs = Vec::with_capacity(g.tensors().len());
         for info in g.tensors() {
             let (info, bytes) = g.tensor(&info.name)?;
@@ -890,12 +910,12 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Records the layers for `tokens` (at most n_batch) starting at position `pos`.
-    fn record_layers(&self, tokens: &[u32], pos: usize) -> Result<Recorder> {
+    /// Records the layers for `tokens` (at most n_batch), token t at position `at[t][0]` of the
+    /// sequence whose cache rows start at `at[t][1]`.
+    fn record_layers(&self, tokens: &[u32], at: Vec<[u32; 2]>) -> Result<Recorder> {
         let c = &*self.ctx;
         c.write_u32(&self.s.ids, 0, tokens)?;
-        let n = tokens.len();
-        let mut rec = Recorder::new(n as u32, pos as u32);
+        let mut rec = Recorder::new(at);
         for p in &self.embed {
             rec.record(c, p);
         }
@@ -924,28 +944,116 @@ impl GpuModel {
         Ok(out)
     }
 
-    /// Runs `tokens` at positions `pos..pos + tokens.len()` (filling the KV cache) and returns
-    /// the logits of the last token, [n_vocab].
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` of slot 0 (filling its KV cache)
+    /// and returns the logits of the last token, [n_vocab].
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
         self.check(tokens, pos)?;
-        let b = self.hp.n_batch;
-        let mut start = 0;
-        while tokens.len() - start > b {
-            let rec = self.record_layers(&tokens[start..start + b], pos + start)?;
-            rec.submit(&self.ctx, &self.step)?;
-            start += b;
+        self.forward_multi(&[SeqTokens {
+            slot: 0,
+            pos,
+            tokens,
+            logits: true,
+        }])
+    }
+
+    /// One step of several sequences, each in its own KV cache slot: their tokens go through
+    /// the layers together (split into chunks of n_batch tokens), and the logits of the last
+    /// token of each sequence that asks for them come back, [rows][n_vocab] in the order of
+    /// `seqs`. Sequences with no tokens are skipped.
+    pub fn forward_multi(&mut self, seqs: &[SeqTokens<'_>]) -> Result<Vec<f32>> {
+        let hp = &self.hp;
+        let mut used = vec![false; hp.n_slots];
+        for st in seqs.iter().filter(|st| !st.tokens.is_empty()) {
+            match used.get_mut(st.slot) {
+                None => {
+                    return Err(GpuError::Shape(format!(
+                        "slot {} of a KV cache of {} slots",
+                        st.slot, hp.n_slots
+                    )))
+                }
+                Some(true) => return Err(GpuError::Shape(format!("slot {} twice in one step", st.slot))),
+                Some(u) => *u = true,
+            }
+            self.check(st.tokens, st.pos)?;
         }
-        let chunk = &tokens[start..];
-        let t = std::time::Instant::now();
-        let mut rec = self.record_layers(chunk, pos + start)?;
-        timing::record(t.elapsed());
-        let e = (self.hp.n_embd * 4) as u64;
+        // Every token with its (position, first cache row); the tokens whose logits are asked.
+        let n_all: usize = seqs.iter().map(|st| st.tokens.len()).sum();
+        let mut ids = Vec::with_capacity(n_all);
+        let mut at = Vec::with_capacity(n_all);
+        let mut wanted = Vec::new();
+        for st in seqs.iter().filter(|st| !st.tokens.is_empty()) {
+            let row0 = (st.slot * hp.n_ctx) as u32;
+            ids.extend_from_slice(st.tokens);
+            at.extend((0..st.tokens.len()).map(|i| [(st.pos + i) as u32, row0]));
+            if st.logits {
+                wanted.push(ids.len() - 1);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (b, e, v) = (hp.n_batch, (hp.n_embd * 4) as u64, hp.n_vocab);
         let ((x, x_off), (last, last_off)) = (self.s.x.buffer(), self.s.last.buffer());
-        rec.copy(x, x_off + (chunk.len() as u64 - 1) * e, last, last_off, e);
-        for p in &self.head {
-            rec.record(&self.ctx, p);
+        let mut row = 0;
+        let mut start = 0;
+        loop {
+            let end = (start + b).min(ids.len());
+            let t = std::time::Instant::now();
+            let mut rec = self.record_layers(&ids[start..end], at[start..end].to_vec())?;
+            // Rows whose logits are asked leave the residual stream before the next chunk.
+            while let Some(&i) = wanted.get(row).filter(|&&i| i < end) {
+                rec.copy(x, x_off + (i - start) as u64 * e, last, last_off + row as u64 * e, e);
+                row += 1;
+            }
+            if end < ids.len() {
+                rec.submit(&self.ctx, &self.step)?;
+                start = end;
+                continue;
+            }
+            if wanted.is_empty() {
+                return rec.submit(&self.ctx, &self.step).map(|()| Vec::new());
+            }
+            rec.start_head(wanted.len());
+            for p in &self.head {
+                rec.record(&self.ctx, p);
+            }
+            timing::record(t.elapsed());
+            return self.read_logits(rec, &self.s.logits, wanted.len() * v);
         }
-        self.read_logits(rec, &self.s.logits, self.hp.n_vocab)
+    }
+
+    /// Copies the first `n` cached positions of slot `from` into slot `to` (a shared prompt
+    /// prefix), every layer's keys and values.
+    pub fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<()> {
+        let hp = &self.hp;
+        if from >= hp.n_slots || to >= hp.n_slots || n > hp.n_ctx {
+            return Err(GpuError::Shape(format!(
+                "copying {n} positions from slot {from} to slot {to} of {} slots of {}",
+                hp.n_slots, hp.n_ctx
+            )));
+        }
+        if from == to || n == 0 {
+            return Ok(());
+        }
+        // Through a scratch buffer: a copy cannot have one buffer as source and destination.
+        let row = (hp.n_head_kv * hp.head_dim * 4) as u64;
+        let bytes = n as u64 * row;
+        let tmp = self.ctx.zeros(n * hp.n_head_kv * hp.head_dim)?;
+        let (tb, to_off) = tmp.buffer();
+        let slot_bytes = hp.n_ctx as u64 * row;
+        for (k, v) in &self.caches {
+            let mut enc = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            for cache in [k, v] {
+                let (cb, off) = cache.buffer();
+                enc.copy_buffer_to_buffer(cb, off + from as u64 * slot_bytes, tb, to_off, bytes);
+                enc.copy_buffer_to_buffer(tb, to_off, cb, off + to as u64 * slot_bytes, bytes);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        self.ctx.take_error()
     }
 
     /// Like [`forward`](Self::forward) but returns the logits of every token, [n_tok][n_vocab]
@@ -959,7 +1067,8 @@ impl GpuModel {
         let v = self.hp.n_vocab;
         let mut out = Vec::with_capacity(tokens.len() * v);
         for (i, chunk) in tokens.chunks(batch).enumerate() {
-            let mut rec = self.record_layers(chunk, pos + i * batch)?;
+            let at = (0..chunk.len()).map(|t| [(pos + i * batch + t) as u32, 0]).collect();
+            let mut rec = self.record_layers(chunk, at)?;
             let all = self.all.as_ref().ok_or_else(|| GpuError::Shape("no logits".into()))?;
             for p in &all.ops {
                 rec.record(&self.ctx, p);

@@ -771,7 +771,7 @@ impl GpuContext {
     }
 
     fn run(&self, n_tok: usize, pos0: usize, ops: &[Prepared]) -> Result<()> {
-        let mut rec = Recorder::new(n_tok as u32, pos0 as u32);
+        let mut rec = Recorder::run(n_tok, pos0, 0);
         for p in ops {
             rec.record(self, p);
         }

@@ -1,5 +1,5 @@
 // Rotary position embedding, in place, on x[n_tok][n_heads][head_dim] (llama.cpp ggml_rope_ext).
-// Token t sits at position pos0 + t. Pair i (0 <= i < n_rot / 2) rotates by
+// Token t sits at position tok_pos(t) (step.wgsl). Pair i (0 <= i < n_rot / 2) rotates by
 //   theta = pos * freq_scale * base^(-2i / n_rot)
 // normal layout (llama): the pair is (2i, 2i + 1); neox layout (gemma, qwen): (i, i + n_rot / 2).
 // With per-pair frequency factors (llama 3's rope_freqs.weight) theta is divided by factors[i].
@@ -34,7 +34,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = idx % per_tok;
     let h = r / hh;
     let i = r % hh;
-    let cs = rope_cs(batch.pos0 + t, i);
+    let cs = rope_cs(tok_pos(t), i);
     let at = rope_pair((t * p.n_heads + h) * p.head_dim, i);
     let v = rotate(vec2<f32>(x[at.x], x[at.y]), cs);
     x[at.x] = v.x;

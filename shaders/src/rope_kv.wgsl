@@ -1,7 +1,8 @@
 // One dispatch between the q/k/v products and attention: rotary embedding of q in place (as
-// rope.wgsl), and the batch's keys (rotated) and values stored into the caches at positions
-// pos0.. (f16-rounded with p.round, as llama.cpp's f16 cache):
-//   kc[pos0 + t][..] = rope(k[t]), vc[pos0 + t][..] = v[t].
+// rope.wgsl), and the batch's keys (rotated) and values stored into the caches at their
+// tokens' positions (f16-rounded with p.round, as llama.cpp's f16 cache), in the rows of each
+// token's sequence (step.wgsl):
+//   kc[tok_row0(t) + tok_pos(t)][..] = rope(k[t]), vc[same][..] = v[t].
 // One thread per pair of values: per token n_head * n_rot / 2 pairs of q, then
 // n_kv_head * head_dim / 2 pairs of k (rotated below n_rot, copied above), then as many of v.
 
@@ -48,7 +49,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let t = idx / per_tok;
     let r = idx % per_tok;
-    let pos = batch.pos0 + t;
+    let pos = tok_pos(t);
     if (r < q_pairs) {
         let at = rope_pair((t * p.n_heads + r / hh) * p.head_dim, r % hh);
         let x = rotate(vec2<f32>(q[at.x], q[at.y]), rope_cs(pos, r % hh));
@@ -57,7 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let kv = p.n_kv_heads * p.head_dim;
-    let c0 = pos * kv;
+    let c0 = (tok_row0(t) + pos) * kv;
     if (r < q_pairs + kv_pairs) {
         let j = r - q_pairs;
         let h = j / (p.head_dim / 2u);

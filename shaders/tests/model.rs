@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{dequantize, random_weight, Rng};
 use ferro_gguf::GgmlType;
-use ferro_shaders::{Glu, GpuContext, GpuHparams, GpuModel, WeightRef};
+use ferro_shaders::{Glu, GpuContext, GpuHparams, GpuModel, SeqTokens, WeightRef};
 
 struct Tensor {
     ty: GgmlType,
@@ -274,6 +274,84 @@ fn synthetic_llama_matches_cpu() {
 #[test]
 fn synthetic_gemma3_matches_cpu() {
     check_synthetic(true);
+}
+
+/// Three sequences in three KV cache slots, stepped together as the server does: a prefill
+/// that a chunk boundary splits, decode steps mixing sequences at different positions (one
+/// without logits), a prefix copied between slots, and the errors. Each sequence's logits
+/// equal the reference for that sequence alone.
+fn check_slots(gemma: bool) {
+    let Some(ctx) = common::ctx() else { return };
+    let mut hp = if gemma {
+        GpuHparams::gemma3(300, 256, 2, 4, 2, 64, 512, 1e-6, 1e6, 1e4, 1.0, 4, 2, 32)
+    } else {
+        GpuHparams::llama(300, 256, 2, 4, 2, 512, 1e-5, 1e4, 32)
+    };
+    hp.n_batch = 4;
+    hp.n_slots = 3;
+    hp.emulate_cpu_rounding = false;
+    let mut rng = Rng::new(if gemma { 21 } else { 22 });
+    let m = synthetic(&hp, gemma, &mut rng);
+    let a: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % 300).collect();
+    let b: Vec<u32> = (0..7).map(|i| (i * 101 + 17) % 300).collect();
+    let (want_a, want_b) = (reference(&hp, &m, &a), reference(&hp, &m, &b));
+    let mut model = build(ctx, &hp, &m);
+    let what = if gemma { "gemma3" } else { "llama" };
+    let v = hp.n_vocab;
+    let seq = |slot, pos, tokens, logits| SeqTokens {
+        slot,
+        pos,
+        tokens,
+        logits,
+    };
+
+    // 5 + 3 prompt tokens: the chunk of 4 ends inside a's prompt.
+    let l = model
+        .forward_multi(&[seq(2, 0, &a[..5], true), seq(0, 0, &b[..3], true)])
+        .unwrap();
+    assert_eq!(l.len(), 2 * v);
+    close_logits(&format!("{what} slot 2 prefill"), &l[..v], &want_a[4]);
+    close_logits(&format!("{what} slot 0 prefill"), &l[v..], &want_b[2]);
+    // Decode both, at positions 3 and 5, and b's last prompt tokens without logits.
+    for step in 0..3 {
+        let (pa, pb) = (5 + step, 3 + step);
+        let l = model
+            .forward_multi(&[seq(0, pb, &b[pb..pb + 1], true), seq(2, pa, &a[pa..pa + 1], true)])
+            .unwrap();
+        close_logits(&format!("{what} slot 0 at {pb}"), &l[..v], &want_b[pb]);
+        close_logits(&format!("{what} slot 2 at {pa}"), &l[v..], &want_a[pa]);
+    }
+    assert!(model.forward_multi(&[seq(0, 6, &b[6..7], false)]).unwrap().is_empty());
+    // Slot 1 takes a's first 8 positions from slot 2 and goes on from there.
+    model.copy_prefix(2, 1, 8).unwrap();
+    let l = model.forward_multi(&[seq(1, 8, &a[8..9], true)]).unwrap();
+    close_logits(&format!("{what} copied prefix at 8"), &l, &want_a[8]);
+
+    let e = model
+        .forward_multi(&[seq(3, 0, &a[..1], true)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slot 3"), "{e}");
+    let e = model
+        .forward_multi(&[seq(1, 0, &a[..1], true), seq(1, 1, &a[1..2], true)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("twice"), "{e}");
+    assert!(
+        model.forward_multi(&[seq(0, 31, &a[..2], true)]).is_err(),
+        "past the context"
+    );
+    assert!(model.copy_prefix(0, 3, 1).is_err(), "copy to a missing slot");
+}
+
+#[test]
+fn synthetic_llama_slots_step_together() {
+    check_slots(false);
+}
+
+#[test]
+fn synthetic_gemma3_slots_step_together() {
+    check_slots(true);
 }
 
 fn argmax(v: &[f32]) -> u32 {

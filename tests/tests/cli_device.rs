@@ -44,10 +44,14 @@ fn gpu_tests() -> bool {
 }
 
 fn run_json(model: &Path, device: &str, n: &str) -> Value {
+    run_prompt_json(model, "The capital of France is", device, n)
+}
+
+fn run_prompt_json(model: &Path, prompt: &str, device: &str, n: &str) -> Value {
     let out = ferro(&[
         "run",
         model.to_str().unwrap(),
-        "The capital of France is",
+        prompt,
         "--raw",
         "--temp",
         "0",
@@ -265,8 +269,9 @@ fn info_lists_gpu_adapters() {
     }
 }
 
-/// `ferro serve --device gpu`: --parallel is reduced to the GPU's one sequence, completions
-/// work and give the CPU's greedy text, embeddings answer with a clear 400.
+/// `ferro serve --device gpu --parallel 4`: the GPU holds four KV cache slots; three
+/// simultaneous greedy completions (decoded together, at different positions) each give the
+/// CPU's text for that prompt alone; embeddings answer with a clear 400.
 #[test]
 fn serve_on_the_gpu() {
     let Some(model) = require_model(MODEL) else { return };
@@ -278,16 +283,37 @@ fn serve_on_the_gpu() {
     };
     let models = server.request("GET", "/v1/models", &[], None).json();
     let meta = &models["data"][0]["meta"];
-    assert_eq!(meta["n_parallel"], 1, "{models}");
+    assert_eq!(meta["n_parallel"], 4, "{models}");
     assert!(meta["device"].as_str().unwrap().starts_with("GPU: "), "{models}");
-    let r = server.post(
-        "/v1/completions",
-        r#"{"model": "smollm2-135m-instruct", "prompt": "The capital of France is", "max_tokens": 3, "temperature": 0}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let text = r.json()["choices"][0]["text"].as_str().unwrap().to_string();
-    let cpu = run_json(&model, "cpu", "3");
-    assert_eq!(text, cpu["text"].as_str().unwrap());
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village,",
+        "1, 2, 3, 4,",
+    ];
+    let texts: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let server = &server;
+                sc.spawn(move || {
+                    let body = serde_json::json!({
+                        "model": "smollm2-135m-instruct",
+                        "prompt": p,
+                        "max_tokens": 4,
+                        "temperature": 0,
+                    });
+                    let r = server.post("/v1/completions", &body.to_string());
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    r.json()["choices"][0]["text"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (p, text) in prompts.iter().zip(&texts) {
+        let cpu = run_prompt_json(&model, p, "cpu", "4");
+        assert_eq!(text, cpu["text"].as_str().unwrap(), "prompt {p:?}");
+    }
     let e = server.post(
         "/v1/embeddings",
         r#"{"model": "smollm2-135m-instruct", "input": "hello"}"#,

@@ -188,6 +188,8 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let opts = ModelOptions {
         n_ctx: cfg.n_ctx,
         threads: cfg.threads,
+        // The GPU allocates its KV cache slots at load; the CPU's are resized below.
+        n_slots: cfg.n_parallel.max(1),
         ..ModelOptions::default()
     };
     let loading = || format!("loading {}", cfg.model_path.display());
@@ -216,8 +218,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let mut n_parallel = cfg.n_parallel.max(1);
     if n_parallel > model.max_slots() {
         tracing::warn!(
-            "the GPU backend holds one KV cache and decodes one sequence at a time: \
-             --parallel {n_parallel} reduced to {} (use --device cpu for batched decoding)",
+            "the model holds {} KV cache slots: --parallel {n_parallel} reduced to it",
             model.max_slots()
         );
         n_parallel = model.max_slots();

@@ -614,6 +614,9 @@ pub struct ModelOptions {
     /// Costs a copy of those weights in memory and a pass over them at load; false keeps every
     /// weight in the memory map. Default: true, unless the environment sets `FERRO_REPACK=0`.
     pub repack: bool,
+    /// Independent sequences the GPU backend's KV cache holds, allocated at load (the server's
+    /// `--parallel`); the CPU's cache is resized by `set_slots` instead. Default 1.
+    pub n_slots: usize,
 }
 
 impl Default for ModelOptions {
@@ -622,6 +625,7 @@ impl Default for ModelOptions {
             n_ctx: 0,
             n_batch: 256,
             threads: 0,
+            n_slots: 1,
             repack: std::env::var("FERRO_REPACK").map_or(true, |v| v.trim() != "0"),
         }
     }
