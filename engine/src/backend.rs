@@ -32,6 +32,10 @@ pub trait Forward {
     fn n_vocab(&self) -> usize;
     /// The model's file (tokenizer and special tokens live in its metadata).
     fn gguf(&self) -> &Arc<Gguf>;
+    /// Independent sequences the KV cache holds now.
+    fn n_slots(&self) -> usize;
+    /// One step of several sequences, each in its own slot (see [`Model::forward_batch`]).
+    fn forward_batch(&mut self, seqs: &[SeqStep]) -> Result<&[f32]>;
 }
 
 impl Forward for Model {
@@ -46,6 +50,12 @@ impl Forward for Model {
     }
     fn gguf(&self) -> &Arc<Gguf> {
         Model::gguf(self)
+    }
+    fn n_slots(&self) -> usize {
+        Model::n_slots(self)
+    }
+    fn forward_batch(&mut self, seqs: &[SeqStep]) -> Result<&[f32]> {
+        Model::forward_batch(self, seqs)
     }
 }
 
@@ -378,6 +388,12 @@ impl Forward for Backend {
             Backend::Cpu(m) => m.gguf(),
             Backend::Gpu(g) => &g.gguf,
         }
+    }
+    fn n_slots(&self) -> usize {
+        Backend::n_slots(self)
+    }
+    fn forward_batch(&mut self, seqs: &[SeqStep]) -> Result<&[f32]> {
+        Backend::forward_batch(self, seqs)
     }
 }
 

@@ -6,6 +6,10 @@
 //! - **tg N** (text generation): N tokens fed one at a time from an empty context, each a random
 //!   valid id (BOS first when the model adds it), logits of every step computed. No sampling: it
 //!   measures the model, not the sampler.
+//! - **tg N x P** (parallel generation, as llama.cpp's `llama-batched-bench`): P sequences,
+//!   each in its own KV cache slot, generate N tokens each in N batched steps of P tokens (one
+//!   per sequence), as the server's continuous batching decodes them; tokens/s is the aggregate
+//!   P * N / time.
 //!
 //! Each test runs once untimed as warm-up (tg warms up with one token, as llama-bench does),
 //! then `reps` timed times; the result is the mean and sample standard deviation of the
@@ -17,7 +21,7 @@ use std::time::Instant;
 use ferro_gguf::Gguf;
 
 use crate::backend::Forward;
-use crate::models::{Logits, ModelError};
+use crate::models::{Logits, ModelError, SeqStep};
 use crate::sampler::Rng;
 
 /// One test: a prompt batch or a run of single-token steps.
@@ -27,6 +31,8 @@ pub enum Test {
     Prompt(usize),
     /// `tg{n}`: `n` tokens generated one by one.
     Gen(usize),
+    /// `tg{n}x{p}`: `p` sequences generating `n` tokens each, one batched step per token.
+    Parallel(usize, usize),
 }
 
 impl Test {
@@ -35,6 +41,7 @@ impl Test {
         match self {
             Test::Prompt(n) => format!("pp{n}"),
             Test::Gen(n) => format!("tg{n}"),
+            Test::Parallel(n, p) => format!("tg{n}x{p}"),
         }
     }
 
@@ -42,12 +49,23 @@ impl Test {
     pub fn n_tokens(self) -> usize {
         match self {
             Test::Prompt(n) | Test::Gen(n) => n,
+            Test::Parallel(n, p) => n * p,
         }
     }
 
-    /// Context positions the test needs.
+    /// Context positions the test needs (per sequence).
     pub fn n_ctx(self) -> usize {
-        self.n_tokens()
+        match self {
+            Test::Prompt(n) | Test::Gen(n) | Test::Parallel(n, _) => n,
+        }
+    }
+
+    /// KV cache slots the test needs.
+    pub fn n_slots(self) -> usize {
+        match self {
+            Test::Parallel(_, p) => p,
+            _ => 1,
+        }
     }
 }
 
@@ -156,9 +174,16 @@ impl<'m> Bench<'m> {
                 n_ctx,
             });
         }
+        if test.n_slots() > self.model.n_slots() {
+            return Err(ModelError::BadSlot {
+                slot: test.n_slots() - 1,
+                n_slots: self.model.n_slots(),
+            });
+        }
         let warmup = match test {
             Test::Prompt(n) => Test::Prompt(n),
             Test::Gen(_) => Test::Gen(1),
+            Test::Parallel(_, p) => Test::Parallel(1, p),
         };
         self.once(warmup)?;
         let mut samples_s = Vec::with_capacity(reps);
@@ -193,6 +218,38 @@ impl<'m> Bench<'m> {
                 let t0 = Instant::now();
                 for (pos, &tok) in tokens.iter().enumerate() {
                     let logits = self.model.forward(&[tok], pos, Logits::Last)?;
+                    std::hint::black_box(logits.first());
+                }
+                Ok(t0.elapsed().as_secs_f64())
+            }
+            Test::Parallel(n, p) => {
+                // tokens[pos][seq]
+                let mut tokens = Vec::with_capacity(n);
+                for pos in 0..n {
+                    let row: Vec<u32> = (0..p)
+                        .map(|_| {
+                            if pos == 0 {
+                                self.first_token()
+                            } else {
+                                self.random_token()
+                            }
+                        })
+                        .collect();
+                    tokens.push(row);
+                }
+                let t0 = Instant::now();
+                for (pos, row) in tokens.iter().enumerate() {
+                    let steps: Vec<SeqStep> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(slot, t)| SeqStep {
+                            slot,
+                            pos,
+                            tokens: std::slice::from_ref(t),
+                            logits: true,
+                        })
+                        .collect();
+                    let logits = self.model.forward_batch(&steps)?;
                     std::hint::black_box(logits.first());
                 }
                 Ok(t0.elapsed().as_secs_f64())

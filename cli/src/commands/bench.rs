@@ -47,6 +47,11 @@ pub struct Args {
     /// Memory bandwidth in GB/s to compute the tg bound with (instead of measuring it).
     #[arg(long = "membw-gbs")]
     pub membw_gbs: Option<f64>,
+    /// Sequences the tg tests also run decoded together, each in its own KV cache slot
+    /// (comma-separated; 1 is the plain tg test): `tgNxP` rows give the aggregate tokens/s of P
+    /// sequences generating N tokens each, as the server's continuous batching decodes them.
+    #[arg(long = "parallel", value_delimiter = ',', default_value = "1")]
+    pub parallel: Vec<usize>,
     /// Seed of the random token ids.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
@@ -97,8 +102,15 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .filter(|&&n| n > 0)
         .map(|&n| Test::Prompt(n))
-        .chain(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| Test::Gen(n)))
+        .chain(args.n_gen.iter().filter(|&&n| n > 0).flat_map(|&n| {
+            args.parallel
+                .iter()
+                .map(move |&p| if p == 1 { Test::Gen(n) } else { Test::Parallel(n, p) })
+        }))
         .collect();
+    if args.parallel.iter().any(|&p| p == 0 || p > 256) {
+        bail!("--parallel takes 1 to 256 sequences");
+    }
     if tests.is_empty() {
         bail!("nothing to measure: -p and -n are both 0");
     }
@@ -107,18 +119,28 @@ pub fn run(args: Args) -> Result<()> {
     }
     let path = store::resolve_model(args.model.as_deref())?;
     let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1);
-    let n_batch = args.n_prompt.iter().copied().max().unwrap_or(1).max(1);
+    let n_batch = args
+        .n_prompt
+        .iter()
+        .copied()
+        .chain(args.parallel.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let gguf = Arc::new(Gguf::open(&path).with_context(|| format!("cannot load {}", path.display()))?);
+    let n_slots = tests.iter().map(|t| t.n_slots()).max().unwrap_or(1);
     let opts = ModelOptions {
         n_ctx,
         n_batch,
         threads,
+        n_slots,
         ..ModelOptions::default()
     };
     let mut model = args
         .device
         .load(gguf, &opts)
         .with_context(|| format!("cannot load {}", path.display()))?;
+    model.set_slots(n_slots)?;
     let info = ModelInfo::new(&model, &path);
     eprintln!("{}: running on {}", info.name, model.describe());
     let weight_bytes = model.weight_bytes();
@@ -224,7 +246,7 @@ fn human_size(bytes: u64) -> String {
 fn record(info: &ModelInfo, threads: usize, weight_bytes: usize, bound: Option<(f64, f64)>, r: &TestResult) -> Value {
     let (n_prompt, n_gen) = match r.test {
         Test::Prompt(n) => (n, 0),
-        Test::Gen(n) => (0, n),
+        Test::Gen(n) | Test::Parallel(n, _) => (0, n),
     };
     let mut rec = json!({
         "model": info.name,
@@ -236,6 +258,7 @@ fn record(info: &ModelInfo, threads: usize, weight_bytes: usize, bound: Option<(
         "test": r.test.name(),
         "n_prompt": n_prompt,
         "n_gen": n_gen,
+        "n_parallel": r.test.n_slots(),
         "tokens_per_second": r.tokens_per_second(),
         "stddev": r.stddev(),
         "samples_ts": r.samples_ts(),
@@ -271,7 +294,8 @@ fn print_table(info: &ModelInfo, threads: usize, bound: Option<(f64, f64)>, rows
         if let Some((_, b)) = bound {
             match r.test {
                 Test::Gen(_) => row.extend([format!("{b:.2}"), format!("{:.1}", 100.0 * r.tokens_per_second() / b)]),
-                Test::Prompt(_) => row.extend([String::new(), String::new()]),
+                // Parallel rows read each weight once per step for all their sequences.
+                Test::Prompt(_) | Test::Parallel(..) => row.extend([String::new(), String::new()]),
             }
         }
         table.push(row);
