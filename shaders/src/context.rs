@@ -37,6 +37,49 @@ pub fn gemm_big_min_tokens() -> u32 {
             .unwrap_or(384)
     })
 }
+/// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles where the weight has no
+/// batched int8 product; `FERRO_GPU_GEMM_MIN` replaces [`GEMM_MIN_TOKENS`] for measurement.
+pub fn gemm_min_tokens() -> u32 {
+    static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| env_u32("FERRO_GPU_GEMM_MIN").filter(|&m| m >= 2).unwrap_or(GEMM_MIN_TOKENS))
+}
+/// Tokens per workgroup of the batched int8 decode products (matvec.wgsl for several tokens),
+/// ascending: each weight part is loaded once for all of them. A batch takes the first variant
+/// holding it, else the last. H100, 8B Q4_0, 16 sequences: 8 tokens per workgroup 788 t/s,
+/// 4 1012, 2 1049; 2 and 4 are even at 4 sequences (the padded tokens of a partial group cost
+/// as much as real ones, and fewer accumulators keep more threads resident).
+pub const MATVEC_TOKS: [u32; 1] = [2];
+/// [`MATVEC_TOKS`], or for measurement `FERRO_GPU_MATVEC_TOKS` (a comma-separated ascending
+/// list of 2 to 16; 0 turns the batched int8 products off, leaving matmul.wgsl's tiles).
+pub fn matvec_toks() -> &'static [u32] {
+    static TOKS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    TOKS.get_or_init(|| match std::env::var("FERRO_GPU_MATVEC_TOKS") {
+        Ok(v) => {
+            let mut t: Vec<u32> = v
+                .split(',')
+                .filter_map(|x| x.trim().parse().ok())
+                .filter(|t| (2..=16).contains(t))
+                .collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        }
+        Err(_) => MATVEC_TOKS.to_vec(),
+    })
+}
+/// Batches of 2 tokens up to this many (several sequences decoding together, short prompts)
+/// take the batched int8 decode products; larger ones the gemm tiles (H100, 8B Q4_0, 64
+/// sequences: 1201 t/s with the int8 product, 982 with the 64 x 64 tiles).
+pub const MATVEC_MAX_TOKENS: u32 = 64;
+/// Largest batch of the batched int8 decode product: [`MATVEC_MAX_TOKENS`], or for measurement
+/// `FERRO_GPU_MATVEC_MAX`.
+pub fn matvec_max_tokens() -> u32 {
+    static MAX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| env_u32("FERRO_GPU_MATVEC_MAX").unwrap_or(MATVEC_MAX_TOKENS))
+}
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
 /// Threads sharing one row in matmul.wgsl (a power of two dividing [`WG`]): a workgroup
 /// computes `WG / MATMUL_LANES` rows.
 pub const MATMUL_LANES: u32 = 16;
@@ -303,14 +346,23 @@ fn gemm_steps(tile: u32) -> String {
     s
 }
 
-/// matvec.wgsl with its `//ROWS_*` lines written out for `rows` rows per thread group (named
-/// variables per row: an array indexed in a loop would be kept in memory on some GPUs).
-/// With `straight` = Some((parts per row, lanes)), the parts loop is written out: lane `l` takes
-/// parts l, l + lanes, .. into the four sums in turn (as the loop does), the last guarded where
-/// the lanes do not divide the parts.
-fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
-    let each = |f: &dyn Fn(u32) -> String| (0..rows).map(f).collect::<Vec<_>>().join("\n");
-    let acc = |r: u32, j: u32| format!("acc{r}_{j}");
+/// matvec.wgsl with its `//ROWS_*` and `//TOKS_DECL` lines written out for `rows` rows per
+/// thread group and `toks` tokens per workgroup (named variables per row and token: an array
+/// indexed in a loop would be kept in memory on some GPUs). With `straight` = Some((parts per
+/// row, lanes)), the parts loop is written out: lane `l` takes parts l, l + lanes, .. into the
+/// four sums in turn (as the loop does), the last guarded where the lanes do not divide the
+/// parts.
+fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
+    // Every (row, token) pair, rows outer.
+    let each = |f: &dyn Fn(u32, u32) -> String| {
+        (0..rows)
+            .flat_map(|r| (0..toks).map(move |t| (r, t)))
+            .map(|(r, t)| f(r, t))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let acc = |r: u32, t: u32, j: u32| format!("acc{r}_{t}_{j}");
+    let part = |r: u32, t: u32, i: &str| format!("part(rb{r}, {i}, a0_{t}, d0_{t}, s0_{t})");
     let text = include_str!("matvec.wgsl");
     let text = match straight {
         Some((np, lanes)) => {
@@ -320,10 +372,11 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
             let mut body = String::new();
             for j in 0..np.div_ceil(lanes) {
                 let call = |indent: &str| {
-                    each(&|r| {
+                    each(&|r, t| {
                         format!(
-                            "{indent}{} += part(rb{r}, lane + {j}u * LANES, a0, d0, s0);",
-                            acc(r, j % 4)
+                            "{indent}{} += {};",
+                            acc(r, t, j % 4),
+                            part(r, t, &format!("lane + {j}u * LANES"))
                         )
                     })
                 };
@@ -337,38 +390,48 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>) -> String {
         }
         None => text.to_string(),
     };
-    text.replace(
+    let toks_decl = (0..toks)
+        .map(|t| {
+            format!(
+                "    let t{t} = min(wid.z * {toks}u + {t}u, batch.n_tok - 1u);\n    \
+                 let a0_{t} = t{t} * (p.k / 4u);\n    \
+                 let d0_{t} = p.d_off + t{t} * (p.k / 32u);\n    \
+                 let s0_{t} = t{t} * (p.k / 16u);"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let rows_decl = (0..rows)
+        .map(|r| format!("    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.replace("//TOKS_DECL", &toks_decl).replace(
         "//ROWS_DECL",
-        &each(&|r| {
-            let mut l = format!("    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);\n");
-            for j in 0..4 {
-                l += &format!("    var {} = 0.0;\n", acc(r, j));
-            }
-            l
-        }),
+        &format!(
+            "{rows_decl}\n{}",
+            each(&|r, t| (0..4).map(|j| format!("    var {} = 0.0;", acc(r, t, j))).collect::<Vec<_>>().join("\n"))
+        ),
     )
     .replace(
         "//ROWS_TRIP",
-        &each(&|r| {
+        &each(&|r, t| {
             (0..4)
-                .map(|j| format!("        {} += part(rb{r}, i + {j}u * LANES, a0, d0, s0);", acc(r, j)))
+                .map(|j| format!("        {} += {};", acc(r, t, j), part(r, t, &format!("i + {j}u * LANES"))))
                 .collect::<Vec<_>>()
                 .join("\n")
         }),
     )
-    .replace(
-        "//ROWS_TAIL",
-        &each(&|r| format!("        {} += part(rb{r}, i, a0, d0, s0);", acc(r, 0))),
-    )
+    .replace("//ROWS_TAIL", &each(&|r, t| format!("        {} += {};", acc(r, t, 0), part(r, t, "i"))))
     .replace(
         "//ROWS_STORE",
-        &each(&|r| {
+        &each(&|r, t| {
+            // The sum is taken by every thread (subgroup shuffles), the store guarded.
             format!(
-                "    store(t, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
-                acc(r, 0),
-                acc(r, 1),
-                acc(r, 2),
-                acc(r, 3)
+                "    store(wid.z * {toks}u + {t}u, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
+                acc(r, t, 0),
+                acc(r, t, 1),
+                acc(r, t, 2),
+                acc(r, t, 3)
             )
         }),
     )
@@ -450,6 +513,8 @@ pub(crate) enum Op {
         mode: MatVecMode,
         /// Row length: its parts loop is written out when short enough.
         k: u32,
+        /// Tokens per workgroup (1: decode; more: batched decode, one weight load for all).
+        toks: u32,
     },
     GetRows {
         ty: GgmlType,
@@ -552,7 +617,7 @@ impl Op {
                 matmul_lanes(tile),
                 include_str!("matmul.wgsl")
             ),
-            Op::MatVec { ty, mode, k } => {
+            Op::MatVec { ty, mode, k, toks } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 // Up to 64 parts (of 32 weights) a lane are written out.
                 let straight = (k / 32 <= 64 * mode.lanes).then_some((k / 32, mode.lanes));
@@ -572,7 +637,7 @@ impl Op {
                     quant(ty)?,
                     mode.lanes,
                     mode.rows,
-                    matvec_main(mode.rows, straight)
+                    matvec_main(mode.rows, straight, toks)
                 )
             }
             Op::Gemm { ty, tile } => format!(

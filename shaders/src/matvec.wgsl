@@ -8,8 +8,8 @@
 // quants (from word a; their 16-sums from s), in units of the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
 // integer block sums. LANES threads share a row, each taking every LANES-th part (so neighbours
 // read neighbouring bytes), and `row_sum` (subgroup shuffles or shared memory, prepended) adds
-// them up. A workgroup computes WG / LANES * ROWS rows of one token: dispatch (x, y) fold the
-// row groups, z = tokens. The lines marked //ROWS_* are written per row by context.rs, and where
+// them up. A workgroup computes WG / LANES * ROWS rows of TOKS tokens: dispatch (x, y) fold
+// the row groups, z = groups of TOKS tokens (several tokens: batched decode). The lines marked //ROWS_* are written per row by context.rs, and where
 // the row length is known when the pipeline is made, the loops between //PARTS_BEGIN and
 // //PARTS_END become straight-line code (wgpu bounds every loop with a counter).
 
@@ -42,11 +42,11 @@ fn main(
     // ROWS consecutive rows per group of LANES threads: the activation loads of a part are
     // the same for every row (the compiler loads them once).
     let row = ((wid.x + wid.y * nwg.x) * (WG / LANES) + li / LANES) * ROWS;
-    let t = wid.z;
     let np = p.k / 32u;
-    let a0 = t * (p.k / 4u);
-    let d0 = p.d_off + t * (p.k / 32u);
-    let s0 = t * (p.k / 16u);
+    // TOKS tokens per workgroup (dispatch z = token groups): token tt's quants from word
+    // a0_tt, scales from d0_tt, 16-sums from s0_tt. Past the batch, the last token again
+    // (its sums are not stored). One weight load serves every token (the same loads).
+//TOKS_DECL
     // Per row r: rows past the end read row 0 (their sums are dropped); four parts per trip
     // into four named sums, so their loads are in flight together. (Named variables, not an
     // array: a dynamically indexed array would live in memory.)
@@ -64,7 +64,7 @@ fn main(
 }
 
 fn store(t: u32, row: u32, sum: f32, lane: u32) {
-    if (lane == 0u && row < p.n_rows) {
+    if (lane == 0u && row < p.n_rows && t < batch.n_tok) {
         let o = out_index(t, p.row0 + row);
         y[o] = select(sum, y[o] + sum, p.accumulate == 1u);
     }

@@ -2,8 +2,9 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    gemm_big_min_tokens, has_matvec, matmul_lanes, AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid,
-    NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, GEMM_MIN_TOKENS, MATMUL_TILE, WG,
+    gemm_big_min_tokens, gemm_min_tokens, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding,
+    Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE,
+    MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -332,12 +333,13 @@ impl GpuContext {
                         Grid::Matmul { rows: c.n_rows, tile },
                     )
                 };
-                let mut p = match packed {
-                    Some(pa) => self.prepare(
+                let matvec = |toks: u32, pa: &PackedAct| {
+                    self.prepare(
                         Op::MatVec {
                             ty: w.ty,
                             mode: self.matvec,
                             k: w.k,
+                            toks,
                         },
                         &MatmulParams {
                             d_off: pa.d_off,
@@ -346,10 +348,30 @@ impl GpuContext {
                         },
                         &[&c.buf, &pa.t, y, &c.buf, &pa.t],
                         Grid::MatVec { rows: c.n_rows },
-                    )?,
+                    )
+                };
+                let mut p = match packed {
+                    Some(pa) => matvec(1, pa)?,
                     None => tiled(1)?,
                 };
-                if max_tok > 1 {
+                let toks = matvec_toks();
+                if let Some(pa) = packed.filter(|_| max_tok > 1 && !toks.is_empty()) {
+                    // Several sequences decoding together: one weight load for `t` tokens,
+                    // taken by the batches past the previous variant's tokens.
+                    let m = self.matvec;
+                    let mut min_tokens = 2;
+                    for &t in toks {
+                        let b = matvec(t, pa)?;
+                        p.batched.push(Batched {
+                            pipeline: b.pipeline,
+                            bind: b.bind,
+                            rows: m.wg / m.lanes * m.rows,
+                            tile: t,
+                            min_tokens,
+                        });
+                        min_tokens = t + 1;
+                    }
+                } else if max_tok > 1 {
                     let b = tiled(MATMUL_TILE)?;
                     p.batched.push(Batched {
                         pipeline: b.pipeline,
@@ -361,7 +383,13 @@ impl GpuContext {
                 }
                 if w.k.is_multiple_of(32) {
                     let big = gemm_big_min_tokens();
-                    for (tile, min_tokens) in [(64, GEMM_MIN_TOKENS), (GEMM_BIG_TILE, big)] {
+                    // Past the batched int8 product's range where the weight has one.
+                    let small = if packed.is_some() && !matvec_toks().is_empty() {
+                        gemm_min_tokens().max(matvec_max_tokens() + 1)
+                    } else {
+                        gemm_min_tokens()
+                    };
+                    for (tile, min_tokens) in [(64, small), (GEMM_BIG_TILE, big.max(small))] {
                         if max_tok < min_tokens as usize
                             || (tile == GEMM_BIG_TILE && !self.has_big_gemm_tiles(c.n_rows, w.k))
                         {
@@ -798,6 +826,32 @@ impl GpuContext {
         y: &GpuTensor,
         n_tok: usize,
     ) -> Result<()> {
+        self.matvec_rounded(w, x, x_rounded, y, n_tok, false)
+    }
+
+    /// [`GpuContext::matvec_quantized`] with the product a batch of `n_tok` tokens takes in a
+    /// model: from 2 tokens the batched int8 product (one weight load for several tokens), and
+    /// past its range the gemm tiles.
+    pub fn matvec_quantized_batched(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        x_rounded: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: usize,
+    ) -> Result<()> {
+        self.matvec_rounded(w, x, x_rounded, y, n_tok, true)
+    }
+
+    fn matvec_rounded(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        x_rounded: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: usize,
+        batched: bool,
+    ) -> Result<()> {
         let q = ActQuant::for_weight(w.ty);
         let packed = PackedAct::for_rounding(self, q, w.k(), n_tok)?;
         let mut ops: Vec<Prepared> = self
@@ -806,7 +860,9 @@ impl GpuContext {
             .collect();
         let src = if ops.is_empty() { x } else { x_rounded };
         for mut p in self.prep_matmul(w, src, packed.as_ref(), &[(y, w.n_rows())], false, n_tok)? {
-            p.batched.clear();
+            if !batched {
+                p.batched.clear();
+            }
             ops.push(p);
         }
         self.run(n_tok, 0, &ops)

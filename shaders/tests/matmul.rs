@@ -93,6 +93,42 @@ fn matvec_quantized_every_type() {
     }
 }
 
+/// The batched int8 product (several sequences decoding together; one weight load for up to
+/// 8 tokens) gives each token the bits of the one-token product, on batches with partial and
+/// several token groups.
+#[test]
+fn matvec_batched_gives_the_one_token_bits() {
+    let Some(ctx) = common::ctx() else { return };
+    let mut rng = Rng::new(41);
+    // The formats with an int8 product (mv_*.wgsl).
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K] {
+        let k = if is_k(ty) { 512 } else { 160 };
+        let rows = 133;
+        let bytes = random_weight(ty, k, rows, &mut rng);
+        let w = ctx.upload_weight(ty, &[k as u64, rows as u64], &bytes).unwrap();
+        for n_tok in [2, 3, 8, 9, 17] {
+            let x = rng.vec(n_tok * k);
+            let xg = ctx.upload_f32(&x).unwrap();
+            let rounded = ctx.zeros(n_tok * k).unwrap();
+            let (one, many) = (ctx.zeros(n_tok * rows).unwrap(), ctx.zeros(n_tok * rows).unwrap());
+            ctx.matvec_quantized(&w, &xg, &rounded, &one, n_tok).unwrap();
+            ctx.matvec_quantized_batched(&w, &xg, &rounded, &many, n_tok).unwrap();
+            let (one, many) = (ctx.read_f32(&one).unwrap(), ctx.read_f32(&many).unwrap());
+            for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{} n_tok={n_tok}: token {} row {}: one-token {a} vs batched {b}",
+                    ty.name(),
+                    i / rows,
+                    i % rows
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_prefill_every_type() {
     let Some(ctx) = common::ctx() else { return };
