@@ -188,6 +188,48 @@ fn bench_names_the_backend() {
     assert!(!gpu[0]["gpu"].as_str().unwrap().is_empty(), "{gpu}");
 }
 
+/// `--parallel 1,2` adds tgNxP rows (P sequences decoded together) on either device;
+/// `--parallel 0` is one clear error.
+#[test]
+fn bench_parallel_rows() {
+    let Some(model) = require_model(MODEL) else { return };
+    let bench = |device: &str, parallel: &str| {
+        ferro(&[
+            "bench",
+            model.to_str().unwrap(),
+            "-p",
+            "0",
+            "-n",
+            "3",
+            "-r",
+            "1",
+            "--parallel",
+            parallel,
+            "--json",
+            "--device",
+            device,
+        ])
+    };
+    let mut devices = vec!["cpu"];
+    if gpu_tests() {
+        devices.push("gpu");
+    }
+    for device in devices {
+        let recs: Value = serde_json::from_str(&ok(&bench(device, "1,2"))).unwrap();
+        let tests: Vec<(&str, u64)> = recs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["test"].as_str().unwrap(), r["n_parallel"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(tests, [("tg3", 1), ("tg3x2", 2)], "{device}: {recs}");
+        for r in recs.as_array().unwrap() {
+            assert!(r["tokens_per_second"].as_f64().unwrap() > 0.0, "{device}: {r}");
+        }
+    }
+    assert_one_line_error(&bench("cpu", "0"), "--parallel takes 1 to 256 sequences");
+}
+
 /// An unknown device is one clear error line and exit code 1, before any model is loaded.
 #[test]
 fn unknown_device_is_a_clear_error() {
