@@ -41,7 +41,11 @@ pub fn gemm_big_min_tokens() -> u32 {
 /// batched int8 product; `FERRO_GPU_GEMM_MIN` replaces [`GEMM_MIN_TOKENS`] for measurement.
 pub fn gemm_min_tokens() -> u32 {
     static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MIN.get_or_init(|| env_u32("FERRO_GPU_GEMM_MIN").filter(|&m| m >= 2).unwrap_or(GEMM_MIN_TOKENS))
+    *MIN.get_or_init(|| {
+        env_u32("FERRO_GPU_GEMM_MIN")
+            .filter(|&m| m >= 2)
+            .unwrap_or(GEMM_MIN_TOKENS)
+    })
 }
 /// Tokens per workgroup of the batched int8 decode products (matvec.wgsl for several tokens),
 /// ascending: each weight part is loaded once for all of them. A batch takes the first variant
@@ -405,36 +409,49 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
         .map(|r| format!("    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);"))
         .collect::<Vec<_>>()
         .join("\n");
-    text.replace("//TOKS_DECL", &toks_decl).replace(
-        "//ROWS_DECL",
-        &format!(
-            "{rows_decl}\n{}",
-            each(&|r, t| (0..4).map(|j| format!("    var {} = 0.0;", acc(r, t, j))).collect::<Vec<_>>().join("\n"))
-        ),
-    )
-    .replace(
-        "//ROWS_TRIP",
-        &each(&|r, t| {
-            (0..4)
-                .map(|j| format!("        {} += {};", acc(r, t, j), part(r, t, &format!("i + {j}u * LANES"))))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }),
-    )
-    .replace("//ROWS_TAIL", &each(&|r, t| format!("        {} += {};", acc(r, t, 0), part(r, t, "i"))))
-    .replace(
-        "//ROWS_STORE",
-        &each(&|r, t| {
-            // The sum is taken by every thread (subgroup shuffles), the store guarded.
-            format!(
-                "    store(wid.z * {toks}u + {t}u, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
-                acc(r, t, 0),
-                acc(r, t, 1),
-                acc(r, t, 2),
-                acc(r, t, 3)
-            )
-        }),
-    )
+    text.replace("//TOKS_DECL", &toks_decl)
+        .replace(
+            "//ROWS_DECL",
+            &format!(
+                "{rows_decl}\n{}",
+                each(&|r, t| (0..4)
+                    .map(|j| format!("    var {} = 0.0;", acc(r, t, j)))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            ),
+        )
+        .replace(
+            "//ROWS_TRIP",
+            &each(&|r, t| {
+                (0..4)
+                    .map(|j| {
+                        format!(
+                            "        {} += {};",
+                            acc(r, t, j),
+                            part(r, t, &format!("i + {j}u * LANES"))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+        )
+        .replace(
+            "//ROWS_TAIL",
+            &each(&|r, t| format!("        {} += {};", acc(r, t, 0), part(r, t, "i"))),
+        )
+        .replace(
+            "//ROWS_STORE",
+            &each(&|r, t| {
+                // The sum is taken by every thread (subgroup shuffles), the store guarded.
+                format!(
+                    "    store(wid.z * {toks}u + {t}u, row + {r}u, row_sum(({} + {}) + ({} + {}), li), lane);",
+                    acc(r, t, 0),
+                    acc(r, t, 1),
+                    acc(r, t, 2),
+                    acc(r, t, 3)
+                )
+            }),
+        )
 }
 
 impl MatVecMode {

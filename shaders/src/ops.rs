@@ -2,9 +2,8 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    gemm_big_min_tokens, gemm_min_tokens, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding,
-    Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE,
-    MATMUL_TILE, WG,
+    gemm_big_min_tokens, gemm_min_tokens, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched,
+    Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;

@@ -13,46 +13,16 @@
 //! differences of 0.1-1 after a few dozen tokens. A real bug (a wrong rope layout, a missing
 //! norm) parts at a large margin within the first tokens, which this still catches.
 
-use ferro_engine::generate::generate;
+mod golden_common;
+
 use ferro_engine::{Model, ModelOptions};
 use ferro_kernels::{kernel_path, KernelPath};
 use ferro_tests::require_model;
-use serde_json::Value;
-use std::ops::ControlFlow;
+use golden_common::{greedy, ids, reference, NEAR_TIE};
 use std::process::Command;
 
 /// Set in the child processes of [`on_paths`]: run the check on this process's kernels.
 const CHILD: &str = "FERRO_GOLDEN_CHILD";
-
-/// Top-2 logit margin under which ferro may choose otherwise than the reference.
-const NEAR_TIE: f32 = 0.1;
-
-fn reference() -> Value {
-    let text = include_str!("../fixtures/llama-cpp-reference.json");
-    serde_json::from_str(text).expect("reference JSON")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// Index of the largest logit (the lowest on ties) and its margin over the second largest.
-fn top2(logits: &[f32]) -> (u32, f32) {
-    let (mut best, mut second) = (0usize, f32::NEG_INFINITY);
-    for (i, &v) in logits.iter().enumerate().skip(1) {
-        if v > logits[best] {
-            second = logits[best];
-            best = i;
-        } else if v > second {
-            second = v;
-        }
-    }
-    (best as u32, logits[best] - second)
-}
 
 fn check_model(store_name: &str, reference_name: &str) {
     let Some(path) = require_model(store_name) else { return };
@@ -69,22 +39,7 @@ fn check_model(store_name: &str, reference_name: &str) {
         let prompt = ids(&c["prompt_tokens"]);
         let want = ids(&c["greedy_tokens"]);
         let must = c["must_match_tokens"].as_u64().unwrap() as usize;
-        let mut margins = Vec::new();
-        let g = generate(
-            &mut model,
-            &[],
-            &prompt,
-            must,
-            |l, _| {
-                let (id, margin) = top2(l);
-                margins.push(margin);
-                id
-            },
-            |_| false,
-            |_| ControlFlow::Continue(()),
-        )
-        .expect("generate");
-        let got = g.tokens;
+        let (got, margins) = greedy(&mut model, &prompt, must);
         let parted = (0..must).find(|&i| got.get(i) != Some(&want[i]));
         match parted {
             None => compared += must,
