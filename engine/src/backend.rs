@@ -356,13 +356,23 @@ impl Backend {
         }
     }
 
-    /// Sentence embedding of `tokens` (see [`Model::embed`]); the CPU only.
+    /// Sentence embedding of `tokens` (see [`Model::embed`]): the mean of the final normed
+    /// hidden states, scaled to unit length.
     pub fn embed(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>> {
         match self {
             Backend::Cpu(m) => m.embed(slot, tokens),
-            Backend::Gpu(_) => Err(ModelError::Unsupported(
-                "embeddings are computed on the CPU only; serve with --device cpu",
-            )),
+            Backend::Gpu(g) => {
+                if slot >= g.n_slots {
+                    return Err(ModelError::BadSlot {
+                        slot,
+                        n_slots: g.n_slots,
+                    });
+                }
+                g.check(tokens, 0)?;
+                let mut sum = g.model.hidden_sum(slot, tokens)?;
+                crate::models::unit_length(&mut sum);
+                Ok(sum)
+            }
         }
     }
 }

@@ -344,6 +344,8 @@ pub struct GpuModel {
     output: GpuWeight,
     output_norm: GpuTensor,
     all: Option<AllLogits>,
+    /// `xb = rms_norm(x) * output_norm` for every token of a batch (embeddings).
+    final_norm: Prepared,
     staging: wgpu::Buffer,
     /// Each layer's (keys, values): [n_slots * n_ctx][n_head_kv * head_dim].
     caches: Vec<(GpuTensor, GpuTensor)>,
@@ -834,6 +836,7 @@ impl GpuModel {
             false,
             r,
         )?);
+        let final_norm = c.prep_rms_norm(NormMode::Out, &s.x, &output_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?;
         let staging = c.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("logits readback"),
             size: (hp.n_slots * hp.n_vocab * 4) as u64,
@@ -853,6 +856,7 @@ impl GpuModel {
             output,
             output_norm,
             all: None,
+            final_norm,
             staging,
             caches,
         })
@@ -1020,6 +1024,32 @@ impl GpuModel {
             timing::record(t.elapsed());
             return self.read_logits(rec, &self.s.logits, wanted.len() * v);
         }
+    }
+
+    /// The sum over `tokens` of the final normed hidden states `rms_norm(x) * output_norm`
+    /// (a sentence embedding before averaging), [n_embd]. The tokens run from position 0 of
+    /// `slot`, overwriting its cache.
+    pub fn hidden_sum(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>> {
+        let hp = &self.hp;
+        if slot >= hp.n_slots {
+            return Err(GpuError::Shape(format!(
+                "slot {slot} of a KV cache of {} slots",
+                hp.n_slots
+            )));
+        }
+        self.check(tokens, 0)?;
+        let (b, e, row0) = (hp.n_batch, hp.n_embd, (slot * hp.n_ctx) as u32);
+        let mut sum = vec![0f32; e];
+        for (ci, chunk) in tokens.chunks(b).enumerate() {
+            let at = (0..chunk.len()).map(|t| [(ci * b + t) as u32, row0]).collect();
+            let mut rec = self.record_layers(chunk, at)?;
+            rec.record(&self.ctx, &self.final_norm);
+            rec.submit(&self.ctx, &self.step)?;
+            for row in self.ctx.read_range(&self.s.xb, 0, chunk.len() * e)?.chunks_exact(e) {
+                sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+        }
+        Ok(sum)
     }
 
     /// Copies the first `n` cached positions of slot `from` into slot `to` (a shared prompt

@@ -313,7 +313,7 @@ fn info_lists_gpu_adapters() {
 
 /// `ferro serve --device gpu --parallel 4`: the GPU holds four KV cache slots; three
 /// simultaneous greedy completions (decoded together, at different positions) each give the
-/// CPU's text for that prompt alone; embeddings answer with a clear 400.
+/// CPU's text for that prompt alone; embeddings come from the GPU too.
 #[test]
 fn serve_on_the_gpu() {
     let Some(model) = require_model(MODEL) else { return };
@@ -360,6 +360,14 @@ fn serve_on_the_gpu() {
         "/v1/embeddings",
         r#"{"model": "smollm2-135m-instruct", "input": "hello"}"#,
     );
-    assert_eq!(e.status, 400, "{}", e.body);
-    assert!(e.body.contains("--device cpu"), "{}", e.body);
+    assert_eq!(e.status, 200, "{}", e.body);
+    let v: Vec<f64> = e.json()["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(v.len(), 576, "SmolLM2's n_embd");
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "unit length, got {norm}");
 }

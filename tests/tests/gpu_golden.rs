@@ -63,6 +63,45 @@ fn check(store_name: &str, reference_name: &str) {
     );
 }
 
+/// A sentence embedding on the GPU (slot 1 of two) points where the CPU's does.
+#[test]
+fn gpu_embedding_is_the_cpus() {
+    if std::env::var("FERRO_SKIP_GPU_TESTS").as_deref() == Ok("1") {
+        return;
+    }
+    let Some(path) = require_model("smollm2-135m-instruct") else {
+        return;
+    };
+    let gguf = Arc::new(Gguf::open(&path).expect("open model"));
+    let opts = ModelOptions {
+        n_ctx: 64,
+        n_slots: 2,
+        ..ModelOptions::default()
+    };
+    let mut cpu = Backend::load(gguf.clone(), &opts, Device::Cpu).expect("CPU model");
+    let mut gpu = Backend::load(gguf, &opts, Device::Gpu).expect("GPU model");
+    gpu.set_slots(2).unwrap();
+    let a: Vec<u32> = vec![1, 504, 3458, 282, 4649, 314, 7042, 30];
+    let b: Vec<u32> = vec![1, 14023, 2930, 253, 1253, 28, 281, 253, 1165, 5014];
+    let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    let (ca, cb) = (cpu.embed(0, &a).unwrap(), cpu.embed(0, &b).unwrap());
+    let (ga, gb) = (gpu.embed(1, &a).unwrap(), gpu.embed(0, &b).unwrap());
+    assert_eq!(ga.len(), ca.len());
+    assert!(
+        cos(&ga, &ca) > 0.999,
+        "GPU vs CPU, first text: cosine {}",
+        cos(&ga, &ca)
+    );
+    assert!(
+        cos(&gb, &cb) > 0.999,
+        "GPU vs CPU, second text: cosine {}",
+        cos(&gb, &cb)
+    );
+    // The two texts differ by more than the devices do.
+    assert!(cos(&ca, &cb) < 0.99, "different texts: cosine {}", cos(&ca, &cb));
+    assert!(gpu.embed(2, &a).is_err(), "a slot past the cache");
+}
+
 #[test]
 fn smollm2_gpu_greedy_equals_cpu() {
     check("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf");

@@ -67,8 +67,6 @@ pub struct AppState {
     pub n_parallel: usize,
     /// Where the model runs: "CPU (avx2 kernels)", "GPU: <adapter>".
     pub device: String,
-    /// Whether /v1/embeddings works (the CPU backend only).
-    pub embeddings: bool,
     pub created: u64,
     pub api_key: Option<String>,
     pub cors: Option<HeaderValue>,
@@ -196,7 +194,6 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let gguf = Arc::new(Gguf::open(&cfg.model_path).with_context(loading)?);
     let model = cfg.device.load(gguf.clone(), &opts).with_context(loading)?;
     let device = model.describe();
-    let embeddings = !model.is_gpu();
     tracing::info!("running on {device}");
     let tok = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
     let template = ChatTemplate::from_gguf(&gguf, &tok).context("reading the chat template")?;
@@ -254,7 +251,6 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         n_ctx,
         n_parallel,
         device,
-        embeddings,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

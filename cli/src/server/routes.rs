@@ -1081,12 +1081,6 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let req: EmbeddingRequest = parse(body, st.body_limit)?;
     st.check_model(&req.model)?;
-    if !st.embeddings {
-        return Err(ApiError::bad(
-            "this server runs on the GPU, which computes no embeddings; serve with --device cpu for /v1/embeddings",
-            None,
-        ));
-    }
     let b64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

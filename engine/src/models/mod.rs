@@ -49,9 +49,6 @@ pub enum ModelError {
     /// The GPU backend failed (no adapter, unsupported tensor type, device error ...).
     #[error(transparent)]
     Gpu(#[from] ferro_shaders::GpuError),
-    /// The backend cannot do what was asked.
-    #[error("{0}")]
-    Unsupported(&'static str),
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
@@ -968,11 +965,17 @@ impl Model {
             Some(pool) => pool.install(run)?,
             None => run()?,
         }
-        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            sum.iter_mut().for_each(|v| *v /= norm);
-        }
+        unit_length(&mut sum);
         Ok(sum)
+    }
+}
+
+/// Scales `v` to length 1 (a zero vector stays zero): the mean of [`Model::embed`]'s rows
+/// points the same way as their sum.
+pub(crate) fn unit_length(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
     }
 }
 
