@@ -33,6 +33,15 @@ struct Params {
     s_off: u32,
     _pad0: u32,
     _pad1: u32,
+    // Decode steps (attention_rope.wgsl): rope as rope_kv.wgsl's, caches f16-rounded with round = 1.
+    n_rot: u32,
+    neox: u32,
+    base: f32,
+    freq_scale: f32,
+    has_factors: u32,
+    round: u32,
+    _pad2: u32,
+    _pad3: u32,
 }
 
 override WG: u32 = 64u;
@@ -63,10 +72,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kv_stride = p.n_kv_head * g4;
     let kv_off = kvh * g4;
     let q_off = (t * p.n_head + h) * g4;
+//Q_LOAD_BEGIN
     for (var d = li; d < g4; d += WG) {
         let o = 4u * (q_off + d);
         qs[d] = vec4<f32>(q[o], q[o + 1u], q[o + 2u], q[o + 3u]) * p.scale;
     }
+//Q_LOAD_END
     workgroupBarrier();
 
     let pos = tok_pos(t);

@@ -542,6 +542,9 @@ pub(crate) enum Op {
     Glu(Glu),
     Add,
     Attention,
+    /// Attention of a decode step with rope_kv's work done first by each workgroup
+    /// (attention_rope.wgsl).
+    AttentionRope,
     /// Activation rounding (quantize_act.wgsl), with the gated activation applied first when
     /// `glu` is set.
     QuantizeAct {
@@ -570,6 +573,9 @@ impl Op {
             Op::Add => &[Uniform, ReadWrite, Read],
             Op::Glu(_) => &[Uniform, ReadWrite, ReadWrite],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite, ReadWrite],
+            Op::AttentionRope => &[
+                Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read,
+            ],
             Op::QuantizeAct { glu: None } => &[Uniform, Read, ReadWrite, ReadWrite],
             Op::QuantizeAct { glu: Some(_) } => &[Uniform, Read, ReadWrite, ReadWrite, Read],
             Op::RopeKv => &[Uniform, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
@@ -590,6 +596,7 @@ impl Op {
             Op::Glu(_) => "glu",
             Op::Add => "add",
             Op::Attention => "attention",
+            Op::AttentionRope => "attention_rope",
             Op::QuantizeAct { glu: None } => "quantize",
             Op::QuantizeAct { glu: Some(_) } => "glu_quantize",
             Op::RopeKv => "rope_kv",
@@ -698,6 +705,24 @@ impl Op {
                 include_str!("quant_core.wgsl"),
                 include_str!("attention.wgsl")
             ),
+            Op::AttentionRope => {
+                // attention.wgsl with writable caches and its q load replaced by the prologue.
+                let text = include_str!("attention.wgsl")
+                    .replace("var<storage, read> kc", "var<storage, read_write> kc")
+                    .replace("var<storage, read> vc", "var<storage, read_write> vc");
+                let begin = text.find("//Q_LOAD_BEGIN").unwrap_or(0);
+                let end = text.find("//Q_LOAD_END").map_or(0, |i| i + "//Q_LOAD_END".len());
+                format!(
+                    "{step}\n{}\n{}\n{}{}{}\n{}\n{}\n{wg_reduce}",
+                    include_str!("f16.wgsl"),
+                    include_str!("quant_core.wgsl"),
+                    &text[..begin],
+                    "rope_prologue(h, t, kvh, li);",
+                    &text[end..],
+                    include_str!("rope_common.wgsl"),
+                    include_str!("attention_rope.wgsl")
+                )
+            }
             Op::QuantizeAct { glu } => {
                 let load = match glu {
                     None => "fn load4(g: u32) -> vec4<f32> {\n    return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}".to_string(),
@@ -1174,7 +1199,7 @@ impl GpuContext {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
             Op::Gemm { .. } => 256,
-            Op::Attention => attention_wg(),
+            Op::Attention | Op::AttentionRope => attention_wg(),
             Op::RmsNorm(_) | Op::NormQuant => {
                 let max = self
                     .limits

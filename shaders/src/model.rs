@@ -29,7 +29,7 @@ use ferro_gguf::{GgmlType, Gguf};
 
 use crate::context::{Glu, GpuContext, GpuTensor, GpuWeight, NormMode, Prepared, Recorder, StepState, MAX_STEP_TOKENS};
 use crate::error::{GpuError, Result};
-use crate::ops::{ActQuant, AttnParams, Gated, PackedAct, RopeParams};
+use crate::ops::{ActQuant, AttnParams, AttnRope, Gated, PackedAct, RopeParams};
 
 /// One GGUF tensor as stored in the file.
 #[derive(Clone, Copy, Debug)]
@@ -323,6 +323,9 @@ struct Scratch {
 /// bound by its store and attention dispatches).
 struct LayerOps {
     ops: Vec<Prepared>,
+    /// The same for a decode step (each token the next one of its own sequence): no rope_kv,
+    /// the attention doing its work (attention_rope.wgsl).
+    decode: Vec<Prepared>,
 }
 
 /// All-token logits for perplexity: [n_tok][n_vocab] in chunks of `batch` tokens.
@@ -349,6 +352,12 @@ pub struct GpuModel {
     staging: wgpu::Buffer,
     /// Each layer's (keys, values): [n_slots * n_ctx][n_head_kv * head_dim].
     caches: Vec<(GpuTensor, GpuTensor)>,
+}
+
+/// Whether `FERRO_GPU_ROPE_KV=1` asks decode steps to keep the separate rope_kv dispatch.
+fn separate_rope_kv() -> bool {
+    static SEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SEP.get_or_init(|| std::env::var("FERRO_GPU_ROPE_KV").is_ok_and(|v| v.trim() == "1"))
 }
 
 /// One sequence's part of a [`GpuModel::forward_multi`] step.
@@ -596,6 +605,7 @@ impl ActScratch {
         n_ctx: usize,
         wo: &Proj,
         accumulate: bool,
+        rope: Option<AttnRope<'_>>,
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
         let k = (a.n_head * a.head_dim) as usize;
@@ -611,11 +621,12 @@ impl ActScratch {
                 self.batch,
                 n_ctx,
                 Some((rounding, packed.as_ref())),
+                rope,
             )?);
             out.extend(wo.prep(c, &buf, packed.as_ref(), accumulate, self.batch)?);
             return Ok(());
         }
-        out.push(c.prep_attention(q, k_cache, v_cache, att, a, self.batch, n_ctx, None)?);
+        out.push(c.prep_attention(q, k_cache, v_cache, att, a, self.batch, n_ctx, None, rope)?);
         self.project(c, att, k, std::slice::from_ref(wo), accumulate, out)
     }
 
@@ -739,7 +750,9 @@ impl GpuModel {
             let k_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
             let v_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
             caches.push((k_cache.clone(), v_cache.clone()));
-            // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one dispatch.
+            // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one dispatch;
+            // in decode steps the attention does it.
+            let shared = ops.len();
             ops.push(c.prep_rope_kv(
                 &s.q,
                 &s.k,
@@ -766,6 +779,7 @@ impl GpuModel {
             let [wo] = &wo[..] else {
                 return Err(GpuError::Shape("attn_output: one product expected".into()));
             };
+            let mut decode = ops[..shared].to_vec();
             acts.attend_project(
                 c,
                 &s.q,
@@ -776,8 +790,30 @@ impl GpuModel {
                 hp.n_slots * hp.n_ctx,
                 wo,
                 post_attn.is_none(),
+                None,
                 &mut ops,
             )?;
+            let fused = AttnRope {
+                rope: &rope(nh),
+                k: &s.k,
+                v: &s.v,
+                factors: rope_freqs.as_ref(),
+                round: hp.emulate_cpu_rounding,
+            };
+            acts.attend_project(
+                c,
+                &s.q,
+                &k_cache,
+                &v_cache,
+                &s.att,
+                &attn,
+                hp.n_slots * hp.n_ctx,
+                wo,
+                post_attn.is_none(),
+                Some(fused),
+                &mut decode,
+            )?;
+            let after = ops.len();
             if let Some(w) = &post_attn {
                 ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
             }
@@ -801,7 +837,8 @@ impl GpuModel {
             if let Some(w) = &post_ffw {
                 ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
             }
-            layers.push(LayerOps { ops });
+            decode.extend_from_slice(&ops[after..]);
+            layers.push(LayerOps { ops, decode });
         }
 
         let output_norm = t.vector(c, "output_norm.weight", e)?;
@@ -916,15 +953,19 @@ impl GpuModel {
 
     /// Records the layers for `tokens` (at most n_batch), token t at position `at[t][0]` of the
     /// sequence whose cache rows start at `at[t][1]`.
-    fn record_layers(&self, tokens: &[u32], at: Vec<[u32; 2]>) -> Result<Recorder> {
+    /// `decode`: every token is the next one of its own sequence (no token attends to another
+    /// of the batch), so the attention ropes and stores the keys itself.
+    fn record_layers(&self, tokens: &[u32], at: Vec<[u32; 2]>, decode: bool) -> Result<Recorder> {
         let c = &*self.ctx;
         c.write_u32(&self.s.ids, 0, tokens)?;
         let mut rec = Recorder::new(at);
         for p in &self.embed {
             rec.record(c, p);
         }
-        for p in self.layers.iter().flat_map(|l| &l.ops) {
-            rec.record(c, p);
+        for l in &self.layers {
+            for p in if decode { &l.decode } else { &l.ops } {
+                rec.record(c, p);
+            }
         }
         Ok(rec)
     }
@@ -996,6 +1037,9 @@ impl GpuModel {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One token per sequence: `FERRO_GPU_ROPE_KV=1` keeps the separate rope_kv dispatch (for
+        // measurement).
+        let decode = seqs.iter().all(|st| st.tokens.len() <= 1) && !separate_rope_kv();
         let (b, e, v) = (hp.n_batch, (hp.n_embd * 4) as u64, hp.n_vocab);
         let ((x, x_off), (last, last_off)) = (self.s.x.buffer(), self.s.last.buffer());
         let mut row = 0;
@@ -1003,7 +1047,7 @@ impl GpuModel {
         loop {
             let end = (start + b).min(ids.len());
             let t = std::time::Instant::now();
-            let mut rec = self.record_layers(&ids[start..end], at[start..end].to_vec())?;
+            let mut rec = self.record_layers(&ids[start..end], at[start..end].to_vec(), decode)?;
             // Rows whose logits are asked leave the residual stream before the next chunk.
             while let Some(&i) = wanted.get(row).filter(|&&i| i < end) {
                 rec.copy(x, x_off + (i - start) as u64 * e, last, last_off + row as u64 * e, e);
@@ -1042,7 +1086,7 @@ impl GpuModel {
         let mut sum = vec![0f32; e];
         for (ci, chunk) in tokens.chunks(b).enumerate() {
             let at = (0..chunk.len()).map(|t| [(ci * b + t) as u32, row0]).collect();
-            let mut rec = self.record_layers(chunk, at)?;
+            let mut rec = self.record_layers(chunk, at, false)?;
             rec.record(&self.ctx, &self.final_norm);
             rec.submit(&self.ctx, &self.step)?;
             for row in self.ctx.read_range(&self.s.xb, 0, chunk.len() * e)?.chunks_exact(e) {
@@ -1098,7 +1142,7 @@ impl GpuModel {
         let mut out = Vec::with_capacity(tokens.len() * v);
         for (i, chunk) in tokens.chunks(batch).enumerate() {
             let at = (0..chunk.len()).map(|t| [(pos + i * batch + t) as u32, 0]).collect();
-            let mut rec = self.record_layers(chunk, at)?;
+            let mut rec = self.record_layers(chunk, at, false)?;
             let all = self.all.as_ref().ok_or_else(|| GpuError::Shape("no logits".into()))?;
             for p in &all.ops {
                 rec.record(&self.ctx, p);

@@ -136,6 +136,26 @@ struct AttnUniform {
     d_off: u32,
     s_off: u32,
     _pad: [u32; 2],
+    // attention_rope.wgsl's rope (zeros for plain attention).
+    n_rot: u32,
+    neox: u32,
+    base: f32,
+    freq_scale: f32,
+    has_factors: u32,
+    round: u32,
+    _pad2: [u32; 2],
+}
+
+/// What a decode step's attention does first in place of rope_kv (attention_rope.wgsl): the
+/// rope of q and k, and the store of k and v (unroped: `k`, `v`) into the caches.
+#[derive(Clone, Copy)]
+pub(crate) struct AttnRope<'a> {
+    pub(crate) rope: &'a RopeParams,
+    pub(crate) k: &'a GpuTensor,
+    pub(crate) v: &'a GpuTensor,
+    pub(crate) factors: Option<&'a GpuTensor>,
+    /// Round the cached values to f16.
+    pub(crate) round: bool,
 }
 
 /// Rotary embedding settings of one layer.
@@ -738,6 +758,7 @@ impl GpuContext {
         max_tok: usize,
         n_ctx: usize,
         rounded: Option<(ActQuant, Option<&PackedAct>)>,
+        rope: Option<AttnRope<'_>>,
     ) -> Result<Prepared> {
         if a.head_dim > MAX_HEAD_DIM || a.head_dim > WG * 8 || !a.head_dim.is_multiple_of(4) {
             return Err(GpuError::Shape(format!(
@@ -781,13 +802,46 @@ impl GpuContext {
             d_off: packed.map_or(0, |pa| pa.d_off),
             s_off: packed.map_or(0, |pa| pa.s_off),
             _pad: [0; 2],
+            n_rot: 0,
+            neox: 0,
+            base: 0.0,
+            freq_scale: 0.0,
+            has_factors: 0,
+            round: 0,
+            _pad2: [0; 2],
         };
         let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
+        let grid = Grid::Attention { n_head: a.n_head };
+        let Some(r) = rope else {
+            return self.prepare(Op::Attention, &params, &[q, k_cache, v_cache, out, q_buf], grid);
+        };
+        check_rope(r.rope, r.factors)?;
+        let kv = (a.n_kv_head * a.head_dim) as usize;
+        check_len("attention keys", r.k, max_tok * kv)?;
+        check_len("attention values", r.v, max_tok * kv)?;
+        if r.rope.head_dim != a.head_dim || r.rope.n_heads != a.n_head {
+            return Err(GpuError::Shape(format!(
+                "rope of {} heads of {} for attention of {} heads of {}",
+                r.rope.n_heads, r.rope.head_dim, a.n_head, a.head_dim
+            )));
+        }
+        let ru = rope_uniform(r.rope, r.factors.is_some());
+        let params = AttnUniform {
+            n_rot: ru.n_rot,
+            neox: ru.neox,
+            base: ru.base,
+            freq_scale: ru.freq_scale,
+            has_factors: ru.has_factors,
+            round: r.round as u32,
+            ..params
+        };
+        // Without factors, any read-only buffer (the dummy may be bound read-write as outq).
+        let factors = r.factors.unwrap_or(r.k);
         self.prepare(
-            Op::Attention,
+            Op::AttentionRope,
             &params,
-            &[q, k_cache, v_cache, out, q_buf],
-            Grid::Attention { n_head: a.n_head },
+            &[q, k_cache, v_cache, out, q_buf, r.k, r.v, factors as &dyn AsBinding],
+            grid,
         )
     }
 
@@ -1003,7 +1057,7 @@ impl GpuContext {
                 pos0 + n_tok
             )));
         }
-        let op = self.prep_attention(q, k_cache, v_cache, out, a, n_tok, n_ctx, None)?;
+        let op = self.prep_attention(q, k_cache, v_cache, out, a, n_tok, n_ctx, None, None)?;
         self.run(n_tok, pos0, &[op])
     }
 }
