@@ -49,10 +49,11 @@ pub fn gemm_min_tokens() -> u32 {
 }
 /// Tokens per workgroup of the batched int8 decode products (matvec.wgsl for several tokens),
 /// ascending: each weight part is loaded once for all of them. A batch takes the first variant
-/// holding it, else the last. H100, 8B Q4_0, 16 sequences: 8 tokens per workgroup 788 t/s,
-/// 4 1012, 2 1049; 2 and 4 are even at 4 sequences (the padded tokens of a partial group cost
-/// as much as real ones, and fewer accumulators keep more threads resident).
-pub const MATVEC_TOKS: [u32; 1] = [2];
+/// holding it, else the last. H100, 8B Q4_0 (weights decoded once per part, the split form),
+/// aggregate tg64 t/s: 2 tokens per workgroup x2 471, x16 1024; 4: x2 363, x16 1090, x64 1272;
+/// 8: x16 957. The padded tokens of a partial group cost as much as real ones, and more
+/// accumulators keep fewer threads resident.
+pub const MATVEC_TOKS: [u32; 2] = [2, 4];
 /// [`MATVEC_TOKS`], or for measurement `FERRO_GPU_MATVEC_TOKS` (a comma-separated ascending
 /// list of 2 to 16; 0 turns the batched int8 products off, leaving matmul.wgsl's tiles).
 pub fn matvec_toks() -> &'static [u32] {
@@ -356,7 +357,7 @@ fn gemm_steps(tile: u32) -> String {
 /// row, lanes)), the parts loop is written out: lane `l` takes parts l, l + lanes, .. into the
 /// four sums in turn (as the loop does), the last guarded where the lanes do not divide the
 /// parts.
-fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
+fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32, split: bool) -> String {
     // Every (row, token) pair, rows outer.
     let each = |f: &dyn Fn(u32, u32) -> String| {
         (0..rows)
@@ -366,7 +367,24 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
             .join("\n")
     };
     let acc = |r: u32, t: u32, j: u32| format!("acc{r}_{t}_{j}");
-    let part = |r: u32, t: u32, i: &str| format!("part(rb{r}, {i}, a0_{t}, d0_{t}, s0_{t})");
+    // Part `i` (an expression) added into sums `j` of every row and token; `w` names the
+    // decoded parts of the split form.
+    let parts = |indent: &str, i: &str, j: u32, w: &str| -> String {
+        let mut out = String::new();
+        if split {
+            for r in 0..rows {
+                out += &format!("{indent}let {w}{r} = part_w(rb{r}, {i});\n");
+            }
+        }
+        out + &each(&|r, t| {
+            let call = if split {
+                format!("part_x({w}{r}, {i}, a0_{t}, d0_{t}, s0_{t})")
+            } else {
+                format!("part(rb{r}, {i}, a0_{t}, d0_{t}, s0_{t})")
+            };
+            format!("{indent}{} += {call};", acc(r, t, j))
+        })
+    };
     let text = include_str!("matvec.wgsl");
     let text = match straight {
         Some((np, lanes)) => {
@@ -375,19 +393,12 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
             let end = text.find("\n//PARTS_END").map_or(0, |i| i + 1);
             let mut body = String::new();
             for j in 0..np.div_ceil(lanes) {
-                let call = |indent: &str| {
-                    each(&|r, t| {
-                        format!(
-                            "{indent}{} += {};",
-                            acc(r, t, j % 4),
-                            part(r, t, &format!("lane + {j}u * LANES"))
-                        )
-                    })
-                };
+                let i = format!("lane + {j}u * LANES");
+                let w = format!("w{j}_");
                 if (j + 1) * lanes > np {
-                    body += &format!("    if (lane + {j}u * LANES < np) {{\n{}\n    }}\n", call("        "));
+                    body += &format!("    if ({i} < np) {{\n{}\n    }}\n", parts("        ", &i, j % 4, &w));
                 } else {
-                    body += &format!("{}\n", call("    "));
+                    body += &format!("{}\n", parts("    ", &i, j % 4, &w));
                 }
             }
             format!("{}{}{}", &text[..begin], body, &text[end + "//PARTS_END".len()..])
@@ -409,6 +420,10 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
         .map(|r| format!("    let rb{r} = select(0u, (row + {r}u) * p.row_bytes, row + {r}u < p.n_rows);"))
         .collect::<Vec<_>>()
         .join("\n");
+    let trip = (0..4)
+        .map(|j| parts("        ", &format!("i + {j}u * LANES"), j, &format!("w{j}_")))
+        .collect::<Vec<_>>()
+        .join("\n");
     text.replace("//TOKS_DECL", &toks_decl)
         .replace(
             "//ROWS_DECL",
@@ -420,25 +435,8 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32) -> String {
                     .join("\n"))
             ),
         )
-        .replace(
-            "//ROWS_TRIP",
-            &each(&|r, t| {
-                (0..4)
-                    .map(|j| {
-                        format!(
-                            "        {} += {};",
-                            acc(r, t, j),
-                            part(r, t, &format!("i + {j}u * LANES"))
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            }),
-        )
-        .replace(
-            "//ROWS_TAIL",
-            &each(&|r, t| format!("        {} += {};", acc(r, t, 0), part(r, t, "i"))),
-        )
+        .replace("//ROWS_TRIP", &trip)
+        .replace("//ROWS_TAIL", &parts("        ", "i", 0, "wt_"))
         .replace(
             "//ROWS_STORE",
             &each(&|r, t| {
@@ -661,7 +659,7 @@ impl Op {
                     quant(ty)?,
                     mode.lanes,
                     mode.rows,
-                    matvec_main(mode.rows, straight, toks)
+                    matvec_main(mode.rows, straight, toks, toks > 1 && unit.contains("fn part_w("))
                 )
             }
             Op::Gemm { ty, tile } => format!(

@@ -2,6 +2,18 @@
 // activations: d * Σ (u − 8)·q, the nibbles minus 8 as signed bytes. One thread per block; its
 // 16 quant bytes are one 16-byte load where the row is 16-byte aligned.
 fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
+    return part_dot_w(part_w(rb, u), a, s);
+}
+
+// Part u decoded (the signed low and high nibbles, the scale), once for all the tokens of a
+// batched product (matvec.wgsl's split form), then dotted with each token's quants.
+struct PartW {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    d: f32,
+}
+
+fn part_w(rb: u32, u: u32) -> PartW {
     let o = rb + 16u * u;
     var q: vec4<u32>;
     if ((p.row_bytes & 15u) == 0u) {
@@ -11,9 +23,18 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     }
     let lo = nibbles_signed4(q & vec4<u32>(0x0F0F0F0Fu));
     let hi = nibbles_signed4((q >> vec4<u32>(4u)) & vec4<u32>(0x0F0F0F0Fu));
+    return PartW(lo, hi, rd_f16(rb + 16u * (p.k / 32u) + 2u * u));
+}
+
+fn part_dot_w(w: PartW, a: u32, s: u32) -> f32 {
     let x0 = xq4[a >> 2u];
     let x1 = xq4[(a >> 2u) + 1u];
-    let isum = dot4I8Packed(lo.x, x0.x) + dot4I8Packed(lo.y, x0.y) + dot4I8Packed(lo.z, x0.z) + dot4I8Packed(lo.w, x0.w)
-        + dot4I8Packed(hi.x, x1.x) + dot4I8Packed(hi.y, x1.y) + dot4I8Packed(hi.z, x1.z) + dot4I8Packed(hi.w, x1.w);
-    return rd_f16(rb + 16u * (p.k / 32u) + 2u * u) * f32(isum);
+    let isum = dot4I8Packed(w.lo.x, x0.x) + dot4I8Packed(w.lo.y, x0.y) + dot4I8Packed(w.lo.z, x0.z) + dot4I8Packed(w.lo.w, x0.w)
+        + dot4I8Packed(w.hi.x, x1.x) + dot4I8Packed(w.hi.y, x1.y) + dot4I8Packed(w.hi.z, x1.z) + dot4I8Packed(w.hi.w, x1.w);
+    return w.d * f32(isum);
+}
+
+// part() of matvec.wgsl with the weights already decoded.
+fn part_x(w: PartW, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {
+    return bitcast<f32>(xq[d0 + i]) * part_dot_w(w, a0 + 8u * i, s0 + 2u * i);
 }
