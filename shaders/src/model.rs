@@ -780,19 +780,6 @@ impl GpuModel {
                 return Err(GpuError::Shape("attn_output: one product expected".into()));
             };
             let mut decode = ops[..shared].to_vec();
-            acts.attend_project(
-                c,
-                &s.q,
-                &k_cache,
-                &v_cache,
-                &s.att,
-                &attn,
-                hp.n_slots * hp.n_ctx,
-                wo,
-                post_attn.is_none(),
-                None,
-                &mut ops,
-            )?;
             let fused = AttnRope {
                 rope: &rope(nh),
                 k: &s.k,
@@ -800,19 +787,21 @@ impl GpuModel {
                 factors: rope_freqs.as_ref(),
                 round: hp.emulate_cpu_rounding,
             };
-            acts.attend_project(
-                c,
-                &s.q,
-                &k_cache,
-                &v_cache,
-                &s.att,
-                &attn,
-                hp.n_slots * hp.n_ctx,
-                wo,
-                post_attn.is_none(),
-                Some(fused),
-                &mut decode,
-            )?;
+            for (fuse, out) in [(None, &mut ops), (Some(fused), &mut decode)] {
+                acts.attend_project(
+                    c,
+                    &s.q,
+                    &k_cache,
+                    &v_cache,
+                    &s.att,
+                    &attn,
+                    hp.n_slots * hp.n_ctx,
+                    wo,
+                    post_attn.is_none(),
+                    fuse,
+                    out,
+                )?;
+            }
             let after = ops.len();
             if let Some(w) = &post_attn {
                 ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);

@@ -870,33 +870,11 @@ impl GpuContext {
 
     /// The decode path of a model: `x` ([n_tok][k]) rounded as llama.cpp's CPU rounds it for
     /// this weight type, then `y = W x` per token with the int8 product (matmul.wgsl for formats
-    /// without one); `x_rounded` receives the rounded activations.
+    /// without one); `x_rounded` receives the rounded activations. `batched`: the product a
+    /// batch of `n_tok` tokens takes in a model (from 2 tokens the batched int8 product, one
+    /// weight load for several tokens, and past its range the gemm tiles); otherwise the
+    /// one-token product once per token.
     pub fn matvec_quantized(
-        &self,
-        w: &GpuWeight,
-        x: &GpuTensor,
-        x_rounded: &GpuTensor,
-        y: &GpuTensor,
-        n_tok: usize,
-    ) -> Result<()> {
-        self.matvec_rounded(w, x, x_rounded, y, n_tok, false)
-    }
-
-    /// [`GpuContext::matvec_quantized`] with the product a batch of `n_tok` tokens takes in a
-    /// model: from 2 tokens the batched int8 product (one weight load for several tokens), and
-    /// past its range the gemm tiles.
-    pub fn matvec_quantized_batched(
-        &self,
-        w: &GpuWeight,
-        x: &GpuTensor,
-        x_rounded: &GpuTensor,
-        y: &GpuTensor,
-        n_tok: usize,
-    ) -> Result<()> {
-        self.matvec_rounded(w, x, x_rounded, y, n_tok, true)
-    }
-
-    fn matvec_rounded(
         &self,
         w: &GpuWeight,
         x: &GpuTensor,

@@ -40,7 +40,7 @@ fn check_product(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: u
     let yg = ctx.zeros(n_tok * rows).unwrap();
     if quantized {
         let rounded = ctx.zeros(n_tok * k).unwrap();
-        ctx.matvec_quantized(&w, &xg, &rounded, &yg, n_tok).unwrap();
+        ctx.matvec_quantized(&w, &xg, &rounded, &yg, n_tok, false).unwrap();
         x = round_like_llama_cpp(ActQuant::for_weight(ty), &x);
     } else {
         ctx.matmul(&w, &xg, &yg, n_tok).unwrap();
@@ -112,8 +112,8 @@ fn matvec_batched_gives_the_one_token_bits() {
             let xg = ctx.upload_f32(&x).unwrap();
             let rounded = ctx.zeros(n_tok * k).unwrap();
             let (one, many) = (ctx.zeros(n_tok * rows).unwrap(), ctx.zeros(n_tok * rows).unwrap());
-            ctx.matvec_quantized(&w, &xg, &rounded, &one, n_tok).unwrap();
-            ctx.matvec_quantized_batched(&w, &xg, &rounded, &many, n_tok).unwrap();
+            ctx.matvec_quantized(&w, &xg, &rounded, &one, n_tok, false).unwrap();
+            ctx.matvec_quantized(&w, &xg, &rounded, &many, n_tok, true).unwrap();
             let (one, many) = (ctx.read_f32(&one).unwrap(), ctx.read_f32(&many).unwrap());
             for (i, (a, b)) in one.iter().zip(&many).enumerate() {
                 assert_eq!(

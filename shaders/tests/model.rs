@@ -231,18 +231,23 @@ fn close_logits(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len());
 }
 
-fn check_synthetic(gemma: bool) {
-    let Some(ctx) = common::ctx() else { return };
+/// The synthetic models' shapes: two layers, 300 tokens, a context of 32; prefill in chunks
+/// of 4 (the batch split), plain f32 math as the reference does.
+fn synthetic_hp(gemma: bool) -> GpuHparams {
     let mut hp = if gemma {
         // every 2nd layer global, sliding window of 4 positions on the others
         GpuHparams::gemma3(300, 256, 2, 4, 2, 64, 512, 1e-6, 1e6, 1e4, 1.0, 4, 2, 32)
     } else {
         GpuHparams::llama(300, 256, 2, 4, 2, 512, 1e-5, 1e4, 32)
     };
-    // Prefill in chunks of 4 exercises the batch split too.
     hp.n_batch = 4;
-    // The reference does plain f32 math.
     hp.emulate_cpu_rounding = false;
+    hp
+}
+
+fn check_synthetic(gemma: bool) {
+    let Some(ctx) = common::ctx() else { return };
+    let hp = synthetic_hp(gemma);
     let mut rng = Rng::new(if gemma { 11 } else { 12 });
     let m = synthetic(&hp, gemma, &mut rng);
     let tokens: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % 300).collect();
@@ -282,14 +287,8 @@ fn synthetic_gemma3_matches_cpu() {
 /// equal the reference for that sequence alone.
 fn check_slots(gemma: bool) {
     let Some(ctx) = common::ctx() else { return };
-    let mut hp = if gemma {
-        GpuHparams::gemma3(300, 256, 2, 4, 2, 64, 512, 1e-6, 1e6, 1e4, 1.0, 4, 2, 32)
-    } else {
-        GpuHparams::llama(300, 256, 2, 4, 2, 512, 1e-5, 1e4, 32)
-    };
-    hp.n_batch = 4;
+    let mut hp = synthetic_hp(gemma);
     hp.n_slots = 3;
-    hp.emulate_cpu_rounding = false;
     let mut rng = Rng::new(if gemma { 21 } else { 22 });
     let m = synthetic(&hp, gemma, &mut rng);
     let a: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % 300).collect();
