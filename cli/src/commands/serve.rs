@@ -18,7 +18,8 @@ pub struct Args {
     /// Require `Authorization: Bearer KEY` on /v1 routes.
     #[arg(long, env = "FERRO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Sequences decoded together in one batched step (the GPU backend decodes one at a time).
+    /// Sequences decoded together in one batched step, each with its own KV cache slot (the
+    /// GPU allocates them at load).
     #[arg(long, short = 'n', default_value_t = 4)]
     pub parallel: usize,
     /// Context size per sequence (0: the model's, at most 4096).
