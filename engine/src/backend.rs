@@ -141,6 +141,17 @@ impl GpuBackend {
         self.model.context().adapter()
     }
 
+    /// A slot in use ([`Backend::set_slots`]).
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        if slot >= self.n_slots {
+            return Err(ModelError::BadSlot {
+                slot,
+                n_slots: self.n_slots,
+            });
+        }
+        Ok(())
+    }
+
     fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
         if pos + tokens.len() > self.n_ctx {
             return Err(ModelError::ContextFull {
@@ -332,11 +343,8 @@ impl Backend {
         match self {
             Backend::Cpu(m) => m.forward_batch(seqs),
             Backend::Gpu(g) => {
-                if let Some(st) = seqs.iter().find(|st| st.slot >= g.n_slots) {
-                    return Err(ModelError::BadSlot {
-                        slot: st.slot,
-                        n_slots: g.n_slots,
-                    });
+                for st in seqs {
+                    g.check_slot(st.slot)?;
                 }
                 for st in seqs.iter().filter(|st| !st.tokens.is_empty()) {
                     g.check(st.tokens, st.pos)?;
@@ -362,12 +370,7 @@ impl Backend {
         match self {
             Backend::Cpu(m) => m.embed(slot, tokens),
             Backend::Gpu(g) => {
-                if slot >= g.n_slots {
-                    return Err(ModelError::BadSlot {
-                        slot,
-                        n_slots: g.n_slots,
-                    });
-                }
+                g.check_slot(slot)?;
                 g.check(tokens, 0)?;
                 let mut sum = g.model.hidden_sum(slot, tokens)?;
                 crate::models::unit_length(&mut sum);

@@ -30,12 +30,7 @@ pub const GEMM_BIG_MIN_K: u32 = 2048;
 /// workgroup memory; `FERRO_GPU_GEMM_BIG_MIN` replaces it for measurement (0: never).
 pub fn gemm_big_min_tokens() -> u32 {
     static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MIN.get_or_init(|| {
-        std::env::var("FERRO_GPU_GEMM_BIG_MIN")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(384)
-    })
+    *MIN.get_or_init(|| env_u32("FERRO_GPU_GEMM_BIG_MIN").unwrap_or(384))
 }
 /// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles where the weight has no
 /// batched int8 product; `FERRO_GPU_GEMM_MIN` replaces [`GEMM_MIN_TOKENS`] for measurement.
@@ -82,6 +77,7 @@ pub fn matvec_max_tokens() -> u32 {
     static MAX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| env_u32("FERRO_GPU_MATVEC_MAX").unwrap_or(MATVEC_MAX_TOKENS))
 }
+/// A measurement knob: the environment variable `name` as a number, if it parses.
 fn env_u32(name: &str) -> Option<u32> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -98,9 +94,7 @@ pub fn matmul_lanes(tile: u32) -> u32 {
     if tile == 1 {
         static LANES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
         *LANES.get_or_init(|| {
-            std::env::var("FERRO_GPU_DECODE_LANES")
-                .ok()
-                .and_then(|v| v.trim().parse::<u32>().ok())
+            env_u32("FERRO_GPU_DECODE_LANES")
                 .filter(|l| l.is_power_of_two() && (4..=WG).contains(l))
                 .unwrap_or(DECODE_LANES)
         })
@@ -459,17 +453,16 @@ impl MatVecMode {
     /// [`MATVEC_ROWS`] and `FERRO_GPU_MATVEC_LANES` (a power of two from 4 to the subgroup
     /// size; with subgroups) [`MATVEC_LANES`].
     fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
-        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
-        let wg = env("FERRO_GPU_MATVEC_WG")
+        let wg = env_u32("FERRO_GPU_MATVEC_WG")
             .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
             .unwrap_or(MATVEC_WG);
-        let rows = env("FERRO_GPU_MATVEC_ROWS")
+        let rows = env_u32("FERRO_GPU_MATVEC_ROWS")
             .filter(|r| [1, 2, 4].contains(r))
             .unwrap_or(MATVEC_ROWS);
         let allowed = std::env::var("FERRO_GPU_SUBGROUPS").map_or(true, |v| v.trim() != "0");
         let sg = info.subgroup_min_size;
         if allowed && features.contains(wgpu::Features::SUBGROUP) && sg >= 4 && sg.is_power_of_two() {
-            let lanes = env("FERRO_GPU_MATVEC_LANES")
+            let lanes = env_u32("FERRO_GPU_MATVEC_LANES")
                 .filter(|l| l.is_power_of_two() && (4..=sg).contains(l))
                 .unwrap_or(MATVEC_LANES);
             Self {
@@ -847,9 +840,7 @@ enum Cmd {
 /// Threads per attention workgroup (one per head and token): [`ATTENTION_WG`], or for
 /// measurement `FERRO_GPU_ATTN_WG` (64..=1024, a power of two).
 fn attention_wg() -> u32 {
-    std::env::var("FERRO_GPU_ATTN_WG")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
+    env_u32("FERRO_GPU_ATTN_WG")
         .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
         .unwrap_or(ATTENTION_WG)
 }
@@ -868,6 +859,12 @@ fn skipped(kind: &str) -> bool {
     })
     .iter()
     .any(|s| s == kind)
+}
+
+/// The (position, first cache row) of `n` tokens of one sequence at positions `pos0..`, its
+/// cache rows from `row0` ([`Recorder::new`]).
+pub(crate) fn run_positions(n: usize, pos0: usize, row0: usize) -> Vec<[u32; 2]> {
+    (0..n).map(|t| [(pos0 + t) as u32, row0 as u32]).collect()
 }
 
 /// The work of one batch, recorded and then submitted as one command encoder.
@@ -893,7 +890,7 @@ impl Recorder {
 
     /// `n` tokens of one sequence at positions `pos0..`, its cache rows from `row0`.
     pub(crate) fn run(n: usize, pos0: usize, row0: usize) -> Self {
-        Self::new((0..n).map(|t| [(pos0 + t) as u32, row0 as u32]).collect())
+        Self::new(run_positions(n, pos0, row0))
     }
 
     /// Dispatches recorded from now on read the head's `Step`, whose batch is `rows` tokens.

@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use ferro_gguf::{GgmlType, Gguf};
 
-use crate::context::{Glu, GpuContext, GpuTensor, GpuWeight, NormMode, Prepared, Recorder, StepState, MAX_STEP_TOKENS};
+use crate::context::{
+    run_positions, Glu, GpuContext, GpuTensor, GpuWeight, NormMode, Prepared, Recorder, StepState, MAX_STEP_TOKENS,
+};
 use crate::error::{GpuError, Result};
 use crate::ops::{ActQuant, AttnParams, AttnRope, Gated, PackedAct, RopeParams};
 
@@ -940,6 +942,16 @@ impl GpuModel {
         Ok(())
     }
 
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        if slot >= self.hp.n_slots {
+            return Err(GpuError::Shape(format!(
+                "slot {slot} of a KV cache of {} slots",
+                self.hp.n_slots
+            )));
+        }
+        Ok(())
+    }
+
     /// Records the layers for `tokens` (at most n_batch), token t at position `at[t][0]` of the
     /// sequence whose cache rows start at `at[t][1]`.
     /// `decode`: every token is the next one of its own sequence (no token attends to another
@@ -998,15 +1010,9 @@ impl GpuModel {
         let hp = &self.hp;
         let mut used = vec![false; hp.n_slots];
         for st in seqs.iter().filter(|st| !st.tokens.is_empty()) {
-            match used.get_mut(st.slot) {
-                None => {
-                    return Err(GpuError::Shape(format!(
-                        "slot {} of a KV cache of {} slots",
-                        st.slot, hp.n_slots
-                    )))
-                }
-                Some(true) => return Err(GpuError::Shape(format!("slot {} twice in one step", st.slot))),
-                Some(u) => *u = true,
+            self.check_slot(st.slot)?;
+            if std::mem::replace(&mut used[st.slot], true) {
+                return Err(GpuError::Shape(format!("slot {} twice in one step", st.slot)));
             }
             self.check(st.tokens, st.pos)?;
         }
@@ -1063,19 +1069,13 @@ impl GpuModel {
     /// (a sentence embedding before averaging), [n_embd]. The tokens run from position 0 of
     /// `slot`, overwriting its cache.
     pub fn hidden_sum(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>> {
-        let hp = &self.hp;
-        if slot >= hp.n_slots {
-            return Err(GpuError::Shape(format!(
-                "slot {slot} of a KV cache of {} slots",
-                hp.n_slots
-            )));
-        }
+        self.check_slot(slot)?;
         self.check(tokens, 0)?;
-        let (b, e, row0) = (hp.n_batch, hp.n_embd, (slot * hp.n_ctx) as u32);
+        let hp = &self.hp;
+        let (b, e, row0) = (hp.n_batch, hp.n_embd, slot * hp.n_ctx);
         let mut sum = vec![0f32; e];
         for (ci, chunk) in tokens.chunks(b).enumerate() {
-            let at = (0..chunk.len()).map(|t| [(ci * b + t) as u32, row0]).collect();
-            let mut rec = self.record_layers(chunk, at, false)?;
+            let mut rec = self.record_layers(chunk, run_positions(chunk.len(), ci * b, row0), false)?;
             rec.record(&self.ctx, &self.final_norm);
             rec.submit(&self.ctx, &self.step)?;
             for row in self.ctx.read_range(&self.s.xb, 0, chunk.len() * e)?.chunks_exact(e) {
@@ -1130,8 +1130,7 @@ impl GpuModel {
         let v = self.hp.n_vocab;
         let mut out = Vec::with_capacity(tokens.len() * v);
         for (i, chunk) in tokens.chunks(batch).enumerate() {
-            let at = (0..chunk.len()).map(|t| [(pos + i * batch + t) as u32, 0]).collect();
-            let mut rec = self.record_layers(chunk, at, false)?;
+            let mut rec = self.record_layers(chunk, run_positions(chunk.len(), pos + i * batch, 0), false)?;
             let all = self.all.as_ref().ok_or_else(|| GpuError::Shape("no logits".into()))?;
             for p in &all.ops {
                 rec.record(&self.ctx, p);

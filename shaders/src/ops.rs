@@ -403,7 +403,7 @@ impl GpuContext {
                 if w.k.is_multiple_of(32) {
                     let big = gemm_big_min_tokens();
                     // Past the batched int8 product's range where the weight has one.
-                    let small = if packed.is_some() && !matvec_toks().is_empty() {
+                    let small = if packed.is_some() && !toks.is_empty() {
                         gemm_min_tokens().max(matvec_max_tokens() + 1)
                     } else {
                         gemm_min_tokens()
