@@ -2,8 +2,9 @@
 //! paths (AVX2, AVX-512, NEON) chosen once at run time, and the matrix-vector / matrix-matrix
 //! products the engine runs on top of them.
 //!
-//! Every `unsafe` of this crate lives in [`simd`](crate::simd); the scalar code in [`quants`] is
-//! always compiled and is the oracle the SIMD paths are tested against.
+//! Every `unsafe` of this crate lives in [`simd`](crate::simd), but for one in the decode loops'
+//! thread team (`team.rs`); the scalar code in [`quants`] is always compiled and is the oracle
+//! the SIMD paths are tested against.
 
 pub mod dispatch;
 mod membw;
@@ -11,6 +12,7 @@ mod ops;
 mod packed;
 pub mod quants;
 mod simd;
+mod team;
 
 pub use dispatch::{cpu_features, kernel_path, KernelPath, KernelTable};
 pub use ferro_gguf::GgmlType;
@@ -20,6 +22,7 @@ pub use ops::{
     WeightMatrix,
 };
 pub use packed::PackedMatrix;
+pub use team::for_each_chunk;
 
 /// Errors of the kernel API.
 #[derive(Debug, thiserror::Error)]

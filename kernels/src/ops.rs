@@ -287,7 +287,7 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
 /// Splits `y` (one value per row) into rayon tasks of [`matvec_chunk`] rows: `f(r0, ys)`.
 fn matvec_tasks(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     let chunk = matvec_chunk(y.len());
-    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| f(c * chunk, ys));
+    crate::team::for_each_chunk(y, chunk, f);
 }
 
 /// `Y[t][r] = dot(w[r], act[t])`. Rows are split into chunks whose weights fit in L2; a task

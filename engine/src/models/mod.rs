@@ -1245,7 +1245,6 @@ impl BlockCtx<'_> {
         let group = hp.n_head / hp.n_head_kv;
         let scale = hp.attn_scale;
         let q = &s.q;
-        let n_ctx = kv.n_ctx;
         // One task per (token, key head) with the query heads that share it, so that each key
         // and value row is read once for all of them; when that gives the threads too few tasks
         // (a decode step of a model with few key heads), one task per query head. The kernels
@@ -1256,30 +1255,25 @@ impl BlockCtx<'_> {
             1
         };
         let per_task = hp.n_head / heads;
-        s.att[..n * hp.n_head * hdv]
-            .par_chunks_mut(heads * hdv)
-            .enumerate()
-            .for_each_init(
-                || Vec::with_capacity(heads * n_ctx),
-                |scores, (i, out)| {
-                    let (t, h0) = (i / per_task, i % per_task * heads);
-                    let (base, p) = at[t];
-                    let kvh = h0 / group;
-                    let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
-                    let qh = &q[t * qd + h0 * hd..t * qd + (h0 + heads) * hd];
-                    let first = base + lo;
-                    let len = p + 1 - lo;
-                    scores.clear();
-                    scores.resize(heads * len, 0.0);
-                    dots_f32(qh, heads, &kc[first * kd + kvh * hd..], kd, scores);
-                    for row in scores.chunks_exact_mut(len) {
-                        row.iter_mut().for_each(|s| *s *= scale);
-                        softmax_f32(row);
-                    }
-                    out.fill(0.0);
-                    weighted_sum_f32(scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
-                },
-            );
+        // The loop is a decode step's as often as a prefill's: on the kernels' thread team.
+        ferro_kernels::for_each_chunk(&mut s.att[..n * hp.n_head * hdv], heads * hdv, |start, out| {
+            let i = start / (heads * hdv);
+            let (t, h0) = (i / per_task, i % per_task * heads);
+            let (base, p) = at[t];
+            let kvh = h0 / group;
+            let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
+            let qh = &q[t * qd + h0 * hd..t * qd + (h0 + heads) * hd];
+            let first = base + lo;
+            let len = p + 1 - lo;
+            let mut scores = vec![0.0; heads * len];
+            dots_f32(qh, heads, &kc[first * kd + kvh * hd..], kd, &mut scores);
+            for row in scores.chunks_exact_mut(len) {
+                row.iter_mut().for_each(|s| *s *= scale);
+                softmax_f32(row);
+            }
+            out.fill(0.0);
+            weighted_sum_f32(&scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
+        });
         mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
     }
 
