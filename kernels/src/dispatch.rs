@@ -75,10 +75,11 @@ pub struct GemmKernels {
     pub q8_0: Option<GemmFn<BlockQ8_0, BlockQ8_0>>,
     pub q4_k: Option<GemmFn<BlockQ4K, BlockQ8K>>,
     pub q6_k: Option<GemmFn<BlockQ6K, BlockQ8K>>,
-    /// Products of repacked Q4_0 / Q4_1 / Q8_0 / Q4_K rows (`PackedMatrix`), where the path
-    /// has them.
+    /// Products of repacked Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K rows (`PackedMatrix`), where the
+    /// path has them.
     pub packed_q4_0: Option<PackedGemmFn<BlockQ8_0>>,
     pub packed_q4_1: Option<PackedGemmFn<BlockQ8_1>>,
+    pub packed_q5_0: Option<PackedGemmFn<BlockQ8_0>>,
     pub packed_q8_0: Option<PackedGemmFn<BlockQ8_0>>,
     pub packed_q4_k: Option<PackedGemmFn<BlockQ8K>>,
     /// Whether the matrix-vector product (decode) uses the tiles too, or the dots. Measured per
@@ -101,6 +102,7 @@ impl GemmKernels {
         q6_k: None,
         packed_q4_0: None,
         packed_q4_1: None,
+        packed_q5_0: None,
         packed_q8_0: None,
         packed_q4_k: None,
         decode: false,

@@ -643,6 +643,11 @@ impl KernelTable {
                 let a = quantize_acts::<BlockQ8_1>(x, n, per_row, self.quantize_q8_1);
                 run_packed(w, &a, n, f, y)
             }
+            GgmlType::Q5_0 => {
+                let f = self.gemm.packed_q5_0.unwrap_or_else(|| missing());
+                let a = quantize_acts::<BlockQ8_0>(x, n, per_row, self.quantize_q8_0);
+                run_packed(w, &a, n, f, y)
+            }
             GgmlType::Q8_0 => {
                 let f = self.gemm.packed_q8_0.unwrap_or_else(|| missing());
                 let a = quantize_acts::<BlockQ8_0>(x, n, per_row, self.quantize_q8_0);

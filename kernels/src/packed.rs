@@ -2,15 +2,16 @@
 //! do for Q4_0): eight rows interleaved so that one sequential stream feeds eight row sums, the
 //! eight scales of a block sit in one 16-byte load, and no block straddles an odd address.
 //!
-//! Layout of [`PackedMatrix::data`], Q4_0, Q4_1 and Q8_0 (`nb` blocks per row, QB quant bytes
-//! per row and block: 16, or 32 for Q8_0): groups of eight rows (the last group padded with zero
-//! rows), each group `group_bytes(nb)` long and 32-aligned:
+//! Layout of [`PackedMatrix::data`], Q4_0, Q4_1, Q5_0 and Q8_0 (`nb` blocks per row, QB quant
+//! bytes per row and block: 16, or 32 for Q8_0): groups of eight rows (the last group padded with
+//! zero rows), each group `group_bytes(nb)` long and 32-aligned:
 //! ```text
 //! quants: nb x 8·QB bytes  block b: QB chunks of 8 bytes; chunk h*8 + s holds bytes 8h..8h+8
 //!                          of the block's `qs` of the row in slot s (so 32-byte vector 2h + k
 //!                          holds bytes 8h..8h+8 of slots 4k..4k+4)
 //! heads:  nb x HB bytes    block b: the eight rows' f16 scales in row order (16 bytes), then for
-//!                          Q4_1 their f16 mins (16 bytes)
+//!                          Q4_1 their f16 mins (16 bytes), for Q5_0 their fifth bits as
+//!                          eight 32-bit masks (32 bytes, see `Q5_MASKS`)
 //! pad:    to a multiple of 32 bytes
 //! ```
 //!
@@ -33,7 +34,7 @@
 use crate::dispatch::KernelTable;
 use crate::ops::{blocks, WeightMatrix};
 use crate::quants::q4_k::unpack_scales_mins;
-use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0};
 use crate::GgmlType;
 use bytemuck::{Pod, Zeroable};
 
@@ -82,12 +83,27 @@ pub(crate) fn group_quant_bytes(ty: GgmlType) -> usize {
     GROUP_ROWS * quant_bytes(ty)
 }
 
-/// Head bytes per block of a group: eight f16 scales, and eight f16 mins for the formats with one.
+/// Head bytes per block of a group: eight f16 scales, then eight f16 mins (Q4_1) or the fifth
+/// bits as eight 32-bit masks (Q5_0, see [`Q5_MASKS`]).
 pub(crate) fn head_bytes(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q4_1 => 32,
+        GgmlType::Q5_0 => 48,
         _ => 16,
     }
+}
+
+/// Offset of Q5_0's fifth-bit masks in a block's head bytes: mask `2V + x` (V = 2h + k, the
+/// quant vector of bytes 8h..8h+8 of slots 4k..4k+4; x = 0 for its low nibbles, 1 for the
+/// high ones) has bit `8j + i` set where the element in byte i, nibble x of slot 4k + j has its
+/// fifth bit: byte j of the mask is byte 2x + h of that slot's `qh`.
+pub(crate) const Q5_MASKS: usize = 16;
+
+/// Where byte `byte` of slot `s`'s `qh` lies in the Q5_0 head bytes of a block.
+pub(crate) fn q5_mask_byte(s: usize, byte: usize) -> usize {
+    let (h, x) = (byte % 2, byte / 2);
+    let (k, j) = (s / 4, s % 4);
+    Q5_MASKS + 4 * (2 * (2 * h + k) + x) + j
 }
 
 /// Bytes of one Q4_K super-block of a group (see the module docs).
@@ -112,6 +128,10 @@ trait Packable: Pod {
         None
     }
     fn qs(&self) -> &[u8];
+    /// The fifth bits (Q5_0).
+    fn qh(&self) -> Option<[u8; 4]> {
+        None
+    }
 }
 
 impl Packable for BlockQ4_0 {
@@ -132,6 +152,18 @@ impl Packable for BlockQ4_1 {
     }
     fn qs(&self) -> &[u8] {
         &self.qs
+    }
+}
+
+impl Packable for BlockQ5_0 {
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    fn qs(&self) -> &[u8] {
+        &self.qs
+    }
+    fn qh(&self) -> Option<[u8; 4]> {
+        Some(self.qh)
     }
 }
 
@@ -174,6 +206,11 @@ fn pack_rows<B: Packable>(w: &[&[B]], ty: GgmlType, nb: usize, out: &mut [u8]) {
         h[2 * r..2 * r + 2].copy_from_slice(&blk.d().to_le_bytes());
         if let Some(m) = blk.m() {
             h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&m.to_le_bytes());
+        }
+        if let Some(qh) = blk.qh() {
+            for (byte, bits) in qh.into_iter().enumerate() {
+                h[q5_mask_byte(s, byte)] = bits;
+            }
         }
     });
 }
@@ -240,6 +277,7 @@ impl PackedMatrix {
         let has = match ty {
             GgmlType::Q4_0 => table.gemm.packed_q4_0.is_some(),
             GgmlType::Q4_1 => table.gemm.packed_q4_1.is_some(),
+            GgmlType::Q5_0 => table.gemm.packed_q5_0.is_some(),
             GgmlType::Q8_0 => table.gemm.packed_q8_0.is_some(),
             GgmlType::Q4_K => table.gemm.packed_q4_k.is_some(),
             _ => false,
@@ -260,6 +298,7 @@ impl PackedMatrix {
         match ty {
             GgmlType::Q4_0 => with_rows::<BlockQ4_0>(ws, nb, |r| pack_rows(r, ty, nb, out)),
             GgmlType::Q4_1 => with_rows::<BlockQ4_1>(ws, nb, |r| pack_rows(r, ty, nb, out)),
+            GgmlType::Q5_0 => with_rows::<BlockQ5_0>(ws, nb, |r| pack_rows(r, ty, nb, out)),
             GgmlType::Q8_0 => with_rows::<BlockQ8_0>(ws, nb, |r| pack_rows(r, ty, nb, out)),
             GgmlType::Q4_K => with_rows::<BlockQ4K>(ws, nb, |r| pack_rows_q4k(r, nb, out)),
             _ => unreachable!("checked above"),

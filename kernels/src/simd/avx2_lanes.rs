@@ -109,7 +109,7 @@ pub(super) unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
 
 /// The fifth bits as 0x10 bytes.
 #[inline(always)]
-unsafe fn fifth_bits(qh: [u8; 4]) -> __m256i {
+pub(super) unsafe fn fifth_bits(qh: [u8; 4]) -> __m256i {
     _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(qh)), _mm256_set1_epi8(0x10))
 }
 

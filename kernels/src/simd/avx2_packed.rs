@@ -14,14 +14,14 @@
 //! Prefill: the groups are laid out for `avx2_lanes`' tiles, as the unpacked rows are.
 
 use super::avx2_lanes::{
-    act_info, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format, Group, GroupSource,
-    L, PREFILL_MIN_TOKENS,
+    act_info, fifth_bits, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format, Group,
+    GroupSource, L, PREFILL_MIN_TOKENS,
 };
 use crate::packed::{
-    group_bytes, group_quant_bytes, head_bytes, quant_bytes, unpack_group_q4k, GROUP_ROWS, Q4K_BLOCK_BYTES, Q4K_HEADS,
-    Q4K_MINS, Q4K_SCALES, SLOT_ROW,
+    group_bytes, group_quant_bytes, head_bytes, q5_mask_byte, quant_bytes, unpack_group_q4k, GROUP_ROWS,
+    Q4K_BLOCK_BYTES, Q4K_HEADS, Q4K_MINS, Q4K_SCALES, Q5_MASKS, SLOT_ROW,
 };
-use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
 use bytemuck::Zeroable;
 use core::arch::x86_64::*;
@@ -32,6 +32,9 @@ const _: () = assert!(L == GROUP_ROWS);
 /// The packed formats: their type and their head bytes per block.
 trait Packed: Format {
     const TY: GgmlType;
+    /// Q5_0: the fifth bits come as masks in the head bytes (`crate::packed::Q5_MASKS`), added
+    /// with AVX-512 BW/VL masked byte adds.
+    const FIFTH: bool = false;
 }
 
 impl Packed for BlockQ4_0 {
@@ -40,6 +43,11 @@ impl Packed for BlockQ4_0 {
 
 impl Packed for BlockQ4_1 {
     const TY: GgmlType = GgmlType::Q4_1;
+}
+
+impl Packed for BlockQ5_0 {
+    const TY: GgmlType = GgmlType::Q5_0;
+    const FIFTH: bool = true;
 }
 
 impl Packed for BlockQ8_0 {
@@ -95,6 +103,25 @@ unsafe fn four_slots(v: *const u8, w: *const u8, a: &[__m256i; 4]) -> __m256i {
     _mm256_madd_epi16(_mm256_add_epi16(s, t), _mm256_set1_epi16(1))
 }
 
+/// `x` plus 16 in the bytes whose bit is set in the mask at `k`.
+#[inline(always)]
+unsafe fn fifth(x: __m256i, k: *const u32) -> __m256i {
+    _mm256_mask_add_epi8(x, core::ptr::read_unaligned(k), x, _mm256_set1_epi8(16))
+}
+
+/// [`four_slots`] of Q5_0 quants: each nibble vector gains 16 where its mask (`m`: the masks
+/// of `v`'s low and high nibbles, `n`: `w`'s) has the bit. Eight products of 5-bit and 8-bit
+/// quants summed in i16 reach at most 8·31·128 = 31744. Needs AVX-512 BW and VL.
+#[inline(always)]
+unsafe fn four_slots_q5(v: *const u8, w: *const u8, m: *const u32, n: *const u32, a: &[__m256i; 4]) -> __m256i {
+    let (v0, v1) = nibbles(_mm256_loadu_si256(v as *const __m256i));
+    let (w0, w1) = nibbles(_mm256_loadu_si256(w as *const __m256i));
+    let (v0, v1, w0, w1) = (fifth(v0, m), fifth(v1, m.add(1)), fifth(w0, n), fifth(w1, n.add(1)));
+    let s = _mm256_add_epi16(_mm256_maddubs_epi16(v0, a[0]), _mm256_maddubs_epi16(w0, a[1]));
+    let t = _mm256_add_epi16(_mm256_maddubs_epi16(v1, a[2]), _mm256_maddubs_epi16(w1, a[3]));
+    _mm256_madd_epi16(_mm256_add_epi16(s, t), _mm256_set1_epi16(1))
+}
+
 /// Four slots' Q8_0 sums: `v` points at the vector of their bytes 0..8, the vectors of bytes
 /// 8h..8h+8 follow 64 bytes apart. Signed quants: `vpmaddubsw` of `|w|` and `q` with the sign of
 /// `w` (see avx2_lanes.rs), each widened before it is added (pairs reach 32512).
@@ -110,14 +137,22 @@ unsafe fn four_slots_q8(v: *const u8, a: &[__m256i; 4]) -> __m256i {
     acc
 }
 
-/// Σ u·q of the eight rows of block `q` against `qs`: lane r = row r.
+/// Σ u·q of the eight rows of block `q` (heads at `h`) against `qs`: lane r = row r.
 #[inline(always)]
-unsafe fn block_sums<F: Packed>(q: *const u8, qs: &[i8; 32]) -> __m256i {
+unsafe fn block_sums<F: Packed>(q: *const u8, h: *const u8, qs: &[i8; 32]) -> __m256i {
     let a = [bcast8(qs, 0), bcast8(qs, 1), bcast8(qs, 2), bcast8(qs, 3)];
     // [s0 s0 s1 s1 | s2 s2 s3 s3] and the same for slots 4..8 -> [s0 s1 s4 s5 | s2 s3 s6 s7],
     // rows 0..8 (SLOT_ROW).
     if F::SIGNED {
         return _mm256_hadd_epi32(four_slots_q8(q, &a), four_slots_q8(q.add(32), &a));
+    }
+    if F::FIFTH {
+        // Vector V's masks are 2V and 2V + 1; vectors 0 and 2 hold slots 0..4, 1 and 3 slots 4..8.
+        let m = h.add(Q5_MASKS) as *const u32;
+        return _mm256_hadd_epi32(
+            four_slots_q5(q, q.add(64), m, m.add(4), &a),
+            four_slots_q5(q.add(32), q.add(96), m.add(2), m.add(6), &a),
+        );
     }
     _mm256_hadd_epi32(four_slots(q, q.add(64), &a), four_slots(q.add(32), q.add(96), &a))
 }
@@ -140,11 +175,11 @@ unsafe fn decode_group<F: Packed>(
     for (b, y) in a.iter().enumerate() {
         // Where block b's bytes lie in proportion to the group (quants and heads together).
         prefetch_ahead(g.wrapping_add(b * step), dist, step);
-        let mut i = block_sums::<F>(g.add(b * gq), y.qs());
+        let h = heads.add(b * hb);
+        let mut i = block_sums::<F>(g.add(b * gq), h, y.qs());
         if F::OFFSET != 0 {
             i = _mm256_sub_epi32(i, _mm256_set1_epi32(info.c[off + b]));
         }
-        let h = heads.add(b * hb);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(h as *const __m128i));
         let d = _mm256_mul_ps(dw, _mm256_set1_ps(info.d[off + b]));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), acc);
@@ -189,6 +224,11 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
                 } else {
                     unpack_nibbles(&qs[..16].try_into().unwrap())
                 };
+                if F::FIFTH {
+                    let h = heads.add(b * hb);
+                    let qh: [u8; 4] = core::array::from_fn(|byte| *h.add(q5_mask_byte(s, byte)));
+                    *v = _mm256_or_si256(*v, fifth_bits(qh));
+                }
             }
             g.q.extend_from_slice(&transpose8(rows));
             let h = heads.add(b * hb);
@@ -249,11 +289,15 @@ fn check(ty: GgmlType, w: usize, rows: usize, nb: usize, a: usize, out: usize, l
 
 macro_rules! entry {
     ($name:ident, $w:ty, $a:ty) => {
-        /// Safe entry point, reachable only through tables handed out after AVX2, FMA and F16C
-        /// were detected: `out[t * ldo + r]` for every row r packed in `w`, token t of `a`.
+        entry!($name, $w, $a, "avx2,fma,f16c");
+    };
+    ($name:ident, $w:ty, $a:ty, $feat:literal) => {
+        /// Safe entry point, reachable only through tables handed out after the features it is
+        /// compiled for were detected: `out[t * ldo + r]` for every row r packed in `w`, token
+        /// t of `a`.
         pub(crate) fn $name(w: &[u8], rows: usize, nb: usize, a: &[$a], out: &mut [f32], ldo: usize) {
             check(<$w as Packed>::TY, w.len(), rows, nb, a.len(), out.len(), ldo);
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[target_feature(enable = $feat)]
             unsafe fn imp(w: &[u8], rows: usize, nb: usize, a: &[$a], out: &mut [f32], ldo: usize) {
                 gemm::<$w>(w, rows, nb, a, out, ldo)
             }
@@ -385,3 +429,10 @@ pub(crate) fn gemm_q4_k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &
 entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
 entry!(gemm_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(gemm_q8_0, BlockQ8_0, BlockQ8_0);
+// Only the AVX-512 tables hand this one out.
+entry!(
+    gemm_q5_0,
+    BlockQ5_0,
+    BlockQ8_0,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
+);

@@ -57,7 +57,7 @@ macro_rules! avx512_kernels {
                 kquants: $kquants,
                 // The AVX2 row lanes and tiles (AVX-512 implies AVX2, FMA and F16C, checked by
                 // `detected`); they beat these dots, so decode uses them too.
-                gemm: crate::simd::avx2_gemm::KERNELS,
+                gemm: crate::simd::avx2_gemm::KERNELS_AVX512,
             };
 
             macro_rules! safe_entry {
