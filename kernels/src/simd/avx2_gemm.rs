@@ -33,6 +33,16 @@ pub(crate) const KERNELS_AVX512: GemmKernels = GemmKernels {
     ..KERNELS
 };
 
+/// The avx512-vnni table's: the packed decode products sum with `vpdpbusd` (the same integers,
+/// so the same bits).
+pub(crate) const KERNELS_AVX512_VNNI: GemmKernels = GemmKernels {
+    packed_q4_0: Some(super::avx2_packed::vnni_q4_0),
+    packed_q4_1: Some(super::avx2_packed::vnni_q4_1),
+    packed_q5_0: Some(super::avx2_packed::vnni_q5_0),
+    packed_q8_0: Some(super::avx2_packed::vnni_q8_0),
+    ..KERNELS_AVX512
+};
+
 /// Tokens per pass of all rows in the K-quant tiles.
 pub(super) const TOKEN_TILE: usize = 8;
 

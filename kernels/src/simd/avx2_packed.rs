@@ -91,16 +91,52 @@ unsafe fn nibbles(v: __m256i) -> (__m256i, __m256i) {
     (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4))
 }
 
+/// `Σ_k w[k]·a[k]` byte products (unsigned `w`, signed `a`) summed per four bytes: eight i32
+/// lanes. With VNNI four `vpdpbusd`; else `vpmaddubsw` pairs added in i16 (when `WIDE` is off:
+/// the 4- and 5-bit quants, whose eight products stay within i16, see [`four_slots`]) or each
+/// widened before it is added (Q8_0: pairs reach 32512), then `vpmaddwd` with ones. The sums
+/// are exact integers either way, so both give the same bits.
+#[inline(always)]
+unsafe fn sum4<const VNNI: bool, const WIDE: bool>(w: [__m256i; 4], a: &[__m256i; 4]) -> __m256i {
+    if VNNI {
+        let mut acc = _mm256_setzero_si256();
+        for k in 0..4 {
+            acc = _mm256_dpbusd_epi32(acc, w[k], a[k]);
+        }
+        return acc;
+    }
+    let ones = _mm256_set1_epi16(1);
+    let p: [__m256i; 4] = core::array::from_fn(|k| _mm256_maddubs_epi16(w[k], a[k]));
+    if WIDE {
+        let mut acc = _mm256_setzero_si256();
+        for p in p {
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+        }
+        return acc;
+    }
+    let s = _mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3]));
+    _mm256_madd_epi16(s, ones)
+}
+
 /// Four slots' sums against the activation bytes `a` (0..8, 8..16, 16..24, 24..32 broadcast):
 /// `v` holds their bytes 0..8, `w` bytes 8..16. Two i32 partial sums per slot, in slot order.
+/// Q5_0 (`masks`: those of `v`'s low and high nibbles, then `w`'s): each nibble vector gains 16
+/// where its mask has the bit (AVX-512 BW and VL). Eight products of 5-bit and 8-bit quants
+/// summed in i16 reach at most 8·31·128 = 31744.
 /// (Plain functions, not closures: closures do not inherit the caller's target features.)
 #[inline(always)]
-unsafe fn four_slots(v: *const u8, w: *const u8, a: &[__m256i; 4]) -> __m256i {
-    let (v0, v1) = nibbles(_mm256_loadu_si256(v as *const __m256i));
-    let (w0, w1) = nibbles(_mm256_loadu_si256(w as *const __m256i));
-    let s = _mm256_add_epi16(_mm256_maddubs_epi16(v0, a[0]), _mm256_maddubs_epi16(w0, a[1]));
-    let t = _mm256_add_epi16(_mm256_maddubs_epi16(v1, a[2]), _mm256_maddubs_epi16(w1, a[3]));
-    _mm256_madd_epi16(_mm256_add_epi16(s, t), _mm256_set1_epi16(1))
+unsafe fn four_slots<const VNNI: bool>(
+    v: *const u8,
+    w: *const u8,
+    masks: Option<[*const u32; 2]>,
+    a: &[__m256i; 4],
+) -> __m256i {
+    let (mut v0, mut v1) = nibbles(_mm256_loadu_si256(v as *const __m256i));
+    let (mut w0, mut w1) = nibbles(_mm256_loadu_si256(w as *const __m256i));
+    if let Some([m, n]) = masks {
+        (v0, v1, w0, w1) = (fifth(v0, m), fifth(v1, m.add(1)), fifth(w0, n), fifth(w1, n.add(1)));
+    }
+    sum4::<VNNI, false>([v0, w0, v1, w1], a)
 }
 
 /// `x` plus 16 in the bytes whose bit is set in the mask at `k`.
@@ -109,57 +145,42 @@ unsafe fn fifth(x: __m256i, k: *const u32) -> __m256i {
     _mm256_mask_add_epi8(x, core::ptr::read_unaligned(k), x, _mm256_set1_epi8(16))
 }
 
-/// [`four_slots`] of Q5_0 quants: each nibble vector gains 16 where its mask (`m`: the masks
-/// of `v`'s low and high nibbles, `n`: `w`'s) has the bit. Eight products of 5-bit and 8-bit
-/// quants summed in i16 reach at most 8·31·128 = 31744. Needs AVX-512 BW and VL.
-#[inline(always)]
-unsafe fn four_slots_q5(v: *const u8, w: *const u8, m: *const u32, n: *const u32, a: &[__m256i; 4]) -> __m256i {
-    let (v0, v1) = nibbles(_mm256_loadu_si256(v as *const __m256i));
-    let (w0, w1) = nibbles(_mm256_loadu_si256(w as *const __m256i));
-    let (v0, v1, w0, w1) = (fifth(v0, m), fifth(v1, m.add(1)), fifth(w0, n), fifth(w1, n.add(1)));
-    let s = _mm256_add_epi16(_mm256_maddubs_epi16(v0, a[0]), _mm256_maddubs_epi16(w0, a[1]));
-    let t = _mm256_add_epi16(_mm256_maddubs_epi16(v1, a[2]), _mm256_maddubs_epi16(w1, a[3]));
-    _mm256_madd_epi16(_mm256_add_epi16(s, t), _mm256_set1_epi16(1))
-}
-
 /// Four slots' Q8_0 sums: `v` points at the vector of their bytes 0..8, the vectors of bytes
-/// 8h..8h+8 follow 64 bytes apart. Signed quants: `vpmaddubsw` of `|w|` and `q` with the sign of
-/// `w` (see avx2_lanes.rs), each widened before it is added (pairs reach 32512).
+/// 8h..8h+8 follow 64 bytes apart. Signed quants: `|w|` against `q` with the sign of `w` (see
+/// avx2_lanes.rs).
 #[inline(always)]
-unsafe fn four_slots_q8(v: *const u8, a: &[__m256i; 4]) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_si256();
-    for (h, a) in a.iter().enumerate() {
-        let w = _mm256_loadu_si256(v.add(64 * h) as *const __m256i);
-        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(*a, w));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-    }
-    acc
+unsafe fn four_slots_q8<const VNNI: bool>(v: *const u8, a: &[__m256i; 4]) -> __m256i {
+    let w: [__m256i; 4] = core::array::from_fn(|h| _mm256_loadu_si256(v.add(64 * h) as *const __m256i));
+    let signed: [__m256i; 4] = core::array::from_fn(|h| _mm256_sign_epi8(a[h], w[h]));
+    sum4::<VNNI, true>(w.map(|w| _mm256_abs_epi8(w)), &signed)
 }
 
 /// Σ u·q of the eight rows of block `q` (heads at `h`) against `qs`: lane r = row r.
 #[inline(always)]
-unsafe fn block_sums<F: Packed>(q: *const u8, h: *const u8, qs: &[i8; 32]) -> __m256i {
+unsafe fn block_sums<F: Packed, const VNNI: bool>(q: *const u8, h: *const u8, qs: &[i8; 32]) -> __m256i {
     let a = [bcast8(qs, 0), bcast8(qs, 1), bcast8(qs, 2), bcast8(qs, 3)];
     // [s0 s0 s1 s1 | s2 s2 s3 s3] and the same for slots 4..8 -> [s0 s1 s4 s5 | s2 s3 s6 s7],
     // rows 0..8 (SLOT_ROW).
     if F::SIGNED {
-        return _mm256_hadd_epi32(four_slots_q8(q, &a), four_slots_q8(q.add(32), &a));
+        return _mm256_hadd_epi32(four_slots_q8::<VNNI>(q, &a), four_slots_q8::<VNNI>(q.add(32), &a));
     }
-    if F::FIFTH {
-        // Vector V's masks are 2V and 2V + 1; vectors 0 and 2 hold slots 0..4, 1 and 3 slots 4..8.
-        let m = h.add(Q5_MASKS) as *const u32;
-        return _mm256_hadd_epi32(
-            four_slots_q5(q, q.add(64), m, m.add(4), &a),
-            four_slots_q5(q.add(32), q.add(96), m.add(2), m.add(6), &a),
-        );
-    }
-    _mm256_hadd_epi32(four_slots(q, q.add(64), &a), four_slots(q.add(32), q.add(96), &a))
+    // Q5_0: vector V's masks are 2V and 2V + 1; vectors 0 and 2 hold slots 0..4, 1 and 3 slots
+    // 4..8.
+    let m = h.add(Q5_MASKS) as *const u32;
+    let (lo, hi) = if F::FIFTH {
+        (Some([m, m.add(4)]), Some([m.add(2), m.add(6)]))
+    } else {
+        (None, None)
+    };
+    _mm256_hadd_epi32(
+        four_slots::<VNNI>(q, q.add(64), lo, &a),
+        four_slots::<VNNI>(q.add(32), q.add(96), hi, &a),
+    )
 }
 
 /// One token (`a`, info offset `off`) against the group at `g` (`nb` blocks).
 #[inline(always)]
-unsafe fn decode_group<F: Packed>(
+unsafe fn decode_group<F: Packed, const VNNI: bool>(
     g: *const u8,
     nb: usize,
     a: &[F::Act],
@@ -176,7 +197,7 @@ unsafe fn decode_group<F: Packed>(
         // Where block b's bytes lie in proportion to the group (quants and heads together).
         prefetch_ahead(g.wrapping_add(b * step), dist, step);
         let h = heads.add(b * hb);
-        let mut i = block_sums::<F>(g.add(b * gq), h, y.qs());
+        let mut i = block_sums::<F, VNNI>(g.add(b * gq), h, y.qs());
         if F::OFFSET != 0 {
             i = _mm256_sub_epi32(i, _mm256_set1_epi32(info.c[off + b]));
         }
@@ -248,7 +269,14 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
 /// # Safety
 /// AVX2, FMA and F16C; shapes checked by the caller.
 #[inline(always)]
-unsafe fn gemm<F: Packed>(w: &[u8], rows: usize, nb: usize, a: &[F::Act], out: &mut [f32], ldo: usize) {
+unsafe fn gemm<F: Packed, const VNNI: bool>(
+    w: &[u8],
+    rows: usize,
+    nb: usize,
+    a: &[F::Act],
+    out: &mut [f32],
+    ldo: usize,
+) {
     let n = a.len() / nb;
     if n < PREFILL_MIN_TOKENS {
         let gb = group_bytes(F::TY, nb);
@@ -258,7 +286,7 @@ unsafe fn gemm<F: Packed>(w: &[u8], rows: usize, nb: usize, a: &[F::Act], out: &
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
-                let v = decode_group::<F>(g, nb, &a[t * nb..(t + 1) * nb], &info, t * nb, dist);
+                let v = decode_group::<F, VNNI>(g, nb, &a[t * nb..(t + 1) * nb], &info, t * nb, dist);
                 store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
@@ -289,9 +317,9 @@ fn check(ty: GgmlType, w: usize, rows: usize, nb: usize, a: usize, out: usize, l
 
 macro_rules! entry {
     ($name:ident, $w:ty, $a:ty) => {
-        entry!($name, $w, $a, "avx2,fma,f16c");
+        entry!($name, $w, $a, false, "avx2,fma,f16c");
     };
-    ($name:ident, $w:ty, $a:ty, $feat:literal) => {
+    ($name:ident, $w:ty, $a:ty, $vnni:literal, $feat:literal) => {
         /// Safe entry point, reachable only through tables handed out after the features it is
         /// compiled for were detected: `out[t * ldo + r]` for every row r packed in `w`, token
         /// t of `a`.
@@ -299,7 +327,7 @@ macro_rules! entry {
             check(<$w as Packed>::TY, w.len(), rows, nb, a.len(), out.len(), ldo);
             #[target_feature(enable = $feat)]
             unsafe fn imp(w: &[u8], rows: usize, nb: usize, a: &[$a], out: &mut [f32], ldo: usize) {
-                gemm::<$w>(w, rows, nb, a, out, ldo)
+                gemm::<$w, $vnni>(w, rows, nb, a, out, ldo)
             }
             // SAFETY: features detected before the table was handed out; shapes checked above.
             unsafe { imp(w, rows, nb, a, out, ldo) }
@@ -429,10 +457,40 @@ pub(crate) fn gemm_q4_k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &
 entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
 entry!(gemm_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(gemm_q8_0, BlockQ8_0, BlockQ8_0);
-// Only the AVX-512 tables hand this one out.
+// Only the AVX-512 tables hand these out: Q5_0 needs BW and VL; the `vnni_*` products (AVX-512
+// VNNI's `vpdpbusd` on 256-bit vectors) are the avx512-vnni table's.
 entry!(
     gemm_q5_0,
     BlockQ5_0,
     BlockQ8_0,
+    false,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
+);
+entry!(
+    vnni_q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    true,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+entry!(
+    vnni_q4_1,
+    BlockQ4_1,
+    BlockQ8_1,
+    true,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+entry!(
+    vnni_q5_0,
+    BlockQ5_0,
+    BlockQ8_0,
+    true,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+entry!(
+    vnni_q8_0,
+    BlockQ8_0,
+    BlockQ8_0,
+    true,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );

@@ -34,7 +34,7 @@ pub(crate) fn table() -> Option<&'static KernelTable> {
 }
 
 macro_rules! avx512_kernels {
-    ($module:ident, $name:literal, $feat:literal, $sum_u8_i8:ident, $kquants:expr) => {
+    ($module:ident, $name:literal, $feat:literal, $sum_u8_i8:ident, $kquants:expr, $gemm:expr) => {
         mod $module {
             use super::*;
 
@@ -57,7 +57,7 @@ macro_rules! avx512_kernels {
                 kquants: $kquants,
                 // The AVX2 row lanes and tiles (AVX-512 implies AVX2, FMA and F16C, checked by
                 // `detected`); they beat these dots, so decode uses them too.
-                gemm: crate::simd::avx2_gemm::KERNELS_AVX512,
+                gemm: $gemm,
             };
 
             macro_rules! safe_entry {
@@ -228,12 +228,14 @@ avx512_kernels!(
     "avx512",
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
     sum4_bw,
-    crate::simd::avx512_kquants::KERNELS
+    crate::simd::avx512_kquants::KERNELS,
+    crate::simd::avx2_gemm::KERNELS_AVX512
 );
 avx512_kernels!(
     vnni,
     "avx512-vnni",
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     sum4_vnni,
-    crate::simd::avx512_kquants::KERNELS_VNNI
+    crate::simd::avx512_kquants::KERNELS_VNNI,
+    crate::simd::avx2_gemm::KERNELS_AVX512_VNNI
 );
