@@ -1255,9 +1255,7 @@ impl BlockCtx<'_> {
             1
         };
         let per_task = hp.n_head / heads;
-        // The loop is a decode step's as often as a prefill's: on the kernels' thread team.
-        ferro_kernels::for_each_chunk(&mut s.att[..n * hp.n_head * hdv], heads * hdv, |start, out| {
-            let i = start / (heads * hdv);
+        let task = |i: usize, out: &mut [f32], scores: &mut Vec<f32>| {
             let (t, h0) = (i / per_task, i % per_task * heads);
             let (base, p) = at[t];
             let kvh = h0 / group;
@@ -1265,15 +1263,29 @@ impl BlockCtx<'_> {
             let qh = &q[t * qd + h0 * hd..t * qd + (h0 + heads) * hd];
             let first = base + lo;
             let len = p + 1 - lo;
-            let mut scores = vec![0.0; heads * len];
-            dots_f32(qh, heads, &kc[first * kd + kvh * hd..], kd, &mut scores);
+            scores.clear();
+            scores.resize(heads * len, 0.0);
+            dots_f32(qh, heads, &kc[first * kd + kvh * hd..], kd, scores);
             for row in scores.chunks_exact_mut(len) {
                 row.iter_mut().for_each(|s| *s *= scale);
                 softmax_f32(row);
             }
             out.fill(0.0);
-            weighted_sum_f32(&scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
-        });
+            weighted_sum_f32(scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
+        };
+        let att = &mut s.att[..n * hp.n_head * hdv];
+        if n == 1 {
+            // A decode step: on the kernels' thread team, as its matrix-vector products (whose
+            // spinning workers would take cores from rayon's in a prefill).
+            ferro_kernels::for_each_chunk(att, heads * hdv, |start, out| {
+                task(start / (heads * hdv), out, &mut Vec::new())
+            });
+        } else {
+            att.par_chunks_mut(heads * hdv).enumerate().for_each_init(
+                || Vec::with_capacity(heads * kv.n_ctx),
+                |scores, (i, out)| task(i, out, scores),
+            );
+        }
         mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
     }
 
