@@ -15,6 +15,7 @@ pub mod sampler;
 pub mod tokenizer;
 
 pub use backend::{Backend, Device, Forward};
+pub use kv_cache::KvType;
 pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
 pub mod grammar;
 pub mod scheduler;

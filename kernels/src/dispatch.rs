@@ -112,6 +112,10 @@ impl GemmKernels {
 /// `out[h·n + j] = q_h · k[j·stride..][..d]`: attention scores of `heads` queries (the rows of
 /// `q`, `d` floats each) against `n = out.len() / heads` keys laid out `stride` floats apart.
 pub type DotsFn = fn(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]);
+/// [`DotsFn`] of f16 keys (the KV cache's).
+pub type DotsF16Fn = fn(q: &[f32], heads: usize, k: &[f16], stride: usize, out: &mut [f32]);
+/// [`WeightedSumFn`] of f16 values (the KV cache's).
+pub type WeightedSumF16Fn = fn(a: &[f32], heads: usize, v: &[f16], stride: usize, out: &mut [f32]);
 /// `out[h·d + c] += Σ_j a[h·n + j] · v[j·stride + c]`: attention's weighted sums of value rows
 /// for `heads` heads (the rows of `a`, `n` weights each; of `out`, `d` floats each).
 pub type WeightedSumFn = fn(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]);
@@ -153,6 +157,9 @@ pub struct KernelTable {
     pub dots_f32: DotsFn,
     /// Weighted sum of f32 rows (attention output).
     pub weighted_sum_f32: WeightedSumFn,
+    /// The same two of f16 rows (keys and values of the KV cache).
+    pub dots_f16: DotsF16Fn,
+    pub weighted_sum_f16: WeightedSumF16Fn,
     /// Softmax of a row (attention weights).
     pub softmax_f32: SoftmaxFn,
     /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
@@ -185,6 +192,8 @@ static SCALAR: KernelTable = KernelTable {
     dot_bf16: float::vec_dot_bf16,
     dots_f32: float::dots_f32,
     weighted_sum_f32: float::weighted_sum_f32,
+    dots_f16: float::dots_f16,
+    weighted_sum_f16: float::weighted_sum_f16,
     softmax_f32: float::softmax_f32,
     kquants: KQuantKernels::SCALAR,
     gemm: GemmKernels::NONE,

@@ -206,6 +206,16 @@ pub fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: 
     (KernelTable::get().weighted_sum_f32)(a, heads, v, stride, out)
 }
 
+/// [`dots_f32`] of f16 keys (the KV cache's), each widened exactly to f32.
+pub fn dots_f16(q: &[f32], heads: usize, k: &[f16], stride: usize, out: &mut [f32]) {
+    (KernelTable::get().dots_f16)(q, heads, k, stride, out)
+}
+
+/// [`weighted_sum_f32`] of f16 values (the KV cache's), each widened exactly to f32.
+pub fn weighted_sum_f16(a: &[f32], heads: usize, v: &[f16], stride: usize, out: &mut [f32]) {
+    (KernelTable::get().weighted_sum_f16)(a, heads, v, stride, out)
+}
+
 /// Softmax of `x` in place with the kernels in use (attention weights): `exp(x[i] − max)`
 /// normalised to sum 1, the sum taken in f64. The x86 paths' exp is within 2 ulp of the C
 /// library's.

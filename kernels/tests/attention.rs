@@ -1,8 +1,10 @@
 //! The attention helpers (`dots_f32`, `weighted_sum_f32`) of every path against the scalar
 //! reference, on head sizes with and without a multiple-of-8 / multiple-of-64 part, row
-//! counts around the kernels' eight-row tiles, and strides wider than a row.
+//! counts around the kernels' eight-row tiles, and strides wider than a row; their f16 forms
+//! (the KV cache's) against the f32 ones.
 
 use ferro_kernels::{KernelPath, KernelTable};
+use half::f16;
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
@@ -52,6 +54,37 @@ fn every_path_matches_the_scalar_reference() {
                             want[c]
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_rows_give_the_bits_of_their_f32_widening() {
+    // f16 widens to f32 exactly, and each path's f16 kernels sum in its f32 kernels' order.
+    for path in KernelPath::available() {
+        let t = KernelTable::for_path(path).unwrap();
+        for d in [1usize, 7, 8, 64, 100, 256] {
+            for n in [0usize, 1, 5, 8, 9, 17] {
+                for heads in [1usize, 3, 4, 7] {
+                    let stride = d + 3;
+                    let q = values(heads * d, 11);
+                    let k16: Vec<f16> = values(n.saturating_sub(1) * stride + d, 12)
+                        .iter()
+                        .map(|&x| f16::from_f32(x))
+                        .collect();
+                    let k32: Vec<f32> = k16.iter().map(|x| x.to_f32()).collect();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let (mut want, mut got) = (vec![0f32; heads * n], vec![f32::NAN; heads * n]);
+                    (t.dots_f32)(&q, heads, &k32, stride, &mut want);
+                    (t.dots_f16)(&q, heads, &k16, stride, &mut got);
+                    assert_eq!(bits(&got), bits(&want), "{} dots d {d} n {n} heads {heads}", t.name);
+                    let a = values(heads * n, 13);
+                    let (mut want, mut got) = (values(heads * d, 14), values(heads * d, 14));
+                    (t.weighted_sum_f32)(&a, heads, &k32, stride, &mut want);
+                    (t.weighted_sum_f16)(&a, heads, &k16, stride, &mut got);
+                    assert_eq!(bits(&got), bits(&want), "{} sums d {d} n {n} heads {heads}", t.name);
                 }
             }
         }

@@ -17,7 +17,7 @@
 //! - ferro's greedy token equal to llama.cpp's wherever llama.cpp's top-1/top-2 margin exceeds
 //!   `Tol::margin` (below it, summation order may legitimately flip the choice).
 
-use ferro_engine::{Logits, Model, ModelOptions};
+use ferro_engine::{KvType, Logits, Model, ModelOptions};
 use ferro_tests::{ferro_home, require_model, run_ferro, TempDir};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -153,6 +153,9 @@ fn compare(name: &str, model_path: &std::path::Path, f: &Value, tol: Tol) {
         model_path,
         &ModelOptions {
             n_ctx: 64,
+            // The fixtures are llama.cpp's with an f32 cache (DEVELOPERS.md), whatever the
+            // environment asks.
+            cache_type: KvType::F32,
             ..ModelOptions::default()
         },
     )

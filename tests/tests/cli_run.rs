@@ -152,3 +152,57 @@ fn perplexity_command_prints_ppl_line() {
     assert!(ppl.is_finite() && ppl > 1.0 && ppl < 200.0, "{last}");
     assert_eq!(parts[3], "+/-");
 }
+
+/// `--cache-type f16` holds the KV cache in half the memory of the default f32 and still
+/// generates the reference's first greedy tokens; an unknown type is a usage error.
+#[test]
+fn cache_type_f16_halves_the_kv_cache() {
+    let Some(path) = require_model("smollm2-135m-instruct") else {
+        return;
+    };
+    let c = &reference()["SmolLM2-135M-Instruct.Q4_1.gguf"]["completions"][0];
+    let kv_mib = |ty: &str| {
+        let out = Command::new(ferro_bin())
+            .arg("run")
+            .arg(&path)
+            .arg(c["prompt"].as_str().unwrap())
+            .args([
+                "--raw",
+                "--temp",
+                "0",
+                "--json",
+                "-c",
+                "256",
+                "-n",
+                "8",
+                "--verbose",
+                "--cache-type",
+                ty,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{ty}: {err}");
+        let j: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(ids(&j["tokens"]), ids(&c["greedy_tokens"])[..8], "{ty}");
+        let mib = err
+            .split("KV cache ")
+            .nth(1)
+            .and_then(|r| r.split(" MiB").next())
+            .and_then(|v| v.parse::<f64>().ok());
+        mib.unwrap_or_else(|| panic!("{ty}: no KV cache size in {err}"))
+    };
+    let (f32_mib, f16_mib) = (kv_mib("f32"), kv_mib("f16"));
+    assert!(
+        f32_mib > 0.0 && (f16_mib * 2.0 - f32_mib).abs() < 0.2,
+        "f32 {f32_mib} MiB, f16 {f16_mib} MiB"
+    );
+    let out = Command::new(ferro_bin())
+        .arg("run")
+        .arg(&path)
+        .args(["hi", "--cache-type", "q8_0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown KV cache type"));
+}

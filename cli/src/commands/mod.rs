@@ -13,7 +13,7 @@ pub mod tokenize;
 
 use std::sync::Arc;
 
-use ferro_engine::{Backend, Device, ModelError, ModelOptions};
+use ferro_engine::{Backend, Device, KvType, ModelError, ModelOptions};
 use ferro_gguf::Gguf;
 
 /// `--device` of the commands that run a model.
@@ -23,6 +23,15 @@ pub struct DeviceArgs {
     /// or auto (a hardware GPU when one can run the model, else the CPU).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Element type of the CPU's KV cache: f32 (keys and values exactly as computed: the
+    /// default, or `FERRO_CACHE_TYPE`) or f16 (half the memory and faster decode at long
+    /// contexts; greedy output may part from f32's at near ties).
+    #[arg(long, value_name = "TYPE", value_parser = parse_cache_type)]
+    pub cache_type: Option<KvType>,
+}
+
+fn parse_cache_type(s: &str) -> Result<KvType, String> {
+    s.parse()
 }
 
 impl DeviceArgs {
@@ -34,7 +43,11 @@ impl DeviceArgs {
     /// Loads the model on the chosen device. A GPU failure names the flag that asked for it.
     pub fn load(&self, gguf: Arc<Gguf>, opts: &ModelOptions) -> anyhow::Result<Backend> {
         let device = self.device()?;
-        match Backend::load(gguf, opts, device) {
+        let opts = ModelOptions {
+            cache_type: self.cache_type.unwrap_or(opts.cache_type),
+            ..opts.clone()
+        };
+        match Backend::load(gguf, &opts, device) {
             Ok(b) => Ok(b),
             Err(e @ ModelError::Gpu(_)) => anyhow::bail!("--device {device}: {e}"),
             Err(e) => Err(e.into()),

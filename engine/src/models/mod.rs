@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use ferro_gguf::{Gguf, GgufError};
 use ferro_kernels::{
-    dequantize_row, dots_f32, is_supported, matmul, matmul_packed, matvec, softmax_f32, weighted_sum_f32, GgmlType,
-    KernelError, KernelTable, PackedMatrix, WeightMatrix,
+    dequantize_row, is_supported, matmul, matmul_packed, matvec, softmax_f32, GgmlType, KernelError, KernelTable,
+    PackedMatrix, WeightMatrix,
 };
 use rayon::prelude::*;
 
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{CacheElem, KvCache, KvLayer, KvType};
 use crate::ops::{self, Rope, RopeStyle};
 
 /// Errors from loading or running a model.
@@ -614,6 +614,9 @@ pub struct ModelOptions {
     /// Independent sequences the GPU backend's KV cache holds, allocated at load (the server's
     /// `--parallel`); the CPU's cache is resized by `set_slots` instead. Default 1.
     pub n_slots: usize,
+    /// Element type of the CPU's KV cache. Default f32, unless the environment sets
+    /// `FERRO_CACHE_TYPE=f16`.
+    pub cache_type: KvType,
 }
 
 impl Default for ModelOptions {
@@ -624,6 +627,10 @@ impl Default for ModelOptions {
             threads: 0,
             n_slots: 1,
             repack: std::env::var("FERRO_REPACK").map_or(true, |v| v.trim() != "0"),
+            cache_type: std::env::var("FERRO_CACHE_TYPE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -669,7 +676,7 @@ impl Model {
             opts.n_ctx
         };
         let n_batch = opts.n_batch.clamp(1, n_ctx.max(1));
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim());
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim(), opts.cache_type);
         let pool = if opts.threads > 0 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -819,7 +826,7 @@ impl Model {
     /// (everything cached is dropped). [`Model::forward`] uses slot 0.
     pub fn set_slots(&mut self, n_slots: usize) {
         let hp = &self.hp;
-        self.kv = KvCache::with_slots(hp.n_layer, self.kv.n_ctx, n_slots, hp.k_dim(), hp.v_dim());
+        self.kv = KvCache::with_slots(hp.n_layer, self.kv.n_ctx, n_slots, hp.k_dim(), hp.v_dim(), self.kv.ty());
     }
 
     /// Sequences the KV cache holds.
@@ -1221,7 +1228,7 @@ impl BlockCtx<'_> {
     /// sliding-window layers) and project the heads through `wo` into `s.xb2`.
     pub fn attention(&self, s: &mut RunState, kv: &mut KvCache) {
         let hp = self.hp;
-        let (n, hd, hdv) = (self.n, hp.head_dim, hp.head_dim_v);
+        let (n, hd) = (self.n, hp.head_dim);
         let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
         // Each row's first cache row of its slot and its position in its sequence.
         let mut at = Vec::with_capacity(n);
@@ -1240,7 +1247,19 @@ impl BlockCtx<'_> {
                 &s.v[rows.start * vd..rows.end * vd],
             );
         }
-        let (kc, vc) = kv.layer(self.il);
+        match kv.layer(self.il) {
+            KvLayer::F16(kc, vc) => self.attend(s, &at, kc, vc, kv.n_ctx),
+            KvLayer::F32(kc, vc) => self.attend(s, &at, kc, vc, kv.n_ctx),
+        }
+        mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
+    }
+
+    /// Attention of every row (`at`: its slot's first cache row and its position) over the
+    /// cached keys `kc` and values `vc` into `s.att`.
+    fn attend<E: CacheElem>(&self, s: &mut RunState, at: &[(usize, usize)], kc: &[E], vc: &[E], n_ctx: usize) {
+        let hp = self.hp;
+        let (n, hd, hdv) = (self.n, hp.head_dim, hp.head_dim_v);
+        let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
         let window = if hp.is_swa(self.il) { hp.sliding_window } else { 0 };
         let group = hp.n_head / hp.n_head_kv;
         let scale = hp.attn_scale;
@@ -1265,13 +1284,13 @@ impl BlockCtx<'_> {
             let len = p + 1 - lo;
             scores.clear();
             scores.resize(heads * len, 0.0);
-            dots_f32(qh, heads, &kc[first * kd + kvh * hd..], kd, scores);
+            E::dots(qh, heads, &kc[first * kd + kvh * hd..], kd, scores);
             for row in scores.chunks_exact_mut(len) {
                 row.iter_mut().for_each(|s| *s *= scale);
                 softmax_f32(row);
             }
             out.fill(0.0);
-            weighted_sum_f32(scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
+            E::weighted_sum(scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
         };
         let att = &mut s.att[..n * hp.n_head * hdv];
         if n == 1 {
@@ -1282,11 +1301,10 @@ impl BlockCtx<'_> {
             });
         } else {
             att.par_chunks_mut(heads * hdv).enumerate().for_each_init(
-                || Vec::with_capacity(heads * kv.n_ctx),
+                || Vec::with_capacity(heads * n_ctx),
                 |scores, (i, out)| task(i, out, scores),
             );
         }
-        mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
     }
 
     /// Gated feed-forward of `s.xb` into `s.xb2`: `down(act(gate x) * up x)`.

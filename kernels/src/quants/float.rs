@@ -40,19 +40,7 @@ pub fn quantize_bf16(x: &[f32], out: &mut [bf16]) {
 /// results differ from them only by the final reduction).
 pub fn vec_dot_f32(w: &[f32], a: &[f32]) -> f32 {
     assert_eq!(w.len(), a.len());
-    let mut acc = [0f32; 8];
-    let mut wc = w.chunks_exact(8);
-    let mut ac = a.chunks_exact(8);
-    for (w8, a8) in (&mut wc).zip(&mut ac) {
-        for k in 0..8 {
-            acc[k] += w8[k] * a8[k];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in wc.remainder().iter().zip(ac.remainder()) {
-        sum += x * y;
-    }
-    sum
+    dot_widened(w, a)
 }
 
 /// Scalar dot of an F16 row with f32 activations.
@@ -86,12 +74,49 @@ pub(crate) fn check_heads(heads: usize, dl: usize, nl: usize, stride: usize, dat
     }
 }
 
+/// The element types of attention's key and value rows: f32, and f16 (the KV cache's, as
+/// llama.cpp's default `f16` cache type).
+pub trait KvElem: Copy + Send + Sync + 'static {
+    fn f32(self) -> f32;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+
+impl KvElem for f16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// [`vec_dot_f32`]'s order with the second row widened from `E`.
+fn dot_widened<E: KvElem>(w: &[f32], a: &[E]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut wc = w.chunks_exact(8);
+    let mut ac = a.chunks_exact(8);
+    for (w8, a8) in (&mut wc).zip(&mut ac) {
+        for k in 0..8 {
+            acc[k] += w8[k] * a8[k].f32();
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in wc.remainder().iter().zip(ac.remainder()) {
+        sum += x * y.f32();
+    }
+    sum
+}
+
 /// `out[h·n + j] = q_h · k[j·stride..][..d]` for every head h (the `heads` rows of `q`, `d`
-/// floats each) and key j (`n = out.len() / heads`) (scalar reference).
+/// floats each) and key j (`n = out.len() / heads`) (scalar reference; `k` f32 or f16).
 ///
 /// # Panics
 /// When the shapes disagree or the rows do not fit in `k`.
-pub fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
+pub fn dots<E: KvElem>(q: &[f32], heads: usize, k: &[E], stride: usize, out: &mut [f32]) {
     check_heads(heads, q.len(), out.len(), stride, k.len());
     let (d, n) = (q.len() / heads, out.len() / heads);
     if d == 0 || n == 0 {
@@ -100,17 +125,27 @@ pub fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f3
     }
     for (qh, out) in q.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
         for (j, o) in out.iter_mut().enumerate() {
-            *o = vec_dot_f32(qh, &k[j * stride..j * stride + d]);
+            *o = dot_widened(qh, &k[j * stride..j * stride + d]);
         }
     }
 }
 
+/// [`dots`] of f32 keys.
+pub fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
+    dots(q, heads, k, stride, out)
+}
+
+/// [`dots`] of f16 keys.
+pub fn dots_f16(q: &[f32], heads: usize, k: &[f16], stride: usize, out: &mut [f32]) {
+    dots(q, heads, k, stride, out)
+}
+
 /// `out[h·d + c] += Σ_j a[h·n + j] · v[j·stride + c]` for every head h (the `heads` rows of `a`,
-/// `n` weights each; of `out`, `d` floats each) (scalar reference).
+/// `n` weights each; of `out`, `d` floats each) (scalar reference; `v` f32 or f16).
 ///
 /// # Panics
 /// When the shapes disagree or the rows do not fit in `v`.
-pub fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+pub fn weighted_sum<E: KvElem>(a: &[f32], heads: usize, v: &[E], stride: usize, out: &mut [f32]) {
     check_heads(heads, out.len(), a.len(), stride, v.len());
     let (n, d) = (a.len() / heads, out.len() / heads);
     if n == 0 || d == 0 {
@@ -119,10 +154,20 @@ pub fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: 
     for (ah, out) in a.chunks_exact(n).zip(out.chunks_exact_mut(d)) {
         for (j, &aj) in ah.iter().enumerate() {
             for (o, &x) in out.iter_mut().zip(&v[j * stride..j * stride + d]) {
-                *o += aj * x;
+                *o += aj * x.f32();
             }
         }
     }
+}
+
+/// [`weighted_sum`] of f32 values.
+pub fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    weighted_sum(a, heads, v, stride, out)
+}
+
+/// [`weighted_sum`] of f16 values.
+pub fn weighted_sum_f16(a: &[f32], heads: usize, v: &[f16], stride: usize, out: &mut [f32]) {
+    weighted_sum(a, heads, v, stride, out)
 }
 
 /// Softmax of `x` in place (scalar reference): `exp(x[i] − max)` with the C library's `expf`,

@@ -33,6 +33,8 @@ static TABLE: KernelTable = KernelTable {
     dot_bf16,
     dots_f32,
     weighted_sum_f32,
+    dots_f16,
+    weighted_sum_f16,
     softmax_f32,
     kquants: super::avx2_kquants::KERNELS,
     gemm: super::avx2_gemm::KERNELS,
@@ -62,19 +64,25 @@ pub(super) fn softmax_f32(x: &mut [f32]) {
     unsafe { softmax_f32_impl(x) }
 }
 
-pub(super) fn dots_f32(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
-    crate::quants::float::check_heads(heads, q.len(), out.len(), stride, k.len());
-    // SAFETY: as for the dot products; every row read lies inside `k` and `q`, and every write
-    // inside `out` (checked above).
-    unsafe { dots_f32_impl(q, heads, k, stride, out) }
-}
+macro_rules! heads_entry {
+    ($dots:ident, $dots_imp:ident, $ws:ident, $ws_imp:ident, $e:ty) => {
+        pub(super) fn $dots(q: &[f32], heads: usize, k: &[$e], stride: usize, out: &mut [f32]) {
+            crate::quants::float::check_heads(heads, q.len(), out.len(), stride, k.len());
+            // SAFETY: as for the dot products; every row read lies inside `k` and `q`, and
+            // every write inside `out` (checked above).
+            unsafe { $dots_imp(q, heads, k, stride, out) }
+        }
 
-pub(super) fn weighted_sum_f32(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
-    crate::quants::float::check_heads(heads, out.len(), a.len(), stride, v.len());
-    // SAFETY: as for the dot products; every row read lies inside `v` and `a`, and every write
-    // inside `out` (checked above).
-    unsafe { weighted_sum_f32_impl(a, heads, v, stride, out) }
+        pub(super) fn $ws(a: &[f32], heads: usize, v: &[$e], stride: usize, out: &mut [f32]) {
+            crate::quants::float::check_heads(heads, out.len(), a.len(), stride, v.len());
+            // SAFETY: as for the dot products; every row read lies inside `v` and `a`, and
+            // every write inside `out` (checked above).
+            unsafe { $ws_imp(a, heads, v, stride, out) }
+        }
+    };
 }
+heads_entry!(dots_f32, dots_f32_impl, weighted_sum_f32, weighted_sum_f32_impl, f32);
+heads_entry!(dots_f16, dots_f16_impl, weighted_sum_f16, weighted_sum_f16_impl, f16);
 
 pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), out.len() * 32);
@@ -199,14 +207,44 @@ unsafe fn dot_bf16_impl(w: &[bf16], a: &[f32]) -> f32 {
     sum
 }
 
+/// Key and value rows' elements: f32, or f16 widened with F16C (exact).
+trait Elem: Copy {
+    /// Eight elements at `p` as f32 lanes.
+    unsafe fn load8(p: *const Self) -> __m256;
+    /// The element at `p` as f32.
+    unsafe fn get(p: *const Self) -> f32;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn get(p: *const f32) -> f32 {
+        *p
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn get(p: *const f16) -> f32 {
+        (*p).to_f32()
+    }
+}
+
 /// `KK` keys against `QQ` queries (rows `d` floats apart at `q`): `out[i·ldo + j]` for key j at
 /// `k + j·stride`. Each dot is one FMA chain over 8-float columns and one `hsum_ps`, the same
 /// order whatever the tile, so every tile gives a pair the same bits.
 #[inline(always)]
-unsafe fn dots_tile<const QQ: usize, const KK: usize>(
+unsafe fn dots_tile<E: Elem, const QQ: usize, const KK: usize>(
     q: *const f32,
     d: usize,
-    k: *const f32,
+    k: *const E,
     stride: usize,
     out: *mut f32,
     ldo: usize,
@@ -215,7 +253,7 @@ unsafe fn dots_tile<const QQ: usize, const KK: usize>(
     let mut acc = [[_mm256_setzero_ps(); KK]; QQ];
     let mut c = 0;
     while c < d8 {
-        let kv: [__m256; KK] = core::array::from_fn(|j| _mm256_loadu_ps(k.add(j * stride + c)));
+        let kv: [__m256; KK] = core::array::from_fn(|j| E::load8(k.add(j * stride + c)));
         for (i, acc) in acc.iter_mut().enumerate() {
             let qv = _mm256_loadu_ps(q.add(i * d + c));
             for (a, kv) in acc.iter_mut().zip(&kv) {
@@ -228,7 +266,7 @@ unsafe fn dots_tile<const QQ: usize, const KK: usize>(
         for (j, a) in acc.iter().enumerate() {
             let mut s = hsum_ps(*a);
             for c in d8..d {
-                s += *q.add(i * d + c) * *k.add(j * stride + c);
+                s += *q.add(i * d + c) * E::get(k.add(j * stride + c));
             }
             *out.add(i * ldo + j) = s;
         }
@@ -238,49 +276,60 @@ unsafe fn dots_tile<const QQ: usize, const KK: usize>(
 /// `QQ` queries against all `n` keys, `KK` keys per pass (the register budget: QQ·KK
 /// accumulators and KK key vectors).
 #[inline(always)]
-unsafe fn dots_rows<const QQ: usize, const KK: usize>(
+unsafe fn dots_rows<E: Elem, const QQ: usize, const KK: usize>(
     q: *const f32,
     d: usize,
-    k: *const f32,
+    k: *const E,
     stride: usize,
     n: usize,
     out: *mut f32,
 ) {
     let mut j = 0;
     while j + KK <= n {
-        dots_tile::<QQ, KK>(q, d, k.add(j * stride), stride, out.add(j), n);
+        dots_tile::<E, QQ, KK>(q, d, k.add(j * stride), stride, out.add(j), n);
         j += KK;
     }
     for j in j..n {
-        dots_tile::<QQ, 1>(q, d, k.add(j * stride), stride, out.add(j), n);
+        dots_tile::<E, QQ, 1>(q, d, k.add(j * stride), stride, out.add(j), n);
+    }
+}
+
+/// Every head's dots (the checks done by the caller).
+#[inline(always)]
+unsafe fn dots_impl<E: Elem>(q: &[f32], heads: usize, k: *const E, stride: usize, out: &mut [f32]) {
+    let (d, n) = (q.len() / heads, out.len() / heads);
+    let (qp, kp, op) = (q.as_ptr(), k, out.as_mut_ptr());
+    // Heads four at a time: each key vector loaded once feeds every head of the tile.
+    let mut h = 0;
+    while h + 4 <= heads {
+        dots_rows::<E, 4, 3>(qp.add(h * d), d, kp, stride, n, op.add(h * n));
+        h += 4;
+    }
+    match heads - h {
+        3 => dots_rows::<E, 3, 4>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
+        2 => dots_rows::<E, 2, 4>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
+        1 => dots_rows::<E, 1, 8>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
+        _ => {}
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dots_f32_impl(q: &[f32], heads: usize, k: &[f32], stride: usize, out: &mut [f32]) {
-    let (d, n) = (q.len() / heads, out.len() / heads);
-    let (qp, kp, op) = (q.as_ptr(), k.as_ptr(), out.as_mut_ptr());
-    // Heads four at a time: each key vector loaded once feeds every head of the tile.
-    let mut h = 0;
-    while h + 4 <= heads {
-        dots_rows::<4, 3>(qp.add(h * d), d, kp, stride, n, op.add(h * n));
-        h += 4;
-    }
-    match heads - h {
-        3 => dots_rows::<3, 4>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
-        2 => dots_rows::<2, 4>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
-        1 => dots_rows::<1, 8>(qp.add(h * d), d, kp, stride, n, op.add(h * n)),
-        _ => {}
-    }
+    dots_impl(q, heads, k.as_ptr(), stride, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_f16_impl(q: &[f32], heads: usize, k: &[f16], stride: usize, out: &mut [f32]) {
+    dots_impl(q, heads, k.as_ptr(), stride, out)
 }
 
 /// `out[i·d + c..][..8·CC] += Σ_j a[i·n + j] · v[j·stride + c..]` for `QQ` heads, the outputs in
 /// registers. Per output column one FMA chain over j in order, whatever the tile.
 #[inline(always)]
-unsafe fn weighted_tile<const QQ: usize, const CC: usize>(
+unsafe fn weighted_tile<E: Elem, const QQ: usize, const CC: usize>(
     a: *const f32,
     n: usize,
-    v: *const f32,
+    v: *const E,
     stride: usize,
     out: *mut f32,
     d: usize,
@@ -289,7 +338,7 @@ unsafe fn weighted_tile<const QQ: usize, const CC: usize>(
         core::array::from_fn(|i| core::array::from_fn(|cc| _mm256_loadu_ps(out.add(i * d + 8 * cc))));
     for j in 0..n {
         let r = v.add(j * stride);
-        let vv: [__m256; CC] = core::array::from_fn(|cc| _mm256_loadu_ps(r.add(8 * cc)));
+        let vv: [__m256; CC] = core::array::from_fn(|cc| E::load8(r.add(8 * cc)));
         for (i, acc) in acc.iter_mut().enumerate() {
             let s = _mm256_set1_ps(*a.add(i * n + j));
             for (o, vv) in acc.iter_mut().zip(&vv) {
@@ -306,50 +355,61 @@ unsafe fn weighted_tile<const QQ: usize, const CC: usize>(
 
 /// `QQ` heads' weighted sums over all `d` columns, `8·CC` columns per pass.
 #[inline(always)]
-unsafe fn weighted_rows<const QQ: usize, const CC: usize>(
+unsafe fn weighted_rows<E: Elem, const QQ: usize, const CC: usize>(
     a: *const f32,
     n: usize,
-    v: *const f32,
+    v: *const E,
     stride: usize,
     out: *mut f32,
     d: usize,
 ) {
     let mut c = 0;
     while c + 8 * CC <= d {
-        weighted_tile::<QQ, CC>(a, n, v.add(c), stride, out.add(c), d);
+        weighted_tile::<E, QQ, CC>(a, n, v.add(c), stride, out.add(c), d);
         c += 8 * CC;
     }
     while c + 8 <= d {
-        weighted_tile::<QQ, 1>(a, n, v.add(c), stride, out.add(c), d);
+        weighted_tile::<E, QQ, 1>(a, n, v.add(c), stride, out.add(c), d);
         c += 8;
     }
     for i in 0..QQ {
         for c in c..d {
             let mut s = *out.add(i * d + c);
             for j in 0..n {
-                s += *a.add(i * n + j) * *v.add(j * stride + c);
+                s += *a.add(i * n + j) * E::get(v.add(j * stride + c));
             }
             *out.add(i * d + c) = s;
         }
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn weighted_sum_f32_impl(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+/// Every head's weighted sums (the checks done by the caller).
+#[inline(always)]
+unsafe fn weighted_sum_impl<E: Elem>(a: &[f32], heads: usize, v: *const E, stride: usize, out: &mut [f32]) {
     let (n, d) = (a.len() / heads, out.len() / heads);
-    let (ap, vp, op) = (a.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+    let (ap, vp, op) = (a.as_ptr(), v, out.as_mut_ptr());
     // Heads four at a time: each value vector loaded once feeds every head of the tile.
     let mut h = 0;
     while h + 4 <= heads {
-        weighted_rows::<4, 2>(ap.add(h * n), n, vp, stride, op.add(h * d), d);
+        weighted_rows::<E, 4, 2>(ap.add(h * n), n, vp, stride, op.add(h * d), d);
         h += 4;
     }
     match heads - h {
-        3 => weighted_rows::<3, 3>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
-        2 => weighted_rows::<2, 4>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
-        1 => weighted_rows::<1, 8>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
+        3 => weighted_rows::<E, 3, 3>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
+        2 => weighted_rows::<E, 2, 4>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
+        1 => weighted_rows::<E, 1, 8>(ap.add(h * n), n, vp, stride, op.add(h * d), d),
         _ => {}
     }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weighted_sum_f32_impl(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    weighted_sum_impl(a, heads, v.as_ptr(), stride, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weighted_sum_f16_impl(a: &[f32], heads: usize, v: &[f16], stride: usize, out: &mut [f32]) {
+    weighted_sum_impl(a, heads, v.as_ptr(), stride, out)
 }
 
 /// `exp(x)` of eight lanes, within 2 ulp of the correctly rounded value for x ≥ −87.3 (0 below,

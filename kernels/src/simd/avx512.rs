@@ -53,6 +53,8 @@ macro_rules! avx512_kernels {
                 dot_bf16: avx2::dot_bf16,
                 dots_f32: avx2::dots_f32,
                 weighted_sum_f32: avx2::weighted_sum_f32,
+                dots_f16: avx2::dots_f16,
+                weighted_sum_f16: avx2::weighted_sum_f16,
                 softmax_f32: avx2::softmax_f32,
                 kquants: $kquants,
                 // The AVX2 row lanes and tiles (AVX-512 implies AVX2, FMA and F16C, checked by

@@ -97,6 +97,8 @@ macro_rules! neon_kernels {
                 // Plain loops: NEON is the baseline, LLVM vectorizes them.
                 dots_f32: crate::quants::float::dots_f32,
                 weighted_sum_f32: crate::quants::float::weighted_sum_f32,
+                dots_f16: crate::quants::float::dots_f16,
+                weighted_sum_f16: crate::quants::float::weighted_sum_f16,
                 softmax_f32: crate::quants::float::softmax_f32,
                 kquants: $kquants,
                 gemm: crate::dispatch::GemmKernels::NONE,
