@@ -276,3 +276,40 @@ fn dispatch_reports_a_path() {
     assert!(KernelPath::available().contains(&KernelPath::Scalar));
     let _ = ferro_kernels::cpu_features();
 }
+
+#[test]
+fn the_x86_tables_give_the_same_bits() {
+    // Both x86 tables sum each block's integer products exactly (the AVX-512 VNNI one with
+    // `vpdpbusd`) and apply the scales in the same order: their matrix products, unpacked and
+    // packed, decode and prefill, must agree to the bit.
+    let (Some(avx2), Some(avx512)) = (
+        KernelTable::for_path(KernelPath::Avx2),
+        KernelTable::for_path(KernelPath::Avx512),
+    ) else {
+        return;
+    };
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+        let (rows, cols) = (37, 512);
+        let data = aligned(quantize_matrix(ty, rows, cols, 9));
+        let bytes = &bytemuck::cast_slice::<u32, u8>(&data)[..rows * ty.row_bytes(cols as u64).unwrap() as usize];
+        let w = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
+        for n in [1, 5, 6, 11] {
+            let x = values(n * cols, 21 + n as u64);
+            let run = |t: &KernelTable| {
+                let mut y = vec![0f32; n * rows];
+                t.matmul(&w, &x, n, &mut y);
+                let mut outs = vec![y];
+                if let Some(p) = PackedMatrix::pack(t, &w) {
+                    let mut y = vec![0f32; n * rows];
+                    t.matmul_packed(&p, &x, n, &mut y);
+                    outs.push(y);
+                }
+                outs.into_iter().map(|y| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>()
+            };
+            let (a, b) = (run(avx2), run(avx512));
+            for (i, y) in b.iter().enumerate() {
+                assert_eq!(&a[0], y, "{ty} n={n}: avx2 vs {} product {i}", avx512.name);
+            }
+        }
+    }
+}

@@ -33,9 +33,14 @@ pub(crate) const KERNELS_AVX512: GemmKernels = GemmKernels {
     ..KERNELS
 };
 
-/// The avx512-vnni table's: the packed decode products sum with `vpdpbusd` (the same integers,
-/// so the same bits).
+/// The avx512-vnni table's: the packed decode products and the prefill tiles sum with
+/// `vpdpbusd` (the same integers, so the same bits).
 pub(crate) const KERNELS_AVX512_VNNI: GemmKernels = GemmKernels {
+    q4_0: Some(super::avx2_lanes::vnni_q4_0),
+    q4_1: Some(super::avx2_lanes::vnni_q4_1),
+    q5_0: Some(super::avx2_lanes::vnni_q5_0),
+    q5_1: Some(super::avx2_lanes::vnni_q5_1),
+    q8_0: Some(super::avx2_lanes::vnni_q8_0),
     packed_q4_0: Some(super::avx2_packed::vnni_q4_0),
     packed_q4_1: Some(super::avx2_packed::vnni_q4_1),
     packed_q5_0: Some(super::avx2_packed::vnni_q5_0),

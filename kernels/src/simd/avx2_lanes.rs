@@ -445,9 +445,11 @@ unsafe fn bcast(qs: &[i8; 32], k: usize) -> __m256i {
     _mm256_set1_epi32(core::ptr::read_unaligned(qs.as_ptr().add(4 * k) as *const i32))
 }
 
-/// `TT` tokens (activation rows `a[t]`, info offset `off[t]`) against a laid-out group.
+/// `TT` tokens (activation rows `a[t]`, info offset `off[t]`) against a laid-out group. With
+/// `VNNI` (AVX-512 VNNI + VL) each vector's products go into the i32 sums with one `vpdpbusd`:
+/// the same exact integers as the `vpmaddubsw` chains, so the same bits.
 #[inline(always)]
-unsafe fn prefill_tile<F: Format, const TT: usize>(
+unsafe fn prefill_tile<F: Format, const TT: usize, const VNNI: bool>(
     g: &Group,
     a: [&[F::Act]; TT],
     info: &ActInfo,
@@ -459,18 +461,30 @@ unsafe fn prefill_tile<F: Format, const TT: usize>(
     for b in 0..nb {
         let wq = &g.q[b * L..(b + 1) * L];
         let mut i = [_mm256_setzero_si256(); TT];
-        // `I16_TERMS` results added in i16 before widening (for Q8_0 one: each is widened).
-        let step = F::I16_TERMS;
-        for k0 in (0..L).step_by(step) {
-            let mut s = [_mm256_setzero_si256(); TT];
-            for k in k0..k0 + step {
+        if VNNI {
+            for (k, &w) in wq.iter().enumerate() {
+                // Signed weights: |w| against the activation with w's sign (see `maddubs`).
+                let u = if F::SIGNED { _mm256_abs_epi8(w) } else { w };
                 for t in 0..TT {
-                    let p = maddubs::<F>(wq[k], bcast(a[t][b].qs(), k));
-                    s[t] = _mm256_add_epi16(s[t], p);
+                    let q = bcast(a[t][b].qs(), k);
+                    let q = if F::SIGNED { _mm256_sign_epi8(q, w) } else { q };
+                    i[t] = _mm256_dpbusd_epi32(i[t], u, q);
                 }
             }
-            for t in 0..TT {
-                i[t] = _mm256_add_epi32(i[t], _mm256_madd_epi16(s[t], ones));
+        } else {
+            // `I16_TERMS` results added in i16 before widening (for Q8_0 one: each is widened).
+            let step = F::I16_TERMS;
+            for k0 in (0..L).step_by(step) {
+                let mut s = [_mm256_setzero_si256(); TT];
+                for k in k0..k0 + step {
+                    for t in 0..TT {
+                        let p = maddubs::<F>(wq[k], bcast(a[t][b].qs(), k));
+                        s[t] = _mm256_add_epi16(s[t], p);
+                    }
+                }
+                for t in 0..TT {
+                    i[t] = _mm256_add_epi32(i[t], _mm256_madd_epi16(s[t], ones));
+                }
             }
         }
         for t in 0..TT {
@@ -499,7 +513,7 @@ unsafe fn prefill_tile<F: Format, const TT: usize>(
 /// # Safety
 /// AVX2, FMA and F16C; whole rows (checked by the caller); `out` large enough (checked here).
 #[inline(always)]
-pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
+pub(crate) unsafe fn gemm<F: Format, const VNNI: bool>(w: &[F], a: &[F::Act], nb: usize, out: &mut [f32], ldo: usize) {
     if nb == 0 {
         return;
     }
@@ -538,7 +552,7 @@ pub(crate) unsafe fn gemm<F: Format>(w: &[F], a: &[F::Act], nb: usize, out: &mut
         }
         return;
     }
-    prefill_groups::<F, _>(&RowGroups(rows_of), rows, a, nb, out, ldo);
+    prefill_groups::<F, _, VNNI>(&RowGroups(rows_of), rows, a, nb, out, ldo);
 }
 
 /// Where the prefill tiles get their laid-out groups of eight rows from.
@@ -560,7 +574,7 @@ impl<F: Format, R: Fn(usize) -> [*const F; L]> GroupSource<F> for RowGroups<R> {
 /// The prefill tiles over all groups of `rows` rows and all tokens of `a` (`n ≥ 1` rows of `nb`
 /// blocks): `out[t * ldo + r]`, bounds checked by the caller.
 #[inline(always)]
-pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>>(
+pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>, const VNNI: bool>(
     src: &S,
     rows: usize,
     a: &[F::Act],
@@ -582,7 +596,7 @@ pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>>(
         let valid = (rows - r0).min(L);
         let mut t = 0;
         while t + T <= n {
-            let v = prefill_tile::<F, T>(
+            let v = prefill_tile::<F, T, VNNI>(
                 &g,
                 [act(t), act(t + 1), act(t + 2), act(t + 3)],
                 &info,
@@ -594,7 +608,7 @@ pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>>(
             t += T;
         }
         for t in t..n {
-            let [v] = prefill_tile::<F, 1>(&g, [act(t)], &info, [t * nb]);
+            let [v] = prefill_tile::<F, 1, VNNI>(&g, [act(t)], &info, [t * nb]);
             store_lanes(v, valid, o.add(t * ldo + r0));
         }
     }
@@ -619,10 +633,26 @@ macro_rules! entry {
             super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
-                gemm(w, a, nb, out, ldo)
+                gemm::<_, false>(w, a, nb, out, ldo)
             }
             // SAFETY: features detected before the table was handed out; whole rows checked
             // above, the output size inside `gemm`.
+            unsafe { imp(w, a, nb, out, ldo) }
+        }
+    };
+}
+
+macro_rules! vnni_entry {
+    ($gemm:ident, $w:ty, $a:ty) => {
+        /// The avx512-vnni table's product (prefill tiles with `vpdpbusd`; the same bits), handed
+        /// out only after AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C were detected.
+        pub(crate) fn $gemm(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+            super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn imp(w: &[$w], a: &[$a], nb: usize, out: &mut [f32], ldo: usize) {
+                gemm::<_, true>(w, a, nb, out, ldo)
+            }
+            // SAFETY: as the plain entries'.
             unsafe { imp(w, a, nb, out, ldo) }
         }
     };
@@ -633,6 +663,11 @@ entry!(dot_q4_1, gemm_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(dot_q5_0, gemm_q5_0, BlockQ5_0, BlockQ8_0);
 entry!(dot_q5_1, gemm_q5_1, BlockQ5_1, BlockQ8_1);
 entry!(dot_q8_0, gemm_q8_0, BlockQ8_0, BlockQ8_0);
+vnni_entry!(vnni_q4_0, BlockQ4_0, BlockQ8_0);
+vnni_entry!(vnni_q4_1, BlockQ4_1, BlockQ8_1);
+vnni_entry!(vnni_q5_0, BlockQ5_0, BlockQ8_0);
+vnni_entry!(vnni_q5_1, BlockQ5_1, BlockQ8_1);
+vnni_entry!(vnni_q8_0, BlockQ8_0, BlockQ8_0);
 
 // ------------------------------------------------------------------------------------------
 // Q4_K: the same idea per 256-element super-block. Per (row, token) and super-block:

@@ -296,7 +296,7 @@ unsafe fn gemm<F: Packed, const VNNI: bool>(
         w: w.as_ptr(),
         gb: group_bytes(F::TY, nb),
     };
-    prefill_groups::<F, _>(&src, rows, a, nb, out, ldo);
+    prefill_groups::<F, _, VNNI>(&src, rows, a, nb, out, ldo);
 }
 
 /// The checks of the safe entry points: whole groups of whole rows, room for every output.
