@@ -288,12 +288,20 @@ fn the_x86_tables_give_the_same_bits() {
     ) else {
         return;
     };
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         let (rows, cols) = (37, 512);
         let data = aligned(quantize_matrix(ty, rows, cols, 9));
         let bytes = &bytemuck::cast_slice::<u32, u8>(&data)[..rows * ty.row_bytes(cols as u64).unwrap() as usize];
         let w = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
-        for n in [1, 5, 6, 11] {
+        for n in [1, 5, 6, 11, 19] {
             let x = values(n * cols, 21 + n as u64);
             let run = |t: &KernelTable| {
                 let mut y = vec![0f32; n * rows];
@@ -304,7 +312,9 @@ fn the_x86_tables_give_the_same_bits() {
                     t.matmul_packed(&p, &x, n, &mut y);
                     outs.push(y);
                 }
-                outs.into_iter().map(|y| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>()
+                outs.into_iter()
+                    .map(|y| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
             };
             let (a, b) = (run(avx2), run(avx512));
             for (i, y) in b.iter().enumerate() {

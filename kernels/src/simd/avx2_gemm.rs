@@ -41,6 +41,7 @@ pub(crate) const KERNELS_AVX512_VNNI: GemmKernels = GemmKernels {
     q5_0: Some(super::avx2_lanes::vnni_q5_0),
     q5_1: Some(super::avx2_lanes::vnni_q5_1),
     q8_0: Some(super::avx2_lanes::vnni_q8_0),
+    q6_k: Some(super::avx2_kquants::gemm_q6_k_vnni),
     packed_q4_0: Some(super::avx2_packed::vnni_q4_0),
     packed_q4_1: Some(super::avx2_packed::vnni_q4_1),
     packed_q5_0: Some(super::avx2_packed::vnni_q5_0),

@@ -171,13 +171,15 @@ pub unsafe fn vec_dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q6_k: length mismatch");
-    q6_k_tile::<1>(w, [a])[0]
+    q6_k_tile::<1, false>(w, [a])[0]
 }
 
 /// Q6_K rows against `TT` activation rows at once (one weight block unpacked once for all tokens; per pair the dot's operations); bit-identical to
 /// [`vec_dot_q6_k`].
+/// `VNNI` (AVX-512 VNNI + VL): the scales meet the pair sums in `vpdpwssd`, which adds them to
+/// the i32 sums in the same exact integers.
 #[inline(always)]
-unsafe fn q6_k_tile<const TT: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f32; TT] {
+unsafe fn q6_k_tile<const TT: usize, const VNNI: bool>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f32; TT] {
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); TT];
@@ -216,6 +218,14 @@ unsafe fn q6_k_tile<const TT: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; TT]) -> [f
                 let p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(base.add(32).cast()));
                 let p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(base.add(64).cast()));
                 let p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(base.add(96).cast()));
+                if VNNI {
+                    let mut v = sumi[t];
+                    for (k, p) in [p0, p1, p2, p3].into_iter().enumerate() {
+                        v = _mm256_dpwssd_epi32(v, scale_pair(scales, is + 2 * k as i32), p);
+                    }
+                    sumi[t] = v;
+                    continue;
+                }
                 let p0 = _mm256_madd_epi16(scale_pair(scales, is), p0);
                 let p1 = _mm256_madd_epi16(scale_pair(scales, is + 2), p1);
                 let p2 = _mm256_madd_epi16(scale_pair(scales, is + 4), p2);
@@ -249,23 +259,43 @@ pub(crate) fn gemm_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], nb: usize, out: &mut [f3
             nb,
             out,
             ldo,
-            |w, a| q6_k_tile::<4>(w, a),
-            |w, a| q6_k_tile::<1>(w, a),
+            |w, a| q6_k_tile::<4, false>(w, a),
+            |w, a| q6_k_tile::<1, false>(w, a),
         );
     }
     // SAFETY: as for gemm_q4_k.
     unsafe { imp(w, a, nb, out, ldo) }
 }
 
-/// Rows one at a time, tokens four at a time, the rest one by one.
+/// The avx512-vnni table's [`gemm_q6_k`]: eight tokens per row pass (AVX-512 VL's 32 vector
+/// registers hold their sums), the scales applied with `vpdpwssd`; the same bits.
+pub(crate) fn gemm_q6_k_vnni(w: &[BlockQ6K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn imp(w: &[BlockQ6K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_k(
+            w,
+            a,
+            nb,
+            out,
+            ldo,
+            |w, a| q6_k_tile::<8, true>(w, a),
+            |w, a| q6_k_tile::<1, true>(w, a),
+        );
+    }
+    // SAFETY: handed out only by the avx512-vnni table, after its features were detected;
+    // shapes as for gemm_q4_k.
+    unsafe { imp(w, a, nb, out, ldo) }
+}
+
+/// Rows one at a time, tokens `TT` at a time, the rest one by one.
 #[inline(always)]
-fn gemm_k<W>(
+fn gemm_k<W, const TT: usize>(
     w: &[W],
     a: &[BlockQ8K],
     nb: usize,
     out: &mut [f32],
     ldo: usize,
-    four: impl Fn(&[W], [&[BlockQ8K]; 4]) -> [f32; 4],
+    tile: impl Fn(&[W], [&[BlockQ8K]; TT]) -> [f32; TT],
     one: impl Fn(&[W], [&[BlockQ8K]; 1]) -> [f32; 1],
 ) {
     assert!(
@@ -278,12 +308,12 @@ fn gemm_k<W>(
         let t1 = (t0 + super::avx2_gemm::TOKEN_TILE).min(n);
         for (r, wr) in w.chunks_exact(nb).enumerate() {
             let mut t = t0;
-            while t + 4 <= t1 {
-                let at: [&[BlockQ8K]; 4] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
-                for (k, v) in four(wr, at).into_iter().enumerate() {
+            while t + TT <= t1 {
+                let at: [&[BlockQ8K]; TT] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
+                for (k, v) in tile(wr, at).into_iter().enumerate() {
                     out[(t + k) * ldo + r] = v;
                 }
-                t += 4;
+                t += TT;
             }
             for t in t..t1 {
                 out[t * ldo + r] = one(wr, [&a[t * nb..(t + 1) * nb]])[0];
