@@ -773,13 +773,32 @@ unsafe fn group_k(w: &[*const BlockQ4K; L], nb: usize, g: &mut GroupK) {
 
 /// `TT` tokens against a laid-out Q4_K group: lane r of result t = dot(row r, a[t]).
 #[inline(always)]
-unsafe fn prefill_tile_k<const TT: usize>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [__m256; TT] {
+/// `VNNI` (AVX-512 VNNI + VL): each sub-block's products summed straight into i32 with
+/// `vpdpbusd`, then times its scales (`vpmulld`): the same exact integers.
+unsafe fn prefill_tile_k<const TT: usize, const VNNI: bool>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [__m256; TT] {
     let nb = g.d.len();
     let mut acc = [_mm256_setzero_ps(); TT];
     for b in 0..nb {
         let mut i = [_mm256_setzero_si256(); TT];
         for s in 0..8 {
             let wq = &g.q[(b * 8 + s) * L..(b * 8 + s + 1) * L];
+            if VNNI {
+                let mut s32 = [_mm256_setzero_si256(); TT];
+                for (k, &w) in wq.iter().enumerate() {
+                    for t in 0..TT {
+                        let q = _mm256_set1_epi32(core::ptr::read_unaligned(
+                            a[t][b].qs.as_ptr().add(32 * s + 4 * k) as *const i32
+                        ));
+                        s32[t] = _mm256_dpbusd_epi32(s32[t], w, q);
+                    }
+                }
+                // The scales are i16 pairs (the same value twice): their low halves as i32.
+                let sc = _mm256_and_si256(g.sc[b * 8 + s], _mm256_set1_epi32(0xFFFF));
+                for t in 0..TT {
+                    i[t] = _mm256_add_epi32(i[t], _mm256_mullo_epi32(s32[t], sc));
+                }
+                continue;
+            }
             let mut s16 = [_mm256_setzero_si256(); TT];
             for k in 0..L {
                 for t in 0..TT {
@@ -819,7 +838,13 @@ unsafe fn prefill_tile_k<const TT: usize>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [
 
 /// `out[t * ldo + r] = dot_q4k(w[r], a[t])` for every row and token.
 #[inline(always)]
-pub(super) unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+pub(super) unsafe fn gemm_q4k<const VNNI: bool>(
+    w: &[BlockQ4K],
+    a: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let rows = w.len() / nb;
     let n = a.len() / nb;
     if rows == 0 || n == 0 {
@@ -849,14 +874,14 @@ pub(super) unsafe fn gemm_q4k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &m
         let valid = (rows - r0).min(L);
         let mut t = 0;
         while t + T <= n {
-            let v = prefill_tile_k::<T>(&g, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+            let v = prefill_tile_k::<T, VNNI>(&g, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
             for (k, v) in v.iter().enumerate() {
                 store_lanes(*v, valid, o.add((t + k) * ldo + r0));
             }
             t += T;
         }
         for t in t..n {
-            let [v] = prefill_tile_k::<1>(&g, [act(t)]);
+            let [v] = prefill_tile_k::<1, VNNI>(&g, [act(t)]);
             store_lanes(v, valid, o.add(t * ldo + r0));
         }
     }
@@ -879,10 +904,21 @@ pub(crate) fn gemm_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f3
     super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn imp(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-        gemm_q4k(w, a, nb, out, ldo)
+        gemm_q4k::<false>(w, a, nb, out, ldo)
     }
     // SAFETY: features detected before the table was handed out; whole rows checked above,
     // the output size inside `gemm_q4k`.
+    unsafe { imp(w, a, nb, out, ldo) }
+}
+
+/// The avx512-vnni table's [`gemm_q4_k`] (prefill tiles with `vpdpbusd`; the same bits).
+pub(crate) fn vnni_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    super::avx2_gemm::check_shapes(w.len(), a.len(), nb, ldo);
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn imp(w: &[BlockQ4K], a: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_q4k::<true>(w, a, nb, out, ldo)
+    }
+    // SAFETY: handed out only by the avx512-vnni table, after its features were detected.
     unsafe { imp(w, a, nb, out, ldo) }
 }
 

@@ -420,7 +420,7 @@ unsafe fn decode_group_q4k(g: *const u8, a: &[BlockQ8K], dist: usize) -> __m256 
 /// `out[t * ldo + r]` for the `rows` Q4_K rows packed in `w` and every token of `a`. Prefill
 /// rebuilds each group's rows for the row-lane tiles.
 #[inline(always)]
-unsafe fn gemm_q4k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
+unsafe fn gemm_q4k<const VNNI: bool>(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
     let n = a.len() / nb;
     let gb = group_bytes(GgmlType::Q4_K, nb);
     let o = out.as_mut_ptr();
@@ -439,7 +439,7 @@ unsafe fn gemm_q4k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [
     for r0 in (0..rows).step_by(GROUP_ROWS) {
         let valid = (rows - r0).min(GROUP_ROWS);
         unpack_group_q4k(&w[r0 / GROUP_ROWS * gb..(r0 / GROUP_ROWS + 1) * gb], nb, &mut blocks);
-        super::avx2_lanes::gemm_q4k(&blocks[..valid * nb], a, nb, &mut out[r0..], ldo);
+        super::avx2_lanes::gemm_q4k::<VNNI>(&blocks[..valid * nb], a, nb, &mut out[r0..], ldo);
     }
 }
 
@@ -448,9 +448,20 @@ pub(crate) fn gemm_q4_k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &
     check(GgmlType::Q4_K, w.len(), rows, nb, a.len(), out.len(), ldo);
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn imp(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
-        gemm_q4k(w, rows, nb, a, out, ldo)
+        gemm_q4k::<false>(w, rows, nb, a, out, ldo)
     }
     // SAFETY: features detected before the table was handed out; shapes checked above.
+    unsafe { imp(w, rows, nb, a, out, ldo) }
+}
+
+/// The avx512-vnni table's packed Q4_K product (its prefill tiles with `vpdpbusd`).
+pub(crate) fn vnni_q4_k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
+    check(GgmlType::Q4_K, w.len(), rows, nb, a.len(), out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn imp(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &mut [f32], ldo: usize) {
+        gemm_q4k::<true>(w, rows, nb, a, out, ldo)
+    }
+    // SAFETY: handed out only by the avx512-vnni table, after its features were detected.
     unsafe { imp(w, rows, nb, a, out, ldo) }
 }
 
