@@ -17,44 +17,50 @@ fn close(a: f32, b: f32, terms: usize, mag: f32) -> bool {
     (a - b).abs() <= 1e-6 * terms as f32 * mag + 1e-6
 }
 
+/// Head sizes `d`, key counts `n` and head counts of the shape sweeps.
+fn shapes() -> impl Iterator<Item = (usize, usize, usize)> {
+    let ds = [1usize, 7, 8, 64, 100, 256];
+    ds.into_iter().flat_map(|d| {
+        [0usize, 1, 5, 8, 9, 17]
+            .into_iter()
+            .flat_map(move |n| [1usize, 3, 4, 7].into_iter().map(move |heads| (d, n, heads)))
+    })
+}
+
 #[test]
 fn every_path_matches_the_scalar_reference() {
     let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
     for path in KernelPath::available() {
         let t = KernelTable::for_path(path).unwrap();
-        for d in [1usize, 7, 8, 64, 100, 256] {
-            for n in [0usize, 1, 5, 8, 9, 17] {
-                for heads in [1usize, 3, 4, 7] {
-                    let stride = d + 3;
-                    let q = values(heads * d, 1);
-                    let k = values(n.saturating_sub(1) * stride + d, 2);
-                    let (mut want, mut got) = (vec![0f32; heads * n], vec![f32::NAN; heads * n]);
-                    (scalar.dots_f32)(&q, heads, &k, stride, &mut want);
-                    (t.dots_f32)(&q, heads, &k, stride, &mut got);
-                    for i in 0..heads * n {
-                        assert!(
-                            close(got[i], want[i], d, 6.25),
-                            "{} dots d {d} n {n} heads {heads} score {i}: {} vs {}",
-                            t.name,
-                            got[i],
-                            want[i]
-                        );
-                    }
-                    let a = values(heads * n, 3);
-                    let init = values(heads * d, 4);
-                    let (mut want, mut got) = (init.clone(), init.clone());
-                    (scalar.weighted_sum_f32)(&a, heads, &k, stride, &mut want);
-                    (t.weighted_sum_f32)(&a, heads, &k, stride, &mut got);
-                    for c in 0..heads * d {
-                        assert!(
-                            close(got[c], want[c], n + 1, 6.25),
-                            "{} weighted_sum d {d} n {n} heads {heads} out {c}: {} vs {}",
-                            t.name,
-                            got[c],
-                            want[c]
-                        );
-                    }
-                }
+        for (d, n, heads) in shapes() {
+            let stride = d + 3;
+            let q = values(heads * d, 1);
+            let k = values(n.saturating_sub(1) * stride + d, 2);
+            let (mut want, mut got) = (vec![0f32; heads * n], vec![f32::NAN; heads * n]);
+            (scalar.dots_f32)(&q, heads, &k, stride, &mut want);
+            (t.dots_f32)(&q, heads, &k, stride, &mut got);
+            for i in 0..heads * n {
+                assert!(
+                    close(got[i], want[i], d, 6.25),
+                    "{} dots d {d} n {n} heads {heads} score {i}: {} vs {}",
+                    t.name,
+                    got[i],
+                    want[i]
+                );
+            }
+            let a = values(heads * n, 3);
+            let init = values(heads * d, 4);
+            let (mut want, mut got) = (init.clone(), init.clone());
+            (scalar.weighted_sum_f32)(&a, heads, &k, stride, &mut want);
+            (t.weighted_sum_f32)(&a, heads, &k, stride, &mut got);
+            for c in 0..heads * d {
+                assert!(
+                    close(got[c], want[c], n + 1, 6.25),
+                    "{} weighted_sum d {d} n {n} heads {heads} out {c}: {} vs {}",
+                    t.name,
+                    got[c],
+                    want[c]
+                );
             }
         }
     }
@@ -65,28 +71,24 @@ fn f16_rows_give_the_bits_of_their_f32_widening() {
     // f16 widens to f32 exactly, and each path's f16 kernels sum in its f32 kernels' order.
     for path in KernelPath::available() {
         let t = KernelTable::for_path(path).unwrap();
-        for d in [1usize, 7, 8, 64, 100, 256] {
-            for n in [0usize, 1, 5, 8, 9, 17] {
-                for heads in [1usize, 3, 4, 7] {
-                    let stride = d + 3;
-                    let q = values(heads * d, 11);
-                    let k16: Vec<f16> = values(n.saturating_sub(1) * stride + d, 12)
-                        .iter()
-                        .map(|&x| f16::from_f32(x))
-                        .collect();
-                    let k32: Vec<f32> = k16.iter().map(|x| x.to_f32()).collect();
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    let (mut want, mut got) = (vec![0f32; heads * n], vec![f32::NAN; heads * n]);
-                    (t.dots_f32)(&q, heads, &k32, stride, &mut want);
-                    (t.dots_f16)(&q, heads, &k16, stride, &mut got);
-                    assert_eq!(bits(&got), bits(&want), "{} dots d {d} n {n} heads {heads}", t.name);
-                    let a = values(heads * n, 13);
-                    let (mut want, mut got) = (values(heads * d, 14), values(heads * d, 14));
-                    (t.weighted_sum_f32)(&a, heads, &k32, stride, &mut want);
-                    (t.weighted_sum_f16)(&a, heads, &k16, stride, &mut got);
-                    assert_eq!(bits(&got), bits(&want), "{} sums d {d} n {n} heads {heads}", t.name);
-                }
-            }
+        for (d, n, heads) in shapes() {
+            let stride = d + 3;
+            let q = values(heads * d, 11);
+            let k16: Vec<f16> = values(n.saturating_sub(1) * stride + d, 12)
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect();
+            let k32: Vec<f32> = k16.iter().map(|x| x.to_f32()).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (mut want, mut got) = (vec![0f32; heads * n], vec![f32::NAN; heads * n]);
+            (t.dots_f32)(&q, heads, &k32, stride, &mut want);
+            (t.dots_f16)(&q, heads, &k16, stride, &mut got);
+            assert_eq!(bits(&got), bits(&want), "{} dots d {d} n {n} heads {heads}", t.name);
+            let a = values(heads * n, 13);
+            let (mut want, mut got) = (values(heads * d, 14), values(heads * d, 14));
+            (t.weighted_sum_f32)(&a, heads, &k32, stride, &mut want);
+            (t.weighted_sum_f16)(&a, heads, &k16, stride, &mut got);
+            assert_eq!(bits(&got), bits(&want), "{} sums d {d} n {n} heads {heads}", t.name);
         }
     }
 }

@@ -232,6 +232,7 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
         let heads = base.add(nb * gq);
         for b in 0..nb {
             let q = base.add(b * gq);
+            let h = heads.add(b * hb);
             // A plain loop: a closure would not inherit the caller's target features.
             let mut rows = [_mm256_setzero_si256(); L];
             for (r, v) in rows.iter_mut().enumerate() {
@@ -246,13 +247,11 @@ impl<F: Packed> GroupSource<F> for PackedGroups {
                     unpack_nibbles(&qs[..16].try_into().unwrap())
                 };
                 if F::FIFTH {
-                    let h = heads.add(b * hb);
                     let qh: [u8; 4] = core::array::from_fn(|byte| *h.add(q5_mask_byte(s, byte)));
                     *v = _mm256_or_si256(*v, fifth_bits(qh));
                 }
             }
             g.q.extend_from_slice(&transpose8(rows));
-            let h = heads.add(b * hb);
             g.d.push(_mm256_cvtph_ps(_mm_loadu_si128(h as *const __m128i)));
             g.m.push(if F::HAS_MIN {
                 _mm256_cvtph_ps(_mm_loadu_si128(h.add(16) as *const __m128i))
@@ -318,6 +317,15 @@ fn check(ty: GgmlType, w: usize, rows: usize, nb: usize, a: usize, out: usize, l
 macro_rules! entry {
     ($name:ident, $w:ty, $a:ty) => {
         entry!($name, $w, $a, false, "avx2,fma,f16c");
+    };
+    (vnni $name:ident, $w:ty, $a:ty) => {
+        entry!(
+            $name,
+            $w,
+            $a,
+            true,
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+        );
     };
     ($name:ident, $w:ty, $a:ty, $vnni:literal, $feat:literal) => {
         /// Safe entry point, reachable only through tables handed out after the features it is
@@ -477,31 +485,7 @@ entry!(
     false,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
 );
-entry!(
-    vnni_q4_0,
-    BlockQ4_0,
-    BlockQ8_0,
-    true,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-);
-entry!(
-    vnni_q4_1,
-    BlockQ4_1,
-    BlockQ8_1,
-    true,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-);
-entry!(
-    vnni_q5_0,
-    BlockQ5_0,
-    BlockQ8_0,
-    true,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-);
-entry!(
-    vnni_q8_0,
-    BlockQ8_0,
-    BlockQ8_0,
-    true,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-);
+entry!(vnni vnni_q4_0, BlockQ4_0, BlockQ8_0);
+entry!(vnni vnni_q4_1, BlockQ4_1, BlockQ8_1);
+entry!(vnni vnni_q5_0, BlockQ5_0, BlockQ8_0);
+entry!(vnni vnni_q8_0, BlockQ8_0, BlockQ8_0);
