@@ -4,15 +4,17 @@
 //!
 //! Layout of [`PackedMatrix::data`], Q4_0, Q4_1, Q5_0 and Q8_0 (`nb` blocks per row, QB quant
 //! bytes per row and block: 16, or 32 for Q8_0): groups of eight rows (the last group padded with
-//! zero rows), each group `group_bytes(nb)` long and 32-aligned:
+//! zero rows), each group `group_bytes(nb)` long and 32-aligned. A group is a run of [`RUN`]
+//! blocks after another (the last run may be shorter), each run its blocks' quants, then their
+//! heads, so that decode reads one sequential stream (whole runs are whole cache lines):
 //! ```text
-//! quants: nb x 8·QB bytes  block b: QB chunks of 8 bytes; chunk h*8 + s holds bytes 8h..8h+8
-//!                          of the block's `qs` of the row in slot s (so 32-byte vector 2h + k
-//!                          holds bytes 8h..8h+8 of slots 4k..4k+4)
-//! heads:  nb x HB bytes    block b: the eight rows' f16 scales in row order (16 bytes), then for
-//!                          Q4_1 their f16 mins (16 bytes), for Q5_0 their fifth bits as
-//!                          eight 32-bit masks (32 bytes, see `Q5_MASKS`)
-//! pad:    to a multiple of 32 bytes
+//! quants: RUN x 8·QB bytes  block b: QB chunks of 8 bytes; chunk h*8 + s holds bytes 8h..8h+8
+//!                           of the block's `qs` of the row in slot s (so 32-byte vector 2h + k
+//!                           holds bytes 8h..8h+8 of slots 4k..4k+4)
+//! heads:  RUN x HB bytes    block b: the eight rows' f16 scales in row order (16 bytes), then
+//!                           for Q4_1 their f16 mins (16 bytes), for Q5_0 their fifth bits as
+//!                           eight 32-bit masks (32 bytes, see `Q5_MASKS`)
+//! pad:    after the last run, to a multiple of 32 bytes
 //! ```
 //!
 //! Q4_K (super-blocks of 256): per super-block of a group, `Q4K_BLOCK_BYTES` = 1184 bytes:
@@ -106,6 +108,19 @@ pub(crate) fn q5_mask_byte(s: usize, byte: usize) -> usize {
     Q5_MASKS + 4 * (2 * (2 * h + k) + x) + j
 }
 
+/// Blocks per run of a group: their quants, then their heads (see the module docs).
+pub(crate) const RUN: usize = 4;
+
+/// Offsets of block `b`'s quants and heads in a group of `nb` blocks of type `ty`.
+#[inline(always)]
+pub(crate) fn block_offsets(ty: GgmlType, nb: usize, b: usize) -> (usize, usize) {
+    let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
+    let (first, j) = (b / RUN * RUN, b % RUN);
+    let len = (nb - first).min(RUN);
+    let start = first * (gq + hb);
+    (start + j * gq, start + len * gq + j * hb)
+}
+
 /// Bytes of one Q4_K super-block of a group (see the module docs).
 pub(crate) const Q4K_BLOCK_BYTES: usize = 1024 + 64 + 64 + 32;
 /// Offsets of the Q4_K scales, mins and heads in a group's super-block.
@@ -196,13 +211,13 @@ fn each_block<B>(w: &[&[B]], gb: usize, out: &mut [u8], mut f: impl FnMut(&mut [
 fn pack_rows<B: Packable>(w: &[&[B]], ty: GgmlType, nb: usize, out: &mut [u8]) {
     let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
     each_block(w, group_bytes(ty, nb), out, |dst, s, r, b, blk| {
-        let (quants, heads) = dst.split_at_mut(nb * gq);
-        let q = &mut quants[b * gq..(b + 1) * gq];
+        let (qo, ho) = block_offsets(ty, nb, b);
+        let q = &mut dst[qo..qo + gq];
         // Chunk h * 8 + s: bytes 8h..8h+8 of slot s.
         for (h, bytes) in blk.qs().chunks_exact(8).enumerate() {
             q[64 * h + 8 * s..64 * h + 8 * s + 8].copy_from_slice(bytes);
         }
-        let h = &mut heads[b * hb..(b + 1) * hb];
+        let h = &mut dst[ho..ho + hb];
         h[2 * r..2 * r + 2].copy_from_slice(&blk.d().to_le_bytes());
         if let Some(m) = blk.m() {
             h[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&m.to_le_bytes());

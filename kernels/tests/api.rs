@@ -146,12 +146,13 @@ fn matvec_and_matmul_match_dequantized_reference() {
 #[test]
 fn packed_products_equal_the_unpacked_ones() {
     // Row counts below, at and across the 8-row groups; token counts on both sides of the
-    // decode / prefill switch; odd and even blocks per row (group padding).
+    // decode / prefill switch; odd and even blocks per row (group padding), whole and partial
+    // runs of blocks (`crate::packed::RUN`).
     for path in KernelPath::available() {
         let t = KernelTable::for_path(path).unwrap();
         let mut packed = Vec::new();
         for ty in TYPES {
-            for (rows, cols) in [(1, 32), (7, 96), (8, 64), (37, 512), (64, 4096)] {
+            for (rows, cols) in [(1, 32), (7, 96), (8, 64), (9, 224), (37, 512), (64, 4096)] {
                 if !(cols as u64).is_multiple_of(ty.block_size()) {
                     continue;
                 }
