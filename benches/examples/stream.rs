@@ -7,7 +7,8 @@
 //!
 //! Environment: `T` threads (2), `TYPES` (q4_0,q4_k), `ITER` passes per type and rep, best
 //! taken (3), `ROWS=N` one N x 4096 matrix per layer instead of the 8b shapes (to time the
-//! products from cache).
+//! products from cache), `SHAPES=960x576,576x576,...` a layer's matrices (SmolLM2's:
+//! `960x576,576x576,3072x576,576x1536`).
 use ferro_kernels::{measure_read_bandwidth, GgmlType, KernelTable, PackedMatrix, WeightMatrix};
 use std::time::Instant;
 
@@ -44,9 +45,16 @@ fn main() {
     let (reps, layers) = (args.first().copied().unwrap_or(5), args.get(1).copied().unwrap_or(8));
     let threads = env("T").unwrap_or(2);
     let iters = env("ITER").unwrap_or(3);
-    let shapes = match env::<usize>("ROWS") {
-        Some(r) => vec![(r, 4096)],
-        None => vec![(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
+    let shapes: Vec<(usize, usize)> = match (env::<usize>("ROWS"), std::env::var("SHAPES")) {
+        (Some(r), _) => vec![(r, 4096)],
+        (None, Ok(list)) => list
+            .split(',')
+            .map(|s| {
+                let (r, c) = s.split_once('x').expect("SHAPES: ROWSxCOLS,...");
+                (r.parse().expect("rows"), c.parse().expect("cols"))
+            })
+            .collect(),
+        _ => vec![(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
     };
     let types: Vec<GgmlType> = std::env::var("TYPES")
         .unwrap_or("q4_0,q4_k".into())
