@@ -100,8 +100,9 @@ fn rows_round_trip() {
 
 #[test]
 fn matvec_and_matmul_match_dequantized_reference() {
-    // 37 rows and 11 tokens leave remainders in every tile shape the kernels use.
-    let (rows, cols, n) = (37, 512, 11);
+    // 37 rows and 13 tokens leave remainders in every tile shape the kernels use (13 = 8 + 4 +
+    // 1 on the VNNI tiles, 4 + 4 + 4 + 1 on the others).
+    let (rows, cols, n) = (37, 512, 13);
     for path in KernelPath::available() {
         let t = KernelTable::for_path(path).unwrap();
         for ty in TYPES {
@@ -167,7 +168,7 @@ fn packed_products_equal_the_unpacked_ones() {
                     packed.push(ty);
                 }
                 assert_eq!((p.ty, p.rows, p.cols), (ty, rows, cols));
-                for n in [1, 2, 5, 6, 11] {
+                for n in [1, 2, 5, 6, 11, 13] {
                     let x = values(n * cols, 13 + n as u64);
                     let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
                     t.matmul(&w, &x, n, &mut want);
@@ -302,7 +303,7 @@ fn the_x86_tables_give_the_same_bits() {
         let data = aligned(quantize_matrix(ty, rows, cols, 9));
         let bytes = &bytemuck::cast_slice::<u32, u8>(&data)[..rows * ty.row_bytes(cols as u64).unwrap() as usize];
         let w = WeightMatrix::new(ty, rows, cols, bytes).unwrap();
-        for n in [1, 5, 6, 11, 19] {
+        for n in [1, 5, 6, 11, 13, 19] {
             let x = values(n * cols, 21 + n as u64);
             let run = |t: &KernelTable| {
                 let mut y = vec![0f32; n * rows];

@@ -610,28 +610,45 @@ pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>, const VNNI: bo
         d: Vec::with_capacity(nb),
         m: Vec::with_capacity(nb),
     };
-    let act = |t: usize| &a[t * nb..(t + 1) * nb];
     for r0 in (0..rows).step_by(L) {
         src.fill(r0, nb, &mut g);
         let valid = (rows - r0).min(L);
+        let o = o.add(r0);
+        // VNNI: eight tokens per row pass (AVX-512 VL's 32 vector registers hold their sums),
+        // then four, then one at a time.
         let mut t = 0;
-        while t + T <= n {
-            let v = prefill_tile::<F, T, VNNI>(
-                &g,
-                [act(t), act(t + 1), act(t + 2), act(t + 3)],
-                &info,
-                [t * nb, (t + 1) * nb, (t + 2) * nb, (t + 3) * nb],
-            );
-            for (k, v) in v.iter().enumerate() {
-                store_lanes(*v, valid, o.add((t + k) * ldo + r0));
-            }
-            t += T;
+        if VNNI {
+            t = sweep::<F, 8, VNNI>(&g, a, nb, &info, t..n, valid, o, ldo);
         }
-        for t in t..n {
-            let [v] = prefill_tile::<F, 1, VNNI>(&g, [act(t)], &info, [t * nb]);
-            store_lanes(v, valid, o.add(t * ldo + r0));
-        }
+        t = sweep::<F, T, VNNI>(&g, a, nb, &info, t..n, valid, o, ldo);
+        sweep::<F, 1, VNNI>(&g, a, nb, &info, t..n, valid, o, ldo);
     }
+}
+
+/// Tiles of `TT` tokens from `ts.start` while whole tiles fit before `ts.end`: stores their
+/// `valid` lanes at `o + t * ldo`; returns the first token left.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sweep<F: Format, const TT: usize, const VNNI: bool>(
+    g: &Group,
+    a: &[F::Act],
+    nb: usize,
+    info: &ActInfo,
+    ts: core::ops::Range<usize>,
+    valid: usize,
+    o: *mut f32,
+    ldo: usize,
+) -> usize {
+    let mut t = ts.start;
+    while t + TT <= ts.end {
+        let acts: [&[F::Act]; TT] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
+        let v = prefill_tile::<F, TT, VNNI>(g, acts, info, core::array::from_fn(|k| (t + k) * nb));
+        for (k, v) in v.iter().enumerate() {
+            store_lanes(*v, valid, o.add((t + k) * ldo));
+        }
+        t += TT;
+    }
+    t
 }
 
 macro_rules! entry {
@@ -892,7 +909,6 @@ pub(super) unsafe fn gemm_q4k<const VNNI: bool>(
         }
     }
 }
-
 /// Safe entry point of the Q4_K dot, reachable only through tables handed out after AVX2, FMA
 /// and F16C were detected.
 pub(crate) fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
