@@ -31,7 +31,11 @@ fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
         c.copy_from_slice(&next(seed).to_le_bytes());
     }
     let d = half::f16::from_f32(0.01).to_le_bytes();
-    let heads = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K) { 2 } else { 1 };
+    let heads = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K) {
+        2
+    } else {
+        1
+    };
     for b in v.chunks_exact_mut(size) {
         for h in 0..heads {
             b[2 * h..2 * h + 2].copy_from_slice(&d);
@@ -78,7 +82,12 @@ fn main() {
             }
         }
         let total: usize = ps.iter().map(|p| p.bytes().len()).sum();
-        eprintln!("{ty}: {} matrices, {:.0} MB, {} table", ps.len(), total as f64 / 1e6, t.name);
+        eprintln!(
+            "{ty}: {} matrices, {:.0} MB, {} table",
+            ps.len(),
+            total as f64 / 1e6,
+            t.name
+        );
         sets.push((ty, ps, total));
     }
     let x: Vec<f32> = (0..14336).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();

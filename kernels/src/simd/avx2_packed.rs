@@ -196,7 +196,12 @@ unsafe fn decode_group<F: Packed, const VNNI: bool>(
     off: usize,
     dist: usize,
 ) -> __m256 {
-    debug_assert!(a.len() == nb && [info.d.len(), info.s.len(), info.nc.len()].iter().all(|&n| n >= off + nb));
+    debug_assert!(
+        a.len() == nb
+            && [info.d.len(), info.s.len(), info.nc.len()]
+                .iter()
+                .all(|&n| n >= off + nb)
+    );
     let (gq, hb) = (group_quant_bytes(F::TY), head_bytes(F::TY));
     let mut acc = _mm256_setzero_ps();
     let mut summ = _mm256_setzero_ps();
