@@ -895,19 +895,37 @@ pub(super) unsafe fn gemm_q4k<const VNNI: bool>(
         let wr: [*const BlockQ4K; L] = core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * nb));
         group_k(&wr, nb, &mut g);
         let valid = (rows - r0).min(L);
+        let o = o.add(r0);
+        // As `prefill_groups`: VNNI takes eight tokens per row pass first.
         let mut t = 0;
-        while t + T <= n {
-            let v = prefill_tile_k::<T, VNNI>(&g, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-            for (k, v) in v.iter().enumerate() {
-                store_lanes(*v, valid, o.add((t + k) * ldo + r0));
-            }
-            t += T;
+        if VNNI {
+            t = sweep_k::<8, VNNI>(&g, a, nb, t..n, valid, o, ldo);
         }
-        for t in t..n {
-            let [v] = prefill_tile_k::<1, VNNI>(&g, [act(t)]);
-            store_lanes(v, valid, o.add(t * ldo + r0));
-        }
+        t = sweep_k::<T, VNNI>(&g, a, nb, t..n, valid, o, ldo);
+        sweep_k::<1, VNNI>(&g, a, nb, t..n, valid, o, ldo);
     }
+}
+
+/// [`sweep`] for Q4_K groups.
+#[inline(always)]
+unsafe fn sweep_k<const TT: usize, const VNNI: bool>(
+    g: &GroupK,
+    a: &[BlockQ8K],
+    nb: usize,
+    ts: core::ops::Range<usize>,
+    valid: usize,
+    o: *mut f32,
+    ldo: usize,
+) -> usize {
+    let mut t = ts.start;
+    while t + TT <= ts.end {
+        let acts: [&[BlockQ8K]; TT] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
+        for (k, v) in prefill_tile_k::<TT, VNNI>(g, acts).iter().enumerate() {
+            store_lanes(*v, valid, o.add((t + k) * ldo));
+        }
+        t += TT;
+    }
+    t
 }
 /// Safe entry point of the Q4_K dot, reachable only through tables handed out after AVX2, FMA
 /// and F16C were detected.
