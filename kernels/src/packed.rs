@@ -95,17 +95,18 @@ pub(crate) fn head_bytes(ty: GgmlType) -> usize {
     }
 }
 
-/// Offset of Q5_0's fifth-bit masks in a block's head bytes: mask `2V + x` (V = 2h + k, the
-/// quant vector of bytes 8h..8h+8 of slots 4k..4k+4; x = 0 for its low nibbles, 1 for the
-/// high ones) has bit `8j + i` set where the element in byte i, nibble x of slot 4k + j has its
-/// fifth bit: byte j of the mask is byte 2x + h of that slot's `qh`.
+/// Offset of Q5_0's fifth-bit masks in a block's head bytes: mask `4h + 2x + k` (for quant
+/// vector V = 2h + k, the bytes 8h..8h+8 of slots 4k..4k+4; x = 0 for its low nibbles, 1 for
+/// the high ones) has bit `8j + i` set where the element in byte i, nibble x of slot 4k + j has
+/// its fifth bit: byte j of the mask is byte 2x + h of that slot's `qh`. So the masks of the
+/// two vectors of one 64-byte load (bytes 8h..8h+8 of all eight slots) make one 64-bit mask.
 pub(crate) const Q5_MASKS: usize = 16;
 
 /// Where byte `byte` of slot `s`'s `qh` lies in the Q5_0 head bytes of a block.
 pub(crate) fn q5_mask_byte(s: usize, byte: usize) -> usize {
     let (h, x) = (byte % 2, byte / 2);
     let (k, j) = (s / 4, s % 4);
-    Q5_MASKS + 4 * (2 * (2 * h + k) + x) + j
+    Q5_MASKS + 4 * (4 * h + 2 * x + k) + j
 }
 
 /// Blocks per run of a group: their quants, then their heads (see the module docs).

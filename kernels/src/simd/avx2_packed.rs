@@ -122,7 +122,8 @@ unsafe fn sum4<const WIDE: bool>(w: [__m256i; 4], a: &[__m256i; 4]) -> __m256i {
 
 /// Four slots' sums against the activation bytes `a` (0..8, 8..16, 16..24, 24..32 broadcast):
 /// `v` holds their bytes 0..8, `w` bytes 8..16. Two i32 partial sums per slot, in slot order.
-/// Q5_0 (`masks`: those of `v`'s low and high nibbles, then `w`'s): each nibble vector gains 16
+/// Q5_0 (`masks`: those of `v`'s and `w`'s low nibbles; their high nibbles' lie two masks on,
+/// see `crate::packed::Q5_MASKS`): each nibble vector gains 16
 /// where its mask has the bit (AVX-512 BW and VL). Eight products of 5-bit and 8-bit quants
 /// summed in i16 reach at most 8·31·128 = 31744.
 /// (Plain functions, not closures: closures do not inherit the caller's target features.)
@@ -131,7 +132,7 @@ unsafe fn four_slots(v: *const u8, w: *const u8, masks: Option<[*const u32; 2]>,
     let (mut v0, mut v1) = nibbles(_mm256_loadu_si256(v as *const __m256i));
     let (mut w0, mut w1) = nibbles(_mm256_loadu_si256(w as *const __m256i));
     if let Some([m, n]) = masks {
-        (v0, v1, w0, w1) = (fifth(v0, m), fifth(v1, m.add(1)), fifth(w0, n), fifth(w1, n.add(1)));
+        (v0, v1, w0, w1) = (fifth(v0, m), fifth(v1, m.add(2)), fifth(w0, n), fifth(w1, n.add(2)));
     }
     sum4::<false>([v0, w0, v1, w1], a)
 }
@@ -158,13 +159,12 @@ unsafe fn bcast8_512(qs: &[i8], k: usize) -> __m512i {
     _mm512_set1_epi64(core::ptr::read_unaligned(qs.as_ptr().add(8 * k) as *const i64))
 }
 
-/// The 64-bit Q5_0 mask of a 512-bit vector of two quant vectors `V` and `V + 1`, nibble `x`:
-/// masks `2V + x` and `2V + 2 + x` (see `crate::packed::Q5_MASKS`).
+/// The 64-bit Q5_0 mask of the 512-bit vector of bytes 8h..8h+8 of all slots (quant vectors
+/// 2h and 2h + 1), nibble `x`: masks `4h + 2x` and `4h + 2x + 1`, one load (see
+/// `crate::packed::Q5_MASKS`).
 #[inline(always)]
-unsafe fn mask64(m: *const u32, v: usize, x: usize) -> __mmask64 {
-    let lo = core::ptr::read_unaligned(m.add(2 * v + x)) as u64;
-    let hi = core::ptr::read_unaligned(m.add(2 * v + 2 + x)) as u64;
-    lo | hi << 32
+unsafe fn mask64(m: *const u32, h: usize, x: usize) -> __mmask64 {
+    core::ptr::read_unaligned(m.add(4 * h + 2 * x) as *const u64)
 }
 
 /// [`block_sums`] with 512-bit vectors (the avx512-vnni table): each 64-byte load holds the
@@ -204,9 +204,9 @@ unsafe fn block_sums_512<F: Packed>(q: *const u8, h: *const u8, qs: &[i8; 32]) -
         if F::FIFTH {
             let m = h.add(Q5_MASKS) as *const u32;
             let sixteen = _mm512_set1_epi8(16);
-            // n[k]: quant vectors 2(k % 2) and 2(k % 2) + 1, nibble k / 2.
+            // n[k]: bytes 8h..8h+8 with h = k % 2, nibble k / 2.
             for (k, v) in n.iter_mut().enumerate() {
-                *v = _mm512_mask_add_epi8(*v, mask64(m, 2 * (k % 2), k / 2), *v, sixteen);
+                *v = _mm512_mask_add_epi8(*v, mask64(m, k % 2, k / 2), *v, sixteen);
             }
         }
         for k in 0..4 {
@@ -231,11 +231,11 @@ unsafe fn block_sums<F: Packed, const VNNI: bool>(q: *const u8, h: *const u8, qs
     if F::SIGNED {
         return _mm256_hadd_epi32(four_slots_q8(q, &a), four_slots_q8(q.add(32), &a));
     }
-    // Q5_0: vector V's masks are 2V and 2V + 1; vectors 0 and 2 hold slots 0..4, 1 and 3 slots
-    // 4..8.
+    // Q5_0: vector V = 2h + k's low-nibble mask is 4h + k (its high one two on); vectors 0 and
+    // 2 hold slots 0..4, 1 and 3 slots 4..8.
     let m = h.add(Q5_MASKS) as *const u32;
     let (lo, hi) = if F::FIFTH {
-        (Some([m, m.add(4)]), Some([m.add(2), m.add(6)]))
+        (Some([m, m.add(4)]), Some([m.add(1), m.add(5)]))
     } else {
         (None, None)
     };
