@@ -210,6 +210,17 @@ impl KernelTable {
         }
     }
 
+    /// Every table this CPU can run, best last: each path's, and where a path picks among
+    /// variants (AVX-512 with or without VNNI) the lesser ones too, so that tests hold every
+    /// table to the others even where the engine would never pick it.
+    pub fn variants() -> Vec<&'static KernelTable> {
+        let mut v = vec![&SCALAR];
+        v.extend(crate::simd::avx2_table());
+        v.extend(crate::simd::avx512_tables());
+        v.extend(crate::simd::neon_table());
+        v
+    }
+
     /// The best table this CPU can run.
     pub fn best() -> &'static KernelTable {
         [KernelPath::Avx512, KernelPath::Avx2, KernelPath::Neon]

@@ -33,6 +33,19 @@ pub(crate) fn table() -> Option<&'static KernelTable> {
     })
 }
 
+/// Both AVX-512 tables this CPU can run: the F/BW/VL one, and the VNNI one where VNNI is
+/// present (tests hold the first to the others even on CPUs that pick the second).
+pub(crate) fn tables() -> Vec<&'static KernelTable> {
+    let mut v = Vec::new();
+    if detected() {
+        v.push(&bw::TABLE);
+        if is_x86_feature_detected!("avx512vnni") {
+            v.push(&vnni::TABLE);
+        }
+    }
+    v
+}
+
 macro_rules! avx512_kernels {
     ($module:ident, $name:literal, $feat:literal, $sum_u8_i8:ident, $kquants:expr, $gemm:expr) => {
         mod $module {

@@ -49,6 +49,18 @@ pub(crate) fn avx512_table() -> Option<&'static KernelTable> {
     }
 }
 
+/// Every AVX-512 table this CPU can run (see `avx512::tables`).
+pub(crate) fn avx512_tables() -> Vec<&'static KernelTable> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::tables()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
 pub(crate) fn neon_table() -> Option<&'static KernelTable> {
     #[cfg(target_arch = "aarch64")]
     {
