@@ -602,7 +602,6 @@ pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>, const VNNI: bo
     out: &mut [f32],
     ldo: usize,
 ) {
-    let n = a.len() / nb;
     let o = out.as_mut_ptr();
     let info = act_info::<F>(a);
     let mut g = Group {
@@ -612,28 +611,74 @@ pub(super) unsafe fn prefill_groups<F: Format, S: GroupSource<F>, const VNNI: bo
     };
     for r0 in (0..rows).step_by(L) {
         src.fill(r0, nb, &mut g);
-        let valid = (rows - r0).min(L);
-        let o = o.add(r0);
-        // VNNI: eight tokens per row pass (AVX-512 VL's 32 vector registers hold their sums),
-        // then four, then one at a time.
-        let mut t = 0;
-        if VNNI {
-            t = sweep::<F, 8, VNNI>(&g, a, nb, &info, t..n, valid, o, ldo);
-        }
-        t = sweep::<F, T, VNNI>(&g, a, nb, &info, t..n, valid, o, ldo);
-        sweep::<F, 1, VNNI>(&g, a, nb, &info, t..n, valid, o, ldo);
+        sweep_all::<_, VNNI>(
+            &Laid::<F> {
+                g: &g,
+                info: &info,
+                format: core::marker::PhantomData,
+            },
+            a,
+            nb,
+            (rows - r0).min(L),
+            o.add(r0),
+            ldo,
+        );
     }
+}
+
+/// A laid-out group of eight rows that the prefill tiles run tokens against.
+trait Tiles {
+    type Act;
+    /// Tokens `t..t + TT` of `a` (`nb` blocks each): lane r of result k = dot(row r, a[t + k]).
+    unsafe fn tile<const TT: usize, const VNNI: bool>(&self, a: &[Self::Act], nb: usize, t: usize) -> [__m256; TT];
+}
+
+/// A 32-element format's group and its activations' infos.
+struct Laid<'a, F: Format> {
+    g: &'a Group,
+    info: &'a ActInfo,
+    format: core::marker::PhantomData<F>,
+}
+
+impl<F: Format> Tiles for Laid<'_, F> {
+    type Act = F::Act;
+    #[inline(always)]
+    unsafe fn tile<const TT: usize, const VNNI: bool>(&self, a: &[F::Act], nb: usize, t: usize) -> [__m256; TT] {
+        let acts: [&[F::Act]; TT] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
+        prefill_tile::<F, TT, VNNI>(self.g, acts, self.info, core::array::from_fn(|k| (t + k) * nb))
+    }
+}
+
+impl Tiles for GroupK {
+    type Act = BlockQ8K;
+    #[inline(always)]
+    unsafe fn tile<const TT: usize, const VNNI: bool>(&self, a: &[BlockQ8K], nb: usize, t: usize) -> [__m256; TT] {
+        prefill_tile_k::<TT, VNNI>(self, core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]))
+    }
+}
+
+/// Every token of `a` against group `g`, storing the `valid` lanes of token t at `o + t * ldo`:
+/// eight tokens per row pass with VNNI (AVX-512 VL's 32 vector registers hold their sums; a
+/// token's block sum is a chain of dependent `vpdpbusd`, and four chains left the unit idle),
+/// then four, then one at a time.
+#[inline(always)]
+unsafe fn sweep_all<S: Tiles, const VNNI: bool>(g: &S, a: &[S::Act], nb: usize, valid: usize, o: *mut f32, ldo: usize) {
+    let n = a.len() / nb;
+    let mut t = 0;
+    if VNNI {
+        t = sweep::<S, 8, VNNI>(g, a, nb, t..n, valid, o, ldo);
+    }
+    t = sweep::<S, T, VNNI>(g, a, nb, t..n, valid, o, ldo);
+    sweep::<S, 1, VNNI>(g, a, nb, t..n, valid, o, ldo);
 }
 
 /// Tiles of `TT` tokens from `ts.start` while whole tiles fit before `ts.end`: stores their
 /// `valid` lanes at `o + t * ldo`; returns the first token left.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn sweep<F: Format, const TT: usize, const VNNI: bool>(
-    g: &Group,
-    a: &[F::Act],
+unsafe fn sweep<S: Tiles, const TT: usize, const VNNI: bool>(
+    g: &S,
+    a: &[S::Act],
     nb: usize,
-    info: &ActInfo,
     ts: core::ops::Range<usize>,
     valid: usize,
     o: *mut f32,
@@ -641,9 +686,7 @@ unsafe fn sweep<F: Format, const TT: usize, const VNNI: bool>(
 ) -> usize {
     let mut t = ts.start;
     while t + TT <= ts.end {
-        let acts: [&[F::Act]; TT] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
-        let v = prefill_tile::<F, TT, VNNI>(g, acts, info, core::array::from_fn(|k| (t + k) * nb));
-        for (k, v) in v.iter().enumerate() {
+        for (k, v) in g.tile::<TT, VNNI>(a, nb, t).iter().enumerate() {
             store_lanes(*v, valid, o.add((t + k) * ldo));
         }
         t += TT;
@@ -894,39 +937,10 @@ pub(super) unsafe fn gemm_q4k<const VNNI: bool>(
     for r0 in (0..rows).step_by(L) {
         let wr: [*const BlockQ4K; L] = core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * nb));
         group_k(&wr, nb, &mut g);
-        let valid = (rows - r0).min(L);
-        let o = o.add(r0);
-        // As `prefill_groups`: VNNI takes eight tokens per row pass first.
-        let mut t = 0;
-        if VNNI {
-            t = sweep_k::<8, VNNI>(&g, a, nb, t..n, valid, o, ldo);
-        }
-        t = sweep_k::<T, VNNI>(&g, a, nb, t..n, valid, o, ldo);
-        sweep_k::<1, VNNI>(&g, a, nb, t..n, valid, o, ldo);
+        sweep_all::<_, VNNI>(&g, a, nb, (rows - r0).min(L), o.add(r0), ldo);
     }
 }
 
-/// [`sweep`] for Q4_K groups.
-#[inline(always)]
-unsafe fn sweep_k<const TT: usize, const VNNI: bool>(
-    g: &GroupK,
-    a: &[BlockQ8K],
-    nb: usize,
-    ts: core::ops::Range<usize>,
-    valid: usize,
-    o: *mut f32,
-    ldo: usize,
-) -> usize {
-    let mut t = ts.start;
-    while t + TT <= ts.end {
-        let acts: [&[BlockQ8K]; TT] = core::array::from_fn(|k| &a[(t + k) * nb..(t + k + 1) * nb]);
-        for (k, v) in prefill_tile_k::<TT, VNNI>(g, acts).iter().enumerate() {
-            store_lanes(*v, valid, o.add((t + k) * ldo));
-        }
-        t += TT;
-    }
-    t
-}
 /// Safe entry point of the Q4_K dot, reachable only through tables handed out after AVX2, FMA
 /// and F16C were detected.
 pub(crate) fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
