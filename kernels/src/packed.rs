@@ -112,14 +112,22 @@ pub(crate) fn q5_mask_byte(s: usize, byte: usize) -> usize {
 /// Blocks per run of a group: their quants, then their heads (see the module docs).
 pub(crate) const RUN: usize = 4;
 
+/// The run of blocks from `first` (a multiple of [`RUN`]) in a group of `nb` blocks of type
+/// `ty`: the offsets of its quants and of its heads, and its length in blocks.
+#[inline(always)]
+pub(crate) fn run_offsets(ty: GgmlType, nb: usize, first: usize) -> (usize, usize, usize) {
+    let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
+    let len = (nb - first).min(RUN);
+    let start = first * (gq + hb);
+    (start, start + len * gq, len)
+}
+
 /// Offsets of block `b`'s quants and heads in a group of `nb` blocks of type `ty`.
 #[inline(always)]
 pub(crate) fn block_offsets(ty: GgmlType, nb: usize, b: usize) -> (usize, usize) {
-    let (gq, hb) = (group_quant_bytes(ty), head_bytes(ty));
     let (first, j) = (b / RUN * RUN, b % RUN);
-    let len = (nb - first).min(RUN);
-    let start = first * (gq + hb);
-    (start + j * gq, start + len * gq + j * hb)
+    let (quants, heads, _) = run_offsets(ty, nb, first);
+    (quants + j * group_quant_bytes(ty), heads + j * head_bytes(ty))
 }
 
 /// Bytes of one Q4_K super-block of a group (see the module docs).

@@ -838,9 +838,9 @@ unsafe fn group_k(w: &[*const BlockQ4K; L], nb: usize, g: &mut GroupK) {
 }
 
 /// `TT` tokens against a laid-out Q4_K group: lane r of result t = dot(row r, a[t]).
-#[inline(always)]
 /// `VNNI` (AVX-512 VNNI + VL): each sub-block's products summed straight into i32 with
 /// `vpdpbusd`, then times its scales (`vpmulld`): the same exact integers.
+#[inline(always)]
 unsafe fn prefill_tile_k<const TT: usize, const VNNI: bool>(g: &GroupK, a: [&[BlockQ8K]; TT]) -> [__m256; TT] {
     let nb = g.d.len();
     let mut acc = [_mm256_setzero_ps(); TT];

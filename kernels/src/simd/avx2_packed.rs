@@ -19,8 +19,8 @@ use super::avx2_lanes::{
     GroupSource, L, PREFILL_MIN_TOKENS,
 };
 use crate::packed::{
-    block_offsets, group_bytes, group_quant_bytes, head_bytes, q5_mask_byte, quant_bytes, unpack_group_q4k, GROUP_ROWS,
-    Q4K_BLOCK_BYTES, Q4K_HEADS, Q4K_MINS, Q4K_SCALES, Q5_MASKS, RUN, SLOT_ROW,
+    block_offsets, group_bytes, group_quant_bytes, head_bytes, q5_mask_byte, quant_bytes, run_offsets,
+    unpack_group_q4k, GROUP_ROWS, Q4K_BLOCK_BYTES, Q4K_HEADS, Q4K_MINS, Q4K_SCALES, Q5_MASKS, RUN, SLOT_ROW,
 };
 use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
@@ -264,12 +264,10 @@ unsafe fn decode_group<F: Packed, const VNNI: bool>(
     let (gq, hb) = (group_quant_bytes(F::TY), head_bytes(F::TY));
     let mut acc = _mm256_setzero_ps();
     let mut summ = _mm256_setzero_ps();
-    let step = gq + hb;
     for first in (0..nb).step_by(RUN) {
-        let run = g.add(first * step);
-        prefetch_ahead::<true>(run, dist, RUN * step);
-        let len = (nb - first).min(RUN);
-        let heads = run.add(len * gq);
+        let (quants, heads, len) = run_offsets(F::TY, nb, first);
+        let (run, heads) = (g.add(quants), g.add(heads));
+        prefetch_ahead::<true>(run, dist, RUN * (gq + hb));
         for j in 0..len {
             // b < nb = a.len(), and the infos hold `off + nb` blocks: no bounds checks in
             // the hot loop.
