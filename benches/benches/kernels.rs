@@ -12,37 +12,10 @@
 //! name filter, e.g. `cargo bench -p ferro-benches --bench kernels -- matvec/q4_0`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferro_kernels::{is_supported, quantize_row, GgmlType, KernelPath, KernelTable, PackedMatrix, WeightMatrix};
+use ferro_benches::{matrix, values};
+use ferro_kernels::{is_supported, GgmlType, KernelPath, KernelTable, PackedMatrix, WeightMatrix};
 use std::hint::black_box;
 use std::time::Duration;
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-/// Weight bytes of a `rows x cols` matrix: 64 distinct quantized rows, repeated (the values do
-/// not change the speed; the size does). Returned as u64 words so the bytes are aligned.
-fn matrix(ty: GgmlType, rows: usize, cols: usize) -> (Vec<u64>, usize) {
-    let distinct: Vec<Vec<u8>> = (0..64)
-        .map(|r| quantize_row(ty, &values(cols, r as u64 + 1)).unwrap())
-        .collect();
-    let rb = distinct[0].len();
-    let mut words = vec![0u64; (rows * rb).div_ceil(8)];
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-    for r in 0..rows {
-        bytes[r * rb..(r + 1) * rb].copy_from_slice(&distinct[r % 64]);
-    }
-    (words, rows * rb)
-}
 
 fn types() -> Vec<GgmlType> {
     GgmlType::ALL

@@ -1,7 +1,8 @@
 //! How close each packed decode product streams to the memory bandwidth: the 8b shape's
-//! matrices (stacked QKV, output, stacked gate/up, down) of `LAYERS` layers per type, random
-//! valid blocks, one token at a time, each pass beside a `measure_read_bandwidth` pass of the
-//! same moment (the machine's bandwidth drifts, so only side-by-side shares compare).
+//! matrices (stacked QKV, output, stacked gate/up, down) of `LAYERS` layers per type (the
+//! kernel benches' `matrix`), one token at a time, each pass beside a `measure_read_bandwidth`
+//! pass of the same moment (the machine's bandwidth drifts, so only side-by-side shares
+//! compare).
 //!
 //!     cargo run --release -p ferro-benches --example stream -- [REPS] [LAYERS]
 //!
@@ -9,39 +10,12 @@
 //! taken (3), `ROWS=N` one N x 4096 matrix per layer instead of the 8b shapes (to time the
 //! products from cache), `SHAPES=960x576,576x576,...` a layer's matrices (SmolLM2's:
 //! `960x576,576x576,3072x576,576x1536`).
+use ferro_benches::{matrix, values};
 use ferro_kernels::{measure_read_bandwidth, GgmlType, KernelTable, PackedMatrix, WeightMatrix};
 use std::time::Instant;
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
-
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-/// Random quants with a small f16 scale (and min) in every block.
-fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
-    let size = ty.type_size() as usize;
-    let mut v = vec![0u8; rows * cols / ty.block_size() as usize * size];
-    for c in v.chunks_exact_mut(8) {
-        c.copy_from_slice(&next(seed).to_le_bytes());
-    }
-    let d = half::f16::from_f32(0.01).to_le_bytes();
-    let heads = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K) {
-        2
-    } else {
-        1
-    };
-    for b in v.chunks_exact_mut(size) {
-        for h in 0..heads {
-            b[2 * h..2 * h + 2].copy_from_slice(&d);
-        }
-    }
-    v
 }
 
 fn main() {
@@ -70,14 +44,13 @@ fn main() {
         .collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let t = KernelTable::best();
-    let mut seed = 0x1234_5678_9abc_def1u64;
     let mut sets = Vec::new();
     for ty in types {
         let mut ps = Vec::new();
         for _ in 0..layers {
             for &(r, c) in &shapes {
-                let bytes = matrix(ty, r, c, &mut seed);
-                let w = WeightMatrix::new(ty, r, c, &bytes).unwrap();
+                let (words, n) = matrix(ty, r, c);
+                let w = WeightMatrix::new(ty, r, c, &bytemuck::cast_slice::<u64, u8>(&words)[..n]).unwrap();
                 ps.push(PackedMatrix::pack(t, &w).unwrap_or_else(|| panic!("{} does not pack {ty}", t.name)));
             }
         }
@@ -90,7 +63,7 @@ fn main() {
         );
         sets.push((ty, ps, total));
     }
-    let x: Vec<f32> = (0..14336).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let x = values(14336, 7);
     let mut y = vec![0f32; 28672];
     pool.install(|| {
         for _ in 0..reps {
