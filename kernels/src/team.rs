@@ -6,6 +6,13 @@
 //! threadpool does, and fall asleep only after [`SPIN`] without work, so a loop costs a few
 //! atomic operations.
 //!
+//! Each thread owns a contiguous range of a loop's tasks and runs it front to back; a thread
+//! that has run out takes tasks from the back of another's range. So the row chunks of a
+//! product stream through each thread in memory order (its prefetches run on into its own next
+//! chunk), while the loop still balances at its end. (Handing out tasks in index order from one
+//! counter interleaves the threads' chunks: on SmolLM2's small matrices each thread then
+//! restarted its stream every 20-40 KB.)
+//!
 //! One team per thread count (the calling rayon pool's), created on first use and kept for the
 //! life of the process. A loop started while the team is busy (another model's step, or a loop
 //! inside a task) runs on rayon instead, so nesting and concurrent callers never wait on it.
@@ -33,11 +40,12 @@ struct Team {
     workers: usize,
     /// One loop at a time.
     busy: AtomicBool,
-    /// `epoch << 32 | next task`: a claim names the loop it is for, so a worker that is late
-    /// for one loop can never take a task of the next.
-    state: AtomicU64,
-    /// Tasks of the current loop.
-    n_tasks: AtomicU32,
+    /// The current loop's epoch, which workers watch.
+    epoch: AtomicU32,
+    /// Per thread (the caller first): `epoch << 32 | front << 16 | back`, the tasks
+    /// `front..back` of its range not yet claimed. A claim names the loop it is for, so a
+    /// worker that is late for one loop can never take a task of the next.
+    ranges: Vec<AtomicU64>,
     /// The current loop's closure, valid while its tasks are claimed.
     job: AtomicPtr<Job<'static>>,
     /// Tasks of the current loop that have finished.
@@ -49,37 +57,58 @@ struct Team {
     wake: Condvar,
 }
 
-fn epoch(state: u64) -> u32 {
-    (state >> 32) as u32
+/// Most tasks a loop can have on a team (a range's bounds are 16 bits); larger loops run on
+/// rayon.
+const MAX_TASKS: usize = u16::MAX as usize;
+
+fn pack(ep: u32, front: usize, back: usize) -> u64 {
+    (u64::from(ep) << 32) | ((front as u64) << 16) | back as u64
+}
+
+fn unpack(v: u64) -> (u32, usize, usize) {
+    ((v >> 32) as u32, (v >> 16) as usize & 0xFFFF, v as usize & 0xFFFF)
 }
 
 impl Team {
-    /// Claims the next task of loop `epoch` with `n` tasks; `None` once they are all claimed or
-    /// the loop is over.
-    fn claim(&self, ep: u32, n: u32) -> Option<usize> {
-        let mut v = self.state.load(SeqCst);
-        loop {
-            let next = v as u32;
-            if epoch(v) != ep || next >= n {
-                return None;
-            }
-            match self.state.compare_exchange_weak(v, v + 1, SeqCst, SeqCst) {
-                Ok(_) => return Some(next as usize),
-                Err(now) => v = now,
+    /// Claims a task of loop `ep` for thread `me`: the front of its own range, else the back
+    /// of another's; `None` once they are all claimed or the loop is over.
+    fn claim(&self, ep: u32, me: usize) -> Option<usize> {
+        let threads = self.ranges.len();
+        for k in 0..threads {
+            let (r, own) = ((me + k) % threads, k == 0);
+            let range = &self.ranges[r];
+            let mut v = range.load(SeqCst);
+            loop {
+                let (e, front, back) = unpack(v);
+                if e != ep {
+                    return None;
+                }
+                if front >= back {
+                    break;
+                }
+                let (next, task) = if own {
+                    (pack(ep, front + 1, back), front)
+                } else {
+                    (pack(ep, front, back - 1), back - 1)
+                };
+                match range.compare_exchange_weak(v, next, SeqCst, SeqCst) {
+                    Ok(_) => return Some(task),
+                    Err(now) => v = now,
+                }
             }
         }
+        None
     }
 
-    /// Runs the tasks of loop `ep` this thread can claim.
-    fn work(&self, ep: u32) {
-        let n = self.n_tasks.load(SeqCst);
+    /// Runs the tasks of loop `ep` thread `me` can claim.
+    fn work(&self, ep: u32, me: usize) {
         let job = self.job.load(SeqCst);
-        while let Some(i) = self.claim(ep, n) {
+        while let Some(i) = self.claim(ep, me) {
             // SAFETY: a claim for `ep` succeeded, so `ep`'s loop is still running: `run` stores
-            // `job` and `n_tasks` before it opens the epoch and returns only after every claimed
-            // task has finished (`done`), and the job lives on its stack until then. The values
-            // read above are `ep`'s: the next loop writes them only after all of `ep`'s tasks
-            // were claimed, after which no claim for `ep` succeeds.
+            // `job` before it opens the epoch and returns only after every claimed task has
+            // finished (`done`), and the job lives on its stack until then. The value read
+            // above is `ep`'s: the next loop writes it only after all of `ep`'s tasks were
+            // claimed, after which no claim for `ep` succeeds.
             let f = unsafe { (*job).f };
             if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
                 self.panicked.store(true, SeqCst);
@@ -88,13 +117,14 @@ impl Team {
         }
     }
 
-    fn worker(&'static self) {
+    /// Worker `me` (1..): runs its share of each loop as its epoch opens.
+    fn worker(&'static self, me: usize) {
         let mut seen = 0u32;
         loop {
             let start = Instant::now();
             let mut spins = 0u32;
             loop {
-                if epoch(self.state.load(SeqCst)) != seen {
+                if self.epoch.load(SeqCst) != seen {
                     break;
                 }
                 spins = spins.wrapping_add(1);
@@ -104,14 +134,14 @@ impl Team {
                 }
                 let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleepers.fetch_add(1, SeqCst);
-                while epoch(self.state.load(SeqCst)) == seen {
+                while self.epoch.load(SeqCst) == seen {
                     guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
                 self.sleepers.fetch_sub(1, SeqCst);
                 break;
             }
-            seen = epoch(self.state.load(SeqCst));
-            self.work(seen);
+            seen = self.epoch.load(SeqCst);
+            self.work(seen, me);
         }
     }
 
@@ -119,17 +149,21 @@ impl Team {
         let job = Job { f };
         self.done.store(0, SeqCst);
         self.panicked.store(false, SeqCst);
-        self.n_tasks.store(n as u32, SeqCst);
         self.job.store(&job as *const Job as *mut Job<'static>, SeqCst);
-        let ep = epoch(self.state.load(SeqCst)).wrapping_add(1);
-        self.state.store(u64::from(ep) << 32, SeqCst);
+        let ep = self.epoch.load(SeqCst).wrapping_add(1);
+        // Thread k's range: tasks k·n/T .. (k+1)·n/T.
+        let t = self.ranges.len();
+        for (k, r) in self.ranges.iter().enumerate() {
+            r.store(pack(ep, k * n / t, (k + 1) * n / t), SeqCst);
+        }
+        self.epoch.store(ep, SeqCst);
         if self.sleepers.load(SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
         }
         // The caller's own tasks: a panic is held until the workers are done with `job`.
         let mut caught = None;
-        while let Some(i) = self.claim(ep, n as u32) {
+        while let Some(i) = self.claim(ep, 0) {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(i))) {
                 caught = Some(p);
             }
@@ -163,8 +197,8 @@ fn team(threads: usize) -> Option<&'static Team> {
             let t: &'static Team = Box::leak(Box::new(Team {
                 workers: threads - 1,
                 busy: AtomicBool::new(false),
-                state: AtomicU64::new(0),
-                n_tasks: AtomicU32::new(0),
+                epoch: AtomicU32::new(0),
+                ranges: (0..threads).map(|_| AtomicU64::new(0)).collect(),
                 job: AtomicPtr::new(std::ptr::null_mut()),
                 done: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
@@ -175,7 +209,7 @@ fn team(threads: usize) -> Option<&'static Team> {
             for i in 0..threads - 1 {
                 let spawned = std::thread::Builder::new()
                     .name(format!("ferro-team-{threads}-{i}"))
-                    .spawn(move || t.worker());
+                    .spawn(move || t.worker(i + 1));
                 if spawned.is_err() {
                     // Without all its threads the team would still finish every loop (the
                     // caller claims what is left), but slower than rayon: keep using rayon.
@@ -195,7 +229,7 @@ fn team(threads: usize) -> Option<&'static Team> {
 /// team when that is free, else as a rayon loop.
 pub(crate) fn for_each(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let threads = rayon::current_num_threads();
-    if n <= 1 || threads <= 1 || n > u32::MAX as usize {
+    if n <= 1 || threads <= 1 || n > MAX_TASKS {
         return (0..n).for_each(f);
     }
     match team(threads) {
@@ -249,6 +283,50 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// Each thread runs its own range front to back (thread k of T: tasks k·n/T..(k+1)·n/T),
+    /// then takes what is left from the back of the others': an ascending run from its range's
+    /// start, then descending runs outside it. (Four threads, a count no other test of this
+    /// process uses: a busy team would hand the loop to rayon.)
+    #[test]
+    fn threads_run_their_own_ranges_in_order() {
+        const T: usize = 4;
+        pool(T).install(|| {
+            for n in [2, 5, 16, 64] {
+                for _ in 0..200 {
+                    // Thread k: 0 the caller, k the worker named ferro-team-T-{k-1}.
+                    let order = Mutex::new(Vec::new());
+                    let caller = std::thread::current().id();
+                    for_each(n, &|i| {
+                        let me = std::thread::current();
+                        let k = match me.name().and_then(|s| s.strip_prefix("ferro-team-4-")) {
+                            Some(w) => w.parse::<usize>().unwrap() + 1,
+                            None => {
+                                assert_eq!(me.id(), caller, "task {i} on a thread outside the team");
+                                0
+                            }
+                        };
+                        order.lock().unwrap().push((k, i));
+                        std::hint::black_box((0..200).sum::<u32>());
+                    });
+                    let order = order.into_inner().unwrap();
+                    for k in 0..T {
+                        let range = k * n / T..(k + 1) * n / T;
+                        let mine: Vec<usize> = order.iter().filter(|o| o.0 == k).map(|o| o.1).collect();
+                        let own = mine.iter().take(range.len()).enumerate();
+                        let own = own.take_while(|&(j, &i)| i == range.start + j).count();
+                        let stolen = &mine[own..];
+                        // Steals from one range are consecutive, descending.
+                        let ok = stolen.iter().all(|i| !range.contains(i))
+                            && stolen
+                                .windows(2)
+                                .all(|w| w[1] < w[0] || (w[1] * T / n) != (w[0] * T / n));
+                        assert!(ok, "n {n}, thread {k}: {mine:?}");
+                    }
+                }
+            }
+        });
     }
 
     #[test]

@@ -57,7 +57,8 @@ impl Packed for BlockQ8_0 {
 
 /// How far ahead of the bytes in use decode prefetches: the hardware prefetchers alone ramp up
 /// too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
-/// 14336 columns) is more than L1 keeps. `FERRO_PREFETCH` overrides it for measurement.
+/// 14336 columns) is more than L1 keeps. `FERRO_PREFETCH` overrides it for measurement (0: no
+/// software prefetch).
 fn prefetch_distance() -> usize {
     static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *D.get_or_init(|| {
@@ -77,6 +78,9 @@ fn prefetch_distance() -> usize {
 /// into L2 against 80% into L1; Q4_K's super-blocks 93% into L1 against 85% into L2.
 #[inline(always)]
 unsafe fn prefetch_ahead<const L2: bool>(p: *const u8, dist: usize, len: usize) {
+    if dist == 0 {
+        return;
+    }
     let ahead = p.wrapping_add(dist) as *const i8;
     for line in 0..len.div_ceil(64) {
         if L2 {
