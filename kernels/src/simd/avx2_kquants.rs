@@ -94,15 +94,29 @@ unsafe fn scale_pair(s: __m128i, a: i32) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s, ctl))
 }
 
+/// The longest row whose decode prefetches the next row into L1 ([`prefetch_next_row`]).
+const ROW_PREFETCH_L1_MAX: usize = 6 * 1024;
+
 /// Decode (one token) streams rows from memory one after another: ask for the same block of
 /// the next row while working on this one. The hardware prefetchers stop at page boundaries,
 /// which a file mapping has every 4 KiB.
+///
+/// Into L1 for rows up to [`ROW_PREFETCH_L1_MAX`] bytes, else into L2: a row ahead of a long
+/// row, beside the row itself and its activations (1.4x a Q6_K row's bytes as Q8_K), is more
+/// than L1 holds. The 8b ffn_down in Q6_K (11.8 KB rows) streamed at 13-23 GB/s prefetching
+/// into L1 and 27-28 into L2 (two threads); its 3.3 KB rows of the other shape did better
+/// into L1 (36-37 against 22-27).
 #[inline(always)]
 pub(super) unsafe fn prefetch_next_row<T>(w: &[T], b: usize) {
     let p = w.as_ptr().wrapping_add(w.len() + b) as *const i8;
     let mut off = 0;
+    let l2 = core::mem::size_of_val(w) > ROW_PREFETCH_L1_MAX;
     while off < core::mem::size_of::<T>() {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
+        if l2 {
+            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off));
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
+        }
         off += 64;
     }
 }
