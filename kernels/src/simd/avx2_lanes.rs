@@ -196,6 +196,7 @@ unsafe fn maddubs<F: Format>(w: __m256i, q: __m256i) -> __m256i {
 /// Per activation block, as the products need them: scale, stored `s`, and the offset
 /// correction negated, `-o·Σq` (added: an add of a broadcast folds into one instruction, a
 /// subtraction did not).
+#[derive(Default)]
 pub(super) struct ActInfo {
     pub(super) d: Vec<f32>,
     pub(super) s: Vec<f32>,
@@ -204,6 +205,15 @@ pub(super) struct ActInfo {
 
 #[inline(always)]
 pub(super) unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
+    let mut info = ActInfo::default();
+    act_info_into::<F>(a, &mut info);
+    info
+}
+
+/// [`act_info`] into `info`'s vectors, reusing their memory (decode keeps one per thread:
+/// three allocations per task were ~2% of SmolLM2's decode).
+#[inline(always)]
+pub(super) unsafe fn act_info_into<F: Format>(a: &[F::Act], info: &mut ActInfo) {
     // A plain loop: a closure would not inherit the caller's target features. (The scales
     // widened here with F16C, inline: half's `to_f32` is a call per block, and prefill runs
     // this once per task over every token's blocks.)
@@ -211,11 +221,12 @@ pub(super) unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
     // compiler spill the vectors around every block (this ran at a quarter of the product's
     // speed per block, 10% of SmolLM2's decode products).
     let n = a.len();
-    let mut info = ActInfo {
-        d: vec![0.0; n],
-        s: vec![0.0; n],
-        nc: vec![0; n],
-    };
+    for v in [&mut info.d, &mut info.s] {
+        v.clear();
+        v.resize(n, 0.0);
+    }
+    info.nc.clear();
+    info.nc.resize(n, 0);
     let out = info.d.iter_mut().zip(info.s.iter_mut()).zip(info.nc.iter_mut());
     for (b, ((d, s), nc)) in a.iter().zip(out) {
         let (bd, bs) = b.head_bits();
@@ -224,7 +235,6 @@ pub(super) unsafe fn act_info<F: Format>(a: &[F::Act]) -> ActInfo {
         *s = _mm_cvtss_f32(_mm_movehdup_ps(both));
         *nc = -correction::<F>(load_q8(b.qs()));
     }
-    info
 }
 
 /// Σ u·q of one block pair (weight quants `w`, activation quants `q`) as eight i32 partial sums.

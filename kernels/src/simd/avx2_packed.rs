@@ -15,8 +15,8 @@
 //! Prefill: the groups are laid out for `avx2_lanes`' tiles, as the unpacked rows are.
 
 use super::avx2_lanes::{
-    act_info, fifth_bits, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format, Group,
-    GroupSource, L, PREFILL_MIN_TOKENS,
+    act_info_into, fifth_bits, prefill_groups, store_lanes, transpose8, unpack_nibbles, ActInfo, Activation, Format,
+    Group, GroupSource, L, PREFILL_MIN_TOKENS,
 };
 use crate::packed::{
     block_offsets, group_bytes, group_quant_bytes, head_bytes, q5_mask_byte, quant_bytes, run_offsets,
@@ -26,6 +26,7 @@ use crate::quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8K, BlockQ8
 use crate::GgmlType;
 use bytemuck::Zeroable;
 use core::arch::x86_64::*;
+use std::cell::Cell;
 
 // A group's rows are the row-lane tiles' eight f32 lanes.
 const _: () = assert!(L == GROUP_ROWS);
@@ -356,8 +357,13 @@ unsafe fn gemm<F: Packed, const VNNI: bool>(
 ) {
     let n = a.len() / nb;
     if n < PREFILL_MIN_TOKENS {
+        thread_local! {
+            static INFO: Cell<ActInfo> = Cell::new(ActInfo::default());
+        }
         let gb = group_bytes(F::TY, nb);
-        let info = act_info::<F>(a);
+        // The thread's vectors, taken for the call and put back (no allocation per task).
+        let mut info = INFO.with(Cell::take);
+        act_info_into::<F>(a, &mut info);
         let o = out.as_mut_ptr();
         let dist = prefetch_distance::<true>();
         for r0 in (0..rows).step_by(GROUP_ROWS) {
@@ -367,6 +373,7 @@ unsafe fn gemm<F: Packed, const VNNI: bool>(
                 store_lanes(v, (rows - r0).min(L), o.add(t * ldo + r0));
             }
         }
+        INFO.with(|c| c.set(info));
         return;
     }
     let src = PackedGroups {
