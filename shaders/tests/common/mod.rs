@@ -240,3 +240,35 @@ pub fn round_like_llama_cpp(q: ActQuant, x: &[f32]) -> Vec<f32> {
         ActQuant::Q8K => through(GgmlType::Q8_K),
     }
 }
+
+/// Checks the GPU's rounding of activations `x` (`got`) against [`round_like_llama_cpp`]. They
+/// must be equal except where `x` sits on a tie between two quants (its distance from the
+/// midpoint under 1e-4 of a step): WGSL's `round` breaks ties to even, the reference away from
+/// zero, and a GPU's division may differ from the CPU's by an ulp. There, either neighbour passes.
+/// `q` is one of the int8 roundings (Q8_0, Q8_K).
+pub fn check_rounding(what: &str, q: ActQuant, x: &[f32], got: &[f32]) {
+    let want = round_like_llama_cpp(q, x);
+    let block = match q {
+        ActQuant::Q8_0 => 32,
+        ActQuant::Q8K => 256,
+        ActQuant::None | ActQuant::F16 => panic!("{what}: {q:?} is not an int8 rounding"),
+    };
+    assert_eq!(got.len(), want.len(), "{what}: rounded length");
+    for (b, xs) in x.chunks(block).enumerate() {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (j, &v) in xs.iter().enumerate() {
+            let i = b * block + j;
+            if got[i] == want[i] {
+                continue;
+            }
+            let steps = v.abs() * 127.0 / amax;
+            let one_step = amax / 127.0;
+            assert!(
+                (steps.fract() - 0.5).abs() < 1e-4 && (got[i] - want[i]).abs() < 1.01 * one_step,
+                "{what}: activation {i} = {v:e} rounds to {} on the GPU, {} in the reference ({steps} steps)",
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
