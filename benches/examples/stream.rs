@@ -63,8 +63,10 @@ fn main() {
         );
         sets.push((ty, ps, total));
     }
-    let x = values(14336, 7);
-    let mut y = vec![0f32; 28672];
+    let max_cols = shapes.iter().map(|s| s.1).max().unwrap_or(0);
+    let max_rows = shapes.iter().map(|s| s.0).max().unwrap_or(0);
+    let x = values(max_cols, 7);
+    let mut y = vec![0f32; max_rows];
     pool.install(|| {
         for _ in 0..reps {
             let bw = measure_read_bandwidth(threads, 1 << 30);

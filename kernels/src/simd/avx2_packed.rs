@@ -56,16 +56,24 @@ impl Packed for BlockQ8_0 {
     const TY: GgmlType = GgmlType::Q8_0;
 }
 
-/// How far ahead of the bytes in use decode prefetches: into L2 (`L2`: the 32-element formats)
-/// 8 KB, into L1 (Q4_K) 4 KB. The hardware prefetchers alone ramp up too slowly on the short
-/// runs of rows a task gets, and a whole group ahead (up to 66 KB for 14336 columns) is more
-/// than L1 keeps. Into L2, 8 KB beat 4 KB on one thread (8b Q4_0 tg16 4.9-5.3 vs 4.5 t/s) and
-/// on SmolLM2's decode (+5-7%); into L1 it does not. `FERRO_PREFETCH` sets both for
-/// measurement (0: no software prefetch).
-fn prefetch_distance<const L2: bool>() -> usize {
+/// How far ahead of the bytes in use decode prefetches `ty`: into L2 (`L2`: the 32-element
+/// formats) 8 KB, into L1 (Q4_K) 4 KB, Q8_0 not at all. The hardware prefetchers alone ramp up
+/// too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
+/// 14336 columns) is more than L1 keeps. Into L2, 8 KB beat 4 KB on one thread (8b Q4_0 tg16
+/// 4.9-5.3 vs 4.5 t/s) and on SmolLM2's decode (+5-7%); into L1 it does not. Q8_0, whose
+/// blocks cost the least work per byte, streamed faster with the hardware prefetchers alone,
+/// on every shape tried (gemma3's 178 MB head 29-41 against 22-35 GB/s, in interleaved pairs
+/// of `benches/examples/stream.rs`; the 8b shapes and gemma3's layer shapes too), while Q4_1
+/// lost up to a third without it. `FERRO_PREFETCH` sets every distance for measurement (0: no
+/// software prefetch).
+fn prefetch_distance<const L2: bool>(ty: GgmlType) -> usize {
     static D: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *D.get_or_init(|| std::env::var("FERRO_PREFETCH").ok().and_then(|v| v.parse().ok()));
-    set.unwrap_or(if L2 { 8192 } else { 4096 })
+    set.unwrap_or(match ty {
+        GgmlType::Q8_0 => 0,
+        _ if L2 => 8192,
+        _ => 4096,
+    })
 }
 
 /// Prefetches the `len` bytes that lie `dist` ([`prefetch_distance`], read once per product)
@@ -365,7 +373,7 @@ unsafe fn gemm<F: Packed, const VNNI: bool>(
         let mut info = INFO.with(Cell::take);
         act_info_into::<F>(a, &mut info);
         let o = out.as_mut_ptr();
-        let dist = prefetch_distance::<true>();
+        let dist = prefetch_distance::<true>(F::TY);
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
@@ -518,7 +526,7 @@ unsafe fn gemm_q4k<const VNNI: bool>(w: &[u8], rows: usize, nb: usize, a: &[Bloc
     let gb = group_bytes(GgmlType::Q4_K, nb);
     let o = out.as_mut_ptr();
     if n < PREFILL_MIN_TOKENS {
-        let dist = prefetch_distance::<false>();
+        let dist = prefetch_distance::<false>(GgmlType::Q4_K);
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
