@@ -154,7 +154,9 @@ fn packed_products_equal_the_unpacked_ones() {
         let path = t.name;
         let mut packed = Vec::new();
         for ty in TYPES {
-            for (rows, cols) in [(1, 32), (7, 96), (8, 64), (9, 224), (37, 512), (64, 4096)] {
+            // 70001 x 32: decode chunks of over 256 small groups (read as two streams) on up
+            // to four threads, a partial last group.
+            for (rows, cols) in [(1, 32), (7, 96), (8, 64), (9, 224), (37, 512), (64, 4096), (70001, 32)] {
                 if !(cols as u64).is_multiple_of(ty.block_size()) {
                     continue;
                 }
