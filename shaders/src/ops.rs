@@ -899,6 +899,49 @@ impl GpuContext {
         self.run(n_tok, 0, &ops)
     }
 
+    /// Wall time per product of `reps` rounds of the one-token decode product `y = W x` into
+    /// each of `ys` in turn, recorded as one batch after one warm-up round (`x` rounded once
+    /// first, into `x_rounded`). With one `y` every product waits for the one before (as in a
+    /// model); with several, consecutive products are independent. For measurement
+    /// (`examples/mvbench.rs`).
+    #[doc(hidden)]
+    pub fn time_matvec(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        x_rounded: &GpuTensor,
+        ys: &[&GpuTensor],
+        reps: usize,
+    ) -> Result<std::time::Duration> {
+        let q = ActQuant::for_weight(w.ty);
+        let packed = PackedAct::for_rounding(self, q, w.k(), 1)?;
+        let quant: Vec<Prepared> = self
+            .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), 1, None, None)?
+            .into_iter()
+            .collect();
+        let src = if quant.is_empty() { x } else { x_rounded };
+        let mut products = Vec::new();
+        for y in ys {
+            products.extend(self.prep_matmul(w, src, packed.as_ref(), &[(*y, w.n_rows())], false, 1)?);
+        }
+        let round = |reps: usize| -> Result<()> {
+            let mut ops: Vec<&Prepared> = quant.iter().collect();
+            for _ in 0..reps {
+                ops.extend(products.iter());
+            }
+            let mut rec = Recorder::run(1, 0, 0);
+            for p in ops {
+                rec.record(self, p);
+            }
+            rec.submit(self, &self.step_state())?;
+            self.wait()
+        };
+        round(1)?;
+        let t = std::time::Instant::now();
+        round(reps)?;
+        Ok(t.elapsed() / (reps * ys.len()).max(1) as u32)
+    }
+
     /// Embedding lookup: `out[t] = scale * W[ids[t]]`, dequantized from the weight's blocks.
     pub fn get_rows(&self, w: &GpuWeight, ids: &GpuTensor, out: &GpuTensor, n_tok: usize, scale: f32) -> Result<()> {
         let ops = self.prep_get_rows(w, ids, out, n_tok, scale)?;

@@ -93,7 +93,7 @@ fn two_streams(ng: usize, gb: usize) -> bool {
 fn group_at(i: usize, ng: usize, two: bool) -> usize {
     if !two {
         i
-    } else if i % 2 == 0 {
+    } else if i.is_multiple_of(2) {
         i / 2
     } else {
         ng.div_ceil(2) + i / 2
