@@ -71,10 +71,20 @@ impl Rope {
     /// Rotate every `head_dim`-long head in `x` for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
         let half = self.n_rot / 2;
+        // Each pair's angle once for all the heads (the same values every head computed).
+        let mut buf = [(0f32, 0f32); 128];
+        let mut long = Vec::new();
+        let sc: &mut [(f32, f32)] = if half <= buf.len() {
+            &mut buf[..half]
+        } else {
+            long.resize(half, (0.0, 0.0));
+            &mut long
+        };
+        for (sc, &f) in sc.iter_mut().zip(&self.inv_freq) {
+            *sc = (pos as f32 * f).sin_cos();
+        }
         for head in x.chunks_exact_mut(head_dim) {
-            for (i, &f) in self.inv_freq.iter().enumerate() {
-                let theta = pos as f32 * f;
-                let (sin, cos) = theta.sin_cos();
+            for (i, &(sin, cos)) in sc.iter().enumerate() {
                 let (a, b) = match self.style {
                     RopeStyle::Normal => (2 * i, 2 * i + 1),
                     RopeStyle::Neox => (i, i + half),
@@ -121,10 +131,20 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// token's stay on the caller's).
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
+/// Elements from which one token's element-wise op is split over the threads (on the kernels'
+/// thread team, as the decode products): SmolLM2's 1536-wide SwiGLU with libm's `exp` took
+/// ~5 us a layer on the caller while the team's worker spun.
+const ELEMENTWISE_SPLIT: usize = 1024;
+
 /// `f` over matching chunks of `a` and `b`, in parallel when there are several.
 fn par_zip(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
     if a.len() <= ELEMENTWISE_CHUNK {
-        return f(a, b);
+        let threads = rayon::current_num_threads();
+        if a.len() < ELEMENTWISE_SPLIT || threads < 2 {
+            return f(a, b);
+        }
+        let chunk = a.len().div_ceil(threads);
+        return ferro_kernels::for_each_chunk(a, chunk, |start, run| f(run, &b[start..start + run.len()]));
     }
     a.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(b.par_chunks(ELEMENTWISE_CHUNK))

@@ -1322,6 +1322,18 @@ impl BlockCtx<'_> {
                     Some(p) => mm_packed(p, &s.xb, n, &mut s.hb2),
                     None => mm(&l.up, f, &s.xb, n, &mut s.hb2),
                 }
+                if n == 1 {
+                    // One token: gate and up side by side already; the down product reads
+                    // the gated half where it is.
+                    let (g, u) = s.hb2[..2 * ff].split_at_mut(ff);
+                    if gelu {
+                        ops::geglu(g, u);
+                    } else {
+                        ops::swiglu(g, u);
+                    }
+                    mm(&l.down, f, &s.hb2[..ff], 1, &mut s.xb2);
+                    return;
+                }
                 for t in 0..n {
                     s.hb[t * ff..(t + 1) * ff].copy_from_slice(&s.hb2[t * 2 * ff..t * 2 * ff + ff]);
                     s.hb2.copy_within(t * 2 * ff + ff..(t + 1) * 2 * ff, t * ff);
