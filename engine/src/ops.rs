@@ -136,8 +136,9 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// ~5 us a layer on the caller while the team's worker spun.
 const ELEMENTWISE_SPLIT: usize = 1024;
 
-/// `f` over matching chunks of `a` and `b`, in parallel when there are several.
+/// `f` over matching chunks of `a` and `b` (of one length), in parallel when there are several.
 fn par_zip(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    assert_eq!(a.len(), b.len(), "gated linear unit: gate and up differ in length");
     if a.len() <= ELEMENTWISE_CHUNK {
         let threads = rayon::current_num_threads();
         if a.len() < ELEMENTWISE_SPLIT || threads < 2 {
@@ -261,6 +262,31 @@ mod tests {
         let mut y = [0.3, -0.7, 1.1, 0.2];
         r.apply(&mut y, 4, 0);
         assert_eq!(y, [0.3, -0.7, 1.1, 0.2]);
+    }
+
+    /// One token's gated units split over the threads from ELEMENTWISE_SPLIT elements: every
+    /// element as the one-element formula gives it, on both sides of the split size.
+    #[test]
+    fn gated_units_split_over_threads_give_every_element() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for n in [7, ELEMENTWISE_SPLIT - 1, ELEMENTWISE_SPLIT, 1536, 3001] {
+            let gate: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
+            let up: Vec<f32> = (0..n).map(|i| ((i * 11 % 23) as f32 - 11.0) / 5.0).collect();
+            let (mut s, mut g) = (gate.clone(), gate.clone());
+            pool.install(|| {
+                swiglu(&mut s, &up);
+                geglu(&mut g, &up);
+            });
+            for i in 0..n {
+                let x = gate[i];
+                assert_eq!(
+                    s[i].to_bits(),
+                    (x / (1.0 + (-x).exp()) * up[i]).to_bits(),
+                    "swiglu n={n} [{i}]"
+                );
+                assert_eq!(g[i].to_bits(), (gelu(x) * up[i]).to_bits(), "geglu n={n} [{i}]");
+            }
+        }
     }
 
     #[test]
