@@ -901,9 +901,10 @@ impl GpuContext {
 
     /// Wall time per product of `reps` rounds of the one-token decode product `y = W x` into
     /// each of `ys` in turn, recorded as one batch after one warm-up round (`x` rounded once
-    /// first, into `x_rounded`). With one `y` every product waits for the one before (as in a
-    /// model); with several, consecutive products are independent. For measurement
-    /// (`examples/mvbench.rs`).
+    /// first, into `x_rounded`), and the part of it until the last piece was encoded and
+    /// submitted (the CPU's share: when it is close to the whole, the GPU waited for the CPU).
+    /// With one `y` every product waits for the one before (as in a model); with several,
+    /// consecutive products are independent. For measurement (`examples/mvbench.rs`).
     #[doc(hidden)]
     pub fn time_matvec(
         &self,
@@ -912,7 +913,7 @@ impl GpuContext {
         x_rounded: &GpuTensor,
         ys: &[&GpuTensor],
         reps: usize,
-    ) -> Result<std::time::Duration> {
+    ) -> Result<(std::time::Duration, std::time::Duration)> {
         let q = ActQuant::for_weight(w.ty);
         let packed = PackedAct::for_rounding(self, q, w.k(), 1)?;
         let quant: Vec<Prepared> = self
@@ -924,7 +925,8 @@ impl GpuContext {
         for y in ys {
             products.extend(self.prep_matmul(w, src, packed.as_ref(), &[(*y, w.n_rows())], false, 1)?);
         }
-        let round = |reps: usize| -> Result<()> {
+        let round = |reps: usize| -> Result<(std::time::Duration, std::time::Duration)> {
+            let t = std::time::Instant::now();
             let mut ops: Vec<&Prepared> = quant.iter().collect();
             for _ in 0..reps {
                 ops.extend(products.iter());
@@ -934,12 +936,14 @@ impl GpuContext {
                 rec.record(self, p);
             }
             rec.submit(self, &self.step_state())?;
-            self.wait()
+            let submitted = t.elapsed();
+            self.wait()?;
+            Ok((t.elapsed(), submitted))
         };
         round(1)?;
-        let t = std::time::Instant::now();
-        round(reps)?;
-        Ok(t.elapsed() / (reps * ys.len()).max(1) as u32)
+        let (all, submitted) = round(reps)?;
+        let n = (reps * ys.len()).max(1) as u32;
+        Ok((all / n, submitted / n))
     }
 
     /// Embedding lookup: `out[t] = scale * W[ids[t]]`, dequantized from the weight's blocks.
