@@ -37,10 +37,7 @@ fn main() {
     let types: Vec<GgmlType> = std::env::var("TYPES")
         .unwrap_or("q4_0,q4_k".into())
         .split(',')
-        .map(|n| {
-            let found = GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(n));
-            found.unwrap_or_else(|| panic!("unknown type {n}"))
-        })
+        .map(|n| GgmlType::from_name(n).unwrap_or_else(|| panic!("unknown type {n}")))
         .collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let t = KernelTable::best();

@@ -204,6 +204,11 @@ impl GgmlType {
         }
     }
 
+    /// The type named `name` as [`name`](Self::name) prints it, in any case (`q4_k`, `Q4_K`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
     /// Name as ggml prints it (`q4_K`, `f16`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -255,5 +260,20 @@ impl GgmlType {
 impl fmt::Display for GgmlType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GgmlType;
+
+    #[test]
+    fn from_name_finds_every_type_in_any_case() {
+        for t in GgmlType::ALL {
+            assert_eq!(GgmlType::from_name(t.name()), Some(t));
+            assert_eq!(GgmlType::from_name(&t.name().to_uppercase()), Some(t));
+        }
+        assert_eq!(GgmlType::from_name("q4_k"), Some(GgmlType::Q4_K));
+        assert_eq!(GgmlType::from_name("q4"), None);
     }
 }

@@ -43,13 +43,7 @@ fn run() {
     } else {
         names
             .iter()
-            .map(|n| {
-                GgmlType::ALL
-                    .iter()
-                    .copied()
-                    .find(|t| t.name().eq_ignore_ascii_case(n))
-                    .unwrap_or_else(|| panic!("unknown type {n}"))
-            })
+            .map(|n| GgmlType::from_name(n).unwrap_or_else(|| panic!("unknown type {n}")))
             .collect()
     };
     let table = KernelTable::get();

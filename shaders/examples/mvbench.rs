@@ -15,10 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let types: Vec<GgmlType> = std::env::var("TYPES")
         .unwrap_or("q4_0,q4_k,q6_k".into())
         .split(',')
-        .map(|n| {
-            let found = GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(n));
-            found.unwrap_or_else(|| panic!("unknown type {n}"))
-        })
+        .map(|n| GgmlType::from_name(n).unwrap_or_else(|| panic!("unknown type {n}")))
         .collect();
     // `SHAPES=KxROWS,...` replaces the 8b shapes (k = the row length).
     let shapes: Vec<(usize, usize)> = match std::env::var("SHAPES") {
