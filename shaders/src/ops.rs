@@ -883,20 +883,39 @@ impl GpuContext {
         n_tok: usize,
         batched: bool,
     ) -> Result<()> {
+        let (mut ops, products) = self.prep_matvec_quantized(w, x, x_rounded, &[y], n_tok, batched)?;
+        ops.extend(products);
+        self.run(n_tok, 0, &ops)
+    }
+
+    /// The ops of [`matvec_quantized`](Self::matvec_quantized) into each of `ys`: the
+    /// rounding of `x` (none where the weight takes f32), then one product per `y`.
+    fn prep_matvec_quantized(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        x_rounded: &GpuTensor,
+        ys: &[&GpuTensor],
+        n_tok: usize,
+        batched: bool,
+    ) -> Result<(Vec<Prepared>, Vec<Prepared>)> {
         let q = ActQuant::for_weight(w.ty);
         let packed = PackedAct::for_rounding(self, q, w.k(), n_tok)?;
-        let mut ops: Vec<Prepared> = self
+        let quant: Vec<Prepared> = self
             .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), n_tok, None, None)?
             .into_iter()
             .collect();
-        let src = if ops.is_empty() { x } else { x_rounded };
-        for mut p in self.prep_matmul(w, src, packed.as_ref(), &[(y, w.n_rows())], false, n_tok)? {
-            if !batched {
-                p.batched.clear();
+        let src = if quant.is_empty() { x } else { x_rounded };
+        let mut products = Vec::new();
+        for y in ys {
+            for mut p in self.prep_matmul(w, src, packed.as_ref(), &[(*y, w.n_rows())], false, n_tok)? {
+                if !batched {
+                    p.batched.clear();
+                }
+                products.push(p);
             }
-            ops.push(p);
         }
-        self.run(n_tok, 0, &ops)
+        Ok((quant, products))
     }
 
     /// Wall time per product of `reps` rounds of the one-token decode product `y = W x` into
@@ -914,17 +933,7 @@ impl GpuContext {
         ys: &[&GpuTensor],
         reps: usize,
     ) -> Result<(std::time::Duration, std::time::Duration)> {
-        let q = ActQuant::for_weight(w.ty);
-        let packed = PackedAct::for_rounding(self, q, w.k(), 1)?;
-        let quant: Vec<Prepared> = self
-            .prep_quantize_act(q, x, x_rounded, packed.as_ref(), w.k(), 1, None, None)?
-            .into_iter()
-            .collect();
-        let src = if quant.is_empty() { x } else { x_rounded };
-        let mut products = Vec::new();
-        for y in ys {
-            products.extend(self.prep_matmul(w, src, packed.as_ref(), &[(*y, w.n_rows())], false, 1)?);
-        }
+        let (quant, products) = self.prep_matvec_quantized(w, x, x_rounded, ys, 1, false)?;
         let round = |reps: usize| -> Result<(std::time::Duration, std::time::Duration)> {
             let t = std::time::Instant::now();
             let mut ops: Vec<&Prepared> = quant.iter().collect();
