@@ -1310,10 +1310,13 @@ impl BlockCtx<'_> {
     /// Gated feed-forward of `s.xb` into `s.xb2`: `down(act(gate x) * up x)`.
     pub fn ffn(&self, s: &mut RunState, gelu: bool) {
         let (l, n, f, ff) = (self.layer, self.n, self.file, self.hp.n_ff);
-        match (&l.gate, &l.gate_up_packed) {
+        // Whether the gate is gated where the stacked product left it (one token: its gate
+        // and up halves of `hb2` side by side, read by the down product in place); else in `hb`.
+        let in_place = match (&l.gate, &l.gate_up_packed) {
             (Some(gate), None) => {
                 mm(gate, f, &s.xb, n, &mut s.hb);
                 mm(&l.up, f, &s.xb, n, &mut s.hb2);
+                false
             }
             (_, stacked) => {
                 // Fused [gate; up] rows (phi3's file, or stacked at load): each token's output
@@ -1322,30 +1325,27 @@ impl BlockCtx<'_> {
                     Some(p) => mm_packed(p, &s.xb, n, &mut s.hb2),
                     None => mm(&l.up, f, &s.xb, n, &mut s.hb2),
                 }
-                if n == 1 {
-                    // One token: gate and up side by side already; the down product reads
-                    // the gated half where it is.
-                    let (g, u) = s.hb2[..2 * ff].split_at_mut(ff);
-                    if gelu {
-                        ops::geglu(g, u);
-                    } else {
-                        ops::swiglu(g, u);
+                if n > 1 {
+                    for t in 0..n {
+                        s.hb[t * ff..(t + 1) * ff].copy_from_slice(&s.hb2[t * 2 * ff..t * 2 * ff + ff]);
+                        s.hb2.copy_within(t * 2 * ff + ff..(t + 1) * 2 * ff, t * ff);
                     }
-                    mm(&l.down, f, &s.hb2[..ff], 1, &mut s.xb2);
-                    return;
                 }
-                for t in 0..n {
-                    s.hb[t * ff..(t + 1) * ff].copy_from_slice(&s.hb2[t * 2 * ff..t * 2 * ff + ff]);
-                    s.hb2.copy_within(t * 2 * ff + ff..(t + 1) * 2 * ff, t * ff);
-                }
+                n == 1
             }
-        }
-        let (g, u) = (&mut s.hb[..n * ff], &s.hb2[..n * ff]);
+        };
+        let (g, u): (&mut [f32], &[f32]) = if in_place {
+            let (g, u) = s.hb2[..2 * ff].split_at_mut(ff);
+            (g, u)
+        } else {
+            (&mut s.hb[..n * ff], &s.hb2[..n * ff])
+        };
         if gelu {
             ops::geglu(g, u);
         } else {
             ops::swiglu(g, u);
         }
-        mm(&l.down, f, &s.hb, n, &mut s.xb2);
+        let gated: &[f32] = if in_place { &s.hb2[..ff] } else { &s.hb };
+        mm(&l.down, f, gated, n, &mut s.xb2);
     }
 }
