@@ -84,3 +84,18 @@ fn nibbles_signed(v: u32) -> u32 {
 fn nibbles_signed4(v: vec4<u32>) -> vec4<u32> {
     return ((v | vec4<u32>(0x80808080u)) - vec4<u32>(0x08080808u)) ^ vec4<u32>(0x80808080u);
 }
+
+// Half h (16 weights) of a part (32 weights) as gemmq.wgsl stages it (`wpart` of the mv_*.wgsl
+// units): the quants as bytes (signed or unsigned, as the format's integer sums take them),
+// four per word; the scale of these 16; the min coefficient of the part (weight = s·q + m).
+struct WPart {
+    q: vec4<u32>,
+    s: f32,
+    m: f32,
+}
+
+// Four bytes of 0..31 (`off` 0x10101010) or 0..63 (0x20202020) minus 16 or 32, as signed
+// bytes (see nibbles_signed).
+fn bytes_signed(v: vec4<u32>, off: u32) -> vec4<u32> {
+    return ((v | vec4<u32>(0x80808080u)) - vec4<u32>(off)) ^ vec4<u32>(0x80808080u);
+}

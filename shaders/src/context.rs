@@ -32,6 +32,12 @@ pub fn gemm_big_min_tokens() -> u32 {
     static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *MIN.get_or_init(|| env_u32("FERRO_GPU_GEMM_BIG_MIN").unwrap_or(384))
 }
+/// Whether prefill products whose activations come packed take gemmq.wgsl's int8 tiles (the
+/// default); `FERRO_GPU_GEMMQ=0` keeps gemm.wgsl's f32 tiles for measurement.
+pub fn gemmq_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| env_u32("FERRO_GPU_GEMMQ") != Some(0))
+}
 /// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles where the weight has no
 /// batched int8 product; `FERRO_GPU_GEMM_MIN` replaces [`GEMM_MIN_TOKENS`] for measurement.
 pub fn gemm_min_tokens() -> u32 {
@@ -345,6 +351,95 @@ fn gemm_steps(tile: u32) -> String {
     s
 }
 
+/// Whether gemmq.wgsl folds a part's integer sums per half (a scale per 16 weights: Q6_K) and
+/// adds a min term (Q4_1, Q4_K, Q5_K).
+fn gemmq_terms(ty: GgmlType) -> (bool, bool) {
+    (
+        ty == GgmlType::Q6_K,
+        matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K),
+    )
+}
+
+/// gemmq.wgsl with its `//GQ_*` lines written out for `rt` rows x `ct` tokens per thread
+/// (multiples of 4): accumulators `aB_T` (rows 4·cr + 64·B.., token T of the thread), per word
+/// of a part one dot4I8Packed per row and token into integer sums `iB_T`, folded into the
+/// accumulators once per part (per half with `halves`), then the min term with `mins`.
+fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
+    let (nb, nt) = (rt / 4, ct);
+    let pairs = || (0..nb).flat_map(move |b| (0..nt).map(move |t| (b, t)));
+    let lane = |t: u32| ["x", "y", "z", "w"][t as usize % 4];
+    let decl: String = pairs()
+        .map(|(b, t)| format!("    var a{b}_{t} = vec4<f32>(0.0);\n"))
+        .collect();
+    let mut step = String::new();
+    let groups: &[(u32, u32)] = if halves { &[(0, 4), (4, 8)] } else { &[(0, 8)] };
+    for (g, &(w0, w1)) in groups.iter().enumerate() {
+        step += "        {\n";
+        step += &pairs()
+            .map(|(b, t)| format!("            var i{b}_{t} = vec4<i32>(0);\n"))
+            .collect::<String>();
+        for kw in w0..w1 {
+            for b in 0..nb {
+                step += &format!("            let w{kw}_{b} = wsq[{}u + cr];\n", kw * 4 * rt + 16 * b);
+            }
+            for c in 0..ct / 4 {
+                step += &format!("            let x{kw}_{c} = xsq[{}u + ct];\n", kw * 4 * ct + 16 * c);
+            }
+            for (b, t) in pairs() {
+                let x = format!("x{kw}_{}.{}", t / 4, lane(t));
+                step += &format!(
+                    "            i{b}_{t} += vec4<i32>(dot4I8Packed(w{kw}_{b}.x, {x}), dot4I8Packed(w{kw}_{b}.y, {x}), \
+                     dot4I8Packed(w{kw}_{b}.z, {x}), dot4I8Packed(w{kw}_{b}.w, {x}));\n"
+                );
+            }
+        }
+        for b in 0..nb {
+            step += &format!("            let s{b} = wsc[{}u + cr];\n", g as u32 * 4 * rt + 16 * b);
+        }
+        for c in 0..ct / 4 {
+            step += &format!("            let d{c} = xdv[{}u + ct];\n", 16 * c);
+        }
+        for (b, t) in pairs() {
+            step += &format!(
+                "            a{b}_{t} = fma(vec4<f32>(i{b}_{t}) * s{b}, vec4<f32>(d{}.{}), a{b}_{t});\n",
+                t / 4,
+                lane(t)
+            );
+        }
+        step += "        }\n";
+    }
+    if mins {
+        step += "        {\n";
+        for b in 0..nb {
+            step += &format!("            let m{b} = wmn[{}u + cr];\n", 16 * b);
+        }
+        for c in 0..ct / 4 {
+            step += &format!("            let xs{c} = xsv[{}u + ct];\n", 16 * c);
+        }
+        for (b, t) in pairs() {
+            step += &format!(
+                "            a{b}_{t} = fma(m{b}, vec4<f32>(xs{}.{}), a{b}_{t});\n",
+                t / 4,
+                lane(t)
+            );
+        }
+        step += "        }\n";
+    }
+    let store: String = pairs()
+        .map(|(b, t)| {
+            format!(
+                "    store(t0 + 4u * ct + {}u, r0 + 4u * cr + {}u, a{b}_{t});\n",
+                64 * (t / 4) + t % 4,
+                64 * b
+            )
+        })
+        .collect();
+    include_str!("gemmq.wgsl")
+        .replace("//GQ_DECL", &decl)
+        .replace("//GQ_STEP", &step)
+        .replace("//GQ_STORE", &store)
+}
+
 /// matvec.wgsl with its `//ROWS_*` and `//TOKS_DECL` lines written out for `rows` rows per
 /// thread group and `toks` tokens per workgroup (named variables per row and token: an array
 /// indexed in a loop would be kept in memory on some GPUs). With `straight` = Some((parts per
@@ -515,6 +610,12 @@ pub(crate) enum Op {
         ty: GgmlType,
         tile: u32,
     },
+    /// The prefill product with int8 activations in tiles of `tile` rows x `tile` tokens
+    /// (gemmq.wgsl): 64 or 128.
+    GemmQ {
+        ty: GgmlType,
+        tile: u32,
+    },
     /// The decode product with int8 activations (matvec.wgsl), in the context's [`MatVecMode`].
     MatVec {
         ty: GgmlType,
@@ -557,7 +658,7 @@ impl Op {
         use Slot::*;
         match self {
             Op::Matmul { .. } | Op::Gemm { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
-            Op::MatVec { .. } => &[Uniform, Read, Read, ReadWrite, Read, Read],
+            Op::MatVec { .. } | Op::GemmQ { .. } => &[Uniform, Read, Read, ReadWrite, Read, Read],
             Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
             Op::Softmax => &[Uniform, ReadWrite],
             Op::Rope => &[Uniform, ReadWrite, Read],
@@ -579,6 +680,7 @@ impl Op {
         match self {
             Op::Matmul { .. } => "matmul",
             Op::Gemm { .. } => "gemm",
+            Op::GemmQ { .. } => "gemmq",
             Op::MatVec { .. } => "matvec",
             Op::GetRows { .. } => "get_rows",
             Op::RmsNorm(_) => "rms_norm",
@@ -667,6 +769,21 @@ impl Op {
                     String::new()
                 }
             ),
+            Op::GemmQ { ty, tile } => {
+                let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
+                let (halves, mins) = gemmq_terms(ty);
+                let per = tile / 16;
+                format!(
+                    "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {tile}u;\nconst TT: u32 = {tile}u;\n\
+                     const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\n{}",
+                    include_str!("f16.wgsl"),
+                    include_str!("product_params.wgsl"),
+                    include_str!("common.wgsl"),
+                    quant(ty)?,
+                    ty == GgmlType::Q4_1,
+                    gemmq_main(per, per, halves, mins)
+                )
+            }
             Op::GetRows { ty } => format!(
                 "{step}\n{}\n{}\n{}",
                 include_str!("common.wgsl"),
@@ -1193,7 +1310,7 @@ impl GpuContext {
     fn workgroup_size(&self, op: Op) -> u32 {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
-            Op::Gemm { .. } => 256,
+            Op::Gemm { .. } | Op::GemmQ { .. } => 256,
             Op::Attention | Op::AttentionRope => attention_wg(),
             Op::RmsNorm(_) | Op::NormQuant => {
                 let max = self

@@ -38,3 +38,9 @@ fn part_dot_w(w: PartW, a: u32, s: u32) -> f32 {
 fn part_x(w: PartW, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {
     return bitcast<f32>(xq[d0 + i]) * part_dot_w(w, a0 + 8u * i, s0 + 2u * i);
 }
+
+// Half h of part u for gemmq.wgsl: the low (h = 0) or high nibbles of its 16 quant bytes.
+fn wpart(rb: u32, u: u32, h: u32) -> WPart {
+    let w = part_w(rb, u);
+    return WPart(select(w.lo, w.hi, h == 1u), w.d, 0.0);
+}

@@ -19,3 +19,11 @@ fn q4_1_word(blk: u32, j: u32, a: u32) -> i32 {
     let q = rd_u32(blk + 4u + 4u * j);
     return dot4I8Packed(q & 0x0F0F0F0Fu, xq[a + j]) + dot4I8Packed((q >> 4u) & 0x0F0F0F0Fu, xq[a + 4u + j]);
 }
+
+// Half h of block u for gemmq.wgsl: the low (h = 0) or high nibbles (0..15), d, the min m.
+fn wpart(rb: u32, u: u32, h: u32) -> WPart {
+    let blk = rb + u * 20u;
+    let dm = unpack2x16float(rd_u32(blk));
+    let q = vec4<u32>(rd_u32(blk + 4u), rd_u32(blk + 8u), rd_u32(blk + 12u), rd_u32(blk + 16u));
+    return WPart((q >> vec4<u32>(4u * h)) & vec4<u32>(0x0F0F0F0Fu), dm.x, dm.y);
+}

@@ -26,3 +26,13 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let dm = unpack2x16float(wq[blk >> 2u]);
     return dm.x * f32(si) - dm.y * f32(mi);
 }
+
+// Half h of sub-block u % 8 for gemmq.wgsl: nibbles (0..15), d·scale, −dmin·min.
+fn wpart(rb: u32, u: u32, h: u32) -> WPart {
+    let blk = rb + (u >> 3u) * 144u;
+    let r = u & 7u;
+    let sm = k_scale_min(blk, r);
+    let q = wq4[((blk >> 2u) + 4u + 8u * (r >> 1u) + 4u * h) >> 2u];
+    let dm = unpack2x16float(wq[blk >> 2u]);
+    return WPart((q >> vec4<u32>(4u * (r & 1u))) & vec4<u32>(0x0F0F0F0Fu), dm.x * sm.x, -dm.y * sm.y);
+}

@@ -17,3 +17,13 @@ fn q5_0_word(blk: u32, qh: u32, j: u32, a: u32) -> i32 {
     let hi = ((q >> 4u) & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (16u + 4u * j)) << 4u);
     return dot4I8Packed(lo, xq[a + j]) + dot4I8Packed(hi, xq[a + 4u + j]);
 }
+
+// Half h of block u for gemmq.wgsl: the nibbles with their fifth bits, minus 16 (signed bytes).
+fn wpart(rb: u32, u: u32, h: u32) -> WPart {
+    let blk = rb + u * 22u;
+    let qh = rd_u32(blk + 2u) >> (16u * h);
+    let q = (vec4<u32>(rd_u32(blk + 6u), rd_u32(blk + 10u), rd_u32(blk + 14u), rd_u32(blk + 18u)) >> vec4<u32>(4u * h))
+        & vec4<u32>(0x0F0F0F0Fu);
+    let hi = vec4<u32>(bits_to_bytes(qh), bits_to_bytes(qh >> 4u), bits_to_bytes(qh >> 8u), bits_to_bytes(qh >> 12u));
+    return WPart(bytes_signed(q | (hi << vec4<u32>(4u)), 0x10101010u), rd_f16(blk), 0.0);
+}

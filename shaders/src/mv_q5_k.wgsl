@@ -21,3 +21,17 @@ fn q5_k_word(w: u32, wh: u32, sh: u32, j: u32, i: u32, a: u32) -> i32 {
     let v = ((wq[w + i] >> sh) & 0x0F0F0F0Fu) | (((wq[wh + i] >> j) & 0x01010101u) << 4u);
     return dot4I8Packed(v, xq[a + i]);
 }
+
+// Half h of sub-block u % 8 for gemmq.wgsl: nibbles with their fifth bits (0..31), d·scale,
+// −dmin·min.
+fn wpart(rb: u32, u: u32, h: u32) -> WPart {
+    let blk = rb + (u >> 3u) * 176u;
+    let j = u & 7u;
+    let sm = k_scale_min(blk, j);
+    let wh = (blk >> 2u) + 4u + 4u * h;
+    let w = (blk >> 2u) + 12u + (j >> 1u) * 8u + 4u * h;
+    let lo = (vec4<u32>(wq[w], wq[w + 1u], wq[w + 2u], wq[w + 3u]) >> vec4<u32>((j & 1u) * 4u)) & vec4<u32>(0x0F0F0F0Fu);
+    let hi = (vec4<u32>(wq[wh], wq[wh + 1u], wq[wh + 2u], wq[wh + 3u]) >> vec4<u32>(j)) & vec4<u32>(0x01010101u);
+    let dm = unpack2x16float(wq[blk >> 2u]);
+    return WPart(lo | (hi << vec4<u32>(4u)), dm.x * sm.x, -dm.y * sm.y);
+}

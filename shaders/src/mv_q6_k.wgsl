@@ -38,3 +38,27 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let sc1 = bitcast<i32>(sc << 16u) >> 24u;
     return q6k_d(rb, b) * f32(sc0 * (is0 - 32 * xsum(s)) + sc1 * (is1 - 32 * xsum(s + 1u)));
 }
+
+// Half h of elements 32·(u % 8).. of a Q6_K block for gemmq.wgsl: the 6-bit quants minus 32
+// (signed bytes) and d·scale of these 16 (Q6_K has a scale per 16).
+fn wpart(rb: u32, u: u32, h: u32) -> WPart {
+    let b = u >> 3u;
+    let e = u & 7u;
+    let n = e >> 2u;
+    let q = e & 3u;
+    let ol = q6k_ql(rb, b) + 64u * n + 32u * (q & 1u) + 16u * h;
+    let oh = q6k_qh(rb, b) + 32u * n + 16u * h;
+    var l: vec4<u32>;
+    var hb: vec4<u32>;
+    if ((p.row_bytes & 15u) == 0u) {
+        l = wq4[ol >> 4u];
+        hb = wq4[oh >> 4u];
+    } else {
+        l = vec4<u32>(rd_u32(ol), rd_u32(ol + 4u), rd_u32(ol + 8u), rd_u32(ol + 12u));
+        hb = vec4<u32>(rd_u32(oh), rd_u32(oh + 4u), rd_u32(oh + 8u), rd_u32(oh + 12u));
+    }
+    let v = ((l >> vec4<u32>((q >> 1u) * 4u)) & vec4<u32>(0x0F0F0F0Fu)) | (((hb >> vec4<u32>(2u * q)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+    let sc = rd_u16(q6k_sc(rb, b) + 8u * n + 2u * q);
+    let s = bitcast<i32>(sc << (24u - 8u * h)) >> 24u;
+    return WPart(bytes_signed(v, 0x20202020u), q6k_d(rb, b) * f32(s), 0.0);
+}

@@ -2,8 +2,9 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    gemm_big_min_tokens, gemm_min_tokens, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched,
-    Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
+    gemm_big_min_tokens, gemm_min_tokens, gemmq_enabled, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks,
+    AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE,
+    MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -414,12 +415,26 @@ impl GpuContext {
                         {
                             continue;
                         }
-                        let g = self.prepare(
-                            Op::Gemm { ty: w.ty, tile },
-                            &params,
-                            &[&c.buf, x, y],
-                            Grid::Matmul { rows: c.n_rows, tile },
-                        )?;
+                        // The int8 tiles where the activations come packed (the f32 tiles
+                        // on the rounded values otherwise).
+                        let g = match packed.filter(|_| gemmq_enabled()) {
+                            Some(pa) => self.prepare(
+                                Op::GemmQ { ty: w.ty, tile },
+                                &MatmulParams {
+                                    d_off: pa.d_off,
+                                    s_off: pa.s_off,
+                                    ..params
+                                },
+                                &[&c.buf, &pa.t, y, &c.buf, &pa.t],
+                                Grid::Matmul { rows: c.n_rows, tile },
+                            )?,
+                            None => self.prepare(
+                                Op::Gemm { ty: w.ty, tile },
+                                &params,
+                                &[&c.buf, x, y],
+                                Grid::Matmul { rows: c.n_rows, tile },
+                            )?,
+                        };
                         p.batched.push(Batched {
                             pipeline: g.pipeline,
                             bind: g.bind,

@@ -24,14 +24,27 @@ fn is_k(ty: GgmlType) -> bool {
     ty.block_size() == 256
 }
 
-/// Runs `y = W x` for n_tok tokens on the GPU and checks every output against the reference.
-fn check_matmul(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64) {
-    check_product(ctx, ty, k, rows, n_tok, seed, false)
+/// Which product a check runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// `GpuContext::matmul` on the f32 activations (matmul.wgsl, gemm.wgsl's f32 tiles).
+    F32,
+    /// The model's decode path: activations rounded as llama.cpp's CPU rounds them, then the
+    /// int8 product once per token.
+    Decode,
+    /// The model's path for a batch of that size: from 2 tokens the batched int8 product, from
+    /// the gemm tiles' smallest batch gemmq.wgsl's int8 tiles.
+    Batch,
 }
 
-/// `quantized`: the model's decode path (activations rounded as llama.cpp's CPU rounds them,
-/// int8 products per token), checked against the f32 product of the rounded activations.
-fn check_product(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64, quantized: bool) {
+/// Runs `y = W x` for n_tok tokens on the GPU and checks every output against the reference.
+fn check_matmul(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64) {
+    check_product(ctx, ty, k, rows, n_tok, seed, Path::F32)
+}
+
+/// The quantized paths are checked against the f32 product of the rounded activations.
+fn check_product(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: usize, seed: u64, path: Path) {
+    let quantized = path != Path::F32;
     let mut rng = Rng::new(seed);
     let bytes = random_weight(ty, k, rows, &mut rng);
     let mut x = rng.vec(n_tok * k);
@@ -40,7 +53,8 @@ fn check_product(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: u
     let yg = ctx.zeros(n_tok * rows).unwrap();
     if quantized {
         let rounded = ctx.zeros(n_tok * k).unwrap();
-        ctx.matvec_quantized(&w, &xg, &rounded, &yg, n_tok, false).unwrap();
+        ctx.matvec_quantized(&w, &xg, &rounded, &yg, n_tok, path == Path::Batch)
+            .unwrap();
         let q = ActQuant::for_weight(ty);
         x = if matches!(q, ActQuant::Q8_0 | ActQuant::Q8K) {
             // The int8 products: checked against the GPU's own rounding (written to
@@ -69,7 +83,7 @@ fn check_product(ctx: &GpuContext, ty: GgmlType, k: usize, rows: usize, n_tok: u
         let tol = 1e-5 + 1e-4 * scale[i];
         assert!(
             (got[i] - want[i]).abs() <= tol,
-            "{} k={k} rows={rows} n_tok={n_tok} quantized={quantized}: output {i} (token {}, row {}): gpu {} vs cpu {} (tol {tol})",
+            "{} k={k} rows={rows} n_tok={n_tok} {path:?}: output {i} (token {}, row {}): gpu {} vs cpu {} (tol {tol})",
             ty.name(),
             i / rows,
             i % rows,
@@ -95,10 +109,10 @@ fn matvec_quantized_every_type() {
     let Some(ctx) = common::ctx() else { return };
     for ty in TYPES {
         let k = if is_k(ty) { 768 } else { 544 };
-        check_product(&ctx, ty, k, 67, 1, 1, true);
+        check_product(&ctx, ty, k, 67, 1, 1, Path::Decode);
         // Several tokens (one per z), rows spanning several workgroups.
-        check_product(&ctx, ty, 256, 130, 3, 2, true);
-        check_product(&ctx, ty, 4096, 9, 1, 3, true);
+        check_product(&ctx, ty, 256, 130, 3, 2, Path::Decode);
+        check_product(&ctx, ty, 4096, 9, 1, 3, Path::Decode);
     }
 }
 
@@ -135,6 +149,27 @@ fn matvec_batched_gives_the_one_token_bits() {
                 );
             }
         }
+    }
+}
+
+/// gemmq.wgsl's int8 tiles (the model's prefill) on partial and several row and token tiles, on
+/// every format with an int8 product, in both tile sizes.
+#[test]
+fn gemmq_prefill_every_type() {
+    let Some(ctx) = common::ctx() else { return };
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K] {
+        let k = if is_k(ty) { 512 } else { 96 };
+        // 70 tokens: a full tile of 64 and a partial one; 67 rows: a full and a partial row tile.
+        check_product(&ctx, ty, k, 67, 70, 4, Path::Batch);
+        // Two full token tiles and one token; two full row tiles and two rows.
+        check_product(&ctx, ty, k, 130, 129, 5, Path::Batch);
+    }
+    // The 128 x 128 tiles: a full and a partial tile of rows and of tokens.
+    let (rows, k) = (GEMM_BIG_MIN_ROWS as usize + 72, GEMM_BIG_MIN_K as usize);
+    let n_big = gemm_big_min_tokens() as usize + 44;
+    for ty in [Q4_0, Q4_K, Q6_K] {
+        check_product(&ctx, ty, k, rows, n_big, 6, Path::Batch);
     }
 }
 
@@ -253,7 +288,7 @@ proptest! {
     fn matvec_quantized_random_shapes(ty in any_type(), blocks in 1usize..9, rows in 1usize..150, n_tok in 1usize..4, seed in 0u64..1000) {
         let Some(ctx) = common::ctx() else { return Ok(()) };
         let k = blocks * if is_k(ty) { 256 } else { 32 };
-        check_product(&ctx, ty, k, rows, n_tok, seed, true);
+        check_product(&ctx, ty, k, rows, n_tok, seed, Path::Decode);
     }
 }
 
@@ -262,5 +297,5 @@ proptest! {
 #[test]
 fn matvec_quantized_rounding_tie() {
     let Some(ctx) = common::ctx() else { return };
-    check_product(&ctx, GgmlType::Q4_1, 64, 28, 3, 537, true);
+    check_product(&ctx, GgmlType::Q4_1, 64, 28, 3, 537, Path::Decode);
 }

@@ -134,6 +134,27 @@ fn gpu_perplexity_agrees_with_cpu_on_a_short_text() {
     assert!(rel < 0.05, "gpu PPL {gpu} vs cpu {cpu}: {:.3}% apart", rel * 100.0);
 }
 
+/// Chunks of 256 tokens (forward calls of 128 and 127) take the prefill tiles (gemmq.wgsl's
+/// int8 tiles from 65 tokens) where the short text above takes the batched decode products:
+/// the first 2600 bytes of GPL-3 (2 chunks, 254 scored tokens), within 2% of the CPU (17.59 on
+/// this machine; the GPU 17.62 on lavapipe, 17.52 with gemm.wgsl's f32 tiles).
+#[test]
+fn gpu_perplexity_agrees_with_cpu_in_prefill_tiles() {
+    let Some(model) = require_model(MODEL) else { return };
+    if !gpu_tests() {
+        return;
+    }
+    let dir = TempDir::new("device-ppl-tiles");
+    let text = dir.path().join("text.txt");
+    let gpl = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/GPL-3")).unwrap();
+    std::fs::write(&text, &gpl[..gpl.floor_char_boundary(2600)]).unwrap();
+    let cpu = perplexity(&model, &text, "256", "cpu");
+    let gpu = perplexity(&model, &text, "256", "gpu");
+    assert!(cpu.is_finite() && cpu > 1.0, "cpu PPL {cpu}");
+    let rel = (gpu - cpu).abs() / cpu;
+    assert!(rel < 0.02, "gpu PPL {gpu} vs cpu {cpu}: {:.3}% apart", rel * 100.0);
+}
+
 /// The bar on a real GPU: GPL-3 at -c 512 (14 chunks, ~3.6k scored tokens) within 0.5%
 /// of llama-perplexity's 18.3914 (golden_perplexity.rs holds the CPU to the same). Hours on
 /// lavapipe, seconds on a GPU: `cargo test --release -p ferro-tests --test cli_device -- --ignored`.

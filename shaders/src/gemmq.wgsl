@@ -1,0 +1,136 @@
+// Prefill product with int8 activations: y[t][row0 + r] = Σ_k W[r][k] x[t][k] (or += with
+// p.accumulate) for tiles of TR rows x TT tokens per workgroup of 256 threads, x packed as
+// quantize_act.wgsl packs it (matvec.wgsl's layout: int8 quants, a scale per 32, a sum per 16).
+//
+// Each step of 32 along k (one part), the workgroup stages its rows' part as int8 quants with
+// their scales (`wpart` of the format's mv_*.wgsl: 16 signed or unsigned quants, the scale of
+// those 16 and the part's min coefficient) and its tokens' quants with their scales in shared
+// memory. Every thread then adds an RT-row x CT-token block: per word of four quants, one
+// dot4I8Packed per row and token into integer sums, which are folded into the f32 sums once per
+// part (per half for formats with a scale per 16):
+//   acc[r][t] += f32(isum[r][t]) · s[r] · dx[t]  (+ m[r] · xs[t] for formats with a min)
+// with dx the token's activation scale and xs its scale times its quant sum (rounded to f16
+// for Q4_1, as llama.cpp's Q8_1 blocks keep it). The integer sums are exact, as llama.cpp's
+// CPU kernels have them. Thread (cr, ct) = (li % 16, li / 16) takes rows 4·cr + 64·b + e and
+// tokens 4·ct + 64·c + e. context.rs writes the declarations, a part's products and the stores out
+// per row and token at the GQ_DECL, GQ_STEP and GQ_STORE markers, and sets TR, TT, RT, CT,
+// GQ_HALVES (two scales a part) and GQ_MINS (a min term; GQ_MIN_F16: Q4_1's rounding).
+//
+// The loads of step u + 1 are issued before step u's products (registers hold them). Rows past
+// the end read row 0 and tokens past the end the last token; their outputs are never stored.
+// Dispatch: (x, y) fold the row tiles, z = token tiles. k is a multiple of 32.
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> wq: array<u32>;
+@group(0) @binding(2) var<storage, read> xq: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> wq4: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> xq4: array<vec4<u32>>;
+
+// [word][row / 4] and [word][token / 4]: four rows (tokens) per vector; words 0..8 of a part.
+var<workgroup> wsq: array<vec4<u32>, 8u * TR / 4u>;
+var<workgroup> xsq: array<vec4<u32>, 8u * TT / 4u>;
+// [half][row / 4]: the scale of each half part (both halves alike without GQ_HALVES).
+var<workgroup> wsc: array<vec4<f32>, 2u * TR / 4u>;
+// [row / 4]: the min coefficient; [token / 4]: the activation scale and its sum term.
+var<workgroup> wmn: array<vec4<f32>, TR / 4u>;
+var<workgroup> xdv: array<vec4<f32>, TT / 4u>;
+var<workgroup> xsv: array<vec4<f32>, TT / 4u>;
+
+fn xsum(i: u32) -> i32 {
+    return bitcast<i32>(xq[p.s_off + i]);
+}
+
+// One token's half part: quants (16, four per word), scale, scale x quant sum of the part.
+struct XHalf {
+    q: vec4<u32>,
+    d: f32,
+    s: f32,
+}
+
+fn xhalf(t: u32, u: u32, h: u32) -> XHalf {
+    let np = p.k / 32u;
+    let q = xq4[(t * (p.k / 4u) + 8u * u + 4u * h) >> 2u];
+    let d = bitcast<f32>(xq[p.d_off + t * np + u]);
+    var s = 0.0;
+    if (GQ_MINS) {
+        let n = f32(xsum(t * 2u * np + 2u * u) + xsum(t * 2u * np + 2u * u + 1u));
+        s = d * n;
+        if (GQ_MIN_F16) {
+            s = f16_round(s);
+        }
+    }
+    return XHalf(q, d, s);
+}
+
+// 256 threads (the host passes it; the tile math assumes it).
+override WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let r0 = (wid.x + wid.y * nwg.x) * TR;
+    let t0 = wid.z * TT;
+    let np = p.k / 32u;
+    // Loading: half lh of row (token) lr's part; threads past 2·TR (2·TT) load no rows (tokens).
+    let lr = (li / 2u) % TR;
+    let lt = (li / 2u) % TT;
+    let lh = li % 2u;
+    let wrow = r0 + lr;
+    let rb = select(0u, wrow, wrow < p.n_rows) * p.row_bytes;
+    let xt = min(t0 + lt, batch.n_tok - 1u);
+    let load_w = li < 2u * TR;
+    let load_x = li < 2u * TT;
+    // Computing: rows 4·cr + 64·b + e, tokens 4·ct + 64·c + e.
+    let cr = li % 16u;
+    let ct = li / 16u;
+//GQ_DECL
+    var wv = wpart(rb, 0u, lh);
+    var xv = xhalf(xt, 0u, lh);
+    for (var u = 0u; u < np; u++) {
+        if (load_w) {
+            wsq[(4u * lh + 0u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.x;
+            wsq[(4u * lh + 1u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.y;
+            wsq[(4u * lh + 2u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.z;
+            wsq[(4u * lh + 3u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.w;
+            wsc[lh * (TR / 4u) + lr / 4u][lr % 4u] = wv.s;
+            if (lh == 0u) {
+                wmn[lr / 4u][lr % 4u] = wv.m;
+            }
+        }
+        if (load_x) {
+            xsq[(4u * lh + 0u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.x;
+            xsq[(4u * lh + 1u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.y;
+            xsq[(4u * lh + 2u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.z;
+            xsq[(4u * lh + 3u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.w;
+            if (lh == 0u) {
+                xdv[lt / 4u][lt % 4u] = xv.d;
+                xsv[lt / 4u][lt % 4u] = xv.s;
+            }
+        }
+        workgroupBarrier();
+        // The next part's loads (the last part loads itself again).
+        let un = min(u + 1u, np - 1u);
+        wv = wpart(rb, un, lh);
+        xv = xhalf(xt, un, lh);
+//GQ_STEP
+        workgroupBarrier();
+    }
+//GQ_STORE
+}
+
+// Outputs of token t for rows r..r + 4.
+fn store(t: u32, r: u32, v: vec4<f32>) {
+    if (t >= batch.n_tok) {
+        return;
+    }
+    for (var e = 0u; e < 4u; e++) {
+        if (r + e < p.n_rows) {
+            let o = out_index(t, p.row0 + r + e);
+            y[o] = select(v[e], y[o] + v[e], p.accumulate == 1u);
+        }
+    }
+}
