@@ -38,6 +38,16 @@ pub fn gemmq_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| env_u32("FERRO_GPU_GEMMQ") != Some(0))
 }
+/// Rows x tokens of gemmq.wgsl's big tiles (where gemm.wgsl takes its 128 x 128 ones): 128 x
+/// 128, or for measurement `FERRO_GPU_GEMMQ_BIG` = `128x64` or `64x128`.
+pub fn gemmq_big_tile() -> (u32, u32) {
+    static TILE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *TILE.get_or_init(|| match std::env::var("FERRO_GPU_GEMMQ_BIG").as_deref() {
+        Ok("128x64") => (128, 64),
+        Ok("64x128") => (64, 128),
+        _ => (GEMM_BIG_TILE, GEMM_BIG_TILE),
+    })
+}
 /// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles where the weight has no
 /// batched int8 product; `FERRO_GPU_GEMM_MIN` replaces [`GEMM_MIN_TOKENS`] for measurement.
 pub fn gemm_min_tokens() -> u32 {
@@ -610,11 +620,12 @@ pub(crate) enum Op {
         ty: GgmlType,
         tile: u32,
     },
-    /// The prefill product with int8 activations in tiles of `tile` rows x `tile` tokens
-    /// (gemmq.wgsl): 64 or 128.
+    /// The prefill product with int8 activations in tiles of `rows` rows x `toks` tokens
+    /// (gemmq.wgsl): 64 or 128 each.
     GemmQ {
         ty: GgmlType,
-        tile: u32,
+        rows: u32,
+        toks: u32,
     },
     /// The decode product with int8 activations (matvec.wgsl), in the context's [`MatVecMode`].
     MatVec {
@@ -769,19 +780,18 @@ impl Op {
                     String::new()
                 }
             ),
-            Op::GemmQ { ty, tile } => {
+            Op::GemmQ { ty, rows, toks } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 let (halves, mins) = gemmq_terms(ty);
-                let per = tile / 16;
                 format!(
-                    "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {tile}u;\nconst TT: u32 = {tile}u;\n\
+                    "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
                      const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\n{}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
                     quant(ty)?,
                     ty == GgmlType::Q4_1,
-                    gemmq_main(per, per, halves, mins)
+                    gemmq_main(rows / 16, toks / 16, halves, mins)
                 )
             }
             Op::GetRows { ty } => format!(

@@ -2,9 +2,9 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    gemm_big_min_tokens, gemm_min_tokens, gemmq_enabled, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks,
-    AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE,
-    MATMUL_TILE, WG,
+    gemm_big_min_tokens, gemm_min_tokens, gemmq_big_tile, gemmq_enabled, has_matvec, matmul_lanes, matvec_max_tokens,
+    matvec_toks, AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder,
+    GEMM_BIG_TILE, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -417,29 +417,40 @@ impl GpuContext {
                         }
                         // The int8 tiles where the activations come packed (the f32 tiles
                         // on the rounded values otherwise).
-                        let g = match packed.filter(|_| gemmq_enabled()) {
-                            Some(pa) => self.prepare(
-                                Op::GemmQ { ty: w.ty, tile },
-                                &MatmulParams {
-                                    d_off: pa.d_off,
-                                    s_off: pa.s_off,
-                                    ..params
-                                },
-                                &[&c.buf, &pa.t, y, &c.buf, &pa.t],
-                                Grid::Matmul { rows: c.n_rows, tile },
-                            )?,
-                            None => self.prepare(
-                                Op::Gemm { ty: w.ty, tile },
-                                &params,
-                                &[&c.buf, x, y],
-                                Grid::Matmul { rows: c.n_rows, tile },
-                            )?,
+                        let (g, rows, toks) = match packed.filter(|_| gemmq_enabled()) {
+                            Some(pa) => {
+                                let (rows, toks) = if tile == GEMM_BIG_TILE {
+                                    gemmq_big_tile()
+                                } else {
+                                    (tile, tile)
+                                };
+                                let g = self.prepare(
+                                    Op::GemmQ { ty: w.ty, rows, toks },
+                                    &MatmulParams {
+                                        d_off: pa.d_off,
+                                        s_off: pa.s_off,
+                                        ..params
+                                    },
+                                    &[&c.buf, &pa.t, y, &c.buf, &pa.t],
+                                    Grid::Matmul { rows: c.n_rows, tile },
+                                )?;
+                                (g, rows, toks)
+                            }
+                            None => {
+                                let g = self.prepare(
+                                    Op::Gemm { ty: w.ty, tile },
+                                    &params,
+                                    &[&c.buf, x, y],
+                                    Grid::Matmul { rows: c.n_rows, tile },
+                                )?;
+                                (g, tile, tile)
+                            }
                         };
                         p.batched.push(Batched {
                             pipeline: g.pipeline,
                             bind: g.bind,
-                            rows: tile,
-                            tile,
+                            rows,
+                            tile: toks,
                             min_tokens,
                         });
                     }
