@@ -38,6 +38,12 @@ pub fn gemmq_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| env_u32("FERRO_GPU_GEMMQ") != Some(0))
 }
+/// Whether gemmq.wgsl stages each part into a second shared buffer (one barrier a part instead
+/// of two): `FERRO_GPU_GEMMQ_DB=1`, for measurement.
+pub fn gemmq_double_buffer() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| env_u32("FERRO_GPU_GEMMQ_DB") == Some(1))
+}
 /// Rows x tokens of gemmq.wgsl's big tiles (where gemm.wgsl takes its 128 x 128 ones): 128 x
 /// 128, or for measurement `FERRO_GPU_GEMMQ_BIG` = `128x64` or `64x128`.
 pub fn gemmq_big_tile() -> (u32, u32) {
@@ -381,7 +387,12 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
     let decl: String = pairs()
         .map(|(b, t)| format!("    var a{b}_{t} = vec4<f32>(0.0);\n"))
         .collect();
-    let mut step = String::new();
+    // Buffer bo's words (gemmq.wgsl's `bo`: 0 without GQ_DB).
+    let mut step = format!(
+        "        let wo = bo * {}u;\n        let xo = bo * {}u;\n",
+        32 * rt,
+        32 * ct
+    );
     let groups: &[(u32, u32)] = if halves { &[(0, 4), (4, 8)] } else { &[(0, 8)] };
     for (g, &(w0, w1)) in groups.iter().enumerate() {
         step += "        {\n";
@@ -390,10 +401,10 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             .collect::<String>();
         for kw in w0..w1 {
             for b in 0..nb {
-                step += &format!("            let w{kw}_{b} = wsq[{}u + cr];\n", kw * 4 * rt + 16 * b);
+                step += &format!("            let w{kw}_{b} = wsq[wo + {}u + cr];\n", kw * 4 * rt + 16 * b);
             }
             for c in 0..ct / 4 {
-                step += &format!("            let x{kw}_{c} = xsq[{}u + ct];\n", kw * 4 * ct + 16 * c);
+                step += &format!("            let x{kw}_{c} = xsq[xo + {}u + ct];\n", kw * 4 * ct + 16 * c);
             }
             for (b, t) in pairs() {
                 let x = format!("x{kw}_{}.{}", t / 4, lane(t));
@@ -404,10 +415,10 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             }
         }
         for b in 0..nb {
-            step += &format!("            let s{b} = wsc[{}u + cr];\n", g as u32 * 4 * rt + 16 * b);
+            step += &format!("            let s{b} = wsc[bo * {}u + {}u + cr];\n", 8 * rt, g as u32 * 4 * rt + 16 * b);
         }
         for c in 0..ct / 4 {
-            step += &format!("            let d{c} = xdv[{}u + ct];\n", 16 * c);
+            step += &format!("            let d{c} = xdv[bo * {}u + {}u + ct];\n", 4 * ct, 16 * c);
         }
         for (b, t) in pairs() {
             step += &format!(
@@ -421,10 +432,10 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
     if mins {
         step += "        {\n";
         for b in 0..nb {
-            step += &format!("            let m{b} = wmn[{}u + cr];\n", 16 * b);
+            step += &format!("            let m{b} = wmn[bo * {}u + {}u + cr];\n", 4 * rt, 16 * b);
         }
         for c in 0..ct / 4 {
-            step += &format!("            let xs{c} = xsv[{}u + ct];\n", 16 * c);
+            step += &format!("            let xs{c} = xsv[bo * {}u + {}u + ct];\n", 4 * ct, 16 * c);
         }
         for (b, t) in pairs() {
             step += &format!(
@@ -785,12 +796,13 @@ impl Op {
                 let (halves, mins) = gemmq_terms(ty);
                 format!(
                     "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
-                     const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\n{}",
+                     const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\nconst GQ_DB: bool = {};\n{}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
                     quant(ty)?,
                     ty == GgmlType::Q4_1,
+                    gemmq_double_buffer(),
                     gemmq_main(rows / 16, toks / 16, halves, mins)
                 )
             }

@@ -16,7 +16,8 @@
 // per row and token at the GQ_DECL, GQ_STEP and GQ_STORE markers, and sets TR, TT, RT, CT,
 // GQ_HALVES (two scales a part) and GQ_MINS (a min term; GQ_MIN_F16: Q4_1's rounding).
 //
-// The loads of step u + 1 are issued before step u's products (registers hold them). Rows past
+// The loads of part u + 1 are issued before part u's products (registers hold them); with
+// GQ_DB they are staged into a second buffer while other threads may still read the first. Rows past
 // the end read row 0 and tokens past the end the last token; their outputs are never stored.
 // Dispatch: (x, y) fold the row tiles, z = token tiles. k is a multiple of 32.
 
@@ -28,14 +29,16 @@
 @group(0) @binding(5) var<storage, read> xq4: array<vec4<u32>>;
 
 // [word][row / 4] and [word][token / 4]: four rows (tokens) per vector; words 0..8 of a part.
-var<workgroup> wsq: array<vec4<u32>, 8u * TR / 4u>;
-var<workgroup> xsq: array<vec4<u32>, 8u * TT / 4u>;
+// With GQ_DB two of each (the part being added and the next one).
+const NBUF: u32 = select(1u, 2u, GQ_DB);
+var<workgroup> wsq: array<vec4<u32>, NBUF * 8u * TR / 4u>;
+var<workgroup> xsq: array<vec4<u32>, NBUF * 8u * TT / 4u>;
 // [half][row / 4]: the scale of each half part (both halves alike without GQ_HALVES).
-var<workgroup> wsc: array<vec4<f32>, 2u * TR / 4u>;
+var<workgroup> wsc: array<vec4<f32>, NBUF * 2u * TR / 4u>;
 // [row / 4]: the min coefficient; [token / 4]: the activation scale and its sum term.
-var<workgroup> wmn: array<vec4<f32>, TR / 4u>;
-var<workgroup> xdv: array<vec4<f32>, TT / 4u>;
-var<workgroup> xsv: array<vec4<f32>, TT / 4u>;
+var<workgroup> wmn: array<vec4<f32>, NBUF * TR / 4u>;
+var<workgroup> xdv: array<vec4<f32>, NBUF * TT / 4u>;
+var<workgroup> xsv: array<vec4<f32>, NBUF * TT / 4u>;
 
 fn xsum(i: u32) -> i32 {
     return bitcast<i32>(xq[p.s_off + i]);
@@ -90,36 +93,59 @@ fn main(
 //GQ_DECL
     var wv = wpart(rb, 0u, lh);
     var xv = xhalf(xt, 0u, lh);
-    for (var u = 0u; u < np; u++) {
-        if (load_w) {
-            wsq[(4u * lh + 0u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.x;
-            wsq[(4u * lh + 1u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.y;
-            wsq[(4u * lh + 2u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.z;
-            wsq[(4u * lh + 3u) * (TR / 4u) + lr / 4u][lr % 4u] = wv.q.w;
-            wsc[lh * (TR / 4u) + lr / 4u][lr % 4u] = wv.s;
-            if (lh == 0u) {
-                wmn[lr / 4u][lr % 4u] = wv.m;
-            }
-        }
-        if (load_x) {
-            xsq[(4u * lh + 0u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.x;
-            xsq[(4u * lh + 1u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.y;
-            xsq[(4u * lh + 2u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.z;
-            xsq[(4u * lh + 3u) * (TT / 4u) + lt / 4u][lt % 4u] = xv.q.w;
-            if (lh == 0u) {
-                xdv[lt / 4u][lt % 4u] = xv.d;
-                xsv[lt / 4u][lt % 4u] = xv.s;
-            }
-        }
+    if (GQ_DB) {
+        // One barrier a part: part u + 1 is staged into the other buffer after part u's products.
+        stage(0u, lr, lt, lh, load_w, load_x, wv, xv);
         workgroupBarrier();
-        // The next part's loads (the last part loads itself again).
-        let un = min(u + 1u, np - 1u);
-        wv = wpart(rb, un, lh);
-        xv = xhalf(xt, un, lh);
+        for (var u = 0u; u < np; u++) {
+            let un = min(u + 1u, np - 1u);
+            wv = wpart(rb, un, lh);
+            xv = xhalf(xt, un, lh);
+            let bo = u & 1u;
 //GQ_STEP
-        workgroupBarrier();
+            stage(1u - bo, lr, lt, lh, load_w, load_x, wv, xv);
+            workgroupBarrier();
+        }
+    } else {
+        for (var u = 0u; u < np; u++) {
+            stage(0u, lr, lt, lh, load_w, load_x, wv, xv);
+            workgroupBarrier();
+            // The next part's loads (the last part loads itself again).
+            let un = min(u + 1u, np - 1u);
+            wv = wpart(rb, un, lh);
+            xv = xhalf(xt, un, lh);
+            let bo = 0u;
+//GQ_STEP
+            workgroupBarrier();
+        }
     }
 //GQ_STORE
+}
+
+// Half lh of row lr's and token lt's part into buffer bo of the shared arrays.
+fn stage(bo: u32, lr: u32, lt: u32, lh: u32, load_w: bool, load_x: bool, wv: WPart, xv: XHalf) {
+    if (load_w) {
+        let w0 = bo * (8u * TR / 4u) + 4u * lh * (TR / 4u) + lr / 4u;
+        wsq[w0][lr % 4u] = wv.q.x;
+        wsq[w0 + TR / 4u][lr % 4u] = wv.q.y;
+        wsq[w0 + 2u * (TR / 4u)][lr % 4u] = wv.q.z;
+        wsq[w0 + 3u * (TR / 4u)][lr % 4u] = wv.q.w;
+        wsc[bo * (2u * TR / 4u) + lh * (TR / 4u) + lr / 4u][lr % 4u] = wv.s;
+        if (lh == 0u) {
+            wmn[bo * (TR / 4u) + lr / 4u][lr % 4u] = wv.m;
+        }
+    }
+    if (load_x) {
+        let x0 = bo * (8u * TT / 4u) + 4u * lh * (TT / 4u) + lt / 4u;
+        xsq[x0][lt % 4u] = xv.q.x;
+        xsq[x0 + TT / 4u][lt % 4u] = xv.q.y;
+        xsq[x0 + 2u * (TT / 4u)][lt % 4u] = xv.q.z;
+        xsq[x0 + 3u * (TT / 4u)][lt % 4u] = xv.q.w;
+        if (lh == 0u) {
+            xdv[bo * (TT / 4u) + lt / 4u][lt % 4u] = xv.d;
+            xsv[bo * (TT / 4u) + lt / 4u][lt % 4u] = xv.s;
+        }
+    }
 }
 
 // Outputs of token t for rows r..r + 4.
