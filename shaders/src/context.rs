@@ -39,20 +39,34 @@ pub fn gemmq_enabled() -> bool {
     *ON.get_or_init(|| env_u32("FERRO_GPU_GEMMQ") != Some(0))
 }
 /// Whether gemmq.wgsl stages each part into a second shared buffer (one barrier a part instead
-/// of two): `FERRO_GPU_GEMMQ_DB=1`, for measurement.
-pub fn gemmq_double_buffer() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| env_u32("FERRO_GPU_GEMMQ_DB") == Some(1))
+/// of two) for `ty` in tiles of `rows` x `toks`: the K-quants in 64 x 64 tiles (H100, 8B
+/// Q4_K_M pp128 2072 vs ~1770 t/s, pp256 2661 vs 2278), nothing else (Q4_0 in 64 x 64 tiles
+/// pp128 2617 vs 2909; both in 128 x 64 tiles at pp512 2-6% slower). `FERRO_GPU_GEMMQ_DB` = 1
+/// or 0 turns it on or off everywhere, for measurement.
+pub fn gemmq_double_buffer(ty: GgmlType, rows: u32, toks: u32) -> bool {
+    static FORCE: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    match *FORCE.get_or_init(|| env_u32("FERRO_GPU_GEMMQ_DB")) {
+        Some(v) => v == 1,
+        None => ty.block_size() == 256 && rows == 64 && toks == 64,
+    }
 }
-/// Rows x tokens of gemmq.wgsl's big tiles (where gemm.wgsl takes its 128 x 128 ones): 128 x
-/// 128, or for measurement `FERRO_GPU_GEMMQ_BIG` = `128x64` or `64x128`.
+/// Rows x tokens of gemmq.wgsl's big tiles: 128 x 64 (H100, 8B Q4_0 pp512 3667 t/s against
+/// 3563 with 128 x 128, Q4_K_M 3048 against 3145; pp256 3505 and 2838 against 3365 and 2278
+/// with the 64 x 64 tiles), or for measurement `FERRO_GPU_GEMMQ_BIG` = `128x128` or `64x128`.
 pub fn gemmq_big_tile() -> (u32, u32) {
     static TILE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     *TILE.get_or_init(|| match std::env::var("FERRO_GPU_GEMMQ_BIG").as_deref() {
-        Ok("128x64") => (128, 64),
+        Ok("128x128") => (GEMM_BIG_TILE, GEMM_BIG_TILE),
         Ok("64x128") => (64, 128),
-        _ => (GEMM_BIG_TILE, GEMM_BIG_TILE),
+        _ => (GEMM_BIG_TILE, 64),
     })
+}
+/// Batches from this many tokens on take gemmq.wgsl's big tiles ([`gemmq_big_tile`]) where
+/// gemm.wgsl's f32 tiles take theirs from [`gemm_big_min_tokens`]; `FERRO_GPU_GEMM_BIG_MIN`
+/// replaces both for measurement.
+pub fn gemmq_big_min_tokens() -> u32 {
+    static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| env_u32("FERRO_GPU_GEMM_BIG_MIN").unwrap_or(256))
 }
 /// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles where the weight has no
 /// batched int8 product; `FERRO_GPU_GEMM_MIN` replaces [`GEMM_MIN_TOKENS`] for measurement.
@@ -90,9 +104,10 @@ pub fn matvec_toks() -> &'static [u32] {
     })
 }
 /// Batches of 2 tokens up to this many (several sequences decoding together, short prompts)
-/// take the batched int8 decode products; larger ones the gemm tiles (H100, 8B Q4_0, 64
-/// sequences: 1201 t/s with the int8 product, 982 with the 64 x 64 tiles).
-pub const MATVEC_MAX_TOKENS: u32 = 64;
+/// take the batched int8 decode products; larger ones the gemm tiles (H100, 8B Q4_0 prefill:
+/// 24 and 32 tokens 1279 and 1318 t/s with the int8 decode product, 786 and 1031 with
+/// gemmq.wgsl's 64 x 64 tiles; 48 and 64 tokens 1355 and 1372 against 1511 and 1954).
+pub const MATVEC_MAX_TOKENS: u32 = 32;
 /// Largest batch of the batched int8 decode product: [`MATVEC_MAX_TOKENS`], or for measurement
 /// `FERRO_GPU_MATVEC_MAX`.
 pub fn matvec_max_tokens() -> u32 {
@@ -401,10 +416,16 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             .collect::<String>();
         for kw in w0..w1 {
             for b in 0..nb {
-                step += &format!("            let w{kw}_{b} = wsq[wo + {}u + cr];\n", kw * 4 * rt + 16 * b);
+                step += &format!(
+                    "            let w{kw}_{b} = wsq[wo + {}u + cr];\n",
+                    kw * 4 * rt + 16 * b
+                );
             }
             for c in 0..ct / 4 {
-                step += &format!("            let x{kw}_{c} = xsq[xo + {}u + ct];\n", kw * 4 * ct + 16 * c);
+                step += &format!(
+                    "            let x{kw}_{c} = xsq[xo + {}u + ct];\n",
+                    kw * 4 * ct + 16 * c
+                );
             }
             for (b, t) in pairs() {
                 let x = format!("x{kw}_{}.{}", t / 4, lane(t));
@@ -415,7 +436,11 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             }
         }
         for b in 0..nb {
-            step += &format!("            let s{b} = wsc[bo * {}u + {}u + cr];\n", 8 * rt, g as u32 * 4 * rt + 16 * b);
+            step += &format!(
+                "            let s{b} = wsc[bo * {}u + {}u + cr];\n",
+                8 * rt,
+                g as u32 * 4 * rt + 16 * b
+            );
         }
         for c in 0..ct / 4 {
             step += &format!("            let d{c} = xdv[bo * {}u + {}u + ct];\n", 4 * ct, 16 * c);
@@ -637,6 +662,8 @@ pub(crate) enum Op {
         ty: GgmlType,
         rows: u32,
         toks: u32,
+        /// Two shared buffers, one barrier a part ([`gemmq_double_buffer`]).
+        db: bool,
     },
     /// The decode product with int8 activations (matvec.wgsl), in the context's [`MatVecMode`].
     MatVec {
@@ -791,7 +818,7 @@ impl Op {
                     String::new()
                 }
             ),
-            Op::GemmQ { ty, rows, toks } => {
+            Op::GemmQ { ty, rows, toks, db } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 let (halves, mins) = gemmq_terms(ty);
                 format!(
@@ -802,7 +829,7 @@ impl Op {
                     include_str!("common.wgsl"),
                     quant(ty)?,
                     ty == GgmlType::Q4_1,
-                    gemmq_double_buffer(),
+                    db,
                     gemmq_main(rows / 16, toks / 16, halves, mins)
                 )
             }

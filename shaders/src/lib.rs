@@ -39,8 +39,8 @@ mod ops;
 mod profile;
 
 pub use context::{
-    gemm_big_min_tokens, list_adapters, supports_type, AdapterSummary, Glu, GpuContext, GpuTensor, GpuWeight, NormMode,
-    GEMM_BIG_MIN_K, GEMM_BIG_MIN_ROWS, MATMUL_LANES, MATMUL_TILE, WG,
+    gemm_big_min_tokens, gemmq_big_min_tokens, list_adapters, supports_type, AdapterSummary, Glu, GpuContext,
+    GpuTensor, GpuWeight, NormMode, GEMM_BIG_MIN_K, GEMM_BIG_MIN_ROWS, MATMUL_LANES, MATMUL_TILE, WG,
 };
 pub use error::{GpuError, Result};
 pub use model::{GpuHparams, GpuLayerParams, GpuModel, SeqTokens, WeightRef};

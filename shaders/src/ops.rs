@@ -2,9 +2,9 @@
 //! token), and the `GpuContext` methods run one op as its own submission (tests, one-off use).
 
 use crate::context::{
-    gemm_big_min_tokens, gemm_min_tokens, gemmq_big_tile, gemmq_enabled, has_matvec, matmul_lanes, matvec_max_tokens,
-    matvec_toks, AsBinding, Batched, Glu, GpuContext, GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder,
-    GEMM_BIG_TILE, MATMUL_TILE, WG,
+    gemm_big_min_tokens, gemm_min_tokens, gemmq_big_min_tokens, gemmq_big_tile, gemmq_double_buffer, gemmq_enabled,
+    has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched, Glu, GpuContext, GpuTensor,
+    GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -402,49 +402,59 @@ impl GpuContext {
                     });
                 }
                 if w.k.is_multiple_of(32) {
-                    let big = gemm_big_min_tokens();
+                    // The int8 tiles where the activations come packed (the f32 tiles on the
+                    // rounded values otherwise).
+                    let int8 = packed.filter(|_| gemmq_enabled());
+                    let big = match int8 {
+                        Some(_) => gemmq_big_min_tokens(),
+                        None => gemm_big_min_tokens(),
+                    };
                     // Past the batched int8 product's range where the weight has one.
                     let small = if packed.is_some() && !toks.is_empty() {
                         gemm_min_tokens().max(matvec_max_tokens() + 1)
                     } else {
                         gemm_min_tokens()
                     };
-                    for (tile, min_tokens) in [(64, small), (GEMM_BIG_TILE, big.max(small))] {
-                        if max_tok < min_tokens as usize
-                            || (tile == GEMM_BIG_TILE && !self.has_big_gemm_tiles(c.n_rows, w.k))
-                        {
+                    for (big_tiles, min_tokens) in [(false, small), (true, big.max(small))] {
+                        if max_tok < min_tokens as usize || (big_tiles && !self.has_big_gemm_tiles(c.n_rows, w.k)) {
                             continue;
                         }
-                        // The int8 tiles where the activations come packed (the f32 tiles
-                        // on the rounded values otherwise).
-                        let (g, rows, toks) = match packed.filter(|_| gemmq_enabled()) {
-                            Some(pa) => {
-                                let (rows, toks) = if tile == GEMM_BIG_TILE {
-                                    gemmq_big_tile()
-                                } else {
-                                    (tile, tile)
-                                };
-                                let g = self.prepare(
-                                    Op::GemmQ { ty: w.ty, rows, toks },
-                                    &MatmulParams {
-                                        d_off: pa.d_off,
-                                        s_off: pa.s_off,
-                                        ..params
+                        let (op, rows, toks) = match int8 {
+                            Some(_) => {
+                                let (rows, toks) = if big_tiles { gemmq_big_tile() } else { (64, 64) };
+                                let db = gemmq_double_buffer(w.ty, rows, toks);
+                                (
+                                    Op::GemmQ {
+                                        ty: w.ty,
+                                        rows,
+                                        toks,
+                                        db,
                                     },
-                                    &[&c.buf, &pa.t, y, &c.buf, &pa.t],
-                                    Grid::Matmul { rows: c.n_rows, tile },
-                                )?;
-                                (g, rows, toks)
+                                    rows,
+                                    toks,
+                                )
                             }
                             None => {
-                                let g = self.prepare(
-                                    Op::Gemm { ty: w.ty, tile },
-                                    &params,
-                                    &[&c.buf, x, y],
-                                    Grid::Matmul { rows: c.n_rows, tile },
-                                )?;
-                                (g, tile, tile)
+                                let tile = if big_tiles { GEMM_BIG_TILE } else { 64 };
+                                (Op::Gemm { ty: w.ty, tile }, tile, tile)
                             }
+                        };
+                        let grid = Grid::Matmul {
+                            rows: c.n_rows,
+                            tile: rows,
+                        };
+                        let g = match int8 {
+                            Some(pa) => self.prepare(
+                                op,
+                                &MatmulParams {
+                                    d_off: pa.d_off,
+                                    s_off: pa.s_off,
+                                    ..params
+                                },
+                                &[&c.buf, &pa.t, y, &c.buf, &pa.t],
+                                grid,
+                            )?,
+                            None => self.prepare(op, &params, &[&c.buf, x, y], grid)?,
                         };
                         p.batched.push(Batched {
                             pipeline: g.pipeline,

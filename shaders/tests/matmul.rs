@@ -5,7 +5,9 @@ mod common;
 
 use common::{assert_close, check_rounding, dequantize, random_weight, round_like_llama_cpp, Rng};
 use ferro_gguf::GgmlType;
-use ferro_shaders::{gemm_big_min_tokens, ActQuant, GpuContext, GEMM_BIG_MIN_K, GEMM_BIG_MIN_ROWS};
+use ferro_shaders::{
+    gemm_big_min_tokens, gemmq_big_min_tokens, ActQuant, GpuContext, GEMM_BIG_MIN_K, GEMM_BIG_MIN_ROWS,
+};
 use proptest::prelude::*;
 
 const TYPES: [GgmlType; 9] = [
@@ -165,9 +167,10 @@ fn gemmq_prefill_every_type() {
         // Two full token tiles and one token; two full row tiles and two rows.
         check_product(&ctx, ty, k, 130, 129, 5, Path::Batch);
     }
-    // The 128 x 128 tiles: a full and a partial tile of rows and of tokens.
+    // The big tiles (128 x 64): full and partial tiles of rows and of tokens. (The 64 x 64
+    // tiles above are double-buffered for the K-quants, the big ones for none.)
     let (rows, k) = (GEMM_BIG_MIN_ROWS as usize + 72, GEMM_BIG_MIN_K as usize);
-    let n_big = gemm_big_min_tokens() as usize + 44;
+    let n_big = gemmq_big_min_tokens() as usize + 44;
     for ty in [Q4_0, Q4_K, Q6_K] {
         check_product(&ctx, ty, k, rows, n_big, 6, Path::Batch);
     }
