@@ -50,6 +50,16 @@ pub fn gemmq_double_buffer(ty: GgmlType, rows: u32, toks: u32) -> bool {
         None => ty.block_size() == 256 && rows == 64 && toks == 64,
     }
 }
+/// Rows x tokens of gemmq.wgsl's small tiles (products below [`GEMM_BIG_MIN_ROWS`] x
+/// [`GEMM_BIG_MIN_K`], and batches below [`gemmq_big_min_tokens`]): 64 x 64, or for
+/// measurement `FERRO_GPU_GEMMQ_SMALL=64x32` (128 threads a workgroup, twice the workgroups).
+pub fn gemmq_small_tile() -> (u32, u32) {
+    static TILE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *TILE.get_or_init(|| match std::env::var("FERRO_GPU_GEMMQ_SMALL").as_deref() {
+        Ok("64x32") => (64, 32),
+        _ => (64, 64),
+    })
+}
 /// Rows x tokens of gemmq.wgsl's big tiles: 128 x 64 (H100, 8B Q4_0 pp512 3667 t/s against
 /// 3563 with 128 x 128, Q4_K_M 3048 against 3145; pp256 3505 and 2838 against 3365 and 2278
 /// with the 64 x 64 tiles), or for measurement `FERRO_GPU_GEMMQ_BIG` = `128x128` or `64x128`.
@@ -382,6 +392,11 @@ fn gemm_steps(tile: u32) -> String {
     s
 }
 
+/// Tokens per thread of gemmq.wgsl's tiles of `toks` tokens: 4 (at most 64 tokens) or 8.
+fn gemmq_thread_toks(toks: u32) -> u32 {
+    (toks / 16).max(4)
+}
+
 /// Whether gemmq.wgsl folds a part's integer sums per half (a scale per 16 weights: Q6_K) and
 /// adds a min term (Q4_1, Q4_K, Q5_K).
 fn gemmq_terms(ty: GgmlType) -> (bool, bool) {
@@ -395,8 +410,11 @@ fn gemmq_terms(ty: GgmlType) -> (bool, bool) {
 /// (multiples of 4): accumulators `aB_T` (rows 4·cr + 64·B.., token T of the thread), per word
 /// of a part one dot4I8Packed per row and token into integer sums `iB_T`, folded into the
 /// accumulators once per part (per half with `halves`), then the min term with `mins`.
-fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
+fn gemmq_main(rt: u32, ct: u32, tt: u32, halves: bool, mins: bool) -> String {
     let (nb, nt) = (rt / 4, ct);
+    // Threads along the tokens (`ct` of gemmq.wgsl: 0..nct); token vector c of a thread is
+    // vector ct + nct·c of a part's word.
+    let nct = tt / ct;
     let pairs = || (0..nb).flat_map(move |b| (0..nt).map(move |t| (b, t)));
     let lane = |t: u32| ["x", "y", "z", "w"][t as usize % 4];
     let decl: String = pairs()
@@ -406,7 +424,7 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
     let mut step = format!(
         "        let wo = bo * {}u;\n        let xo = bo * {}u;\n",
         32 * rt,
-        32 * ct
+        2 * tt
     );
     let groups: &[(u32, u32)] = if halves { &[(0, 4), (4, 8)] } else { &[(0, 8)] };
     for (g, &(w0, w1)) in groups.iter().enumerate() {
@@ -424,7 +442,7 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             for c in 0..ct / 4 {
                 step += &format!(
                     "            let x{kw}_{c} = xsq[xo + {}u + ct];\n",
-                    kw * 4 * ct + 16 * c
+                    kw * tt / 4 + nct * c
                 );
             }
             for (b, t) in pairs() {
@@ -443,7 +461,7 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             );
         }
         for c in 0..ct / 4 {
-            step += &format!("            let d{c} = xdv[bo * {}u + {}u + ct];\n", 4 * ct, 16 * c);
+            step += &format!("            let d{c} = xdv[bo * {}u + {}u + ct];\n", tt / 4, nct * c);
         }
         for (b, t) in pairs() {
             step += &format!(
@@ -460,7 +478,7 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
             step += &format!("            let m{b} = wmn[bo * {}u + {}u + cr];\n", 4 * rt, 16 * b);
         }
         for c in 0..ct / 4 {
-            step += &format!("            let xs{c} = xsv[bo * {}u + {}u + ct];\n", 4 * ct, 16 * c);
+            step += &format!("            let xs{c} = xsv[bo * {}u + {}u + ct];\n", tt / 4, nct * c);
         }
         for (b, t) in pairs() {
             step += &format!(
@@ -475,7 +493,7 @@ fn gemmq_main(rt: u32, ct: u32, halves: bool, mins: bool) -> String {
         .map(|(b, t)| {
             format!(
                 "    store(t0 + 4u * ct + {}u, r0 + 4u * cr + {}u, a{b}_{t});\n",
-                64 * (t / 4) + t % 4,
+                4 * nct * (t / 4) + t % 4,
                 64 * b
             )
         })
@@ -830,7 +848,7 @@ impl Op {
                     quant(ty)?,
                     ty == GgmlType::Q4_1,
                     db,
-                    gemmq_main(rows / 16, toks / 16, halves, mins)
+                    gemmq_main(rows / 16, gemmq_thread_toks(toks), toks, halves, mins)
                 )
             }
             Op::GetRows { ty } => format!(
@@ -1359,7 +1377,9 @@ impl GpuContext {
     fn workgroup_size(&self, op: Op) -> u32 {
         match op {
             Op::MatVec { mode, .. } => mode.wg,
-            Op::Gemm { .. } | Op::GemmQ { .. } => 256,
+            Op::Gemm { .. } => 256,
+            // 16 threads along the rows, the rest along the tokens.
+            Op::GemmQ { toks, .. } => 16 * toks / gemmq_thread_toks(toks),
             Op::Attention | Op::AttentionRope => attention_wg(),
             Op::RmsNorm(_) | Op::NormQuant => {
                 let max = self

@@ -1,5 +1,6 @@
 // Prefill product with int8 activations: y[t][row0 + r] = Σ_k W[r][k] x[t][k] (or += with
-// p.accumulate) for tiles of TR rows x TT tokens per workgroup of 256 threads, x packed as
+// p.accumulate) for tiles of TR rows x TT tokens per workgroup (16 threads along the rows, WG / 16
+// along the tokens), x packed as
 // quantize_act.wgsl packs it (matvec.wgsl's layout: int8 quants, a scale per 32, a sum per 16).
 //
 // Each step of 32 along k (one part), the workgroup stages its rows' part as int8 quants with
@@ -12,7 +13,7 @@
 // with dx the token's activation scale and xs its scale times its quant sum (rounded to f16
 // for Q4_1, as llama.cpp's Q8_1 blocks keep it). The integer sums are exact, as llama.cpp's
 // CPU kernels have them. Thread (cr, ct) = (li % 16, li / 16) takes rows 4·cr + 64·b + e and
-// tokens 4·ct + 64·c + e. context.rs writes the declarations, a part's products and the stores out
+// tokens 4·ct + 4·(WG / 16)·c + e. context.rs writes the declarations, a part's products and the stores out
 // per row and token at the GQ_DECL, GQ_STEP and GQ_STORE markers, and sets TR, TT, RT, CT,
 // GQ_HALVES (two scales a part) and GQ_MINS (a min term; GQ_MIN_F16: Q4_1's rounding).
 //
@@ -66,7 +67,7 @@ fn xhalf(t: u32, u: u32, h: u32) -> XHalf {
     return XHalf(q, d, s);
 }
 
-// 256 threads (the host passes it; the tile math assumes it).
+// 16·TT/CT threads (the host passes it; the tile math assumes it).
 override WG: u32 = 256u;
 
 @compute @workgroup_size(WG)

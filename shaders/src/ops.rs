@@ -3,8 +3,8 @@
 
 use crate::context::{
     gemm_big_min_tokens, gemm_min_tokens, gemmq_big_min_tokens, gemmq_big_tile, gemmq_double_buffer, gemmq_enabled,
-    has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched, Glu, GpuContext, GpuTensor,
-    GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
+    gemmq_small_tile, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched, Glu, GpuContext,
+    GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -421,7 +421,11 @@ impl GpuContext {
                         }
                         let (op, rows, toks) = match int8 {
                             Some(_) => {
-                                let (rows, toks) = if big_tiles { gemmq_big_tile() } else { (64, 64) };
+                                let (rows, toks) = if big_tiles {
+                                    gemmq_big_tile()
+                                } else {
+                                    gemmq_small_tile()
+                                };
                                 let db = gemmq_double_buffer(w.ty, rows, toks);
                                 (
                                     Op::GemmQ {
