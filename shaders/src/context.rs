@@ -426,6 +426,17 @@ fn gemmq_main(rt: u32, ct: u32, tt: u32, halves: bool, mins: bool) -> String {
         32 * rt,
         2 * tt
     );
+    // Loads of the thread's row vectors (`row(b)`) and token vectors (`tok(c)`), then
+    // `pair(b, t)` for every row vector and token of the thread.
+    let block = |row: &dyn Fn(u32) -> String, tok: &dyn Fn(u32) -> String, pair: &dyn Fn(u32, u32) -> String| {
+        let rows = (0..nb).map(row);
+        let toks = (0..ct / 4).map(tok);
+        let pairs = pairs().map(|(b, t)| pair(b, t));
+        rows.chain(toks)
+            .chain(pairs)
+            .map(|line| format!("            {line};\n"))
+            .collect::<String>()
+    };
     let groups: &[(u32, u32)] = if halves { &[(0, 4), (4, 8)] } else { &[(0, 8)] };
     for (g, &(w0, w1)) in groups.iter().enumerate() {
         step += "        {\n";
@@ -433,60 +444,44 @@ fn gemmq_main(rt: u32, ct: u32, tt: u32, halves: bool, mins: bool) -> String {
             .map(|(b, t)| format!("            var i{b}_{t} = vec4<i32>(0);\n"))
             .collect::<String>();
         for kw in w0..w1 {
-            for b in 0..nb {
-                step += &format!(
-                    "            let w{kw}_{b} = wsq[wo + {}u + cr];\n",
-                    kw * 4 * rt + 16 * b
-                );
-            }
-            for c in 0..ct / 4 {
-                step += &format!(
-                    "            let x{kw}_{c} = xsq[xo + {}u + ct];\n",
-                    kw * tt / 4 + nct * c
-                );
-            }
-            for (b, t) in pairs() {
-                let x = format!("x{kw}_{}.{}", t / 4, lane(t));
-                step += &format!(
-                    "            i{b}_{t} += vec4<i32>(dot4I8Packed(w{kw}_{b}.x, {x}), dot4I8Packed(w{kw}_{b}.y, {x}), \
-                     dot4I8Packed(w{kw}_{b}.z, {x}), dot4I8Packed(w{kw}_{b}.w, {x}));\n"
-                );
-            }
-        }
-        for b in 0..nb {
-            step += &format!(
-                "            let s{b} = wsc[bo * {}u + {}u + cr];\n",
-                8 * rt,
-                g as u32 * 4 * rt + 16 * b
+            step += &block(
+                &|b| format!("let w{kw}_{b} = wsq[wo + {}u + cr]", kw * 4 * rt + 16 * b),
+                &|c| format!("let x{kw}_{c} = xsq[xo + {}u + ct]", kw * tt / 4 + nct * c),
+                &|b, t| {
+                    let x = format!("x{kw}_{}.{}", t / 4, lane(t));
+                    format!(
+                        "i{b}_{t} += vec4<i32>(dot4I8Packed(w{kw}_{b}.x, {x}), dot4I8Packed(w{kw}_{b}.y, {x}), \
+                         dot4I8Packed(w{kw}_{b}.z, {x}), dot4I8Packed(w{kw}_{b}.w, {x}))"
+                    )
+                },
             );
         }
-        for c in 0..ct / 4 {
-            step += &format!("            let d{c} = xdv[bo * {}u + {}u + ct];\n", tt / 4, nct * c);
-        }
-        for (b, t) in pairs() {
-            step += &format!(
-                "            a{b}_{t} = fma(vec4<f32>(i{b}_{t}) * s{b}, vec4<f32>(d{}.{}), a{b}_{t});\n",
-                t / 4,
-                lane(t)
-            );
-        }
+        step += &block(
+            &|b| {
+                format!(
+                    "let s{b} = wsc[bo * {}u + {}u + cr]",
+                    8 * rt,
+                    g as u32 * 4 * rt + 16 * b
+                )
+            },
+            &|c| format!("let d{c} = xdv[bo * {}u + {}u + ct]", tt / 4, nct * c),
+            &|b, t| {
+                format!(
+                    "a{b}_{t} = fma(vec4<f32>(i{b}_{t}) * s{b}, vec4<f32>(d{}.{}), a{b}_{t})",
+                    t / 4,
+                    lane(t)
+                )
+            },
+        );
         step += "        }\n";
     }
     if mins {
         step += "        {\n";
-        for b in 0..nb {
-            step += &format!("            let m{b} = wmn[bo * {}u + {}u + cr];\n", 4 * rt, 16 * b);
-        }
-        for c in 0..ct / 4 {
-            step += &format!("            let xs{c} = xsv[bo * {}u + {}u + ct];\n", tt / 4, nct * c);
-        }
-        for (b, t) in pairs() {
-            step += &format!(
-                "            a{b}_{t} = fma(m{b}, vec4<f32>(xs{}.{}), a{b}_{t});\n",
-                t / 4,
-                lane(t)
-            );
-        }
+        step += &block(
+            &|b| format!("let m{b} = wmn[bo * {}u + {}u + cr]", 4 * rt, 16 * b),
+            &|c| format!("let xs{c} = xsv[bo * {}u + {}u + ct]", tt / 4, nct * c),
+            &|b, t| format!("a{b}_{t} = fma(m{b}, vec4<f32>(xs{}.{}), a{b}_{t})", t / 4, lane(t)),
+        );
         step += "        }\n";
     }
     let store: String = pairs()
