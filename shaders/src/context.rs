@@ -15,13 +15,16 @@ use crate::profile;
 pub const WG: u32 = 64;
 /// Tokens per workgroup of the batched (prefill) matrix product; 1 is the decode path.
 pub const MATMUL_TILE: u32 = 8;
-/// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles (smaller ones matmul.wgsl's).
+/// Batches from this many tokens on take gemm.wgsl's 64 x 64 tiles (smaller ones matmul.wgsl's),
+/// or gemmq.wgsl's int8 tiles past the batched int8 decode product's range
+/// ([`MATVEC_MAX_TOKENS`]) where the activations come packed.
 pub const GEMM_MIN_TOKENS: u32 = 16;
 /// Rows (and tokens) of gemm128.wgsl's tiles.
 pub const GEMM_BIG_TILE: u32 = 128;
 /// Workgroup memory gemm128.wgsl needs; adapters with less keep the 64 x 64 tiles.
 pub const GEMM_BIG_SHARED_BYTES: u32 = 32 * 1024;
-/// Products with at least this many rows and columns take the 128 x 128 tiles (the 8B shape's,
+/// Products with at least this many rows and columns take the big tiles (gemm.wgsl's 128 x 128,
+/// gemmq.wgsl's [`gemmq_big_tile`]; the 8B shape's,
 /// 4096 and up: faster with them; SmolLM2's, 576-3072 x 576-1536: 36% slower at pp512 on an
 /// H100, too few workgroups for the card).
 pub const GEMM_BIG_MIN_ROWS: u32 = 4096;

@@ -141,7 +141,7 @@ fn gpu_perplexity_near_cpu(text: &str, ctx: &str, tol: f64) {
 }
 
 /// Chunks of 256 tokens (forward calls of 128 and 127) take the prefill tiles (gemmq.wgsl's
-/// int8 tiles from 65 tokens) where the short text above takes the batched decode products:
+/// int8 tiles from 33 tokens) where the short text above takes the batched decode products:
 /// the first 2600 bytes of GPL-3 (2 chunks, 254 scored tokens), within 2% of the CPU (17.59 on
 /// this machine; the GPU 17.62 on lavapipe, 17.52 with gemm.wgsl's f32 tiles).
 #[test]
