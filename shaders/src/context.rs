@@ -24,7 +24,7 @@ pub const GEMM_BIG_TILE: u32 = 128;
 /// Workgroup memory gemm128.wgsl needs; adapters with less keep the 64 x 64 tiles.
 pub const GEMM_BIG_SHARED_BYTES: u32 = 32 * 1024;
 /// Products with at least this many rows and columns take the big tiles (gemm.wgsl's 128 x 128,
-/// gemmq.wgsl's [`gemmq_big_tile`]; the 8B shape's,
+/// gemmq.wgsl's `gemmq_big_tile`; the 8B shape's,
 /// 4096 and up: faster with them; SmolLM2's, 576-3072 x 576-1536: 36% slower at pp512 on an
 /// H100, too few workgroups for the card).
 pub const GEMM_BIG_MIN_ROWS: u32 = 4096;
@@ -74,7 +74,7 @@ pub fn gemmq_big_tile() -> (u32, u32) {
         _ => (GEMM_BIG_TILE, 64),
     })
 }
-/// Batches from this many tokens on take gemmq.wgsl's big tiles ([`gemmq_big_tile`]) where
+/// Batches from this many tokens on take gemmq.wgsl's big tiles (`gemmq_big_tile`) where
 /// gemm.wgsl's f32 tiles take theirs from [`gemm_big_min_tokens`]; `FERRO_GPU_GEMM_BIG_MIN`
 /// replaces both for measurement.
 pub fn gemmq_big_min_tokens() -> u32 {
