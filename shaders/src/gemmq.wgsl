@@ -1,26 +1,26 @@
 // Prefill product with int8 activations: y[t][row0 + r] = Σ_k W[r][k] x[t][k] (or += with
-// p.accumulate) for tiles of TR rows x TT tokens per workgroup (16 threads along the rows, WG / 16
-// along the tokens), x packed as
-// quantize_act.wgsl packs it (matvec.wgsl's layout: int8 quants, a scale per 32, a sum per 16).
+// p.accumulate) for tiles of TR rows x TT tokens per workgroup (16 threads along the rows,
+// WG / 16 along the tokens), x packed as quantize_act.wgsl packs it (matvec.wgsl's layout: int8
+// quants, a scale per 32, a sum per 16).
 //
 // Each step of 32 along k (one part), the workgroup stages its rows' part as int8 quants with
 // their scales (`wpart` of the format's mv_*.wgsl: 16 signed or unsigned quants, the scale of
 // those 16 and the part's min coefficient) and its tokens' quants with their scales in shared
-// memory. Every thread then adds an RT-row x CT-token block: per word of four quants, one
+// memory. Every thread then adds a block of rows x tokens: per word of four quants, one
 // dot4I8Packed per row and token into integer sums, which are folded into the f32 sums once per
 // part (per half for formats with a scale per 16):
 //   acc[r][t] += f32(isum[r][t]) · s[r] · dx[t]  (+ m[r] · xs[t] for formats with a min)
 // with dx the token's activation scale and xs its scale times its quant sum (rounded to f16
 // for Q4_1, as llama.cpp's Q8_1 blocks keep it). The integer sums are exact, as llama.cpp's
 // CPU kernels have them. Thread (cr, ct) = (li % 16, li / 16) takes rows 4·cr + 64·b + e and
-// tokens 4·ct + 4·(WG / 16)·c + e. context.rs writes the declarations, a part's products and the stores out
-// per row and token at the GQ_DECL, GQ_STEP and GQ_STORE markers, and sets TR, TT, RT, CT,
-// GQ_HALVES (two scales a part) and GQ_MINS (a min term; GQ_MIN_F16: Q4_1's rounding).
+// tokens 4·ct + 4·(WG / 16)·c + e. context.rs writes the declarations, a part's products and
+// the stores out per row and token at the GQ_DECL, GQ_STEP and GQ_STORE markers (gemmq_main),
+// and sets TR, TT, GQ_MINS (a min term), GQ_MIN_F16 (Q4_1's rounding of it) and GQ_DB.
 //
 // The loads of part u + 1 are issued before part u's products (registers hold them); with
-// GQ_DB they are staged into a second buffer while other threads may still read the first. Rows past
-// the end read row 0 and tokens past the end the last token; their outputs are never stored.
-// Dispatch: (x, y) fold the row tiles, z = token tiles. k is a multiple of 32.
+// GQ_DB they are staged into a second buffer while other threads may still read the first.
+// Rows past the end read row 0 and tokens past the end the last token; their outputs are never
+// stored. Dispatch: (x, y) fold the row tiles, z = token tiles. k is a multiple of 32.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
@@ -88,7 +88,7 @@ fn main(
     let xt = min(t0 + lt, batch.n_tok - 1u);
     let load_w = li < 2u * TR;
     let load_x = li < 2u * TT;
-    // Computing: rows 4·cr + 64·b + e, tokens 4·ct + 64·c + e.
+    // Computing: rows 4·cr + 64·b + e, tokens 4·ct + 4·(WG / 16)·c + e.
     let cr = li % 16u;
     let ct = li / 16u;
 //GQ_DECL
