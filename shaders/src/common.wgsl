@@ -75,27 +75,9 @@ fn bits_to_bytes(h: u32) -> u32 {
     return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
 }
 
-// Four nibbles (0..15, one per byte) minus 8, as four signed bytes: each byte goes through
-// b + 128 - 8 (no borrow between bytes), then its top bit flips back.
-fn nibbles_signed(v: u32) -> u32 {
-    return ((v | 0x80808080u) - 0x08080808u) ^ 0x80808080u;
-}
-
-fn nibbles_signed4(v: vec4<u32>) -> vec4<u32> {
-    return ((v | vec4<u32>(0x80808080u)) - vec4<u32>(0x08080808u)) ^ vec4<u32>(0x80808080u);
-}
-
-// Half h (16 weights) of a part (32 weights) as gemmq.wgsl stages it (`wpart` of the mv_*.wgsl
-// units): the quants as bytes (signed or unsigned, as the format's integer sums take them),
-// four per word; the scale of these 16; the min coefficient of the part (weight = s·q + m).
-struct WPart {
-    q: vec4<u32>,
-    s: f32,
-    m: f32,
-}
-
-// Four bytes of 0..31 (`off` 0x10101010) or 0..63 (0x20202020) minus 16 or 32, as signed
-// bytes (see nibbles_signed).
+// Four bytes per word minus `off`'s bytes (0x08080808, 0x10101010, 0x20202020: nibbles, 5-bit
+// and 6-bit quants minus 8, 16, 32), as signed bytes: each byte goes through b + 128 - off (no
+// borrow between bytes), then its top bit flips back.
 fn bytes_signed(v: vec4<u32>, off: u32) -> vec4<u32> {
     return ((v | vec4<u32>(0x80808080u)) - vec4<u32>(off)) ^ vec4<u32>(0x80808080u);
 }

@@ -812,10 +812,11 @@ impl Op {
                     include_str!("reduce_shared.wgsl")
                 };
                 format!(
-                    "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{}\n{}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
+                    include_str!("int8_product.wgsl"),
                     quant(ty)?,
                     mode.lanes,
                     mode.rows,
@@ -838,11 +839,12 @@ impl Op {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 let (halves, mins) = gemmq_terms(ty);
                 format!(
-                    "{step}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
+                    "{step}\n{}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
                      const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\nconst GQ_DB: bool = {};\n{}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
+                    include_str!("int8_product.wgsl"),
                     quant(ty)?,
                     ty == GgmlType::Q4_1,
                     db,

@@ -1,7 +1,7 @@
 // Prefill product with int8 activations: y[t][row0 + r] = Σ_k W[r][k] x[t][k] (or += with
 // p.accumulate) for tiles of TR rows x TT tokens per workgroup (16 threads along the rows,
-// WG / 16 along the tokens), x packed as quantize_act.wgsl packs it (matvec.wgsl's layout: int8
-// quants, a scale per 32, a sum per 16).
+// WG / 16 along the tokens), x packed as int8_product.wgsl (prepended, with the bindings)
+// describes: int8 quants, a scale per 32, a sum per 16.
 //
 // Each step of 32 along k (one part), the workgroup stages its rows' part as int8 quants with
 // their scales (`wpart` of the format's mv_*.wgsl: 16 signed or unsigned quants, the scale of
@@ -22,28 +22,17 @@
 // Rows past the end read row 0 and tokens past the end the last token; their outputs are never
 // stored. Dispatch: (x, y) fold the row tiles, z = token tiles. k is a multiple of 32.
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> wq: array<u32>;
-@group(0) @binding(2) var<storage, read> xq: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> wq4: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read> xq4: array<vec4<u32>>;
-
 // [word][row / 4] and [word][token / 4]: four rows (tokens) per vector; words 0..8 of a part.
 // With GQ_DB two of each (the part being added and the next one).
 const NBUF: u32 = select(1u, 2u, GQ_DB);
 var<workgroup> wsq: array<vec4<u32>, NBUF * 8u * TR / 4u>;
 var<workgroup> xsq: array<vec4<u32>, NBUF * 8u * TT / 4u>;
-// [half][row / 4]: the scale of each half part (both halves alike without GQ_HALVES).
+// [half][row / 4]: the scale of each half part (both alike for formats with a scale a part).
 var<workgroup> wsc: array<vec4<f32>, NBUF * 2u * TR / 4u>;
 // [row / 4]: the min coefficient; [token / 4]: the activation scale and its sum term.
 var<workgroup> wmn: array<vec4<f32>, NBUF * TR / 4u>;
 var<workgroup> xdv: array<vec4<f32>, NBUF * TT / 4u>;
 var<workgroup> xsv: array<vec4<f32>, NBUF * TT / 4u>;
-
-fn xsum(i: u32) -> i32 {
-    return bitcast<i32>(xq[p.s_off + i]);
-}
 
 // One token's half part: quants (16, four per word), scale, scale x quant sum of the part.
 struct XHalf {

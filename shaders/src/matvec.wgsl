@@ -1,8 +1,5 @@
-// Decode product with int8 activations: y[t][row0 + r] = Σ_k W[r][k] x[t][k], x as
-// quantize_act.wgsl packs it (the rounding llama.cpp's CPU applies before this weight type):
-//   xq[0 ..]          int8 quants, four per word, [n_tok][k / 4]
-//   xq[p.d_off ..]    the scale of each 32 values as f32 bits, [n_tok][k / 32]
-//   xq[p.s_off ..]    the integer sum of each 16 quants as i32 bits, [n_tok][k / 16]
+// Decode product with int8 activations: y[t][row0 + r] = Σ_k W[r][k] x[t][k], x packed as
+// int8_product.wgsl (prepended, with the bindings) describes.
 // A row is a sequence of parts of 32 weights; `part_dot(rb, u, a, s)` (from the mv_*.wgsl
 // prepended to this file) returns the product of part u of the row at byte rb with the part's
 // quants (from word a; their 16-sums from s), in units of the activation scale; integer sums use dot4I8Packed, as llama.cpp's CPU kernels use exact
@@ -14,18 +11,6 @@
 // //PARTS_END become straight-line code (wgpu bounds every loop with a counter).
 
 override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> wq: array<u32>;
-@group(0) @binding(2) var<storage, read> xq: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-// The same weights and activations as 16-byte vectors, for formats whose parts are aligned.
-@group(0) @binding(4) var<storage, read> wq4: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read> xq4: array<vec4<u32>>;
-
-fn xsum(i: u32) -> i32 {
-    return bitcast<i32>(xq[p.s_off + i]);
-}
 
 // Part i of the row at byte rb times its activation scale.
 fn part(rb: u32, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {

@@ -21,8 +21,8 @@ fn part_w(rb: u32, u: u32) -> PartW {
     } else {
         q = vec4<u32>(rd_u32(o), rd_u32(o + 4u), rd_u32(o + 8u), rd_u32(o + 12u));
     }
-    let lo = nibbles_signed4(q & vec4<u32>(0x0F0F0F0Fu));
-    let hi = nibbles_signed4((q >> vec4<u32>(4u)) & vec4<u32>(0x0F0F0F0Fu));
+    let lo = bytes_signed(q & vec4<u32>(0x0F0F0F0Fu), 0x08080808u);
+    let hi = bytes_signed((q >> vec4<u32>(4u)) & vec4<u32>(0x0F0F0F0Fu), 0x08080808u);
     return PartW(lo, hi, rd_f16(rb + 16u * (p.k / 32u) + 2u * u));
 }
 

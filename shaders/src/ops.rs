@@ -353,22 +353,27 @@ impl GpuContext {
                         Grid::Matmul { rows: c.n_rows, tile },
                     )
                 };
-                let matvec = |toks: u32, pa: &PackedAct| {
+                // The products on x's packed int8 quants (matvec.wgsl, gemmq.wgsl: one layout).
+                let int8 = |op: Op, pa: &PackedAct, grid: Grid| {
                     self.prepare(
-                        Op::MatVec {
-                            ty: w.ty,
-                            mode: self.matvec,
-                            k: w.k,
-                            toks,
-                        },
+                        op,
                         &MatmulParams {
                             d_off: pa.d_off,
                             s_off: pa.s_off,
                             ..params
                         },
                         &[&c.buf, &pa.t, y, &c.buf, &pa.t],
-                        Grid::MatVec { rows: c.n_rows },
+                        grid,
                     )
+                };
+                let matvec = |toks: u32, pa: &PackedAct| {
+                    let op = Op::MatVec {
+                        ty: w.ty,
+                        mode: self.matvec,
+                        k: w.k,
+                        toks,
+                    };
+                    int8(op, pa, Grid::MatVec { rows: c.n_rows })
                 };
                 let mut p = match packed {
                     Some(pa) => matvec(1, pa)?,
@@ -404,8 +409,8 @@ impl GpuContext {
                 if w.k.is_multiple_of(32) {
                     // The int8 tiles where the activations come packed (the f32 tiles on the
                     // rounded values otherwise).
-                    let int8 = packed.filter(|_| gemmq_enabled());
-                    let big = match int8 {
+                    let gemmq = packed.filter(|_| gemmq_enabled());
+                    let big = match gemmq {
                         Some(_) => gemmq_big_min_tokens(),
                         None => gemm_big_min_tokens(),
                     };
@@ -419,46 +424,32 @@ impl GpuContext {
                         if max_tok < min_tokens as usize || (big_tiles && !self.has_big_gemm_tiles(c.n_rows, w.k)) {
                             continue;
                         }
-                        let (op, rows, toks) = match int8 {
-                            Some(_) => {
+                        let (g, rows, toks) = match gemmq {
+                            Some(pa) => {
                                 let (rows, toks) = if big_tiles {
                                     gemmq_big_tile()
                                 } else {
                                     gemmq_small_tile()
                                 };
                                 let db = gemmq_double_buffer(w.ty, rows, toks);
-                                (
-                                    Op::GemmQ {
-                                        ty: w.ty,
-                                        rows,
-                                        toks,
-                                        db,
-                                    },
+                                let op = Op::GemmQ {
+                                    ty: w.ty,
                                     rows,
                                     toks,
-                                )
+                                    db,
+                                };
+                                let grid = Grid::Matmul {
+                                    rows: c.n_rows,
+                                    tile: rows,
+                                };
+                                (int8(op, pa, grid)?, rows, toks)
                             }
                             None => {
                                 let tile = if big_tiles { GEMM_BIG_TILE } else { 64 };
-                                (Op::Gemm { ty: w.ty, tile }, tile, tile)
+                                let op = Op::Gemm { ty: w.ty, tile };
+                                let grid = Grid::Matmul { rows: c.n_rows, tile };
+                                (self.prepare(op, &params, &[&c.buf, x, y], grid)?, tile, tile)
                             }
-                        };
-                        let grid = Grid::Matmul {
-                            rows: c.n_rows,
-                            tile: rows,
-                        };
-                        let g = match int8 {
-                            Some(pa) => self.prepare(
-                                op,
-                                &MatmulParams {
-                                    d_off: pa.d_off,
-                                    s_off: pa.s_off,
-                                    ..params
-                                },
-                                &[&c.buf, &pa.t, y, &c.buf, &pa.t],
-                                grid,
-                            )?,
-                            None => self.prepare(op, &params, &[&c.buf, x, y], grid)?,
                         };
                         p.batched.push(Batched {
                             pipeline: g.pipeline,
