@@ -689,6 +689,9 @@ pub(crate) enum Op {
         k: u32,
         /// Tokens per workgroup (1: decode; more: batched decode, one weight load for all).
         toks: u32,
+        /// Rounds its own input (one token) first (act_fused.wgsl), in workgroups of the
+        /// context's norm size; None: reads the packed activations.
+        pro: Option<Prologue>,
     },
     GetRows {
         ty: GgmlType,
@@ -709,6 +712,43 @@ pub(crate) enum Op {
     },
     NormQuant,
     RopeKv,
+}
+
+/// What a decode product that rounds its own input (act_fused.wgsl) does first to the f32
+/// input `x` (binding 2) with `aux` (binding 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Prologue {
+    /// rms_norm(x) * aux, as norm_quant.wgsl.
+    Norm,
+    /// x as it is, as quantize_act.wgsl.
+    Round,
+    /// act(x) * aux, as quantize_act.wgsl's gated variant.
+    Gated(Glu),
+}
+
+/// quant_round.wgsl and quant_core.wgsl, which calls it.
+const QUANT_CORE: &str = concat!(include_str!("quant_round.wgsl"), "\n", include_str!("quant_core.wgsl"));
+
+/// glu_common.wgsl with `act` and `load4(g{extra})`: act(x[g..g + 3]) * up[g..g + 3] (the gated
+/// input of quantize_act.wgsl and act_fused.wgsl; `extra` takes the argument the latter passes).
+fn gated_load(kind: Glu, up: &str, extra: &str) -> String {
+    format!(
+        "{}\nfn act(v: f32) -> f32 {{\n    return {};\n}}\n\
+         fn load4(g: u32{extra}) -> vec4<f32> {{\n    \
+         return vec4<f32>(act(x[g]), act(x[g + 1u]), act(x[g + 2u]), act(x[g + 3u])) \
+         * vec4<f32>({up}[g], {up}[g + 1u], {up}[g + 2u], {up}[g + 3u]);\n}}",
+        include_str!("glu_common.wgsl"),
+        match kind {
+            Glu::SwiGlu => "silu(v)",
+            Glu::GeGlu => "gelu(v, p.glu_f16 != 0u)",
+        }
+    )
+}
+
+/// Words of act_fused.wgsl's workgroup array for a row of `k` values (quants, scales per 32,
+/// sums per 16), in 16-byte vectors.
+pub(crate) fn fused_act_vec4s(k: u32) -> u32 {
+    (k / 4 + k / 32 + k / 16).div_ceil(4)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -746,7 +786,19 @@ impl Op {
             Op::Matmul { .. } => "matmul",
             Op::Gemm { .. } => "gemm",
             Op::GemmQ { .. } => "gemmq",
-            Op::MatVec { .. } => "matvec",
+            Op::MatVec { pro: None, .. } => "matvec",
+            Op::MatVec {
+                pro: Some(Prologue::Norm),
+                ..
+            } => "matvec_norm",
+            Op::MatVec {
+                pro: Some(Prologue::Round),
+                ..
+            } => "matvec_round",
+            Op::MatVec {
+                pro: Some(Prologue::Gated(_)),
+                ..
+            } => "matvec_glu",
             Op::GetRows { .. } => "get_rows",
             Op::RmsNorm(_) => "rms_norm",
             Op::Rope => "rope",
@@ -799,7 +851,7 @@ impl Op {
                 matmul_lanes(tile),
                 include_str!("matmul.wgsl")
             ),
-            Op::MatVec { ty, mode, k, toks } => {
+            Op::MatVec { ty, mode, k, toks, pro } => {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 // Up to 64 parts (of 32 weights) a lane are written out.
                 let straight = (k / 32 <= 64 * mode.lanes).then_some((k / 32, mode.lanes));
@@ -811,8 +863,40 @@ impl Op {
                 } else {
                     include_str!("reduce_shared.wgsl")
                 };
+                let main = matvec_main(mode.rows, straight, toks, toks > 1 && unit.contains("fn part_w("));
+                let (act, main) = match pro {
+                    None => (
+                        include_str!("act_global.wgsl").to_string(),
+                        main.replace("//PROLOGUE", ""),
+                    ),
+                    Some(pro) => {
+                        let load = match pro {
+                            Prologue::Norm | Prologue::Round => format!(
+                                "fn load4(g: u32, sc: f32) -> vec4<f32> {{\n    \
+                                 return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]){};\n}}",
+                                if pro == Prologue::Norm {
+                                    " * sc * vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u])"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            Prologue::Gated(kind) => gated_load(kind, "aux", ", sc: f32"),
+                        };
+                        (
+                            format!(
+                                "const XS_VEC4: u32 = {}u;\nconst PRO_NORM: bool = {};\n{}\n{load}\n{}\n{}\n{wg_reduce}",
+                                fused_act_vec4s(k),
+                                pro == Prologue::Norm,
+                                include_str!("act_fused.wgsl"),
+                                include_str!("quant_round.wgsl"),
+                                include_str!("rms_common.wgsl"),
+                            ),
+                            main.replace("//PROLOGUE", "    prologue(li);"),
+                        )
+                    }
+                };
                 format!(
-                    "{step}\n{}\n{}\n{}\n{}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{}",
+                    "{step}\n{}\n{}\n{}\n{}\n{act}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{main}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
@@ -820,7 +904,6 @@ impl Op {
                     quant(ty)?,
                     mode.lanes,
                     mode.rows,
-                    matvec_main(mode.rows, straight, toks, toks > 1 && unit.contains("fn part_w("))
                 )
             }
             Op::Gemm { ty, tile } => format!(
@@ -839,12 +922,13 @@ impl Op {
                 let unit = matvec_source(ty).ok_or(GpuError::UnsupportedType(ty.name()))?;
                 let (halves, mins) = gemmq_terms(ty);
                 format!(
-                    "{step}\n{}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
+                    "{step}\n{}\n{}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
                      const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\nconst GQ_DB: bool = {};\n{}",
                     include_str!("f16.wgsl"),
                     include_str!("product_params.wgsl"),
                     include_str!("common.wgsl"),
                     include_str!("int8_product.wgsl"),
+                    include_str!("act_global.wgsl"),
                     quant(ty)?,
                     ty == GgmlType::Q4_1,
                     db,
@@ -877,7 +961,7 @@ impl Op {
             Op::Attention => format!(
                 "{step}\n{}\n{}\n{}\n{wg_reduce}",
                 include_str!("f16.wgsl"),
-                include_str!("quant_core.wgsl"),
+                QUANT_CORE,
                 include_str!("attention.wgsl")
             ),
             Op::AttentionRope => {
@@ -890,7 +974,7 @@ impl Op {
                 format!(
                     "{step}\n{}\n{}\n{}{}{}\n{}\n{}\n{wg_reduce}",
                     include_str!("f16.wgsl"),
-                    include_str!("quant_core.wgsl"),
+                    QUANT_CORE,
                     &text[..begin],
                     "rope_prologue(h, t, kvh, li);",
                     &text[end..],
@@ -902,29 +986,21 @@ impl Op {
                 let load = match glu {
                     None => "fn load4(g: u32) -> vec4<f32> {\n    return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}".to_string(),
                     Some(kind) => format!(
-                        "{}\n@group(0) @binding(4) var<storage, read> u: array<f32>;\n\
-                         fn act(v: f32) -> f32 {{\n    return {};\n}}\n\
-                         fn load4(g: u32) -> vec4<f32> {{\n    \
-                         return vec4<f32>(act(x[g]), act(x[g + 1u]), act(x[g + 2u]), act(x[g + 3u])) \
-                         * vec4<f32>(u[g], u[g + 1u], u[g + 2u], u[g + 3u]);\n}}",
-                        include_str!("glu_common.wgsl"),
-                        match kind {
-                            Glu::SwiGlu => "silu(v)",
-                            Glu::GeGlu => "gelu(v, p.glu_f16 != 0u)",
-                        }
+                        "@group(0) @binding(4) var<storage, read> u: array<f32>;\n{}",
+                        gated_load(kind, "u", "")
                     ),
                 };
                 format!(
                     "{step}\n{}\n{}\n{}\n{load}\n{wg_reduce}",
                     include_str!("f16.wgsl"),
-                    include_str!("quant_core.wgsl"),
+                    QUANT_CORE,
                     include_str!("quantize_act.wgsl")
                 )
             }
             Op::NormQuant => format!(
                 "{step}\n{}\n{}\n{}\n{}\n{wg_reduce}",
                 include_str!("f16.wgsl"),
-                include_str!("quant_core.wgsl"),
+                QUANT_CORE,
                 include_str!("rms_common.wgsl"),
                 include_str!("norm_quant.wgsl")
             ),
@@ -956,8 +1032,8 @@ pub(crate) enum Grid {
     Threads { per_tok: u32 },
     /// Matrix product: WG / MATMUL_LANES rows per workgroup, z = token tiles.
     Matmul { rows: u32, tile: u32 },
-    /// Int8 decode product: the context's matvec rows per workgroup, z = tokens.
-    MatVec { rows: u32 },
+    /// Int8 decode product: `per_wg` rows per workgroup, z = tokens.
+    MatVec { rows: u32, per_wg: u32 },
     /// One workgroup per (head, token).
     Attention { n_head: u32 },
     /// One workgroup per token.
@@ -1092,7 +1168,7 @@ impl Recorder {
         };
         let batched = p.batched.iter().rfind(|b| n > 1 && n >= b.min_tokens);
         let (pipeline, bind, wg) = match (p.grid, batched) {
-            (Grid::Matmul { rows, .. } | Grid::MatVec { rows }, Some(b)) => {
+            (Grid::Matmul { rows, .. } | Grid::MatVec { rows, .. }, Some(b)) => {
                 let (x, y) = ctx.fold(rows.div_ceil(b.rows));
                 (b.pipeline.clone(), b.bind.clone(), [x, y, n.div_ceil(b.tile)])
             }
@@ -1102,8 +1178,8 @@ impl Recorder {
                         let (x, y) = ctx.fold(rows.div_ceil(WG / matmul_lanes(tile)));
                         [x, y, n.div_ceil(tile)]
                     }
-                    Grid::MatVec { rows } => {
-                        let (x, y) = ctx.matvec_groups(rows);
+                    Grid::MatVec { rows, per_wg } => {
+                        let (x, y) = ctx.fold(rows.div_ceil(per_wg));
                         [x, y, n]
                     }
                     Grid::Fixed(wg) => wg,
@@ -1122,7 +1198,7 @@ impl Recorder {
             }
         };
         let rows = match p.grid {
-            Grid::Matmul { rows, .. } | Grid::MatVec { rows } => rows,
+            Grid::Matmul { rows, .. } | Grid::MatVec { rows, .. } => rows,
             _ => 0,
         };
         self.cmds.push(Cmd::Dispatch {
@@ -1376,27 +1452,44 @@ impl GpuContext {
     /// the adapter allows up to 1024, so a row takes few loop trips (each a full memory latency).
     fn workgroup_size(&self, op: Op) -> u32 {
         match op {
-            Op::MatVec { mode, .. } => mode.wg,
+            Op::MatVec { mode, pro: None, .. } => mode.wg,
+            Op::MatVec { pro: Some(_), .. } => self.norm_wg(),
             Op::Gemm { .. } => 256,
             // 16 threads along the rows, the rest along the tokens.
             Op::GemmQ { toks, .. } => 16 * toks / gemmq_thread_toks(toks),
             Op::Attention | Op::AttentionRope => attention_wg(),
-            Op::RmsNorm(_) | Op::NormQuant => {
-                let max = self
-                    .limits
-                    .max_compute_invocations_per_workgroup
-                    .min(self.limits.max_compute_workgroup_size_x)
-                    .min(1024);
-                // A power of two (the shader's tree reduction halves it), at least WG.
-                (1u32 << max.max(WG).ilog2()).max(WG)
-            }
+            Op::RmsNorm(_) | Op::NormQuant => self.norm_wg(),
             _ => WG,
         }
     }
 
-    /// (x, y) workgroup counts of an int8 decode product over `rows` rows.
-    pub(crate) fn matvec_groups(&self, rows: u32) -> (u32, u32) {
-        self.fold(rows.div_ceil(self.matvec.wg / self.matvec.lanes * self.matvec.rows))
+    /// Threads per workgroup of the norms, and of the products that norm their own input (the
+    /// same, so they sum in the same order): as many as the adapter allows up to 1024.
+    pub(crate) fn norm_wg(&self) -> u32 {
+        let max = self
+            .limits
+            .max_compute_invocations_per_workgroup
+            .min(self.limits.max_compute_workgroup_size_x)
+            .min(1024);
+        // A power of two (the shader's tree reduction halves it), at least WG.
+        (1u32 << max.max(WG).ilog2()).max(WG)
+    }
+
+    /// Whether a decode product over rows of `k` values can round its own input in blocks of
+    /// `block` (act_fused.wgsl): whole blocks, and its workgroup arrays fit the adapter's
+    /// workgroup memory.
+    pub(crate) fn fits_fused_act(&self, k: u32, block: u32) -> bool {
+        // The input's quants, the rms sums, the group maxima (and without subgroups their
+        // integer sums and the row sums).
+        let arrays = if self.matvec.subgroups { 3 } else { 5 };
+        let bytes = 16 * fused_act_vec4s(k) + 4 * arrays * self.norm_wg();
+        k.is_multiple_of(block) && bytes <= self.limits.max_compute_workgroup_storage_size
+    }
+
+    /// Rows per workgroup of an int8 decode product (`fused`: one that rounds its own input).
+    pub(crate) fn matvec_rows_per_wg(&self, fused: bool) -> u32 {
+        let wg = if fused { self.norm_wg() } else { self.matvec.wg };
+        wg / self.matvec.lanes * self.matvec.rows
     }
 
     // ---------------------------------------------------------------- buffers

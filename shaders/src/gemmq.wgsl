@@ -43,8 +43,8 @@ struct XHalf {
 
 fn xhalf(t: u32, u: u32, h: u32) -> XHalf {
     let np = p.k / 32u;
-    let q = xq4[(t * (p.k / 4u) + 8u * u + 4u * h) >> 2u];
-    let d = bitcast<f32>(xq[p.d_off + t * np + u]);
+    let q = xv((t * (p.k / 4u) + 8u * u + 4u * h) >> 2u);
+    let d = bitcast<f32>(xw(p.d_off + t * np + u));
     var s = 0.0;
     if (GQ_MINS) {
         let n = f32(xsum(t * 2u * np + 2u * u) + xsum(t * 2u * np + 2u * u + 1u));
@@ -82,28 +82,28 @@ fn main(
     let ct = li / 16u;
 //GQ_DECL
     var wv = wpart(rb, 0u, lh);
-    var xv = xhalf(xt, 0u, lh);
+    var xh = xhalf(xt, 0u, lh);
     if (GQ_DB) {
         // One barrier a part: part u + 1 is staged into the other buffer after part u's products.
-        stage(0u, lr, lt, lh, load_w, load_x, wv, xv);
+        stage(0u, lr, lt, lh, load_w, load_x, wv, xh);
         workgroupBarrier();
         for (var u = 0u; u < np; u++) {
             let un = min(u + 1u, np - 1u);
             wv = wpart(rb, un, lh);
-            xv = xhalf(xt, un, lh);
+            xh = xhalf(xt, un, lh);
             let bo = u & 1u;
 //GQ_STEP
-            stage(1u - bo, lr, lt, lh, load_w, load_x, wv, xv);
+            stage(1u - bo, lr, lt, lh, load_w, load_x, wv, xh);
             workgroupBarrier();
         }
     } else {
         for (var u = 0u; u < np; u++) {
-            stage(0u, lr, lt, lh, load_w, load_x, wv, xv);
+            stage(0u, lr, lt, lh, load_w, load_x, wv, xh);
             workgroupBarrier();
             // The next part's loads (the last part loads itself again).
             let un = min(u + 1u, np - 1u);
             wv = wpart(rb, un, lh);
-            xv = xhalf(xt, un, lh);
+            xh = xhalf(xt, un, lh);
             let bo = 0u;
 //GQ_STEP
             workgroupBarrier();
@@ -113,7 +113,7 @@ fn main(
 }
 
 // Half lh of row lr's and token lt's part into buffer bo of the shared arrays.
-fn stage(bo: u32, lr: u32, lt: u32, lh: u32, load_w: bool, load_x: bool, wv: WPart, xv: XHalf) {
+fn stage(bo: u32, lr: u32, lt: u32, lh: u32, load_w: bool, load_x: bool, wv: WPart, xh: XHalf) {
     if (load_w) {
         let w0 = bo * (8u * TR / 4u) + 4u * lh * (TR / 4u) + lr / 4u;
         wsq[w0][lr % 4u] = wv.q.x;
@@ -127,13 +127,13 @@ fn stage(bo: u32, lr: u32, lt: u32, lh: u32, load_w: bool, load_x: bool, wv: WPa
     }
     if (load_x) {
         let x0 = bo * (8u * TT / 4u) + 4u * lh * (TT / 4u) + lt / 4u;
-        xsq[x0][lt % 4u] = xv.q.x;
-        xsq[x0 + TT / 4u][lt % 4u] = xv.q.y;
-        xsq[x0 + 2u * (TT / 4u)][lt % 4u] = xv.q.z;
-        xsq[x0 + 3u * (TT / 4u)][lt % 4u] = xv.q.w;
+        xsq[x0][lt % 4u] = xh.q.x;
+        xsq[x0 + TT / 4u][lt % 4u] = xh.q.y;
+        xsq[x0 + 2u * (TT / 4u)][lt % 4u] = xh.q.z;
+        xsq[x0 + 3u * (TT / 4u)][lt % 4u] = xh.q.w;
         if (lh == 0u) {
-            xdv[bo * (TT / 4u) + lt / 4u][lt % 4u] = xv.d;
-            xsv[bo * (TT / 4u) + lt / 4u][lt % 4u] = xv.s;
+            xdv[bo * (TT / 4u) + lt / 4u][lt % 4u] = xh.d;
+            xsv[bo * (TT / 4u) + lt / 4u][lt % 4u] = xh.s;
         }
     }
 }

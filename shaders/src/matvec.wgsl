@@ -8,13 +8,14 @@
 // them up. A workgroup computes WG / LANES * ROWS rows of TOKS tokens: dispatch (x, y) fold
 // the row groups, z = groups of TOKS tokens (several tokens: batched decode). The lines marked //ROWS_* are written per row by context.rs, and where
 // the row length is known when the pipeline is made, the loops between //PARTS_BEGIN and
-// //PARTS_END become straight-line code (wgpu bounds every loop with a counter).
+// //PARTS_END become straight-line code (wgpu bounds every loop with a counter). //PROLOGUE
+// becomes act_fused.wgsl's `prologue(li);` where the product rounds its own input.
 
 override WG: u32 = 64u;
 
 // Part i of the row at byte rb times its activation scale.
 fn part(rb: u32, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {
-    return bitcast<f32>(xq[d0 + i]) * part_dot(rb, i, a0 + 8u * i, s0 + 2u * i);
+    return bitcast<f32>(xw(d0 + i)) * part_dot(rb, i, a0 + 8u * i, s0 + 2u * i);
 }
 
 @compute @workgroup_size(WG)
@@ -23,6 +24,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+//PROLOGUE
     let lane = li % LANES;
     // ROWS consecutive rows per group of LANES threads: the activation loads of a part are
     // the same for every row (the compiler loads them once).

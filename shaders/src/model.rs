@@ -28,7 +28,8 @@ use std::sync::Arc;
 use ferro_gguf::{GgmlType, Gguf};
 
 use crate::context::{
-    run_positions, Glu, GpuContext, GpuTensor, GpuWeight, NormMode, Prepared, Recorder, StepState, MAX_STEP_TOKENS,
+    run_positions, Glu, GpuContext, GpuTensor, GpuWeight, NormMode, Prepared, Prologue, Recorder, StepState,
+    MAX_STEP_TOKENS,
 };
 use crate::error::{GpuError, Result};
 use crate::ops::{ActQuant, AttnParams, AttnRope, Gated, PackedAct, RopeParams};
@@ -88,6 +89,10 @@ pub struct GpuHparams {
     /// Round activations before each product as llama.cpp's CPU backend does (Q8_0/Q8_K/f16,
     /// and ggml's f16 GELU table), so greedy tokens follow the CPU engine's. On by default.
     pub emulate_cpu_rounding: bool,
+    /// In decode steps of one token, the products round (and norm) their own input
+    /// (act_fused.wgsl) instead of reading what a dispatch before them wrote: the same bits in
+    /// fewer dispatches. On by default; `FERRO_GPU_FUSE=0` turns it off (for measurement).
+    pub fuse_act: bool,
 }
 
 impl GpuHparams {
@@ -133,6 +138,7 @@ impl GpuHparams {
             n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
+            fuse_act: fuse_act_default(),
         }
     }
 
@@ -194,6 +200,7 @@ impl GpuHparams {
             n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
+            fuse_act: fuse_act_default(),
         }
     }
 
@@ -328,6 +335,17 @@ struct LayerOps {
     /// The same for a decode step (each token the next one of its own sequence): no rope_kv,
     /// the attention doing its work (attention_rope.wgsl).
     decode: Vec<Prepared>,
+    /// A decode step of one token: `decode` with the products rounding their own inputs where
+    /// they can ([`GpuHparams::fuse_act`]).
+    single: Vec<Prepared>,
+}
+
+/// Which of a layer's op lists is being prepared ([`LayerOps`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Any,
+    Decode,
+    Single,
 }
 
 /// All-token logits for perplexity: [n_tok][n_vocab] in chunks of `batch` tokens.
@@ -346,6 +364,9 @@ pub struct GpuModel {
     embed: Vec<Prepared>,
     layers: Vec<LayerOps>,
     head: Vec<Prepared>,
+    /// The head of one row as one product that norms and rounds its input (None where it
+    /// cannot or [`GpuHparams::fuse_act`] is off).
+    head_single: Option<Vec<Prepared>>,
     output: GpuWeight,
     output_norm: GpuTensor,
     all: Option<AllLogits>,
@@ -357,6 +378,11 @@ pub struct GpuModel {
 }
 
 /// Whether `FERRO_GPU_ROPE_KV=1` asks decode steps to keep the separate rope_kv dispatch.
+/// [`GpuHparams::fuse_act`]'s default: on unless `FERRO_GPU_FUSE=0`.
+fn fuse_act_default() -> bool {
+    std::env::var("FERRO_GPU_FUSE").map_or(true, |v| v.trim() != "0")
+}
+
 fn separate_rope_kv() -> bool {
     static SEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SEP.get_or_init(|| std::env::var("FERRO_GPU_ROPE_KV").is_ok_and(|v| v.trim() == "1"))
@@ -499,8 +525,11 @@ impl Proj {
         accumulate: bool,
         batch: usize,
     ) -> Result<Vec<Prepared>> {
-        let ys: Vec<(&GpuTensor, usize)> = self.outs.iter().map(|(y, rows)| (y, *rows)).collect();
-        c.prep_matmul(&self.w, x, packed, &ys, accumulate, batch)
+        c.prep_matmul(&self.w, x, packed, &self.ys(), accumulate, batch)
+    }
+
+    fn ys(&self) -> Vec<(&GpuTensor, usize)> {
+        self.outs.iter().map(|(y, rows)| (y, *rows)).collect()
     }
 }
 
@@ -520,6 +549,31 @@ impl ActScratch {
         } else {
             ActQuant::None
         }
+    }
+
+    /// Each of `ws` as one decode product that rounds its own input, `pro` on `x` with `aux`
+    /// ([`GpuContext::prep_matvec_fused`]); None if any of them cannot.
+    #[allow(clippy::too_many_arguments)]
+    fn fused(
+        &self,
+        c: &GpuContext,
+        ws: &[Proj],
+        pro: Prologue,
+        x: &GpuTensor,
+        aux: Option<&GpuTensor>,
+        eps: f32,
+        glu_f16: bool,
+        accumulate: bool,
+    ) -> Result<Option<Vec<Prepared>>> {
+        let mut all = Vec::new();
+        for p in ws {
+            let q = self.quant(&p.w);
+            match c.prep_matvec_fused(&p.w, pro, x, aux, q, eps, glu_f16, &p.ys(), accumulate)? {
+                Some(v) => all.extend(v),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(all))
     }
 
     /// The buffers holding inputs of `k` values rounded as `q` (and their quants).
@@ -563,7 +617,8 @@ impl ActScratch {
     }
 
     /// `y = W (act(gate) * up)` (`accumulate`: `+=`): where W's input is rounded, the gated
-    /// activation and the rounding are one dispatch; otherwise glu.wgsl in place on `gate`.
+    /// activation and the rounding are one dispatch (with `fuse`, the product's own where it
+    /// can); otherwise glu.wgsl in place on `gate`.
     #[allow(clippy::too_many_arguments)]
     fn project_gated(
         &mut self,
@@ -575,8 +630,16 @@ impl ActScratch {
         k: usize,
         w: &Proj,
         accumulate: bool,
+        fuse: bool,
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
+        if fuse {
+            let ws = std::slice::from_ref(w);
+            if let Some(v) = self.fused(c, ws, Prologue::Gated(glu), gate, Some(up), 0.0, f16_table, accumulate)? {
+                out.extend(v);
+                return Ok(());
+            }
+        }
         let q = self.quant(&w.w);
         if q.mode_block().is_some() {
             let (buf, packed) = self.scratch(c, k, q)?;
@@ -594,7 +657,8 @@ impl ActScratch {
     }
 
     /// Attention into `att`, then `y = wo att` (`accumulate`: `+=`): where wo's input is
-    /// rounded in 32-blocks, attention writes it rounded (and its quants) itself.
+    /// rounded in 32-blocks, attention writes it rounded (and its quants) itself; otherwise,
+    /// with `fuse`, wo rounds it where it can.
     #[allow(clippy::too_many_arguments)]
     fn attend_project(
         &mut self,
@@ -608,6 +672,7 @@ impl ActScratch {
         wo: &Proj,
         accumulate: bool,
         rope: Option<AttnRope<'_>>,
+        fuse: bool,
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
         let k = (a.n_head * a.head_dim) as usize;
@@ -629,11 +694,19 @@ impl ActScratch {
             return Ok(());
         }
         out.push(c.prep_attention(q, k_cache, v_cache, att, a, self.batch, n_ctx, None, rope)?);
-        self.project(c, att, k, std::slice::from_ref(wo), accumulate, out)
+        let ws = std::slice::from_ref(wo);
+        if fuse {
+            if let Some(v) = self.fused(c, ws, Prologue::Round, att, None, 0.0, false, accumulate)? {
+                out.extend(v);
+                return Ok(());
+            }
+        }
+        self.project(c, att, k, ws, accumulate, out)
     }
 
-    /// `y = W rms_norm(x) * norm` for each (W, y) through `xb`: when every W sees the same 8-bit
-    /// rounding, the norm and the rounding are one dispatch (norm_quant.wgsl).
+    /// `y = W rms_norm(x) * norm` for each (W, y) through `xb`: with `fuse`, by products that
+    /// norm and round their input themselves where all can; otherwise when every W sees the
+    /// same 8-bit rounding, the norm and the rounding are one dispatch (norm_quant.wgsl).
     #[allow(clippy::too_many_arguments)]
     fn project_normed(
         &mut self,
@@ -644,8 +717,15 @@ impl ActScratch {
         xb: &GpuTensor,
         k: usize,
         ws: &[Proj],
+        fuse: bool,
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
+        if fuse {
+            if let Some(v) = self.fused(c, ws, Prologue::Norm, x, Some(norm), eps, false, false)? {
+                out.extend(v);
+                return Ok(());
+            }
+        }
         let q = ws.first().map(|p| self.quant(&p.w));
         let one = ws.iter().all(|p| Some(self.quant(&p.w)) == q);
         if let (Some(q @ (ActQuant::Q8_0 | ActQuant::Q8K)), true) = (q, one) {
@@ -733,14 +813,6 @@ impl GpuModel {
             let gate_up = t.projections(c, e, &[(n("ffn_gate"), &s.hg, ff), (n("ffn_up"), &s.hu, ff)])?;
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
-            let mut ops = Vec::new();
-            acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, &mut ops)?;
-            if let Some(w) = &q_norm {
-                ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
-            }
-            if let Some(w) = &k_norm {
-                ops.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
-            }
             let rope = |heads: usize| RopeParams {
                 n_heads: heads as u32,
                 head_dim: hd as u32,
@@ -749,24 +821,10 @@ impl GpuModel {
                 base: lp.rope_base,
                 freq_scale: lp.rope_freq_scale,
             };
+            let rope_q = rope(nh);
             let k_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
             let v_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
             caches.push((k_cache.clone(), v_cache.clone()));
-            // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one dispatch;
-            // in decode steps the attention does it.
-            let shared = ops.len();
-            ops.push(c.prep_rope_kv(
-                &s.q,
-                &s.k,
-                &s.v,
-                &k_cache,
-                &v_cache,
-                &rope(nh),
-                nkv as u32,
-                rope_freqs.as_ref(),
-                hp.emulate_cpu_rounding,
-                b,
-            )?);
             let attn = AttnParams {
                 n_head: nh as u32,
                 n_kv_head: nkv as u32,
@@ -781,15 +839,48 @@ impl GpuModel {
             let [wo] = &wo[..] else {
                 return Err(GpuError::Shape("attn_output: one product expected".into()));
             };
-            let mut decode = ops[..shared].to_vec();
-            let fused = AttnRope {
-                rope: &rope(nh),
-                k: &s.k,
-                v: &s.v,
-                factors: rope_freqs.as_ref(),
-                round: hp.emulate_cpu_rounding,
+            let ffn_out = if post_ffw.is_some() { &s.xb2 } else { &s.x };
+            let down = t.projections(c, ff, &[(n("ffn_down"), ffn_out, e)])?;
+            let [down] = &down[..] else {
+                return Err(GpuError::Shape("ffn_down: one product expected".into()));
             };
-            for (fuse, out) in [(None, &mut ops), (Some(fused), &mut decode)] {
+
+            let mut lists = Vec::with_capacity(3);
+            for pass in [Pass::Any, Pass::Decode, Pass::Single] {
+                let fuse = pass == Pass::Single && hp.fuse_act;
+                let mut ops = Vec::new();
+                acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
+                if let Some(w) = &q_norm {
+                    ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
+                }
+                if let Some(w) = &k_norm {
+                    ops.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
+                }
+                // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one
+                // dispatch; in decode steps the attention does it.
+                let attn_rope = if pass == Pass::Any {
+                    ops.push(c.prep_rope_kv(
+                        &s.q,
+                        &s.k,
+                        &s.v,
+                        &k_cache,
+                        &v_cache,
+                        &rope_q,
+                        nkv as u32,
+                        rope_freqs.as_ref(),
+                        hp.emulate_cpu_rounding,
+                        b,
+                    )?);
+                    None
+                } else {
+                    Some(AttnRope {
+                        rope: &rope_q,
+                        k: &s.k,
+                        v: &s.v,
+                        factors: rope_freqs.as_ref(),
+                        round: hp.emulate_cpu_rounding,
+                    })
+                };
                 acts.attend_project(
                     c,
                     &s.q,
@@ -800,36 +891,34 @@ impl GpuModel {
                     hp.n_slots * hp.n_ctx,
                     wo,
                     post_attn.is_none(),
+                    attn_rope,
                     fuse,
-                    out,
+                    &mut ops,
                 )?;
+                if let Some(w) = &post_attn {
+                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
+                }
+                acts.project_normed(c, &s.x, &ffn_norm, hp.rms_eps, &s.xb, e, &gate_up, fuse, &mut ops)?;
+                acts.project_gated(
+                    c,
+                    hp.glu,
+                    hp.emulate_cpu_rounding,
+                    &s.hg,
+                    &s.hu,
+                    ff,
+                    down,
+                    post_ffw.is_none(),
+                    fuse,
+                    &mut ops,
+                )?;
+                if let Some(w) = &post_ffw {
+                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
+                }
+                lists.push(ops);
             }
-            let after = ops.len();
-            if let Some(w) = &post_attn {
-                ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
-            }
-            acts.project_normed(c, &s.x, &ffn_norm, hp.rms_eps, &s.xb, e, &gate_up, &mut ops)?;
-            let ffn_out = if post_ffw.is_some() { &s.xb2 } else { &s.x };
-            let down = t.projections(c, ff, &[(n("ffn_down"), ffn_out, e)])?;
-            let [down] = &down[..] else {
-                return Err(GpuError::Shape("ffn_down: one product expected".into()));
-            };
-            acts.project_gated(
-                c,
-                hp.glu,
-                hp.emulate_cpu_rounding,
-                &s.hg,
-                &s.hu,
-                ff,
-                down,
-                post_ffw.is_none(),
-                &mut ops,
-            )?;
-            if let Some(w) = &post_ffw {
-                ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
-            }
-            decode.extend_from_slice(&ops[after..]);
-            layers.push(LayerOps { ops, decode });
+            let [ops, decode, single] =
+                <[Vec<Prepared>; 3]>::try_from(lists).map_err(|_| GpuError::Shape("layer op lists".into()))?;
+            layers.push(LayerOps { ops, decode, single });
         }
 
         let output_norm = t.vector(c, "output_norm.weight", e)?;
@@ -864,6 +953,23 @@ impl GpuModel {
             false,
             r,
         )?);
+        // One row: the norm, the rounding and the product in one dispatch where it can.
+        let head_single = if hp.fuse_act {
+            let logits = [(&s.logits, hp.n_vocab)];
+            c.prep_matvec_fused(
+                &output,
+                Prologue::Norm,
+                &s.last,
+                Some(&output_norm),
+                q,
+                hp.rms_eps,
+                false,
+                &logits,
+                false,
+            )?
+        } else {
+            None
+        };
         let final_norm = c.prep_rms_norm(NormMode::Out, &s.x, &output_norm, Some(&s.xb), e, 1, hp.rms_eps, b)?;
         let staging = c.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("logits readback"),
@@ -881,6 +987,7 @@ impl GpuModel {
             embed,
             layers,
             head,
+            head_single,
             output,
             output_norm,
             all: None,
@@ -964,7 +1071,12 @@ impl GpuModel {
             rec.record(c, p);
         }
         for l in &self.layers {
-            for p in if decode { &l.decode } else { &l.ops } {
+            let ops = match (decode, tokens.len()) {
+                (true, 1) => &l.single,
+                (true, _) => &l.decode,
+                _ => &l.ops,
+            };
+            for p in ops {
                 rec.record(c, p);
             }
         }
@@ -988,6 +1100,13 @@ impl GpuModel {
             }
         }
         Ok(out)
+    }
+
+    /// Dispatches of a decode step of one token (embedding, layers, head of one row).
+    pub fn single_step_dispatches(&self) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.single.len()).sum();
+        let head = self.head_single.as_ref().map_or(self.head.len(), Vec::len);
+        self.embed.len() + layers + head
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` of slot 0 (filling its KV cache)
@@ -1057,7 +1176,11 @@ impl GpuModel {
                 return rec.submit(&self.ctx, &self.step).map(|()| Vec::new());
             }
             rec.start_head(wanted.len());
-            for p in &self.head {
+            let head = match (&self.head_single, wanted.len()) {
+                (Some(h), 1) => h,
+                _ => &self.head,
+            };
+            for p in head {
                 rec.record(&self.ctx, p);
             }
             timing::record(t.elapsed());

@@ -27,8 +27,8 @@ fn part_w(rb: u32, u: u32) -> PartW {
 }
 
 fn part_dot_w(w: PartW, a: u32, s: u32) -> f32 {
-    let x0 = xq4[a >> 2u];
-    let x1 = xq4[(a >> 2u) + 1u];
+    let x0 = xv(a >> 2u);
+    let x1 = xv((a >> 2u) + 1u);
     let isum = dot4I8Packed(w.lo.x, x0.x) + dot4I8Packed(w.lo.y, x0.y) + dot4I8Packed(w.lo.z, x0.z) + dot4I8Packed(w.lo.w, x0.w)
         + dot4I8Packed(w.hi.x, x1.x) + dot4I8Packed(w.hi.y, x1.y) + dot4I8Packed(w.hi.z, x1.z) + dot4I8Packed(w.hi.w, x1.w);
     return w.d * f32(isum);
@@ -36,7 +36,7 @@ fn part_dot_w(w: PartW, a: u32, s: u32) -> f32 {
 
 // part() of matvec.wgsl with the weights already decoded.
 fn part_x(w: PartW, i: u32, a0: u32, d0: u32, s0: u32) -> f32 {
-    return bitcast<f32>(xq[d0 + i]) * part_dot_w(w, a0 + 8u * i, s0 + 2u * i);
+    return bitcast<f32>(xw(d0 + i)) * part_dot_w(w, a0 + 8u * i, s0 + 2u * i);
 }
 
 // Half h of part u for gemmq.wgsl: the low (h = 0) or high nibbles of its 16 quant bytes.

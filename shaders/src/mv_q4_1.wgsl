@@ -6,7 +6,7 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let dm = unpack2x16float(rd_u32(blk));
     // Four quant words written out (wgpu bounds loops with a counter).
     let isum = (q4_1_word(blk, 0u, a) + q4_1_word(blk, 1u, a)) + (q4_1_word(blk, 2u, a) + q4_1_word(blk, 3u, a));
-    let dx = bitcast<f32>(xq[p.d_off + a / 8u]);
+    let dx = bitcast<f32>(xw(p.d_off + a / 8u));
     var smin = 0.0;
     if (dx != 0.0) {
         smin = f16_round(dx * f32(xsum(s) + xsum(s + 1u))) / dx;
@@ -17,7 +17,7 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
 // Quant word j of the block: weights 4j..4j + 3 (low nibbles) and 16 + 4j.. (high).
 fn q4_1_word(blk: u32, j: u32, a: u32) -> i32 {
     let q = rd_u32(blk + 4u + 4u * j);
-    return dot4I8Packed(q & 0x0F0F0F0Fu, xq[a + j]) + dot4I8Packed((q >> 4u) & 0x0F0F0F0Fu, xq[a + 4u + j]);
+    return dot4I8Packed(q & 0x0F0F0F0Fu, xw(a + j)) + dot4I8Packed((q >> 4u) & 0x0F0F0F0Fu, xw(a + 4u + j));
 }
 
 // Half h of block u for gemmq.wgsl: the low (h = 0) or high nibbles (0..15), d, the min m.

@@ -17,8 +17,8 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let qh = (q >> vec4<u32>(4u)) & vec4<u32>(0x0F0F0F0Fu);
     // Activations of sub-block 2c (words a − 4h ..) and 2c + 1 (8 words on), their 16-sums
     // at s − h and s − h + 2.
-    let xl = xq4[(a - 4u * h) >> 2u];
-    let xh = xq4[(a - 4u * h + 8u) >> 2u];
+    let xl = xv((a - 4u * h) >> 2u);
+    let xh = xv((a - 4u * h + 8u) >> 2u);
     let il = dot4I8Packed(ql.x, xl.x) + dot4I8Packed(ql.y, xl.y) + dot4I8Packed(ql.z, xl.z) + dot4I8Packed(ql.w, xl.w);
     let ih = dot4I8Packed(qh.x, xh.x) + dot4I8Packed(qh.y, xh.y) + dot4I8Packed(qh.z, xh.z) + dot4I8Packed(qh.w, xh.w);
     let si = i32(lo.x) * il + i32(hi.x) * ih;

@@ -15,7 +15,7 @@ fn q5_0_word(blk: u32, qh: u32, j: u32, a: u32) -> i32 {
     let q = rd_u32(blk + 6u + 4u * j);
     let lo = (q & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (4u * j)) << 4u);
     let hi = ((q >> 4u) & 0x0F0F0F0Fu) | (bits_to_bytes(qh >> (16u + 4u * j)) << 4u);
-    return dot4I8Packed(lo, xq[a + j]) + dot4I8Packed(hi, xq[a + 4u + j]);
+    return dot4I8Packed(lo, xw(a + j)) + dot4I8Packed(hi, xw(a + 4u + j));
 }
 
 // Half h of block u for gemmq.wgsl: the nibbles with their fifth bits, minus 16 (signed bytes).

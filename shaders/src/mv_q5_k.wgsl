@@ -19,7 +19,7 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
 // Word i of sub-block j: nibbles (shift sh) of quant word w + i, fifth bits from high word wh + i.
 fn q5_k_word(w: u32, wh: u32, sh: u32, j: u32, i: u32, a: u32) -> i32 {
     let v = ((wq[w + i] >> sh) & 0x0F0F0F0Fu) | (((wq[wh + i] >> j) & 0x01010101u) << 4u);
-    return dot4I8Packed(v, xq[a + i]);
+    return dot4I8Packed(v, xw(a + i));
 }
 
 // Half h of sub-block u % 8 for gemmq.wgsl: nibbles with their fifth bits (0..31), d·scale,

@@ -29,8 +29,8 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let hsh = vec4<u32>(2u * q);
     let v0 = ((l0 >> nsh) & vec4<u32>(0x0F0F0F0Fu)) | (((h0 >> hsh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
     let v1 = ((l1 >> nsh) & vec4<u32>(0x0F0F0F0Fu)) | (((h1 >> hsh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-    let x0 = xq4[a >> 2u];
-    let x1 = xq4[(a >> 2u) + 1u];
+    let x0 = xv(a >> 2u);
+    let x1 = xv((a >> 2u) + 1u);
     let is0 = dot4I8Packed(v0.x, x0.x) + dot4I8Packed(v0.y, x0.y) + dot4I8Packed(v0.z, x0.z) + dot4I8Packed(v0.w, x0.w);
     let is1 = dot4I8Packed(v1.x, x1.x) + dot4I8Packed(v1.y, x1.y) + dot4I8Packed(v1.z, x1.z) + dot4I8Packed(v1.w, x1.w);
     let sc = rd_u16(q6k_sc(rb, b) + 8u * n + 2u * q);

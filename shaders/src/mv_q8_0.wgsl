@@ -9,7 +9,7 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
 }
 
 fn q8_0_word(blk: u32, j: u32, a: u32) -> i32 {
-    return dot4I8Packed(rd_u32(blk + 2u + 4u * j), xq[a + j]);
+    return dot4I8Packed(rd_u32(blk + 2u + 4u * j), xw(a + j));
 }
 
 // Half h of block u for gemmq.wgsl: quant bytes 16h.. as they are.

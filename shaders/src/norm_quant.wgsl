@@ -30,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * p.n;
-    let sc = row_scale(base, li);
+    let sc = row_scale(base, p.n, li);
     for (var c = 0u; c < p.n; c += 4u * WG) {
         let o = c + 4u * li;
         let live = o < p.n;

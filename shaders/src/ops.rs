@@ -4,7 +4,7 @@
 use crate::context::{
     gemm_big_min_tokens, gemm_min_tokens, gemmq_big_min_tokens, gemmq_big_tile, gemmq_double_buffer, gemmq_enabled,
     gemmq_small_tile, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched, Glu, GpuContext,
-    GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
+    GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Prologue, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -27,6 +27,12 @@ struct MatmulParams {
     seg2: u32,
     base1: u32,
     base2: u32,
+    /// act_fused.wgsl's prologue: the norm's eps, the rounding's block and mode, gelu by ggml's
+    /// f16 table.
+    eps: f32,
+    block: u32,
+    mode: u32,
+    glu_f16: u32,
 }
 
 /// Activations quantized for the int8 decode product, in matvec.wgsl's layout: `max_tok` tokens
@@ -284,6 +290,33 @@ fn check_len(what: &str, t: &GpuTensor, need: usize) -> Result<()> {
     Ok(())
 }
 
+/// The output of a product into `ys` (see [`GpuContext::prep_matmul`]): the tensor through all
+/// of them and product_params.wgsl's seg1, seg2, base1, base2.
+fn product_outputs(w: &GpuWeight, ys: &[(&GpuTensor, usize)], max_tok: usize) -> Result<(GpuTensor, [u32; 4])> {
+    let (seg1, seg2, base1, base2, y) = match *ys {
+        [(y, rows)] => (rows, rows, Some(0), Some(0), Some(y.clone())),
+        [(y0, r0), (y1, r1)] => (r0, r0 + r1, y0.elems_to(y1), Some(0), y0.through(y1)),
+        [(y0, r0), (y1, r1), (y2, _)] => (r0, r0 + r1, y0.elems_to(y1), y0.elems_to(y2), y0.through(y2)),
+        _ => return Err(GpuError::Shape(format!("a product into {} outputs", ys.len()))),
+    };
+    let (Some(y), Some(base1), Some(base2)) = (y, base1, base2) else {
+        return Err(GpuError::Shape(
+            "stacked product outputs are not views of one buffer".into(),
+        ));
+    };
+    let out_rows: usize = ys.iter().map(|(_, r)| r).sum();
+    if out_rows != w.n_rows() {
+        return Err(GpuError::Shape(format!(
+            "outputs of {out_rows} rows for a weight of {}",
+            w.n_rows()
+        )));
+    }
+    for (y, rows) in ys {
+        check_len("matmul output", y, max_tok * rows)?;
+    }
+    Ok((y, [seg1 as u32, seg2 as u32, base1, base2]))
+}
+
 impl GpuContext {
     /// `y[t][..] = W x[t]` (`accumulate`: `+=`) for `max_tok` tokens: one prepared dispatch per
     /// weight chunk. With `packed` (x's quants from the same rounding dispatch) and a format that
@@ -301,28 +334,7 @@ impl GpuContext {
         max_tok: usize,
     ) -> Result<Vec<Prepared>> {
         check_len("matmul input", x, max_tok * w.k())?;
-        let (seg1, seg2, base1, base2, y) = match *ys {
-            [(y, rows)] => (rows, rows, Some(0), Some(0), Some(y.clone())),
-            [(y0, r0), (y1, r1)] => (r0, r0 + r1, y0.elems_to(y1), Some(0), y0.through(y1)),
-            [(y0, r0), (y1, r1), (y2, _)] => (r0, r0 + r1, y0.elems_to(y1), y0.elems_to(y2), y0.through(y2)),
-            _ => return Err(GpuError::Shape(format!("a product into {} outputs", ys.len()))),
-        };
-        let (Some(y), Some(base1), Some(base2)) = (y, base1, base2) else {
-            return Err(GpuError::Shape(
-                "stacked product outputs are not views of one buffer".into(),
-            ));
-        };
-        let out_rows: usize = ys.iter().map(|(_, r)| r).sum();
-        if out_rows != w.n_rows() {
-            return Err(GpuError::Shape(format!(
-                "outputs of {out_rows} rows for a weight of {}",
-                w.n_rows()
-            )));
-        }
-        for (y, rows) in ys {
-            check_len("matmul output", y, max_tok * rows)?;
-        }
-        let (seg1, seg2) = (seg1 as u32, seg2 as u32);
+        let (y, [seg1, seg2, base1, base2]) = product_outputs(w, ys, max_tok)?;
         let y = &y;
         let packed = packed.filter(|_| has_matvec(w.ty));
         if let Some(pa) = packed {
@@ -344,6 +356,10 @@ impl GpuContext {
                     seg2,
                     base1,
                     base2,
+                    eps: 0.0,
+                    block: 0,
+                    mode: 0,
+                    glu_f16: 0,
                 };
                 let tiled = |tile: u32| {
                     self.prepare(
@@ -372,8 +388,13 @@ impl GpuContext {
                         mode: self.matvec,
                         k: w.k,
                         toks,
+                        pro: None,
                     };
-                    int8(op, pa, Grid::MatVec { rows: c.n_rows })
+                    let grid = Grid::MatVec {
+                        rows: c.n_rows,
+                        per_wg: self.matvec_rows_per_wg(false),
+                    };
+                    int8(op, pa, grid)
                 };
                 let mut p = match packed {
                     Some(pa) => matvec(1, pa)?,
@@ -551,6 +572,82 @@ impl GpuContext {
                 per_tok: r.n_heads * r.n_rot / 2,
             },
         )
+    }
+
+    /// `y = W f(x)` (`accumulate`: `y += ..`) for one token, by the int8 decode product that
+    /// rounds its input as `q` itself (act_fused.wgsl), so one dispatch does the work of two:
+    /// f(x) = rms_norm(x) * aux with `eps` ([`Prologue::Norm`], norm_quant.wgsl's bits), x
+    /// ([`Prologue::Round`]) or act(x) * aux ([`Prologue::Gated`]; `glu_f16` as
+    /// quantize_act.wgsl's). `ys` as [`GpuContext::prep_matmul`]'s. None where W has no int8
+    /// product, `q` is not an 8-bit rounding, or the row does not fit workgroup memory: the
+    /// caller keeps the separate dispatches. Recorded only for batches of one token.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prep_matvec_fused(
+        &self,
+        w: &GpuWeight,
+        pro: Prologue,
+        x: &GpuTensor,
+        aux: Option<&GpuTensor>,
+        q: ActQuant,
+        eps: f32,
+        glu_f16: bool,
+        ys: &[(&GpuTensor, usize)],
+        accumulate: bool,
+    ) -> Result<Option<Vec<Prepared>>> {
+        let (mode, block) = match q.mode_block() {
+            Some(mb @ (0 | 1, _)) => mb,
+            _ => return Ok(None),
+        };
+        if !has_matvec(w.ty) || !self.fits_fused_act(w.k, block) {
+            return Ok(None);
+        }
+        let k = w.k();
+        check_len("product input", x, k)?;
+        let aux = match (pro, aux) {
+            (Prologue::Round, _) => x,
+            (_, Some(a)) => {
+                check_len("product input weights", a, k)?;
+                a
+            }
+            (_, None) => return Err(GpuError::Shape(format!("{pro:?} needs its second input"))),
+        };
+        let (y, [seg1, seg2, base1, base2]) = product_outputs(w, ys, 1)?;
+        let op = Op::MatVec {
+            ty: w.ty,
+            mode: self.matvec,
+            k: w.k,
+            toks: 1,
+            pro: Some(pro),
+        };
+        w.chunks
+            .iter()
+            .map(|c| {
+                let params = MatmulParams {
+                    n_rows: c.n_rows,
+                    k: w.k,
+                    row_bytes: w.row_bytes,
+                    y_stride: w.n_rows,
+                    row0: c.row0,
+                    d_off: w.k / 4,
+                    s_off: w.k / 4 + w.k / 32,
+                    accumulate: accumulate as u32,
+                    seg1,
+                    seg2,
+                    base1,
+                    base2,
+                    eps,
+                    block,
+                    mode,
+                    glu_f16: glu_f16 as u32,
+                };
+                let grid = Grid::MatVec {
+                    rows: c.n_rows,
+                    per_wg: self.matvec_rows_per_wg(true),
+                };
+                self.prepare(op, &params, &[&c.buf, x, &y, &c.buf, aux], grid)
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// `out = x` rounded as `q` (see [`ActQuant`]), and the quants into `packed` (Q8_0 and Q8_K

@@ -1,4 +1,4 @@
-// Parameters of the matrix products (matmul.wgsl, matvec.wgsl, gemm.wgsl), ops.rs's
+// Parameters of the matrix products (matmul.wgsl, matvec.wgsl, gemm.wgsl, gemmq.wgsl), ops.rs's
 // MatmulParams.
 struct Params {
     n_rows: u32,     // rows in this chunk
@@ -16,6 +16,12 @@ struct Params {
     seg2: u32,
     base1: u32,
     base2: u32,
+    // A product that rounds its own input (act_fused.wgsl): the norm's eps, the rounding's
+    // block and mode (quant_round.wgsl), gelu by ggml's f16 table (glu_common.wgsl).
+    eps: f32,
+    block: u32,
+    mode: u32,
+    glu_f16: u32,
 }
 
 // Where output row r (of the whole product: row0 + the chunk's row) of token t goes in y.

@@ -1,15 +1,15 @@
-// Shared by rms_norm.wgsl and norm_quant.wgsl (each declares `p` with the row length `n` and
-// `eps`, and `x`): 1 / sqrt(mean(x[row]^2) + eps) for the row at `base`, summed by the
-// workgroup's WG threads.
+// Shared by rms_norm.wgsl, norm_quant.wgsl and act_fused.wgsl (each declares `p` with `eps`,
+// and `x`): 1 / sqrt(mean(x[row]^2) + eps) for the row of n values at `base`, summed by the
+// workgroup's WG threads (so the same WG gives the same bits).
 
 var<workgroup> red: array<f32, WG>;
 
-fn row_scale(base: u32, li: u32) -> f32 {
+fn row_scale(base: u32, n: u32, li: u32) -> f32 {
     // Four loads in flight per trip.
     var s0 = 0.0;
     var s1 = 0.0;
     var i = li;
-    for (; i + 3u * WG < p.n; i += 4u * WG) {
+    for (; i + 3u * WG < n; i += 4u * WG) {
         let a = x[base + i];
         let b = x[base + i + WG];
         let c = x[base + i + 2u * WG];
@@ -17,7 +17,7 @@ fn row_scale(base: u32, li: u32) -> f32 {
         s0 += a * a + c * c;
         s1 += b * b + d * d;
     }
-    for (; i < p.n; i += WG) {
+    for (; i < n; i += WG) {
         let v = x[base + i];
         s0 += v * v;
     }
@@ -35,7 +35,7 @@ fn row_scale(base: u32, li: u32) -> f32 {
     rms_tree(li, 4u);
     rms_tree(li, 2u);
     rms_tree(li, 1u);
-    return inverseSqrt(red[0] / f32(p.n) + p.eps);
+    return inverseSqrt(red[0] / f32(n) + p.eps);
 }
 
 // One level of the tree: red[li] += red[li + k] for li < k (levels at or past WG skipped).

@@ -31,7 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * p.n;
-    let sc = row_scale(base, li);
+    let sc = row_scale(base, p.n, li);
     for (var i = li; i < p.n; i += WG) {
         y[base + i] = x[base + i] * sc * w[i];
     }
@@ -44,7 +44,7 @@ fn main_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let base = row * p.n;
-    let sc = row_scale(base, li);
+    let sc = row_scale(base, p.n, li);
     workgroupBarrier();
     for (var i = li; i < p.n; i += WG) {
         x[base + i] = x[base + i] * sc * w[i];
@@ -58,7 +58,7 @@ fn main_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         return;
     }
     let base = row * p.n;
-    let sc = row_scale(base, li);
+    let sc = row_scale(base, p.n, li);
     for (var i = li; i < p.n; i += WG) {
         y[base + i] += x[base + i] * sc * w[i];
     }

@@ -353,6 +353,57 @@ fn synthetic_gemma3_slots_step_together() {
     check_slots(true);
 }
 
+/// Decode steps of one token whose products norm and round their own inputs (act_fused.wgsl)
+/// give the same logits, bit for bit, as with the rounding dispatches before them: every format
+/// the synthetic models mix, each prologue (norm, round, gated; layer 1's F16 gate keeps the
+/// separate dispatches), in fewer dispatches.
+fn check_fused_same_bits(gemma: bool) {
+    let Some(ctx) = common::ctx() else { return };
+    let mut hp = synthetic_hp(gemma);
+    hp.emulate_cpu_rounding = true;
+    let mut rng = Rng::new(if gemma { 31 } else { 32 });
+    let m = synthetic(&hp, gemma, &mut rng);
+    let tokens: Vec<u32> = (0..8).map(|i| (i * 53 + 7) % 300).collect();
+    let mut runs = Vec::new();
+    for fuse in [false, true] {
+        hp.fuse_act = fuse;
+        let mut model = build(ctx.clone(), &hp, &m);
+        let mut logits = vec![model.forward(&tokens[..3], 0).unwrap()];
+        for p in 3..tokens.len() {
+            logits.push(model.forward(&tokens[p..p + 1], p).unwrap());
+        }
+        runs.push((model.single_step_dispatches(), logits));
+    }
+    let what = if gemma { "gemma3" } else { "llama" };
+    let ((plain_n, plain), (fused_n, fused)) = (&runs[0], &runs[1]);
+    // Per layer: the attention norm and the ffn norm (and in layer 0 the gated rounding; the
+    // attention rounds wo's input itself where wo is not a K-quant), plus the head's norm and
+    // rounding.
+    assert!(
+        fused_n + 6 <= *plain_n,
+        "{what}: {fused_n} dispatches fused, {plain_n} not"
+    );
+    for (step, (a, b)) in plain.iter().zip(fused).enumerate() {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "{what} step {step} logit {i}: {x} vs {y} fused"
+            );
+        }
+    }
+}
+
+#[test]
+fn synthetic_llama_fused_products_same_bits() {
+    check_fused_same_bits(false);
+}
+
+#[test]
+fn synthetic_gemma3_fused_products_same_bits() {
+    check_fused_same_bits(true);
+}
+
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
