@@ -4,9 +4,10 @@
 // same) into workgroup memory, in act_global.wgsl's layout with p.d_off = k / 4 and
 // p.s_off = k / 4 + k / 32. This saves a dispatch per product, whose cost on a GPU is
 // mostly a fixed floor; the input (k values, one token) is read by every workgroup, from cache.
-// Prepended by context.rs: XS_VEC4 (the array's length), PRO_NORM, and `load4(g, sc)`: the
-// input's values g..g + 3 (x, or act(x) * aux), times sc and the norm weights aux with
-// PRO_NORM.
+// context.rs prepends XS_VEC4 (the array's length) and `load4(g)`, the input's values g..g + 3
+// (x, or act(x) * aux), and appends `prologue(li)`, written out per trip of 4·WG values (all
+// loads first, so their latencies overlap): every thread calls it first (it holds barriers).
+// With the norm, the values are x · row_scale · aux (norm_quant.wgsl's order).
 
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read> aux: array<f32>;
@@ -25,29 +26,15 @@ fn put(i: u32, v: u32) {
     xs[i >> 2u][i & 3u] = v;
 }
 
-// Fills xs; every thread of the workgroup calls it first (it holds barriers).
-fn prologue(li: u32) {
-    var sc = 1.0;
-    if (PRO_NORM) {
-        sc = row_scale(0u, p.k, li);
-    }
-    for (var c = 0u; c < p.k; c += 4u * WG) {
-        let g = c + 4u * li;
-        let live = g < p.k;
-        var v = vec4<f32>(0.0);
-        if (live) {
-            v = load4(g, sc);
+// Round r of the values g..g + 3 (quant_round.wgsl) into xs, where live.
+fn store4(g: u32, live: bool, r: Rounded) {
+    if (live) {
+        put(g / 4u, pack_quants(r.qi));
+        if ((g & 31u) == 0u) {
+            put(p.d_off + g / 32u, bitcast<u32>(r.scale));
         }
-        let r = round4(li, v, live);
-        if (live) {
-            put(g / 4u, pack_quants(r.qi));
-            if ((g & 31u) == 0u) {
-                put(p.d_off + g / 32u, bitcast<u32>(r.scale));
-            }
-            if ((g & 15u) == 0u) {
-                put(p.s_off + g / 16u, bitcast<u32>(r.s16));
-            }
+        if ((g & 15u) == 0u) {
+            put(p.s_off + g / 16u, bitcast<u32>(r.s16));
         }
     }
-    workgroupBarrier();
 }

@@ -359,6 +359,10 @@ pub(crate) struct MatVecMode {
     pub(crate) wg: u32,
     /// Rows per group of `lanes` threads (sharing the activation loads).
     pub(crate) rows: u32,
+    /// Threads per workgroup of the norms, and of the products that norm and round their own
+    /// input (the same, so they sum in the same order): as many as the adapter allows, up to
+    /// 1024.
+    pub(crate) norm_wg: u32,
 }
 
 /// Threads per row of the int8 decode product (fewer where the adapter's subgroups are smaller).
@@ -609,7 +613,13 @@ impl MatVecMode {
     /// power of two) replaces [`MATVEC_WG`], `FERRO_GPU_MATVEC_ROWS` (1, 2 or 4)
     /// [`MATVEC_ROWS`] and `FERRO_GPU_MATVEC_LANES` (a power of two from 4 to the subgroup
     /// size; with subgroups) [`MATVEC_LANES`].
-    fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
+    fn choose(features: wgpu::Features, info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
+        let max = limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x)
+            .min(1024);
+        // A power of two (the reductions halve it), at least WG.
+        let norm_wg = (1u32 << max.max(WG).ilog2()).max(WG);
         let wg = env_u32("FERRO_GPU_MATVEC_WG")
             .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
             .unwrap_or(MATVEC_WG);
@@ -627,6 +637,7 @@ impl MatVecMode {
                 lanes: sg.min(lanes),
                 wg,
                 rows,
+                norm_wg,
             }
         } else {
             Self {
@@ -634,6 +645,7 @@ impl MatVecMode {
                 lanes: MATVEC_LANES,
                 wg,
                 rows,
+                norm_wg,
             }
         }
     }
@@ -729,12 +741,38 @@ pub(crate) enum Prologue {
 /// quant_round.wgsl and quant_core.wgsl, which calls it.
 const QUANT_CORE: &str = concat!(include_str!("quant_round.wgsl"), "\n", include_str!("quant_core.wgsl"));
 
-/// glu_common.wgsl with `act` and `load4(g{extra})`: act(x[g..g + 3]) * up[g..g + 3] (the gated
-/// input of quantize_act.wgsl and act_fused.wgsl; `extra` takes the argument the latter passes).
-fn gated_load(kind: Glu, up: &str, extra: &str) -> String {
+/// act_fused.wgsl's `prologue(li)` for rows of `k` values in workgroups of `wg` threads, written
+/// out per trip of 4·wg values so that every load is in flight at once (a loop would wait for
+/// each trip's): the input (and with `norm` the norm weights), with `norm` the scale
+/// (rms_common.wgsl's `row_scale`, as norm_quant.wgsl), then each trip's rounding.
+fn fused_prologue(k: u32, wg: u32, norm: bool) -> String {
+    let trips = k.div_ceil(4 * wg);
+    let mut s = String::from("fn prologue(li: u32) {\n");
+    for t in 0..trips {
+        s += &format!(
+            "    let g{t} = {}u + 4u * li;\n    let l{t} = g{t} < p.k;\n    \
+             var a{t} = vec4<f32>(0.0);\n    var w{t} = vec4<f32>(0.0);\n    if (l{t}) {{\n        \
+             a{t} = load4(g{t});\n{}    }}\n",
+            4 * wg * t,
+            if norm { format!("        w{t} = aux4(g{t});\n") } else { String::new() }
+        );
+    }
+    if norm {
+        s += "    let sc = row_scale(0u, p.k, li);\n";
+    }
+    for t in 0..trips {
+        let v = if norm { format!("a{t} * sc * w{t}") } else { format!("a{t}") };
+        s += &format!("    store4(g{t}, l{t}, round4(li, {v}, l{t}));\n");
+    }
+    s + "    workgroupBarrier();\n}\n"
+}
+
+/// glu_common.wgsl with `act` and `load4(g)`: act(x[g..g + 3]) * up[g..g + 3] (the gated input
+/// of quantize_act.wgsl and act_fused.wgsl).
+fn gated_load(kind: Glu, up: &str) -> String {
     format!(
         "{}\nfn act(v: f32) -> f32 {{\n    return {};\n}}\n\
-         fn load4(g: u32{extra}) -> vec4<f32> {{\n    \
+         fn load4(g: u32) -> vec4<f32> {{\n    \
          return vec4<f32>(act(x[g]), act(x[g + 1u]), act(x[g + 2u]), act(x[g + 3u])) \
          * vec4<f32>({up}[g], {up}[g + 1u], {up}[g + 2u], {up}[g + 3u]);\n}}",
         include_str!("glu_common.wgsl"),
@@ -871,25 +909,25 @@ impl Op {
                     ),
                     Some(pro) => {
                         let load = match pro {
-                            Prologue::Norm | Prologue::Round => format!(
-                                "fn load4(g: u32, sc: f32) -> vec4<f32> {{\n    \
-                                 return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]){};\n}}",
-                                if pro == Prologue::Norm {
-                                    " * sc * vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u])"
-                                } else {
-                                    ""
-                                }
-                            ),
-                            Prologue::Gated(kind) => gated_load(kind, "aux", ", sc: f32"),
+                            Prologue::Norm | Prologue::Round => "fn load4(g: u32) -> vec4<f32> {\n    \
+                                 return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}\n\
+                                 fn aux4(g: u32) -> vec4<f32> {\n    \
+                                 return vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u]);\n}"
+                                .to_string(),
+                            Prologue::Gated(kind) => gated_load(kind, "aux"),
                         };
                         (
                             format!(
-                                "const XS_VEC4: u32 = {}u;\nconst PRO_NORM: bool = {};\n{}\n{load}\n{}\n{}\n{wg_reduce}",
+                                "const XS_VEC4: u32 = {}u;\n{}\n{load}\n{}\n{}\n{}\n{wg_reduce}",
                                 fused_act_vec4s(k),
-                                pro == Prologue::Norm,
                                 include_str!("act_fused.wgsl"),
+                                fused_prologue(k, mode.norm_wg, pro == Prologue::Norm),
                                 include_str!("quant_round.wgsl"),
-                                include_str!("rms_common.wgsl"),
+                                if pro == Prologue::Norm {
+                                    include_str!("rms_common.wgsl")
+                                } else {
+                                    ""
+                                },
                             ),
                             main.replace("//PROLOGUE", "    prologue(li);"),
                         )
@@ -987,7 +1025,7 @@ impl Op {
                     None => "fn load4(g: u32) -> vec4<f32> {\n    return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}".to_string(),
                     Some(kind) => format!(
                         "@group(0) @binding(4) var<storage, read> u: array<f32>;\n{}",
-                        gated_load(kind, "u", "")
+                        gated_load(kind, "u")
                     ),
                 };
                 format!(
@@ -1350,7 +1388,7 @@ impl GpuContext {
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let matvec = MatVecMode::choose(adapter.features(), &info);
+        let matvec = MatVecMode::choose(adapter.features(), &info, &limits);
         let mut required_features = if matvec.subgroups {
             wgpu::Features::SUBGROUP
         } else {
@@ -1463,16 +1501,9 @@ impl GpuContext {
         }
     }
 
-    /// Threads per workgroup of the norms, and of the products that norm their own input (the
-    /// same, so they sum in the same order): as many as the adapter allows up to 1024.
+    /// Threads per workgroup of the norms and of the products that round their own input.
     pub(crate) fn norm_wg(&self) -> u32 {
-        let max = self
-            .limits
-            .max_compute_invocations_per_workgroup
-            .min(self.limits.max_compute_workgroup_size_x)
-            .min(1024);
-        // A power of two (the shader's tree reduction halves it), at least WG.
-        (1u32 << max.max(WG).ilog2()).max(WG)
+        self.matvec.norm_wg
     }
 
     /// Whether a decode product over rows of `k` values can round its own input in blocks of
@@ -1486,10 +1517,20 @@ impl GpuContext {
         k.is_multiple_of(block) && bytes <= self.limits.max_compute_workgroup_storage_size
     }
 
-    /// Rows per workgroup of an int8 decode product (`fused`: one that rounds its own input).
-    pub(crate) fn matvec_rows_per_wg(&self, fused: bool) -> u32 {
-        let wg = if fused { self.norm_wg() } else { self.matvec.wg };
-        wg / self.matvec.lanes * self.matvec.rows
+    /// Rows per workgroup of an int8 decode product.
+    pub(crate) fn matvec_rows_per_wg(&self) -> u32 {
+        self.matvec.wg / self.matvec.lanes * self.matvec.rows
+    }
+
+    /// The int8 decode product's mode where it rounds its own input: rows per group of lanes
+    /// as the plain product's, or for measurement `FERRO_GPU_FUSED_ROWS` (1, 2 or 4: fewer
+    /// workgroups, each rounding the input once for more rows); and its rows per workgroup.
+    pub(crate) fn fused_matvec(&self) -> (MatVecMode, u32) {
+        let rows = env_u32("FERRO_GPU_FUSED_ROWS")
+            .filter(|r| [1, 2, 4].contains(r))
+            .unwrap_or(self.matvec.rows);
+        let mode = MatVecMode { rows, ..self.matvec };
+        (mode, self.norm_wg() / mode.lanes * rows)
     }
 
     // ---------------------------------------------------------------- buffers

@@ -392,7 +392,7 @@ impl GpuContext {
                     };
                     let grid = Grid::MatVec {
                         rows: c.n_rows,
-                        per_wg: self.matvec_rows_per_wg(false),
+                        per_wg: self.matvec_rows_per_wg(),
                     };
                     int8(op, pa, grid)
                 };
@@ -612,9 +612,10 @@ impl GpuContext {
             (_, None) => return Err(GpuError::Shape(format!("{pro:?} needs its second input"))),
         };
         let (y, [seg1, seg2, base1, base2]) = product_outputs(w, ys, 1)?;
+        let (mv, per_wg) = self.fused_matvec();
         let op = Op::MatVec {
             ty: w.ty,
-            mode: self.matvec,
+            mode: mv,
             k: w.k,
             toks: 1,
             pro: Some(pro),
@@ -640,10 +641,7 @@ impl GpuContext {
                     mode,
                     glu_f16: glu_f16 as u32,
                 };
-                let grid = Grid::MatVec {
-                    rows: c.n_rows,
-                    per_wg: self.matvec_rows_per_wg(true),
-                };
+                let grid = Grid::MatVec { rows: c.n_rows, per_wg };
                 self.prepare(op, &params, &[&c.buf, x, &y, &c.buf, aux], grid)
             })
             .collect::<Result<Vec<_>>>()
