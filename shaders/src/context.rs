@@ -754,14 +754,22 @@ fn fused_prologue(k: u32, wg: u32, norm: bool) -> String {
              var a{t} = vec4<f32>(0.0);\n    var w{t} = vec4<f32>(0.0);\n    if (l{t}) {{\n        \
              a{t} = load4(g{t});\n{}    }}\n",
             4 * wg * t,
-            if norm { format!("        w{t} = aux4(g{t});\n") } else { String::new() }
+            if norm {
+                format!("        w{t} = aux4(g{t});\n")
+            } else {
+                String::new()
+            }
         );
     }
     if norm {
         s += "    let sc = row_scale(0u, p.k, li);\n";
     }
     for t in 0..trips {
-        let v = if norm { format!("a{t} * sc * w{t}") } else { format!("a{t}") };
+        let v = if norm {
+            format!("a{t} * sc * w{t}")
+        } else {
+            format!("a{t}")
+        };
         s += &format!("    store4(g{t}, l{t}, round4(li, {v}, l{t}));\n");
     }
     s + "    workgroupBarrier();\n}\n"
