@@ -4,7 +4,8 @@
 use crate::context::{
     gemm_big_min_tokens, gemm_min_tokens, gemmq_big_min_tokens, gemmq_big_tile, gemmq_double_buffer, gemmq_enabled,
     gemmq_small_tile, has_matvec, matmul_lanes, matvec_max_tokens, matvec_toks, AsBinding, Batched, Glu, GpuContext,
-    GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Prologue, Recorder, GEMM_BIG_TILE, MATMUL_TILE, WG,
+    GpuTensor, GpuWeight, Grid, NormMode, Op, Prepared, Prologue, Recorder, WeightChunk, GEMM_BIG_TILE, MATMUL_TILE,
+    WG,
 };
 use crate::error::{GpuError, Result};
 use ferro_gguf::GgmlType;
@@ -33,6 +34,31 @@ struct MatmulParams {
     block: u32,
     mode: u32,
     glu_f16: u32,
+}
+
+impl MatmulParams {
+    /// The product of chunk `c` of `w` (`accumulate`: `y +=`) into product_outputs' segments
+    /// `[seg1, seg2, base1, base2]`; no packed activations, no prologue.
+    fn chunk(w: &GpuWeight, c: &WeightChunk, accumulate: bool, [seg1, seg2, base1, base2]: [u32; 4]) -> Self {
+        MatmulParams {
+            n_rows: c.n_rows,
+            k: w.k,
+            row_bytes: w.row_bytes,
+            y_stride: w.n_rows,
+            row0: c.row0,
+            d_off: 0,
+            s_off: 0,
+            accumulate: accumulate as u32,
+            seg1,
+            seg2,
+            base1,
+            base2,
+            eps: 0.0,
+            block: 0,
+            mode: 0,
+            glu_f16: 0,
+        }
+    }
 }
 
 /// Activations quantized for the int8 decode product, in matvec.wgsl's layout: `max_tok` tokens
@@ -334,7 +360,7 @@ impl GpuContext {
         max_tok: usize,
     ) -> Result<Vec<Prepared>> {
         check_len("matmul input", x, max_tok * w.k())?;
-        let (y, [seg1, seg2, base1, base2]) = product_outputs(w, ys, max_tok)?;
+        let (y, segs) = product_outputs(w, ys, max_tok)?;
         let y = &y;
         let packed = packed.filter(|_| has_matvec(w.ty));
         if let Some(pa) = packed {
@@ -343,24 +369,7 @@ impl GpuContext {
         w.chunks
             .iter()
             .map(|c| {
-                let params = MatmulParams {
-                    n_rows: c.n_rows,
-                    k: w.k,
-                    row_bytes: w.row_bytes,
-                    y_stride: w.n_rows,
-                    row0: c.row0,
-                    d_off: 0,
-                    s_off: 0,
-                    accumulate: accumulate as u32,
-                    seg1,
-                    seg2,
-                    base1,
-                    base2,
-                    eps: 0.0,
-                    block: 0,
-                    mode: 0,
-                    glu_f16: 0,
-                };
+                let params = MatmulParams::chunk(w, c, accumulate, segs);
                 let tiled = |tile: u32| {
                     self.prepare(
                         Op::Matmul { ty: w.ty, tile },
@@ -611,7 +620,7 @@ impl GpuContext {
             }
             (_, None) => return Err(GpuError::Shape(format!("{pro:?} needs its second input"))),
         };
-        let (y, [seg1, seg2, base1, base2]) = product_outputs(w, ys, 1)?;
+        let (y, segs) = product_outputs(w, ys, 1)?;
         let (mv, per_wg) = self.fused_matvec();
         let op = Op::MatVec {
             ty: w.ty,
@@ -624,22 +633,13 @@ impl GpuContext {
             .iter()
             .map(|c| {
                 let params = MatmulParams {
-                    n_rows: c.n_rows,
-                    k: w.k,
-                    row_bytes: w.row_bytes,
-                    y_stride: w.n_rows,
-                    row0: c.row0,
                     d_off: w.k / 4,
                     s_off: w.k / 4 + w.k / 32,
-                    accumulate: accumulate as u32,
-                    seg1,
-                    seg2,
-                    base1,
-                    base2,
                     eps,
                     block,
                     mode,
                     glu_f16: glu_f16 as u32,
+                    ..MatmulParams::chunk(w, c, accumulate, segs)
                 };
                 let grid = Grid::MatVec { rows: c.n_rows, per_wg };
                 self.prepare(op, &params, &[&c.buf, x, &y, &c.buf, aux], grid)
