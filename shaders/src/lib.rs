@@ -43,5 +43,5 @@ pub use context::{
     GpuTensor, GpuWeight, NormMode, GEMM_BIG_MIN_K, GEMM_BIG_MIN_ROWS, MATMUL_LANES, MATMUL_TILE, WG,
 };
 pub use error::{GpuError, Result};
-pub use model::{GpuHparams, GpuLayerParams, GpuModel, SeqTokens, WeightRef};
+pub use model::{FuseAct, GpuHparams, GpuLayerParams, GpuModel, SeqTokens, WeightRef};
 pub use ops::{ActQuant, AttnParams, RopeParams, MAX_HEAD_DIM};

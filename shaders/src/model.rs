@@ -89,10 +89,10 @@ pub struct GpuHparams {
     /// Round activations before each product as llama.cpp's CPU backend does (Q8_0/Q8_K/f16,
     /// and ggml's f16 GELU table), so greedy tokens follow the CPU engine's. On by default.
     pub emulate_cpu_rounding: bool,
-    /// In decode steps of one token, the products round (and norm) their own input
+    /// Which products of a decode step of one token round (and norm) their own input
     /// (act_fused.wgsl) instead of reading what a dispatch before them wrote: the same bits in
-    /// fewer dispatches. On by default; `FERRO_GPU_FUSE=0` turns it off (for measurement).
-    pub fuse_act: bool,
+    /// fewer dispatches.
+    pub fuse_act: FuseAct,
 }
 
 impl GpuHparams {
@@ -138,7 +138,7 @@ impl GpuHparams {
             n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
-            fuse_act: fuse_act_default(),
+            fuse_act: FuseAct::from_env(),
         }
     }
 
@@ -200,7 +200,7 @@ impl GpuHparams {
             n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
-            fuse_act: fuse_act_default(),
+            fuse_act: FuseAct::from_env(),
         }
     }
 
@@ -365,7 +365,7 @@ pub struct GpuModel {
     layers: Vec<LayerOps>,
     head: Vec<Prepared>,
     /// The head of one row as one product that norms and rounds its input (None where it
-    /// cannot or [`GpuHparams::fuse_act`] is off).
+    /// cannot or [`GpuHparams::fuse_act`] leaves it out).
     head_single: Option<Vec<Prepared>>,
     output: GpuWeight,
     output_norm: GpuTensor,
@@ -378,9 +378,42 @@ pub struct GpuModel {
 }
 
 /// Whether `FERRO_GPU_ROPE_KV=1` asks decode steps to keep the separate rope_kv dispatch.
-/// [`GpuHparams::fuse_act`]'s default: on unless `FERRO_GPU_FUSE=0`.
-fn fuse_act_default() -> bool {
-    std::env::var("FERRO_GPU_FUSE").map_or(true, |v| v.trim() != "0")
+/// Which decode products of one token round their own input ([`GpuHparams::fuse_act`]).
+///
+/// Each workgroup of such a product rounds the whole input before its rows, so the saved
+/// dispatch is paid back once per wave of workgroups. On an H100 (stop 24): a Llama-1B shape
+/// in Q4_0 decodes 8-10% faster with [`FuseAct::Blocks32`], the 8B shape in Q4_0 within
+/// noise; with K-quants the 1B shape was within noise and the 8B shape 4-8% slower, so those
+/// keep their rounding dispatches by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuseAct {
+    /// None (`FERRO_GPU_FUSE=0`).
+    Off,
+    /// Products whose input is rounded in blocks of 32 (Q4_0, Q4_1, Q5_0 and Q8_0 weights):
+    /// the default.
+    Blocks32,
+    /// Also those rounded in the K-quants' blocks of 256 (`FERRO_GPU_FUSE=all`).
+    All,
+}
+
+impl FuseAct {
+    /// [`FuseAct::Blocks32`] unless `FERRO_GPU_FUSE` is `0` (off) or `all`.
+    pub fn from_env() -> Self {
+        match std::env::var("FERRO_GPU_FUSE").as_deref().map(str::trim) {
+            Ok("0") => FuseAct::Off,
+            Ok("all") => FuseAct::All,
+            _ => FuseAct::Blocks32,
+        }
+    }
+
+    /// Whether a product whose input is rounded as `q` rounds it itself.
+    fn allows(self, q: ActQuant) -> bool {
+        match self {
+            FuseAct::Off => false,
+            FuseAct::Blocks32 => q == ActQuant::Q8_0,
+            FuseAct::All => true,
+        }
+    }
 }
 
 fn separate_rope_kv() -> bool {
@@ -537,6 +570,8 @@ impl Proj {
 /// (values per token, rounding).
 struct ActScratch {
     emulate: bool,
+    /// Which products may round their own input ([`ActScratch::fused`]).
+    fuse: FuseAct,
     batch: usize,
     bufs: HashMap<(usize, ActQuant), (GpuTensor, Option<PackedAct>)>,
 }
@@ -552,7 +587,8 @@ impl ActScratch {
     }
 
     /// Each of `ws` as one decode product that rounds its own input, `pro` on `x` with `aux`
-    /// ([`GpuContext::prep_matvec_fused`]); None if any of them cannot.
+    /// ([`GpuContext::prep_matvec_fused`]); None if any of them cannot or `self.fuse` leaves
+    /// its rounding out.
     #[allow(clippy::too_many_arguments)]
     fn fused(
         &self,
@@ -568,6 +604,9 @@ impl ActScratch {
         let mut all = Vec::new();
         for p in ws {
             let q = self.quant(&p.w);
+            if !self.fuse.allows(q) {
+                return Ok(None);
+            }
             match c.prep_matvec_fused(&p.w, pro, x, aux, q, eps, glu_f16, &p.ys(), accumulate)? {
                 Some(v) => all.extend(v),
                 None => return Ok(None),
@@ -789,6 +828,7 @@ impl GpuModel {
         let rope_freqs = t.optional_vector(c, "rope_freqs.weight", hp.n_rot / 2)?;
         let mut acts = ActScratch {
             emulate: hp.emulate_cpu_rounding,
+            fuse: hp.fuse_act,
             batch: b,
             bufs: HashMap::new(),
         };
@@ -847,7 +887,7 @@ impl GpuModel {
 
             let mut lists = Vec::with_capacity(3);
             for pass in [Pass::Any, Pass::Decode, Pass::Single] {
-                let fuse = pass == Pass::Single && hp.fuse_act;
+                let fuse = pass == Pass::Single;
                 let mut ops = Vec::new();
                 acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
                 if let Some(w) = &q_norm {
@@ -954,7 +994,7 @@ impl GpuModel {
             r,
         )?);
         // One row: the norm, the rounding and the product in one dispatch where it can.
-        let head_single = if hp.fuse_act {
+        let head_single = if hp.fuse_act.allows(q) {
             let logits = [(&s.logits, hp.n_vocab)];
             c.prep_matvec_fused(
                 &output,
@@ -1288,6 +1328,7 @@ impl GpuModel {
         )?];
         let mut acts = ActScratch {
             emulate: self.hp.emulate_cpu_rounding,
+            fuse: FuseAct::Off,
             batch,
             bufs: HashMap::new(),
         };
