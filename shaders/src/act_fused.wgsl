@@ -2,8 +2,9 @@
 // each workgroup first rounds the f32 input as the separate dispatch would have (norm_quant.wgsl,
 // quantize_act.wgsl and its gated variant: the same functions, the same bits when WG is the
 // same) into workgroup memory, in act_global.wgsl's layout with p.d_off = k / 4 and
-// p.s_off = k / 4 + k / 32. This saves a dispatch per product, whose cost on a GPU is
-// mostly a fixed floor; the input (k values, one token) is read by every workgroup, from cache.
+// p.s_off = k / 4 + k / 32. This saves the dispatch before the product, but every workgroup
+// pays the rounding instead (model.rs's FuseAct says where that wins); the input (k values, one
+// token) is read by every workgroup, from cache.
 // context.rs prepends XS_VEC4 (the array's length) and `load4(g)`, the input's values g..g + 3
 // (x, or act(x) * aux), and appends `prologue(li)`, written out per trip of 4·WG values (all
 // loads first, so their latencies overlap): every thread calls it first (it holds barriers).
