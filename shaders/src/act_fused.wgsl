@@ -23,19 +23,7 @@ fn xv(i: u32) -> vec4<u32> {
     return xs[i];
 }
 
+// Where quant_round.wgsl's put_quants stores: word i of xs.
 fn put(i: u32, v: u32) {
     xs[i >> 2u][i & 3u] = v;
-}
-
-// Round r of the values g..g + 3 (quant_round.wgsl) into xs, where live.
-fn store4(g: u32, live: bool, r: Rounded) {
-    if (live) {
-        put(g / 4u, pack_quants(r.qi));
-        if ((g & 31u) == 0u) {
-            put(p.d_off + g / 32u, bitcast<u32>(r.scale));
-        }
-        if ((g & 15u) == 0u) {
-            put(p.s_off + g / 16u, bitcast<u32>(r.s16));
-        }
-    }
 }

@@ -751,9 +751,13 @@ fn fused_prologue(k: u32, wg: u32, norm: bool) -> String {
     for t in 0..trips {
         s += &format!(
             "    let g{t} = {}u + 4u * li;\n    let l{t} = g{t} < p.k;\n    \
-             var a{t} = vec4<f32>(0.0);\n    var w{t} = vec4<f32>(0.0);\n    if (l{t}) {{\n        \
-             a{t} = load4(g{t});\n{}    }}\n",
+             var a{t} = vec4<f32>(0.0);\n{}    if (l{t}) {{\n        a{t} = load4(g{t});\n{}    }}\n",
             4 * wg * t,
+            if norm {
+                format!("    var w{t} = vec4<f32>(0.0);\n")
+            } else {
+                String::new()
+            },
             if norm {
                 format!("        w{t} = aux4(g{t});\n")
             } else {
@@ -770,7 +774,9 @@ fn fused_prologue(k: u32, wg: u32, norm: bool) -> String {
         } else {
             format!("a{t}")
         };
-        s += &format!("    store4(g{t}, l{t}, round4(li, {v}, l{t}));\n");
+        s += &format!(
+            "    let r{t} = round4(li, {v}, l{t});\n    if (l{t}) {{\n        put_quants(g{t}, r{t});\n    }}\n"
+        );
     }
     s + "    workgroupBarrier();\n}\n"
 }

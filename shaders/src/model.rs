@@ -336,16 +336,19 @@ struct LayerOps {
     /// the attention doing its work (attention_rope.wgsl).
     decode: Vec<Prepared>,
     /// A decode step of one token: `decode` with the products rounding their own inputs where
-    /// they can ([`GpuHparams::fuse_act`]).
-    single: Vec<Prepared>,
+    /// they can ([`GpuHparams::fuse_act`]); None where none does (then `decode` serves).
+    single: Option<Vec<Prepared>>,
 }
 
-/// Which of a layer's op lists is being prepared ([`LayerOps`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    Any,
-    Decode,
-    Single,
+impl LayerOps {
+    /// The ops of a step of `n` tokens (`decode`: each the next one of its own sequence).
+    fn for_step(&self, decode: bool, n: usize) -> &[Prepared] {
+        match (decode, n, &self.single) {
+            (true, 1, Some(single)) => single,
+            (true, _, _) => &self.decode,
+            _ => &self.ops,
+        }
+    }
 }
 
 /// All-token logits for perplexity: [n_tok][n_vocab] in chunks of `batch` tokens.
@@ -377,7 +380,6 @@ pub struct GpuModel {
     caches: Vec<(GpuTensor, GpuTensor)>,
 }
 
-/// Whether `FERRO_GPU_ROPE_KV=1` asks decode steps to keep the separate rope_kv dispatch.
 /// Which decode products of one token round their own input ([`GpuHparams::fuse_act`]).
 ///
 /// Each workgroup of such a product rounds the whole input before its rows, so the saved
@@ -416,6 +418,7 @@ impl FuseAct {
     }
 }
 
+/// Whether `FERRO_GPU_ROPE_KV=1` asks decode steps to keep the separate rope_kv dispatch.
 fn separate_rope_kv() -> bool {
     static SEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SEP.get_or_init(|| std::env::var("FERRO_GPU_ROPE_KV").is_ok_and(|v| v.trim() == "1"))
@@ -885,9 +888,9 @@ impl GpuModel {
                 return Err(GpuError::Shape("ffn_down: one product expected".into()));
             };
 
-            let mut lists = Vec::with_capacity(3);
-            for pass in [Pass::Any, Pass::Decode, Pass::Single] {
-                let fuse = pass == Pass::Single;
+            // The layer's ops for any batch (`decode` false), for decode steps, and with `fuse`
+            // for decode steps of one token.
+            let mut layer_ops = |decode: bool, fuse: bool| -> Result<Vec<Prepared>> {
                 let mut ops = Vec::new();
                 acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
                 if let Some(w) = &q_norm {
@@ -898,7 +901,7 @@ impl GpuModel {
                 }
                 // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one
                 // dispatch; in decode steps the attention does it.
-                let attn_rope = if pass == Pass::Any {
+                let attn_rope = if !decode {
                     ops.push(c.prep_rope_kv(
                         &s.q,
                         &s.k,
@@ -954,10 +957,15 @@ impl GpuModel {
                 if let Some(w) = &post_ffw {
                     ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
                 }
-                lists.push(ops);
-            }
-            let [ops, decode, single] =
-                <[Vec<Prepared>; 3]>::try_from(lists).map_err(|_| GpuError::Shape("layer op lists".into()))?;
+                Ok(ops)
+            };
+            let ops = layer_ops(false, false)?;
+            let decode = layer_ops(true, false)?;
+            // Kept where some product rounds its own input (each such one saves a dispatch).
+            let single = match hp.fuse_act {
+                FuseAct::Off => None,
+                _ => Some(layer_ops(true, true)?).filter(|l| l.len() < decode.len()),
+            };
             layers.push(LayerOps { ops, decode, single });
         }
 
@@ -1111,12 +1119,7 @@ impl GpuModel {
             rec.record(c, p);
         }
         for l in &self.layers {
-            let ops = match (decode, tokens.len()) {
-                (true, 1) => &l.single,
-                (true, _) => &l.decode,
-                _ => &l.ops,
-            };
-            for p in ops {
+            for p in l.for_step(decode, tokens.len()) {
                 rec.record(c, p);
             }
         }
@@ -1144,7 +1147,7 @@ impl GpuModel {
 
     /// Dispatches of a decode step of one token (embedding, layers, head of one row).
     pub fn single_step_dispatches(&self) -> usize {
-        let layers: usize = self.layers.iter().map(|l| l.single.len()).sum();
+        let layers: usize = self.layers.iter().map(|l| l.for_step(true, 1).len()).sum();
         let head = self.head_single.as_ref().map_or(self.head.len(), Vec::len);
         self.embed.len() + layers + head
     }

@@ -11,13 +11,12 @@ fn quantize4(li: u32, g: u32, v: vec4<f32>, live: bool) {
         out[g + 2u] = r.q.z * r.scale;
         out[g + 3u] = r.q.w * r.scale;
         if (p.packed == 1u) {
-            outq[g / 4u] = pack_quants(r.qi);
-            if ((g & 31u) == 0u) {
-                outq[p.d_off + g / 32u] = bitcast<u32>(r.scale);
-            }
-            if ((g & 15u) == 0u) {
-                outq[p.s_off + g / 16u] = bitcast<u32>(r.s16);
-            }
+            put_quants(g, r);
         }
     }
+}
+
+// Where quant_round.wgsl's put_quants stores: word i of `outq`.
+fn put(i: u32, v: u32) {
+    outq[i] = v;
 }

@@ -1,9 +1,9 @@
 // llama.cpp's rounding of four consecutive values v by a workgroup whose threads hold
 // consecutive fours, a block's threads finding its largest magnitude together
 // (wg_reduce_*.wgsl). Threads past the data (live = false) take part in the reductions. The
-// including file's `p` has `block` (32 or 256) and `mode` (quantize_act.wgsl's modes 0 and 1).
-// quant_core.wgsl stores the result for other dispatches; act_fused.wgsl keeps it in
-// workgroup memory for its product.
+// including file's `p` has `block` (32 or 256), `mode` (quantize_act.wgsl's modes 0 and 1),
+// `d_off` and `s_off`, and it defines `put`: quant_core.wgsl stores the quants for other
+// dispatches, act_fused.wgsl keeps them in workgroup memory for its product.
 
 // The quants of four values, the scale of their block, and the sum of the 16 quants of their
 // aligned group of four threads.
@@ -55,8 +55,16 @@ fn round4(li: u32, v: vec4<f32>, live: bool) -> Rounded {
     return Rounded(q, qi, scale, s16);
 }
 
-// The four quants as one word of signed bytes.
-fn pack_quants(qi: vec4<i32>) -> u32 {
-    let b = bitcast<vec4<u32>>(qi) & vec4<u32>(0xFFu);
-    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+// Round r of values g..g + 3 in int8_product.wgsl's layout, each word through the including
+// file's `put(word, value)`: the four quants as one word of signed bytes, the block's scale at
+// p.d_off (once per 32 values) and the sum of 16 quants at p.s_off (once per 16).
+fn put_quants(g: u32, r: Rounded) {
+    let b = bitcast<vec4<u32>>(r.qi) & vec4<u32>(0xFFu);
+    put(g / 4u, b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u));
+    if ((g & 31u) == 0u) {
+        put(p.d_off + g / 32u, bitcast<u32>(r.scale));
+    }
+    if ((g & 15u) == 0u) {
+        put(p.s_off + g / 16u, bitcast<u32>(r.s16));
+    }
 }
