@@ -11,7 +11,7 @@
 // window (llama.cpp's causal + SWA mask).
 // One workgroup per (head, token) runs an online softmax (as flash attention) over tiles of WG
 // keys: each thread scores one key (16-byte loads, four partial sums), the tile's max and sum
-// come from shared-memory reductions, and for the values each thread takes four dimensions and
+// come from wg_reduce_*.wgsl's trees, and for the values each thread takes four dimensions and
 // every KP-th key of the tile (KP = WG / (head_dim / 4) key parts), the parts added at the end.
 // head_dim is a multiple of 4 (checked by the host).
 
@@ -22,9 +22,9 @@ struct Params {
     window: u32,   // 0 = no sliding window
     scale: f32,    // applied to q.k
     softcap: f32,  // 0 = none; else scores = softcap * tanh(scores / softcap)
-    // quant = 1: the output goes out rounded as quantize_act.wgsl's mode 0 rounds it (Q8_0
-    // blocks of 32 inside a head, quant_core.wgsl), with its quants into outq when packed = 1:
-    // the input of the output projection made in this dispatch.
+    // quant = 1: the output goes out rounded as quantize_act.wgsl rounds it (mode 0: Q8_0
+    // blocks of 32, mode 1: blocks of 256; inside a head, quant_core.wgsl), with its quants
+    // into outq when packed = 1: the input of the output projection made in this dispatch.
     quant: u32,
     block: u32,
     mode: u32,
@@ -40,11 +40,15 @@ struct Params {
     freq_scale: f32,
     has_factors: u32,
     round: u32,
-    _pad2: u32,
-    _pad3: u32,
+    qk_norm: u32,  // 1: attention_rope.wgsl norms each head of q and k first (weights q_norm, k_norm)
+    eps: f32,
 }
 
 override WG: u32 = 64u;
+// Measurement only (FERRO_GPU_ATTN_ABLATE, results wrong): bits leave out phases to time them:
+// 1 the rope prologue's work, 2 the key loads, 4 the value sums, 8 the rounded output, 16 the
+// trees.
+override ABLATE: u32 = 0u;
 const MAX_HEAD_DIM: u32 = 512u;
 const GROUPS_PER_THREAD: u32 = 2u; // head_dim / 4 <= WG * GROUPS_PER_THREAD (checked by the host)
 
@@ -57,7 +61,6 @@ const GROUPS_PER_THREAD: u32 = 2u; // head_dim / 4 <= WG * GROUPS_PER_THREAD (ch
 
 var<workgroup> qs: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
 var<workgroup> ps: array<f32, WG>;
-var<workgroup> red: array<f32, WG>;
 var<workgroup> part: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
@@ -112,6 +115,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var d2 = vec4<f32>(0.0);
             var d3 = vec4<f32>(0.0);
             var d = 0u;
+            if ((ABLATE & 2u) != 0u) {
+                d = g4;
+                d0 = qs[li % g4] * f32(j);
+            }
             for (; d + 7u < g4; d += 8u) {
                 d0 += qs[d] * kc[ko + d] + qs[d + 4u] * kc[ko + d + 4u];
                 d1 += qs[d + 1u] * kc[ko + d + 1u] + qs[d + 5u] * kc[ko + d + 5u];
@@ -127,24 +134,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 s = p.softcap * tanh(s / p.softcap);
             }
         }
-        red[li] = s;
-        workgroupBarrier();
-        tree(li, 0u);
-        let m_new = max(m, red[0]);
-        workgroupBarrier();
+        var m_new = max(m, s);
+        if ((ABLATE & 16u) == 0u) {
+            m_new = max(m, tree_max(s, li));
+        }
         var pj = 0.0;
         if (j < end) {
             pj = exp(s - m_new);
         }
+        // ps is read after the tree's barriers.
         ps[li] = pj;
-        red[li] = pj;
-        workgroupBarrier();
-        tree(li, 1u);
+        var tile_sum = pj;
+        if ((ABLATE & 16u) == 0u) {
+            tile_sum = tree_sum(pj, li);
+        }
         let corr = exp(m - m_new);
-        l = l * corr + red[0];
+        l = l * corr + tile_sum;
         m = m_new;
         let n_here = min(WG, end - base);
-        if (v_live) {
+        if (v_live && (ABLATE & 4u) == 0u) {
             acc0 = value_sum(acc0 * corr, g0, row0 + base, kv_stride, kv_off, kp, kp_count, n_here, g4);
             acc1 = value_sum(acc1 * corr, g0 + WG, row0 + base, kv_stride, kv_off, kp, kp_count, n_here, g4);
         }
@@ -156,7 +164,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // are neighbours (the host asks for it only where head_dim is a multiple of 32 and g4 <= WG).
     let inv = 1.0 / l;
     let r0 = finish(acc0, li, g0, kp, kp_count, g4, inv);
-    if (p.quant == 1u) {
+    if (p.quant == 1u && (ABLATE & 8u) == 0u) {
         quantize4(li, 4u * (q_off + g0), r0, kp == 0u && g0 < g4);
         return;
     }
@@ -171,30 +179,6 @@ fn store4(v: vec4<f32>, o: u32, live: bool) {
         out[4u * o + 1u] = v.y;
         out[4u * o + 2u] = v.z;
         out[4u * o + 3u] = v.w;
-    }
-}
-
-// red[0] = the max (op 0) or the sum (op 1) of red[0..WG]: the levels k = WG / 2 .. 1 written
-// out, not a loop (wgpu bounds loops with a counter).
-fn tree(li: u32, op: u32) {
-    tree_level(li, op, 512u);
-    tree_level(li, op, 256u);
-    tree_level(li, op, 128u);
-    tree_level(li, op, 64u);
-    tree_level(li, op, 32u);
-    tree_level(li, op, 16u);
-    tree_level(li, op, 8u);
-    tree_level(li, op, 4u);
-    tree_level(li, op, 2u);
-    tree_level(li, op, 1u);
-}
-
-fn tree_level(li: u32, op: u32, k: u32) {
-    if (k < WG) {
-        if (li < k) {
-            red[li] = select(red[li] + red[li + k], max(red[li], red[li + k]), op == 0u);
-        }
-        workgroupBarrier();
     }
 }
 

@@ -1,5 +1,6 @@
 // Appended to attention.wgsl for decode steps (every token of the batch the next one of its own
-// sequence), in place of its q load: rope_kv.wgsl's work for this token, so that dispatch goes.
+// sequence), in place of its q load: rope_kv.wgsl's work for this token, so that dispatch goes
+// (and with p.qk_norm the per-head rms norms of q and k before it, rms_norm.wgsl's dispatches).
 // The workgroup of (head h, token t) rotates its query head into `qs` (scaled), and rotates the
 // key of its kv head and copies the value into the caches at the token's row (f16-rounded with
 // p.round). Every query head of a group writes the same bits to that row, and each reads it
@@ -9,6 +10,49 @@
 @group(0) @binding(6) var<storage, read> kin: array<f32>; // [n_tok][n_kv_head * head_dim]
 @group(0) @binding(7) var<storage, read> vin: array<f32>;
 @group(0) @binding(8) var<storage, read> factors: array<f32>; // [n_rot / 2]
+@group(0) @binding(9) var<storage, read> q_norm: array<f32>; // [head_dim], with p.qk_norm
+@group(0) @binding(10) var<storage, read> k_norm: array<f32>;
+
+// With p.qk_norm, 1 / sqrt(mean(v^2) + eps) of the query head at qb and of the key head at kb
+// (rms_norm.wgsl's scale; these sums run over this workgroup's threads), else 1.
+fn q_scale(qb: u32, li: u32) -> f32 {
+    if (p.qk_norm == 0u) {
+        return 1.0;
+    }
+    var s = 0.0;
+    for (var d = li; d < p.head_dim; d += WG) {
+        let v = q[qb + d];
+        s += v * v;
+    }
+    return inverseSqrt(tree_sum(s, li) / f32(p.head_dim) + p.eps);
+}
+
+fn k_scale(kb: u32, li: u32) -> f32 {
+    if (p.qk_norm == 0u) {
+        return 1.0;
+    }
+    var s = 0.0;
+    for (var d = li; d < p.head_dim; d += WG) {
+        let v = kin[kb + d];
+        s += v * v;
+    }
+    return inverseSqrt(tree_sum(s, li) / f32(p.head_dim) + p.eps);
+}
+
+// Element d of the query head at qb normed (x * scale * w, as rms_norm.wgsl) or as it is.
+fn q_at(qb: u32, d: u32, sc: f32) -> f32 {
+    if (p.qk_norm == 0u) {
+        return q[qb + d];
+    }
+    return q[qb + d] * sc * q_norm[d];
+}
+
+fn k_at(kb: u32, d: u32, sc: f32) -> f32 {
+    if (p.qk_norm == 0u) {
+        return kin[kb + d];
+    }
+    return kin[kb + d] * sc * k_norm[d];
+}
 
 fn cache_value(x: f32) -> f32 {
     return select(x, f16_round(x), p.round == 1u);
@@ -31,32 +75,41 @@ fn rope_prologue(h: u32, t: u32, kvh: u32, li: u32) {
     let hd = p.head_dim;
     let hh = p.n_rot / 2u;
     let qb = (t * p.n_head + h) * hd;
+    let kv = p.n_kv_head * hd;
+    let kb = t * kv + kvh * hd;
+    let qsc = q_scale(qb, li);
+    let ksc = k_scale(kb, li);
+    if ((ABLATE & 1u) != 0u) {
+        for (var d = li; d < hd; d += WG) {
+            set_q(d, q[qb + d]);
+        }
+        workgroupBarrier();
+        return;
+    }
     // Pair i of the head: rotated below n_rot / 2, passed through above.
     for (var i = li; i < hd / 2u; i += WG) {
         if (i < hh) {
             let at = rope_pair(qb, i);
-            let x = rotate(vec2<f32>(q[at.x], q[at.y]), rope_cs(pos, i));
+            let x = rotate(vec2<f32>(q_at(qb, at.x - qb, qsc), q_at(qb, at.y - qb, qsc)), rope_cs(pos, i));
             set_q(at.x - qb, x.x);
             set_q(at.y - qb, x.y);
         } else {
             let d = p.n_rot + 2u * (i - hh);
-            set_q(d, q[qb + d]);
-            set_q(d + 1u, q[qb + d + 1u]);
+            set_q(d, q_at(qb, d, qsc));
+            set_q(d + 1u, q_at(qb, d + 1u, qsc));
         }
     }
-    let kv = p.n_kv_head * hd;
-    let kb = t * kv + kvh * hd;
     let c0 = (tok_row0(t) + pos) * kv + kvh * hd;
     for (var i = li; i < hd / 2u; i += WG) {
         if (i < hh) {
             let at = rope_pair(kb, i);
-            let x = rotate(vec2<f32>(kin[at.x], kin[at.y]), rope_cs(pos, i));
+            let x = rotate(vec2<f32>(k_at(kb, at.x - kb, ksc), k_at(kb, at.y - kb, ksc)), rope_cs(pos, i));
             set_k(c0 + at.x - kb, x.x);
             set_k(c0 + at.y - kb, x.y);
         } else {
             let d = p.n_rot + 2u * (i - hh);
-            set_k(c0 + d, kin[kb + d]);
-            set_k(c0 + d + 1u, kin[kb + d + 1u]);
+            set_k(c0 + d, k_at(kb, d, ksc));
+            set_k(c0 + d + 1u, k_at(kb, d + 1u, ksc));
         }
         set_v(c0 + 2u * i, vin[kb + 2u * i]);
         set_v(c0 + 2u * i + 1u, vin[kb + 2u * i + 1u]);

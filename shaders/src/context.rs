@@ -823,7 +823,7 @@ impl Op {
             Op::Glu(_) => &[Uniform, ReadWrite, ReadWrite],
             Op::Attention => &[Uniform, Read, Read, Read, ReadWrite, ReadWrite],
             Op::AttentionRope => &[
-                Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read,
+                Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Read, Read,
             ],
             Op::QuantizeAct { glu: None } => &[Uniform, Read, ReadWrite, ReadWrite],
             Op::QuantizeAct { glu: Some(_) } => &[Uniform, Read, ReadWrite, ReadWrite, Read],
@@ -994,7 +994,7 @@ impl Op {
                 include_str!("get_rows.wgsl")
             ),
             Op::RmsNorm(_) => format!(
-                "{step}\n{}\n{}",
+                "{step}\n{}\n{}\n{wg_reduce}",
                 include_str!("rms_common.wgsl"),
                 include_str!("rms_norm.wgsl")
             ),
@@ -1375,7 +1375,7 @@ pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
+    pub(crate) limits: wgpu::Limits,
     pub(crate) matvec: MatVecMode,
     pipelines: Mutex<HashMap<Op, Pipeline>>,
     layouts: Mutex<HashMap<&'static [Slot], (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -1821,6 +1821,11 @@ impl GpuContext {
         }
         let source = op.source(self.matvec)?;
         let (layout, pl) = self.layouts(op.slots());
+        let mut constants = vec![("WG", self.workgroup_size(op) as f64)];
+        if matches!(op, Op::Attention | Op::AttentionRope) {
+            // Measurement only: phases of attention left out (attention.wgsl's ABLATE).
+            constants.push(("ABLATE", env_u32("FERRO_GPU_ATTN_ABLATE").unwrap_or(0) as f64));
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(op.entry()),
@@ -1832,7 +1837,7 @@ impl GpuContext {
             module: &module,
             entry_point: Some(op.entry()),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WG", self.workgroup_size(op) as f64)],
+                constants: &constants,
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,

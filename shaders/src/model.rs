@@ -380,6 +380,11 @@ pub struct GpuModel {
     caches: Vec<(GpuTensor, GpuTensor)>,
 }
 
+/// Rows of fewer than this many weights are short for [`FuseAct::allows`].
+const FUSE_LONG_K: usize = 1024;
+/// Products of short rows fuse up to this many rows.
+const FUSE_MAX_SHORT_ROWS: usize = 8192;
+
 /// Which decode products of one token round their own input ([`GpuHparams::fuse_act`]).
 ///
 /// Each workgroup of such a product rounds the whole input before its rows, so the saved
@@ -408,11 +413,14 @@ impl FuseAct {
         }
     }
 
-    /// Whether a product whose input is rounded as `q` rounds it itself.
-    fn allows(self, q: ActQuant) -> bool {
+    /// Whether a product of `w` whose input is rounded as `q` rounds it itself. Under
+    /// [`FuseAct::Blocks32`] not where many workgroups would each stream little after their
+    /// rounding: more than [`FUSE_MAX_SHORT_ROWS`] rows of fewer than [`FUSE_LONG_K`] (the
+    /// small models' output heads).
+    fn allows(self, q: ActQuant, w: &GpuWeight) -> bool {
         match self {
             FuseAct::Off => false,
-            FuseAct::Blocks32 => q == ActQuant::Q8_0,
+            FuseAct::Blocks32 => q == ActQuant::Q8_0 && (w.k() >= FUSE_LONG_K || w.n_rows() <= FUSE_MAX_SHORT_ROWS),
             FuseAct::All => true,
         }
     }
@@ -607,7 +615,7 @@ impl ActScratch {
         let mut all = Vec::new();
         for p in ws {
             let q = self.quant(&p.w);
-            if !self.fuse.allows(q) {
+            if !self.fuse.allows(q, &p.w) {
                 return Ok(None);
             }
             match c.prep_matvec_fused(&p.w, pro, x, aux, q, eps, glu_f16, &p.ys(), accumulate)? {
@@ -893,11 +901,18 @@ impl GpuModel {
             let mut layer_ops = |decode: bool, fuse: bool| -> Result<Vec<Prepared>> {
                 let mut ops = Vec::new();
                 acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
-                if let Some(w) = &q_norm {
-                    ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
-                }
-                if let Some(w) = &k_norm {
-                    ops.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
+                // Decode steps' attention norms the heads of q and k itself where it can.
+                let qk_norm = match (&q_norm, &k_norm) {
+                    (Some(qn), Some(kn)) if decode && c.attention_norms_heads() => Some((qn, kn, hp.rms_eps)),
+                    _ => None,
+                };
+                if qk_norm.is_none() {
+                    if let Some(w) = &q_norm {
+                        ops.push(c.prep_rms_norm(NormMode::InPlace, &s.q, w, None, hd, nh, hp.rms_eps, b)?);
+                    }
+                    if let Some(w) = &k_norm {
+                        ops.push(c.prep_rms_norm(NormMode::InPlace, &s.k, w, None, hd, nkv, hp.rms_eps, b)?);
+                    }
                 }
                 // Rope on q and k, k and v into the cache (f16 like llama.cpp's) in one
                 // dispatch; in decode steps the attention does it.
@@ -922,6 +937,7 @@ impl GpuModel {
                         v: &s.v,
                         factors: rope_freqs.as_ref(),
                         round: hp.emulate_cpu_rounding,
+                        qk_norm,
                     })
                 };
                 acts.attend_project(
@@ -1002,7 +1018,7 @@ impl GpuModel {
             r,
         )?);
         // One row: the norm, the rounding and the product in one dispatch where it can.
-        let head_single = if hp.fuse_act.allows(q) {
+        let head_single = if hp.fuse_act.allows(q, &output) {
             let logits = [(&s.logits, hp.n_vocab)];
             c.prep_matvec_fused(
                 &output,

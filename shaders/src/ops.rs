@@ -176,7 +176,9 @@ struct AttnUniform {
     freq_scale: f32,
     has_factors: u32,
     round: u32,
-    _pad2: [u32; 2],
+    // attention_rope.wgsl's per-head rms norms of q and k first (1) and their eps.
+    qk_norm: u32,
+    eps: f32,
 }
 
 /// What a decode step's attention does first in place of rope_kv (attention_rope.wgsl): the
@@ -189,6 +191,9 @@ pub(crate) struct AttnRope<'a> {
     pub(crate) factors: Option<&'a GpuTensor>,
     /// Round the cached values to f16.
     pub(crate) round: bool,
+    /// Per-head rms norms of q and k before the rope (gemma3's, qwen3's): their weights
+    /// (head_dim each) and eps.
+    pub(crate) qk_norm: Option<(&'a GpuTensor, &'a GpuTensor, f32)>,
 }
 
 /// Rotary embedding settings of one layer.
@@ -922,8 +927,8 @@ impl GpuContext {
             scale: a.scale,
             softcap: a.softcap,
             quant: rounded.is_some() as u32,
-            block: 32,
-            mode: 0,
+            block: rounded.and_then(|(q, _)| q.mode_block()).map_or(32, |(_, b)| b),
+            mode: rounded.and_then(|(q, _)| q.mode_block()).map_or(0, |(m, _)| m),
             packed: packed.is_some() as u32,
             d_off: packed.map_or(0, |pa| pa.d_off),
             s_off: packed.map_or(0, |pa| pa.s_off),
@@ -934,7 +939,8 @@ impl GpuContext {
             freq_scale: 0.0,
             has_factors: 0,
             round: 0,
-            _pad2: [0; 2],
+            qk_norm: 0,
+            eps: 0.0,
         };
         let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
         let grid = Grid::Attention { n_head: a.n_head };
@@ -959,22 +965,54 @@ impl GpuContext {
             freq_scale: ru.freq_scale,
             has_factors: ru.has_factors,
             round: r.round as u32,
+            qk_norm: r.qk_norm.is_some() as u32,
+            eps: r.qk_norm.map_or(0.0, |(_, _, eps)| eps),
             ..params
         };
-        // Without factors, any read-only buffer (the dummy may be bound read-write as outq).
+        if let Some((qn, kn, _)) = r.qk_norm {
+            if !self.attention_norms_heads() {
+                return Err(GpuError::Shape("the adapter cannot bind attention's head norms".into()));
+            }
+            check_len("attention q norm", qn, a.head_dim as usize)?;
+            check_len("attention k norm", kn, a.head_dim as usize)?;
+        }
+        // Without factors or norms, any read-only buffer (the dummy may be bound read-write as
+        // outq).
         let factors = r.factors.unwrap_or(r.k);
+        let (qn, kn) = r.qk_norm.map_or((r.k, r.k), |(qn, kn, _)| (qn, kn));
         self.prepare(
             Op::AttentionRope,
             &params,
-            &[q, k_cache, v_cache, out, q_buf, r.k, r.v, factors as &dyn AsBinding],
+            &[
+                q,
+                k_cache,
+                v_cache,
+                out,
+                q_buf,
+                r.k,
+                r.v,
+                factors as &dyn AsBinding,
+                qn,
+                kn,
+            ],
             grid,
         )
     }
 
-    /// Whether attention can write its output rounded as `q` (mode 0: blocks of 32 inside a
-    /// head, each head's dimensions held one group of four per thread).
+    /// Whether a decode step's attention can norm its heads of q and k itself (ten storage
+    /// buffers a shader).
+    pub(crate) fn attention_norms_heads(&self) -> bool {
+        self.limits.max_storage_buffers_per_shader_stage >= 10
+    }
+
+    /// Whether attention can write its output rounded as `q`: blocks inside a head (Q8_0's 32,
+    /// or the K-quants' 256 where heads are multiples of 256), each head's dimensions held one
+    /// group of four per thread.
     pub(crate) fn attention_rounds(&self, q: ActQuant, head_dim: u32) -> bool {
-        q.mode_block() == Some((0, 32)) && head_dim.is_multiple_of(32) && head_dim / 4 <= self.attention_threads()
+        match q.mode_block() {
+            Some((0 | 1, block)) => head_dim.is_multiple_of(block) && head_dim / 4 <= self.attention_threads(),
+            _ => false,
+        }
     }
 
     fn run(&self, n_tok: usize, pos0: usize, ops: &[Prepared]) -> Result<()> {

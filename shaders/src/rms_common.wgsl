@@ -1,8 +1,6 @@
 // Shared by rms_norm.wgsl, norm_quant.wgsl and act_fused.wgsl (each declares `p` with `eps`,
 // and `x`): 1 / sqrt(mean(x[row]^2) + eps) for the row of n values at `base`, summed by the
-// workgroup's WG threads (so the same WG gives the same bits).
-
-var<workgroup> red: array<f32, WG>;
+// workgroup's WG threads (so the same WG gives the same bits), with wg_reduce_*.wgsl's tree.
 
 fn row_scale(base: u32, n: u32, li: u32) -> f32 {
     // Four loads in flight per trip.
@@ -21,29 +19,6 @@ fn row_scale(base: u32, n: u32, li: u32) -> f32 {
         let v = x[base + i];
         s0 += v * v;
     }
-    red[li] = s0 + s1;
-    workgroupBarrier();
-    // The tree k = WG / 2, WG / 4, .. 1 written out (no loop: wgpu bounds every loop with a
-    // counter, which costs NVIDIA a few microseconds per dispatch here).
-    rms_tree(li, 512u);
-    rms_tree(li, 256u);
-    rms_tree(li, 128u);
-    rms_tree(li, 64u);
-    rms_tree(li, 32u);
-    rms_tree(li, 16u);
-    rms_tree(li, 8u);
-    rms_tree(li, 4u);
-    rms_tree(li, 2u);
-    rms_tree(li, 1u);
-    return inverseSqrt(red[0] / f32(n) + p.eps);
-}
-
-// One level of the tree: red[li] += red[li + k] for li < k (levels at or past WG skipped).
-fn rms_tree(li: u32, k: u32) {
-    if (k < WG) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
+    // The tree sum of wg_reduce_*.wgsl: the same bits with or without shuffles.
+    return inverseSqrt(tree_sum(s0 + s1, li) / f32(n) + p.eps);
 }

@@ -1,7 +1,6 @@
 // Workgroup reductions through shared memory (adapters without subgroups), for quant_core.wgsl;
 // wg_reduce_subgroup.wgsl has the same functions. Every thread of the workgroup calls them
-// together (they hold barriers) and gets the result. (The rms sums of rms_common.wgsl keep their
-// own tree: its order decides float roundings that the 8-bit activations can amplify.)
+// together (they hold barriers) and gets the result.
 
 var<workgroup> wg_a: array<f32, WG>;
 var<workgroup> wg_b: array<f32, WG>;
@@ -33,6 +32,55 @@ fn quad_sum(s: i32, li: u32) -> i32 {
     workgroupBarrier();
     let lead = li & ~3u;
     let r = (wg_i[lead] + wg_i[lead + 1u]) + (wg_i[lead + 2u] + wg_i[lead + 3u]);
+    workgroupBarrier();
+    return r;
+}
+
+// The sum (tree_sum) or the largest (tree_max) of v over the workgroup's WG threads, combined
+// in one fixed order: a tree whose level k = WG / 2, .., 2, 1 gives thread li < k the pair
+// (li, li + k). Every thread gets the result. wg_reduce_subgroup.wgsl runs the levels below SG
+// as shuffles of the same pairs, so both give the same bits (the rms sums and attention's
+// softmax sums are rounded in this order).
+fn tree_sum(v: f32, li: u32) -> f32 {
+    return tree_reduce(v, li, false);
+}
+
+fn tree_max(v: f32, li: u32) -> f32 {
+    return tree_reduce(v, li, true);
+}
+
+fn tree_pair(a: f32, b: f32, is_max: bool) -> f32 {
+    if (is_max) {
+        return max(a, b);
+    }
+    return a + b;
+}
+
+// One level k of the tree in shared memory (levels at or past WG, or below `low`, skipped).
+fn tree_level(li: u32, k: u32, low: u32, is_max: bool) {
+    if (k < WG && k >= low) {
+        if (li < k) {
+            wg_a[li] = tree_pair(wg_a[li], wg_a[li + k], is_max);
+        }
+        workgroupBarrier();
+    }
+}
+
+fn tree_reduce(v: f32, li: u32, is_max: bool) -> f32 {
+    wg_a[li] = v;
+    workgroupBarrier();
+    // Written out, not a loop (wgpu bounds loops with a counter).
+    tree_level(li, 512u, 1u, is_max);
+    tree_level(li, 256u, 1u, is_max);
+    tree_level(li, 128u, 1u, is_max);
+    tree_level(li, 64u, 1u, is_max);
+    tree_level(li, 32u, 1u, is_max);
+    tree_level(li, 16u, 1u, is_max);
+    tree_level(li, 8u, 1u, is_max);
+    tree_level(li, 4u, 1u, is_max);
+    tree_level(li, 2u, 1u, is_max);
+    tree_level(li, 1u, 1u, is_max);
+    let r = wg_a[0];
     workgroupBarrier();
     return r;
 }

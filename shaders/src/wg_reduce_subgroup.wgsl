@@ -56,3 +56,72 @@ fn quad_sum(s: i32, li: u32) -> i32 {
     let t = s + subgroupShuffleXor(s, 1u);
     return t + subgroupShuffleXor(t, 2u);
 }
+
+// The sum (tree_sum) or the largest (tree_max) of v over the workgroup's WG threads, combined
+// in one fixed order: a tree whose level k = WG / 2, .., 2, 1 gives thread li < k the pair
+// (li, li + k). Every thread gets the result. wg_reduce_subgroup.wgsl runs the levels below SG
+// as shuffles of the same pairs, so both give the same bits (the rms sums and attention's
+// softmax sums are rounded in this order).
+fn tree_sum(v: f32, li: u32) -> f32 {
+    return tree_reduce(v, li, false);
+}
+
+fn tree_max(v: f32, li: u32) -> f32 {
+    return tree_reduce(v, li, true);
+}
+
+fn tree_pair(a: f32, b: f32, is_max: bool) -> f32 {
+    if (is_max) {
+        return max(a, b);
+    }
+    return a + b;
+}
+
+// One level k of the tree in shared memory (levels at or past WG, or below `low`, skipped).
+fn tree_level(li: u32, k: u32, low: u32, is_max: bool) {
+    if (k < WG && k >= low) {
+        if (li < k) {
+            wg_a[li] = tree_pair(wg_a[li], wg_a[li + k], is_max);
+        }
+        workgroupBarrier();
+    }
+}
+
+fn tree_reduce(v: f32, li: u32, is_max: bool) -> f32 {
+    wg_a[li] = v;
+    workgroupBarrier();
+    // The levels from SG up in shared memory, written out (wgpu bounds loops with a counter).
+    tree_level(li, 512u, SG, is_max);
+    tree_level(li, 256u, SG, is_max);
+    tree_level(li, 128u, SG, is_max);
+    tree_level(li, 64u, SG, is_max);
+    tree_level(li, 32u, SG, is_max);
+    tree_level(li, 16u, SG, is_max);
+    tree_level(li, 8u, SG, is_max);
+    tree_level(li, 4u, SG, is_max);
+    tree_level(li, 2u, SG, is_max);
+    tree_level(li, 1u, SG, is_max);
+    // The levels below SG in the first subgroup's registers: lane li meets li ^ k, which for
+    // li < k is the tree's li + k (the other lanes get the same bits, a + b being b + a).
+    var s = wg_a[li];
+    s = tree_shuffle(s, 16u, is_max);
+    s = tree_shuffle(s, 8u, is_max);
+    s = tree_shuffle(s, 4u, is_max);
+    s = tree_shuffle(s, 2u, is_max);
+    s = tree_shuffle(s, 1u, is_max);
+    // Only thread 0 reads wg_a[0] above, so its write needs no barrier before it.
+    if (li == 0u) {
+        wg_a[0] = s;
+    }
+    workgroupBarrier();
+    let r = wg_a[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn tree_shuffle(s: f32, k: u32, is_max: bool) -> f32 {
+    if (k < SG) {
+        return tree_pair(s, subgroupShuffleXor(s, k), is_max);
+    }
+    return s;
+}
