@@ -49,6 +49,9 @@ override WG: u32 = 64u;
 // 1 the rope prologue's work, 2 the key loads, 4 the value sums, 8 the rounded output, 16 the
 // trees.
 override ABLATE: u32 = 0u;
+// Threads that score a key together (a power of two up to the subgroup size; 1 without
+// subgroups: `key_sum`, prepended by the host, adds their parts).
+override KS: u32 = 1u;
 const MAX_HEAD_DIM: u32 = 512u;
 const GROUPS_PER_THREAD: u32 = 2u; // head_dim / 4 <= WG * GROUPS_PER_THREAD (checked by the host)
 
@@ -104,32 +107,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
 
-    for (var base = start; base < end; base += WG) {
-        let j = base + li;
+    let tk = WG / KS; // keys per tile: KS threads score a key together
+    for (var base = start; base < end; base += tk) {
+        let j = base + li / KS;
+        let kpart = li % KS;
         var s = -1.0e30;
+        var dot = 0.0;
         if (j < end) {
             let ko = (row0 + j) * kv_stride + kv_off;
-            // Eight loads in flight per trip (named sums; each trip waits for its loads).
+            // Eight loads in flight per trip (named sums; each trip waits for its loads); this
+            // thread's dimension groups kpart, kpart + KS, ...
             var d0 = vec4<f32>(0.0);
             var d1 = vec4<f32>(0.0);
             var d2 = vec4<f32>(0.0);
             var d3 = vec4<f32>(0.0);
-            var d = 0u;
+            var d = kpart;
             if ((ABLATE & 2u) != 0u) {
                 d = g4;
                 d0 = qs[li % g4] * f32(j);
             }
-            for (; d + 7u < g4; d += 8u) {
-                d0 += qs[d] * kc[ko + d] + qs[d + 4u] * kc[ko + d + 4u];
-                d1 += qs[d + 1u] * kc[ko + d + 1u] + qs[d + 5u] * kc[ko + d + 5u];
-                d2 += qs[d + 2u] * kc[ko + d + 2u] + qs[d + 6u] * kc[ko + d + 6u];
-                d3 += qs[d + 3u] * kc[ko + d + 3u] + qs[d + 7u] * kc[ko + d + 7u];
+            for (; d + 7u * KS < g4; d += 8u * KS) {
+                d0 += qs[d] * kc[ko + d] + qs[d + 4u * KS] * kc[ko + d + 4u * KS];
+                d1 += qs[d + KS] * kc[ko + d + KS] + qs[d + 5u * KS] * kc[ko + d + 5u * KS];
+                d2 += qs[d + 2u * KS] * kc[ko + d + 2u * KS] + qs[d + 6u * KS] * kc[ko + d + 6u * KS];
+                d3 += qs[d + 3u * KS] * kc[ko + d + 3u * KS] + qs[d + 7u * KS] * kc[ko + d + 7u * KS];
             }
-            for (; d < g4; d++) {
+            for (; d < g4; d += KS) {
                 d0 += qs[d] * kc[ko + d];
             }
             let sv = (d0 + d1) + (d2 + d3);
-            s = (sv.x + sv.y) + (sv.z + sv.w);
+            dot = (sv.x + sv.y) + (sv.z + sv.w);
+        }
+        // The key's KS parts added (every thread takes part: shuffles).
+        dot = key_sum(dot);
+        if (j < end) {
+            s = dot;
             if (p.softcap > 0.0) {
                 s = p.softcap * tanh(s / p.softcap);
             }
@@ -138,12 +150,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         if ((ABLATE & 16u) == 0u) {
             m_new = max(m, tree_max(s, li));
         }
+        // One thread of each key weighs it (ps is read after the tree's barriers).
         var pj = 0.0;
-        if (j < end) {
+        if (j < end && kpart == 0u) {
             pj = exp(s - m_new);
         }
-        // ps is read after the tree's barriers.
-        ps[li] = pj;
+        if (kpart == 0u) {
+            ps[li / KS] = pj;
+        }
         var tile_sum = pj;
         if ((ABLATE & 16u) == 0u) {
             tile_sum = tree_sum(pj, li);
@@ -151,7 +165,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let corr = exp(m - m_new);
         l = l * corr + tile_sum;
         m = m_new;
-        let n_here = min(WG, end - base);
+        let n_here = min(tk, end - base);
         if (v_live && (ABLATE & 4u) == 0u) {
             acc0 = value_sum(acc0 * corr, g0, row0 + base, kv_stride, kv_off, kp, kp_count, n_here, g4);
             acc1 = value_sum(acc1 * corr, g0 + WG, row0 + base, kv_stride, kv_off, kp, kp_count, n_here, g4);

@@ -1011,10 +1011,11 @@ impl Op {
             ),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
             Op::Attention => format!(
-                "{step}\n{}\n{}\n{}\n{wg_reduce}",
+                "{step}\n{}\n{}\n{}\n{wg_reduce}\n{}",
                 include_str!("f16.wgsl"),
                 QUANT_CORE,
-                include_str!("attention.wgsl")
+                include_str!("attention.wgsl"),
+                key_sum(mode)
             ),
             Op::AttentionRope => {
                 // attention.wgsl with writable caches and its q load replaced by the prologue.
@@ -1024,14 +1025,15 @@ impl Op {
                 let begin = text.find("//Q_LOAD_BEGIN").unwrap_or(0);
                 let end = text.find("//Q_LOAD_END").map_or(0, |i| i + "//Q_LOAD_END".len());
                 format!(
-                    "{step}\n{}\n{}\n{}{}{}\n{}\n{}\n{wg_reduce}",
+                    "{step}\n{}\n{}\n{}{}{}\n{}\n{}\n{wg_reduce}\n{}",
                     include_str!("f16.wgsl"),
                     QUANT_CORE,
                     &text[..begin],
                     "rope_prologue(h, t, kvh, li);",
                     &text[end..],
                     include_str!("rope_common.wgsl"),
-                    include_str!("attention_rope.wgsl")
+                    include_str!("attention_rope.wgsl"),
+                    key_sum(mode)
                 )
             }
             Op::QuantizeAct { glu } => {
@@ -1147,6 +1149,18 @@ enum Cmd {
         dst_off: u64,
         size: u64,
     },
+}
+
+/// attention.wgsl's `key_sum`: the sum of a value over the KS threads of a key (aligned
+/// neighbours), by shuffles; without subgroups KS is 1 and it is the value.
+fn key_sum(mode: MatVecMode) -> &'static str {
+    if mode.subgroups {
+        "fn key_sum(v: f32) -> f32 {\n    var s = v;\n    if (KS > 1u) {\n        s += subgroupShuffleXor(s, 1u);\n    }\n    \
+         if (KS > 2u) {\n        s += subgroupShuffleXor(s, 2u);\n    }\n    if (KS > 4u) {\n        s += subgroupShuffleXor(s, 4u);\n    }\n    \
+         if (KS > 8u) {\n        s += subgroupShuffleXor(s, 8u);\n    }\n    if (KS > 16u) {\n        s += subgroupShuffleXor(s, 16u);\n    }\n    return s;\n}\n"
+    } else {
+        "fn key_sum(v: f32) -> f32 {\n    return v;\n}\n"
+    }
 }
 
 /// Threads per attention workgroup (one per head and token): [`ATTENTION_WG`], or for
@@ -1495,6 +1509,17 @@ impl GpuContext {
             && gemm_big_min_tokens() > 0
     }
 
+    /// Threads that score one key together in attention: 1, or with subgroups
+    /// `FERRO_GPU_ATTN_KS` (a power of two up to the subgroup size).
+    pub(crate) fn attention_key_threads(&self) -> u32 {
+        if !self.matvec.subgroups {
+            return 1;
+        }
+        env_u32("FERRO_GPU_ATTN_KS")
+            .filter(|k| k.is_power_of_two() && *k <= self.matvec.lanes)
+            .unwrap_or(1)
+    }
+
     /// Threads per attention workgroup.
     pub(crate) fn attention_threads(&self) -> u32 {
         self.workgroup_size(Op::Attention)
@@ -1825,6 +1850,7 @@ impl GpuContext {
         if matches!(op, Op::Attention | Op::AttentionRope) {
             // Measurement only: phases of attention left out (attention.wgsl's ABLATE).
             constants.push(("ABLATE", env_u32("FERRO_GPU_ATTN_ABLATE").unwrap_or(0) as f64));
+            constants.push(("KS", self.attention_key_threads() as f64));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
