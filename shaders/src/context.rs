@@ -713,10 +713,15 @@ pub(crate) enum Op {
     Softmax,
     Glu(Glu),
     Add,
-    Attention,
+    /// `ks` threads score each key together (attention.wgsl's KS).
+    Attention {
+        ks: u32,
+    },
     /// Attention of a decode step with rope_kv's work done first by each workgroup
     /// (attention_rope.wgsl).
-    AttentionRope,
+    AttentionRope {
+        ks: u32,
+    },
     /// Activation rounding (quantize_act.wgsl), with the gated activation applied first when
     /// `glu` is set.
     QuantizeAct {
@@ -821,8 +826,8 @@ impl Op {
             Op::Rope => &[Uniform, ReadWrite, Read],
             Op::Add => &[Uniform, ReadWrite, Read],
             Op::Glu(_) => &[Uniform, ReadWrite, ReadWrite],
-            Op::Attention => &[Uniform, Read, Read, Read, ReadWrite, ReadWrite],
-            Op::AttentionRope => &[
+            Op::Attention { .. } => &[Uniform, Read, Read, Read, ReadWrite, ReadWrite],
+            Op::AttentionRope { .. } => &[
                 Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Read, Read,
             ],
             Op::QuantizeAct { glu: None } => &[Uniform, Read, ReadWrite, ReadWrite],
@@ -857,8 +862,8 @@ impl Op {
             Op::Softmax => "softmax",
             Op::Glu(_) => "glu",
             Op::Add => "add",
-            Op::Attention => "attention",
-            Op::AttentionRope => "attention_rope",
+            Op::Attention { .. } => "attention",
+            Op::AttentionRope { .. } => "attention_rope",
             Op::QuantizeAct { glu: None } => "quantize",
             Op::QuantizeAct { glu: Some(_) } => "glu_quantize",
             Op::RopeKv => "rope_kv",
@@ -1010,14 +1015,14 @@ impl Op {
                 include_str!("glu.wgsl")
             ),
             Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
-            Op::Attention => format!(
+            Op::Attention { .. } => format!(
                 "{step}\n{}\n{}\n{}\n{wg_reduce}\n{}",
                 include_str!("f16.wgsl"),
                 QUANT_CORE,
                 include_str!("attention.wgsl"),
                 key_sum(mode)
             ),
-            Op::AttentionRope => {
+            Op::AttentionRope { .. } => {
                 // attention.wgsl with writable caches and its q load replaced by the prologue.
                 let text = include_str!("attention.wgsl")
                     .replace("var<storage, read> kc", "var<storage, read_write> kc")
@@ -1163,16 +1168,20 @@ fn key_sum(mode: MatVecMode) -> &'static str {
     }
 }
 
-/// Threads per attention workgroup (one per head and token): [`ATTENTION_WG`], or for
-/// measurement `FERRO_GPU_ATTN_WG` (64..=1024, a power of two).
-fn attention_wg() -> u32 {
+/// Threads per attention workgroup (one per head and token) whose keys take `ks` threads
+/// each: [`ATTENTION_TILE`] keys' worth, or for measurement `FERRO_GPU_ATTN_WG` (64..=1024, a
+/// power of two).
+fn attention_wg(ks: u32) -> u32 {
     env_u32("FERRO_GPU_ATTN_WG")
         .filter(|w| w.is_power_of_two() && (64..=1024).contains(w))
-        .unwrap_or(ATTENTION_WG)
+        .unwrap_or(ATTENTION_TILE * ks)
 }
 
-/// Threads per attention workgroup: keys per tile, so short contexts take one tile.
-pub const ATTENTION_WG: u32 = 128;
+/// Keys per attention tile, so that short contexts take one tile.
+pub const ATTENTION_TILE: u32 = 128;
+/// Head dimensions per thread of a key's score: heads of 128 take two threads a key, of 256
+/// four (H100, stop 25: 8B Q4_0 attention 21.3 -> 18.7 us, gemma3 27.2 -> 19.0).
+const ATTENTION_DIMS_PER_KEY_THREAD: u32 = 64;
 
 /// `FERRO_GPU_SKIP=kind,kind` (measurement only: results are wrong) leaves out the dispatches
 /// of those [`Op::kind`]s, to see what each kind costs a forward pass.
@@ -1509,20 +1518,35 @@ impl GpuContext {
             && gemm_big_min_tokens() > 0
     }
 
-    /// Threads that score one key together in attention: 1, or with subgroups
-    /// `FERRO_GPU_ATTN_KS` (a power of two up to the subgroup size).
-    pub(crate) fn attention_key_threads(&self) -> u32 {
+    /// Threads that score one key together in attention of heads of `head_dim`: with
+    /// subgroups one per [`ATTENTION_DIMS_PER_KEY_THREAD`] dimensions (a power of two, up to
+    /// the subgroup size and as many as a workgroup of [`ATTENTION_TILE`] keys can hold), or
+    /// for measurement `FERRO_GPU_ATTN_KS`; without subgroups 1.
+    pub(crate) fn attention_key_threads(&self, head_dim: u32) -> u32 {
         if !self.matvec.subgroups {
             return 1;
         }
-        env_u32("FERRO_GPU_ATTN_KS")
-            .filter(|k| k.is_power_of_two() && *k <= self.matvec.lanes)
-            .unwrap_or(1)
+        let fit = (self.norm_wg() / ATTENTION_TILE).max(1);
+        let ks = env_u32("FERRO_GPU_ATTN_KS")
+            .filter(|k| k.is_power_of_two())
+            .unwrap_or_else(|| (head_dim / ATTENTION_DIMS_PER_KEY_THREAD).max(1).next_power_of_two());
+        ks.min(self.matvec.lanes).min(fit)
     }
 
-    /// Threads per attention workgroup.
-    pub(crate) fn attention_threads(&self) -> u32 {
-        self.workgroup_size(Op::Attention)
+    /// Attention's op for heads of `head_dim` (with `rope`: a decode step's, rope_kv's work
+    /// first).
+    pub(crate) fn attention_op(&self, head_dim: u32, rope: bool) -> Op {
+        let ks = self.attention_key_threads(head_dim);
+        if rope {
+            Op::AttentionRope { ks }
+        } else {
+            Op::Attention { ks }
+        }
+    }
+
+    /// Threads per attention workgroup for heads of `head_dim`.
+    pub(crate) fn attention_threads(&self, head_dim: u32) -> u32 {
+        self.workgroup_size(self.attention_op(head_dim, false))
     }
 
     /// Threads per workgroup of `op`: [`WG`]; the matvec's own size; for rms_norm as many as
@@ -1534,7 +1558,7 @@ impl GpuContext {
             Op::Gemm { .. } => 256,
             // 16 threads along the rows, the rest along the tokens.
             Op::GemmQ { toks, .. } => 16 * toks / gemmq_thread_toks(toks),
-            Op::Attention | Op::AttentionRope => attention_wg(),
+            Op::Attention { ks } | Op::AttentionRope { ks } => attention_wg(ks),
             Op::RmsNorm(_) | Op::NormQuant => self.norm_wg(),
             _ => WG,
         }
@@ -1847,10 +1871,10 @@ impl GpuContext {
         let source = op.source(self.matvec)?;
         let (layout, pl) = self.layouts(op.slots());
         let mut constants = vec![("WG", self.workgroup_size(op) as f64)];
-        if matches!(op, Op::Attention | Op::AttentionRope) {
+        if let Op::Attention { ks } | Op::AttentionRope { ks } = op {
             // Measurement only: phases of attention left out (attention.wgsl's ABLATE).
             constants.push(("ABLATE", env_u32("FERRO_GPU_ATTN_ABLATE").unwrap_or(0) as f64));
-            constants.push(("KS", self.attention_key_threads() as f64));
+            constants.push(("KS", ks as f64));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {

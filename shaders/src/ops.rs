@@ -945,7 +945,8 @@ impl GpuContext {
         let q_buf = packed.map_or(&self.dummy as &dyn AsBinding, |pa| &pa.t as &dyn AsBinding);
         let grid = Grid::Attention { n_head: a.n_head };
         let Some(r) = rope else {
-            return self.prepare(Op::Attention, &params, &[q, k_cache, v_cache, out, q_buf], grid);
+            let op = self.attention_op(a.head_dim, false);
+            return self.prepare(op, &params, &[q, k_cache, v_cache, out, q_buf], grid);
         };
         check_rope(r.rope, r.factors)?;
         let kv = (a.n_kv_head * a.head_dim) as usize;
@@ -981,7 +982,7 @@ impl GpuContext {
         let factors = r.factors.unwrap_or(r.k);
         let (qn, kn) = r.qk_norm.map_or((r.k, r.k), |(qn, kn, _)| (qn, kn));
         self.prepare(
-            Op::AttentionRope,
+            self.attention_op(a.head_dim, true),
             &params,
             &[
                 q,
@@ -1010,7 +1011,7 @@ impl GpuContext {
     /// group of four per thread.
     pub(crate) fn attention_rounds(&self, q: ActQuant, head_dim: u32) -> bool {
         match q.mode_block() {
-            Some((0 | 1, block)) => head_dim.is_multiple_of(block) && head_dim / 4 <= self.attention_threads(),
+            Some((0 | 1, block)) => head_dim.is_multiple_of(block) && head_dim / 4 <= self.attention_threads(head_dim),
             _ => false,
         }
     }
