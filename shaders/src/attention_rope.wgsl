@@ -13,45 +13,38 @@
 @group(0) @binding(9) var<storage, read> q_norm: array<f32>; // [head_dim], with p.qk_norm
 @group(0) @binding(10) var<storage, read> k_norm: array<f32>;
 
-// With p.qk_norm, 1 / sqrt(mean(v^2) + eps) of the query head at qb and of the key head at kb
-// (rms_norm.wgsl's scale; these sums run over this workgroup's threads), else 1.
-fn q_scale(qb: u32, li: u32) -> f32 {
+// With p.qk_norm, 1 / sqrt(mean(v^2) + eps) of the head at `base` of q (of_q) or of kin
+// (rms_norm.wgsl's scale; this sum runs over this workgroup's threads), else 1.
+fn head_scale(base: u32, li: u32, of_q: bool) -> f32 {
     if (p.qk_norm == 0u) {
         return 1.0;
     }
     var s = 0.0;
     for (var d = li; d < p.head_dim; d += WG) {
-        let v = q[qb + d];
+        let v = head_in(base + d, of_q);
         s += v * v;
     }
     return inverseSqrt(tree_sum(s, li) / f32(p.head_dim) + p.eps);
 }
 
-fn k_scale(kb: u32, li: u32) -> f32 {
-    if (p.qk_norm == 0u) {
-        return 1.0;
+fn head_in(i: u32, of_q: bool) -> f32 {
+    if (of_q) {
+        return q[i];
     }
-    var s = 0.0;
-    for (var d = li; d < p.head_dim; d += WG) {
-        let v = kin[kb + d];
-        s += v * v;
-    }
-    return inverseSqrt(tree_sum(s, li) / f32(p.head_dim) + p.eps);
+    return kin[i];
 }
 
-// Element d of the query head at qb normed (x * scale * w, as rms_norm.wgsl) or as it is.
-fn q_at(qb: u32, d: u32, sc: f32) -> f32 {
+// Element d of the head at `base` of q or kin, normed with scale sc (x * sc * w, as
+// rms_norm.wgsl) when p.qk_norm, else as it is.
+fn head_at(base: u32, d: u32, sc: f32, of_q: bool) -> f32 {
+    let x = head_in(base + d, of_q);
     if (p.qk_norm == 0u) {
-        return q[qb + d];
+        return x;
     }
-    return q[qb + d] * sc * q_norm[d];
-}
-
-fn k_at(kb: u32, d: u32, sc: f32) -> f32 {
-    if (p.qk_norm == 0u) {
-        return kin[kb + d];
+    if (of_q) {
+        return x * sc * q_norm[d];
     }
-    return kin[kb + d] * sc * k_norm[d];
+    return x * sc * k_norm[d];
 }
 
 fn cache_value(x: f32) -> f32 {
@@ -77,8 +70,8 @@ fn rope_prologue(h: u32, t: u32, kvh: u32, li: u32) {
     let qb = (t * p.n_head + h) * hd;
     let kv = p.n_kv_head * hd;
     let kb = t * kv + kvh * hd;
-    let qsc = q_scale(qb, li);
-    let ksc = k_scale(kb, li);
+    let qsc = head_scale(qb, li, true);
+    let ksc = head_scale(kb, li, false);
     if ((ABLATE & 1u) != 0u) {
         for (var d = li; d < hd; d += WG) {
             set_q(d, q[qb + d]);
@@ -90,26 +83,26 @@ fn rope_prologue(h: u32, t: u32, kvh: u32, li: u32) {
     for (var i = li; i < hd / 2u; i += WG) {
         if (i < hh) {
             let at = rope_pair(qb, i);
-            let x = rotate(vec2<f32>(q_at(qb, at.x - qb, qsc), q_at(qb, at.y - qb, qsc)), rope_cs(pos, i));
+            let x = rotate(vec2<f32>(head_at(qb, at.x - qb, qsc, true), head_at(qb, at.y - qb, qsc, true)), rope_cs(pos, i));
             set_q(at.x - qb, x.x);
             set_q(at.y - qb, x.y);
         } else {
             let d = p.n_rot + 2u * (i - hh);
-            set_q(d, q_at(qb, d, qsc));
-            set_q(d + 1u, q_at(qb, d + 1u, qsc));
+            set_q(d, head_at(qb, d, qsc, true));
+            set_q(d + 1u, head_at(qb, d + 1u, qsc, true));
         }
     }
     let c0 = (tok_row0(t) + pos) * kv + kvh * hd;
     for (var i = li; i < hd / 2u; i += WG) {
         if (i < hh) {
             let at = rope_pair(kb, i);
-            let x = rotate(vec2<f32>(k_at(kb, at.x - kb, ksc), k_at(kb, at.y - kb, ksc)), rope_cs(pos, i));
+            let x = rotate(vec2<f32>(head_at(kb, at.x - kb, ksc, false), head_at(kb, at.y - kb, ksc, false)), rope_cs(pos, i));
             set_k(c0 + at.x - kb, x.x);
             set_k(c0 + at.y - kb, x.y);
         } else {
             let d = p.n_rot + 2u * (i - hh);
-            set_k(c0 + d, k_at(kb, d, ksc));
-            set_k(c0 + d + 1u, k_at(kb, d + 1u, ksc));
+            set_k(c0 + d, head_at(kb, d, ksc, false));
+            set_k(c0 + d + 1u, head_at(kb, d + 1u, ksc, false));
         }
         set_v(c0 + 2u * i, vin[kb + 2u * i]);
         set_v(c0 + 2u * i + 1u, vin[kb + 2u * i + 1u]);

@@ -890,12 +890,17 @@ impl Op {
     fn source(self, mode: MatVecMode) -> Result<String> {
         let wg_reduce = if mode.subgroups {
             format!(
-                "const SG: u32 = {}u;\n{}",
+                "const SG: u32 = {}u;\n{}\n{}",
                 mode.lanes,
-                include_str!("wg_reduce_subgroup.wgsl")
+                include_str!("wg_reduce_subgroup.wgsl"),
+                include_str!("wg_tree.wgsl")
             )
         } else {
-            include_str!("wg_reduce_shared.wgsl").to_string()
+            format!(
+                "{}\n{}",
+                include_str!("wg_reduce_shared.wgsl"),
+                include_str!("wg_tree.wgsl")
+            )
         };
         let step = include_str!("step.wgsl");
         let quant = |ty: GgmlType| quant_source(ty).ok_or(GpuError::UnsupportedType(ty.name()));

@@ -919,6 +919,7 @@ impl GpuContext {
         if let Some(pa) = packed {
             pa.check((a.n_head * a.head_dim) as usize, max_tok)?;
         }
+        let (mode, block) = rounded.and_then(|(q, _)| q.mode_block()).unwrap_or((0, 32));
         let params = AttnUniform {
             n_head: a.n_head,
             n_kv_head: a.n_kv_head,
@@ -927,8 +928,8 @@ impl GpuContext {
             scale: a.scale,
             softcap: a.softcap,
             quant: rounded.is_some() as u32,
-            block: rounded.and_then(|(q, _)| q.mode_block()).map_or(32, |(_, b)| b),
-            mode: rounded.and_then(|(q, _)| q.mode_block()).map_or(0, |(m, _)| m),
+            block,
+            mode,
             packed: packed.is_some() as u32,
             d_off: packed.map_or(0, |pa| pa.d_off),
             s_off: packed.map_or(0, |pa| pa.s_off),

@@ -1,0 +1,32 @@
+// Appended to wg_reduce_shared.wgsl and wg_reduce_subgroup.wgsl (each defines `tree_reduce`
+// and the wg_a array).
+
+// The sum (tree_sum) or the largest (tree_max) of v over the workgroup's WG threads, combined
+// in one fixed order: a tree whose level k = WG / 2, .., 2, 1 gives thread li < k the pair
+// (li, li + k). Every thread gets the result. wg_reduce_subgroup.wgsl's tree_reduce runs the
+// levels below SG as shuffles of the same pairs, so both give the same bits (the rms sums and
+// attention's softmax sums are rounded in this order).
+fn tree_sum(v: f32, li: u32) -> f32 {
+    return tree_reduce(v, li, false);
+}
+
+fn tree_max(v: f32, li: u32) -> f32 {
+    return tree_reduce(v, li, true);
+}
+
+fn tree_pair(a: f32, b: f32, is_max: bool) -> f32 {
+    if (is_max) {
+        return max(a, b);
+    }
+    return a + b;
+}
+
+// One level k of the tree in shared memory (levels at or past WG, or below `low`, skipped).
+fn tree_level(li: u32, k: u32, low: u32, is_max: bool) {
+    if (k < WG && k >= low) {
+        if (li < k) {
+            wg_a[li] = tree_pair(wg_a[li], wg_a[li + k], is_max);
+        }
+        workgroupBarrier();
+    }
+}
