@@ -384,6 +384,8 @@ pub struct GpuModel {
 const FUSE_LONG_K: usize = 1024;
 /// Products of short rows fuse up to this many rows.
 const FUSE_MAX_SHORT_ROWS: usize = 8192;
+/// Products whose input is rounded in the K-quants' blocks fuse up to this many rows.
+const FUSE_MAX_KQUANT_ROWS: usize = 1024;
 
 /// Which decode products of one token round their own input ([`GpuHparams::fuse_act`]).
 ///
@@ -391,13 +393,13 @@ const FUSE_MAX_SHORT_ROWS: usize = 8192;
 /// dispatch is paid back once per wave of workgroups. On an H100 (stop 24): a Llama-1B shape
 /// in Q4_0 decodes 8-10% faster with [`FuseAct::Blocks32`], the 8B shape in Q4_0 within
 /// noise; with K-quants the 1B shape was within noise and the 8B shape 4-8% slower, so those
-/// keep their rounding dispatches by default.
+/// keep their rounding dispatches by default except in products of few rows (stop 25).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FuseAct {
     /// None (`FERRO_GPU_FUSE=0`).
     Off,
-    /// Products whose input is rounded in blocks of 32 (Q4_0, Q4_1, Q5_0 and Q8_0 weights):
-    /// the default.
+    /// Products whose input is rounded in blocks of 32 (Q4_0, Q4_1, Q5_0 and Q8_0 weights),
+    /// and K-quant products of few rows, as [`FuseAct::allows`] says: the default.
     Blocks32,
     /// Also those rounded in the K-quants' blocks of 256 (`FERRO_GPU_FUSE=all`).
     All,
@@ -416,11 +418,17 @@ impl FuseAct {
     /// Whether a product of `w` whose input is rounded as `q` rounds it itself. Under
     /// [`FuseAct::Blocks32`] not where many workgroups would each stream little after their
     /// rounding: more than [`FUSE_MAX_SHORT_ROWS`] rows of fewer than [`FUSE_LONG_K`] (the
-    /// small models' output heads).
+    /// small models' output heads); and in the K-quants' blocks of 256 only up to
+    /// [`FUSE_MAX_KQUANT_ROWS`] rows (a few workgroups, such as gemma3-270m's 640-row down
+    /// projection: 10.0 us fused against 6.9 + 6.9 on an H100).
     fn allows(self, q: ActQuant, w: &GpuWeight) -> bool {
         match self {
             FuseAct::Off => false,
-            FuseAct::Blocks32 => q == ActQuant::Q8_0 && (w.k() >= FUSE_LONG_K || w.n_rows() <= FUSE_MAX_SHORT_ROWS),
+            FuseAct::Blocks32 => match q {
+                ActQuant::Q8_0 => w.k() >= FUSE_LONG_K || w.n_rows() <= FUSE_MAX_SHORT_ROWS,
+                ActQuant::Q8K => w.n_rows() <= FUSE_MAX_KQUANT_ROWS,
+                ActQuant::None | ActQuant::F16 => false,
+            },
             FuseAct::All => true,
         }
     }
