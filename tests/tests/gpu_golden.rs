@@ -107,15 +107,16 @@ fn smollm2_gpu_greedy_equals_cpu() {
     check("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf");
 }
 
-/// Known gap: on lavapipe the GPU parts from the CPU at step 10 of the third prompt with
-/// margins of 0.32 (CPU) and 0.74 (GPU); llama.cpp's margin there is 0.53 and the CPU (AVX2)
-/// follows it. The first two prompts agree (the second up to a CPU near tie at step 5). Both
-/// devices' logits differ by up to ~0.3 at position 0 and 1-3 later on either model (SmolLM2
-/// included: int8 roundings that fall the other way compound over the layers); gemma3 turns
-/// such differences into different greedy tokens sooner.
+/// Known gap: on lavapipe the GPU parts from the CPU on all three prompts at near ties (stop
+/// 25: steps 15, 5 and 8, top-2 margins CPU 0.075 / GPU 0.085, 0.067 / 0.150, 0.396 / 0.063),
+/// so only 28 of 81 tokens are compared, under the two thirds this test asks. Before stop 25
+/// (separate head-norm dispatches, one thread a key in attention) it parted at step 10 of the
+/// third prompt (0.32 / 0.74). Both devices' logits differ by up to ~0.3 at position 0 and 1-3
+/// later on either model (SmolLM2 included: int8 roundings that fall the other way compound
+/// over the layers); gemma3 turns such differences into different greedy tokens sooner.
 #[test]
-#[ignore = "known gap: gemma3 on lavapipe parts from the CPU at step 10 of the third prompt \
-            (margins 0.32 / 0.74); run with --ignored"]
+#[ignore = "known gap: gemma3 on lavapipe parts from the CPU at near ties on all three prompts \
+            (steps 15, 5, 8), too early for the two-thirds rule; run with --ignored"]
 fn gemma3_gpu_greedy_equals_cpu() {
     check("gemma3-270m", "gemma-3-270m-q4_k_m.gguf");
 }
