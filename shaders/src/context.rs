@@ -1184,6 +1184,9 @@ fn attention_wg(ks: u32) -> u32 {
 
 /// Keys per attention tile, so that short contexts take one tile.
 pub const ATTENTION_TILE: u32 = 128;
+/// The most threads an attention workgroup gets from its key threads (at 512 its workgroup
+/// arrays take ~16 KB).
+const ATTENTION_MAX_WG: u32 = 512;
 /// Head dimensions per thread of a key's score: heads of 128 take two threads a key, of 256
 /// four (H100, stop 25: 8B Q4_0 attention 21.3 -> 18.7 us, gemma3 27.2 -> 19.0).
 const ATTENTION_DIMS_PER_KEY_THREAD: u32 = 64;
@@ -1525,13 +1528,15 @@ impl GpuContext {
 
     /// Threads that score one key together in attention of heads of `head_dim`: with
     /// subgroups one per [`ATTENTION_DIMS_PER_KEY_THREAD`] dimensions (a power of two, up to
-    /// the subgroup size and as many as a workgroup of [`ATTENTION_TILE`] keys can hold), or
+    /// the subgroup size, and with [`ATTENTION_TILE`] keys at most [`ATTENTION_MAX_WG`]
+    /// threads), or
     /// for measurement `FERRO_GPU_ATTN_KS`; without subgroups 1.
     pub(crate) fn attention_key_threads(&self, head_dim: u32) -> u32 {
         if !self.matvec.subgroups {
             return 1;
         }
-        let fit = (self.norm_wg() / ATTENTION_TILE).max(1);
+        // Workgroups of at most ATTENTION_MAX_WG threads (their workgroup arrays grow with it).
+        let fit = (self.norm_wg().min(ATTENTION_MAX_WG) / ATTENTION_TILE).max(1);
         let ks = env_u32("FERRO_GPU_ATTN_KS")
             .filter(|k| k.is_power_of_two())
             .unwrap_or_else(|| (head_dim / ATTENTION_DIMS_PER_KEY_THREAD).max(1).next_power_of_two());
