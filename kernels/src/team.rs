@@ -318,6 +318,8 @@ mod tests {
                         continue;
                     };
                     checked += 1;
+                    // The range that item i belongs to.
+                    let owner = |i: usize| (0..T).find(|&k| (k * n / T..(k + 1) * n / T).contains(&i));
                     for k in 0..T {
                         let range = k * n / T..(k + 1) * n / T;
                         let mine: Vec<usize> = order.iter().filter(|o| o.0 == k).map(|o| o.1).collect();
@@ -326,9 +328,7 @@ mod tests {
                         let stolen = &mine[own..];
                         // Steals from one range are consecutive, descending.
                         let ok = stolen.iter().all(|i| !range.contains(i))
-                            && stolen
-                                .windows(2)
-                                .all(|w| w[1] < w[0] || (w[1] * T / n) != (w[0] * T / n));
+                            && stolen.windows(2).all(|w| w[1] < w[0] || owner(w[1]) != owner(w[0]));
                         assert!(ok, "n {n}, thread {k}: {mine:?}");
                     }
                 }
