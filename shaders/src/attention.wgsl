@@ -9,10 +9,11 @@
 // Query t (position pos = tok_pos(t), step.wgsl) of head h reads kv head h / (n_head /
 // n_kv_head) and the keys j of its sequence with j <= pos and, when window > 0, pos - j <
 // window (llama.cpp's causal + SWA mask).
-// One workgroup per (head, token) runs an online softmax (as flash attention) over tiles of WG
-// keys: each thread scores one key (16-byte loads, four partial sums), the tile's max and sum
-// come from wg_reduce_*.wgsl's trees, and for the values each thread takes four dimensions and
-// every KP-th key of the tile (KP = WG / (head_dim / 4) key parts), the parts added at the end.
+// One workgroup per (head, token) runs an online softmax (as flash attention) over tiles of
+// WG / KS keys: KS neighbouring threads score a key (16-byte loads, four partial sums each,
+// added by `key_sum`), the tile's max and sum come from wg_reduce_*.wgsl's trees, and for the
+// values each thread takes four dimensions and every KP-th key of the tile (KP = WG /
+// (head_dim / 4) key parts), the parts added at the end.
 // head_dim is a multiple of 4 (checked by the host).
 
 struct Params {

@@ -1161,13 +1161,11 @@ enum Cmd {
     },
 }
 
-/// attention.wgsl's `key_sum`: the sum of a value over the KS threads of a key (aligned
-/// neighbours), by shuffles; without subgroups KS is 1 and it is the value.
+/// attention.wgsl's `key_sum`: the sum of a value over the KS threads of a key
+/// (attention_key_sum.wgsl, by shuffles); without subgroups KS is 1 and it is the value.
 fn key_sum(mode: MatVecMode) -> &'static str {
     if mode.subgroups {
-        "fn key_sum(v: f32) -> f32 {\n    var s = v;\n    if (KS > 1u) {\n        s += subgroupShuffleXor(s, 1u);\n    }\n    \
-         if (KS > 2u) {\n        s += subgroupShuffleXor(s, 2u);\n    }\n    if (KS > 4u) {\n        s += subgroupShuffleXor(s, 4u);\n    }\n    \
-         if (KS > 8u) {\n        s += subgroupShuffleXor(s, 8u);\n    }\n    if (KS > 16u) {\n        s += subgroupShuffleXor(s, 16u);\n    }\n    return s;\n}\n"
+        include_str!("attention_key_sum.wgsl")
     } else {
         "fn key_sum(v: f32) -> f32 {\n    return v;\n}\n"
     }
@@ -1529,8 +1527,7 @@ impl GpuContext {
     /// Threads that score one key together in attention of heads of `head_dim`: with
     /// subgroups one per [`ATTENTION_DIMS_PER_KEY_THREAD`] dimensions (a power of two, up to
     /// the subgroup size, and with [`ATTENTION_TILE`] keys at most [`ATTENTION_MAX_WG`]
-    /// threads), or
-    /// for measurement `FERRO_GPU_ATTN_KS`; without subgroups 1.
+    /// threads), or for measurement `FERRO_GPU_ATTN_KS`; without subgroups 1.
     pub(crate) fn attention_key_threads(&self, head_dim: u32) -> u32 {
         if !self.matvec.subgroups {
             return 1;

@@ -40,17 +40,7 @@ fn quad_sum(s: i32, li: u32) -> i32 {
 fn tree_reduce(v: f32, li: u32, is_max: bool) -> f32 {
     wg_a[li] = v;
     workgroupBarrier();
-    // Written out, not a loop (wgpu bounds loops with a counter).
-    tree_level(li, 512u, 1u, is_max);
-    tree_level(li, 256u, 1u, is_max);
-    tree_level(li, 128u, 1u, is_max);
-    tree_level(li, 64u, 1u, is_max);
-    tree_level(li, 32u, 1u, is_max);
-    tree_level(li, 16u, 1u, is_max);
-    tree_level(li, 8u, 1u, is_max);
-    tree_level(li, 4u, 1u, is_max);
-    tree_level(li, 2u, 1u, is_max);
-    tree_level(li, 1u, 1u, is_max);
+    tree_levels(li, 1u, is_max);
     let r = wg_a[0];
     workgroupBarrier();
     return r;

@@ -61,17 +61,8 @@ fn quad_sum(s: i32, li: u32) -> i32 {
 fn tree_reduce(v: f32, li: u32, is_max: bool) -> f32 {
     wg_a[li] = v;
     workgroupBarrier();
-    // The levels from SG up in shared memory, written out (wgpu bounds loops with a counter).
-    tree_level(li, 512u, SG, is_max);
-    tree_level(li, 256u, SG, is_max);
-    tree_level(li, 128u, SG, is_max);
-    tree_level(li, 64u, SG, is_max);
-    tree_level(li, 32u, SG, is_max);
-    tree_level(li, 16u, SG, is_max);
-    tree_level(li, 8u, SG, is_max);
-    tree_level(li, 4u, SG, is_max);
-    tree_level(li, 2u, SG, is_max);
-    tree_level(li, 1u, SG, is_max);
+    // The levels from SG up in shared memory.
+    tree_levels(li, SG, is_max);
     // The levels below SG in the first subgroup's registers: lane li meets li ^ k, which for
     // li < k is the tree's li + k (the other lanes get the same bits, a + b being b + a).
     var s = wg_a[li];

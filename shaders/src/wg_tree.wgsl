@@ -1,5 +1,5 @@
-// Appended to wg_reduce_shared.wgsl and wg_reduce_subgroup.wgsl (each defines `tree_reduce`
-// and the wg_a array).
+// Appended to wg_reduce_shared.wgsl and wg_reduce_subgroup.wgsl (each defines `tree_reduce`,
+// from tree_levels, and the wg_a array).
 
 // The sum (tree_sum) or the largest (tree_max) of v over the workgroup's WG threads, combined
 // in one fixed order: a tree whose level k = WG / 2, .., 2, 1 gives thread li < k the pair
@@ -29,4 +29,19 @@ fn tree_level(li: u32, k: u32, low: u32, is_max: bool) {
         }
         workgroupBarrier();
     }
+}
+
+// The levels k = WG / 2 .. low of the tree in shared memory, written out (wgpu bounds loops
+// with a counter).
+fn tree_levels(li: u32, low: u32, is_max: bool) {
+    tree_level(li, 512u, low, is_max);
+    tree_level(li, 256u, low, is_max);
+    tree_level(li, 128u, low, is_max);
+    tree_level(li, 64u, low, is_max);
+    tree_level(li, 32u, low, is_max);
+    tree_level(li, 16u, low, is_max);
+    tree_level(li, 8u, low, is_max);
+    tree_level(li, 4u, low, is_max);
+    tree_level(li, 2u, low, is_max);
+    tree_level(li, 1u, low, is_max);
 }

@@ -365,7 +365,8 @@ fn check_fused_same_bits(gemma: bool) {
     let m = synthetic(&hp, gemma, &mut rng);
     let tokens: Vec<u32> = (0..8).map(|i| (i * 53 + 7) % 300).collect();
     let mut runs = Vec::new();
-    // Every rounding (by default the K-quants' 256-blocks keep their dispatches).
+    // Every rounding (by default most products rounded in the K-quants' 256-blocks keep their
+    // dispatches).
     for fuse in [FuseAct::Off, FuseAct::All] {
         hp.fuse_act = fuse;
         let mut model = build(ctx.clone(), &hp, &m);
