@@ -18,6 +18,32 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
+/// A matrix as the engine keeps it: repacked where the table packs its type, else the GGUF
+/// blocks (the words and their byte count).
+enum Matrix {
+    Packed(PackedMatrix),
+    Plain(Vec<u64>, GgmlType, usize, usize, usize),
+}
+
+impl Matrix {
+    fn bytes(&self) -> usize {
+        match self {
+            Matrix::Packed(p) => p.bytes().len(),
+            Matrix::Plain(_, _, _, _, n) => *n,
+        }
+    }
+
+    fn matvec(&self, t: &KernelTable, x: &[f32], y: &mut [f32]) {
+        match self {
+            Matrix::Packed(p) => t.matmul_packed(p, &x[..p.cols], 1, &mut y[..p.rows]),
+            Matrix::Plain(words, ty, r, c, n) => {
+                let w = WeightMatrix::new(*ty, *r, *c, &bytemuck::cast_slice::<u64, u8>(words)[..*n]).unwrap();
+                t.matvec(&w, &x[..*c], &mut y[..*r])
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
     let (reps, layers) = (args.first().copied().unwrap_or(5), args.get(1).copied().unwrap_or(8));
@@ -48,13 +74,17 @@ fn main() {
             for &(r, c) in &shapes {
                 let (words, n) = matrix(ty, r, c);
                 let w = WeightMatrix::new(ty, r, c, &bytemuck::cast_slice::<u64, u8>(&words)[..n]).unwrap();
-                ps.push(PackedMatrix::pack(t, &w).unwrap_or_else(|| panic!("{} does not pack {ty}", t.name)));
+                ps.push(match PackedMatrix::pack(t, &w) {
+                    Some(p) => Matrix::Packed(p),
+                    None => Matrix::Plain(words, ty, r, c, n),
+                });
             }
         }
-        let total: usize = ps.iter().map(|p| p.bytes().len()).sum();
+        let total: usize = ps.iter().map(Matrix::bytes).sum();
         eprintln!(
-            "{ty}: {} matrices, {:.0} MB, {} table",
+            "{ty}: {} matrices ({} packed), {:.0} MB, {} table",
             ps.len(),
+            ps.iter().filter(|p| matches!(p, Matrix::Packed(_))).count(),
             total as f64 / 1e6,
             t.name
         );
@@ -73,7 +103,7 @@ fn main() {
                 for _ in 0..iters {
                     let s = Instant::now();
                     for p in ps {
-                        t.matmul_packed(p, &x[..p.cols], 1, &mut y[..p.rows]);
+                        p.matvec(t, &x, &mut y);
                     }
                     best = best.min(s.elapsed().as_secs_f64());
                 }

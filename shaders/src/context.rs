@@ -660,6 +660,8 @@ pub enum NormMode {
     InPlace,
     /// `y += norm(x) * w`
     Add,
+    /// `y = r + norm(x) * w` (`Add`'s bits, from a residual `r` in another buffer)
+    AddTo,
 }
 
 /// Gated activation of glu.wgsl.
@@ -737,6 +739,10 @@ pub(crate) enum Op {
 pub(crate) enum Prologue {
     /// rms_norm(x) * aux, as norm_quant.wgsl.
     Norm,
+    /// rms_norm(h) * aux of h = x + rms_norm(d) * pw (bindings 6 and 7: a post-norm's output
+    /// and weights, added as rms_norm.wgsl's `main_add` adds them), h also written to binding 8
+    /// by each dispatch's first workgroup: a block's post-norm folded into the next products.
+    AddNorm,
     /// x as it is, as quantize_act.wgsl.
     Round,
     /// act(x) * aux, as quantize_act.wgsl's gated variant.
@@ -748,11 +754,29 @@ const QUANT_CORE: &str = concat!(include_str!("quant_round.wgsl"), "\n", include
 
 /// act_fused.wgsl's `prologue(li)` for rows of `k` values in workgroups of `wg` threads, written
 /// out per trip of 4·wg values so that every load is in flight at once (a loop would wait for
-/// each trip's): the input (and with `norm` the norm weights), with `norm` the scale
+/// each trip's): the input (and with a norm the norm weights), with a norm the scale
 /// (rms_common.wgsl's `row_scale`, as norm_quant.wgsl), then each trip's rounding.
-fn fused_prologue(k: u32, wg: u32, norm: bool) -> String {
+/// [`Prologue::AddNorm`] first forms its input h = x + rms_norm(dlt) * pw in workgroup memory
+/// (`hs`, one value a thread a trip as rms_norm.wgsl's `main_add`, which `row_scale_d` sums as
+/// it does) and, in the dispatch's first workgroup (`first`), in `rout`.
+fn fused_prologue(k: u32, wg: u32, pro: Prologue) -> String {
+    let norm = matches!(pro, Prologue::Norm | Prologue::AddNorm);
+    let mut s = String::new();
+    if pro == Prologue::AddNorm {
+        s += "fn prologue(li: u32, first: bool) {\n    let sd = row_scale_d(0u, p.k, li);\n";
+        for t in 0..k.div_ceil(wg) {
+            s += &format!(
+                "    let i{t} = {}u + li;\n    if (i{t} < p.k) {{\n        \
+                 let h = x[i{t}] + dlt[i{t}] * sd * pw[i{t}];\n        hs[i{t}] = h;\n        \
+                 if (first) {{\n            rout[i{t}] = h;\n        }}\n    }}\n",
+                wg * t
+            );
+        }
+        s += "    workgroupBarrier();\n";
+    } else {
+        s += "fn prologue(li: u32) {\n";
+    }
     let trips = k.div_ceil(4 * wg);
-    let mut s = String::from("fn prologue(li: u32) {\n");
     for t in 0..trips {
         s += &format!(
             "    let g{t} = {}u + 4u * li;\n    let l{t} = g{t} < p.k;\n    \
@@ -784,6 +808,26 @@ fn fused_prologue(k: u32, wg: u32, norm: bool) -> String {
         );
     }
     s + "    workgroupBarrier();\n}\n"
+}
+
+/// [`Prologue::AddNorm`]'s declarations beside act_fused.wgsl's (`hs` holds the row of `k`
+/// values) and its two row scales: rms_common.wgsl's `row_scale` over the post-norm's input
+/// (`row_scale_d`) and over `hs` (`row_scale`, the next norm's), the same sums in the same
+/// order as rms_norm.wgsl's and norm_quant.wgsl's over their global inputs.
+fn add_norm_source(k: u32) -> String {
+    let rms = include_str!("rms_common.wgsl");
+    let over = |array: &str| rms.replace("x[base + ", &format!("{array}[base + "));
+    format!(
+        "@group(0) @binding(6) var<storage, read> dlt: array<f32>;\n\
+         @group(0) @binding(7) var<storage, read> pw: array<f32>;\n\
+         @group(0) @binding(8) var<storage, read_write> rout: array<f32>;\n\
+         var<workgroup> hs: array<f32, {k}>;\n\
+         fn load4(g: u32) -> vec4<f32> {{\n    return vec4<f32>(hs[g], hs[g + 1u], hs[g + 2u], hs[g + 3u]);\n}}\n\
+         fn aux4(g: u32) -> vec4<f32> {{\n    \
+         return vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u]);\n}}\n{}\n{}",
+        over("dlt").replace("fn row_scale(", "fn row_scale_d("),
+        over("hs")
+    )
 }
 
 /// glu_common.wgsl with `act` and `load4(g)`: act(x[g..g + 3]) * up[g..g + 3] (the gated input
@@ -820,7 +864,12 @@ impl Op {
         use Slot::*;
         match self {
             Op::Matmul { .. } | Op::Gemm { .. } | Op::GetRows { .. } => &[Uniform, Read, Read, ReadWrite],
+            Op::MatVec {
+                pro: Some(Prologue::AddNorm),
+                ..
+            } => &[Uniform, Read, Read, ReadWrite, Read, Read, Read, Read, ReadWrite],
             Op::MatVec { .. } | Op::GemmQ { .. } => &[Uniform, Read, Read, ReadWrite, Read, Read],
+            Op::RmsNorm(NormMode::AddTo) => &[Uniform, ReadWrite, Read, ReadWrite, Read],
             Op::RmsNorm(_) => &[Uniform, ReadWrite, Read, ReadWrite],
             Op::Softmax => &[Uniform, ReadWrite],
             Op::Rope => &[Uniform, ReadWrite, Read],
@@ -849,6 +898,10 @@ impl Op {
                 ..
             } => "matvec_norm",
             Op::MatVec {
+                pro: Some(Prologue::AddNorm),
+                ..
+            } => "matvec_addnorm",
+            Op::MatVec {
                 pro: Some(Prologue::Round),
                 ..
             } => "matvec_round",
@@ -876,6 +929,7 @@ impl Op {
             Op::RmsNorm(NormMode::Out) => "main",
             Op::RmsNorm(NormMode::InPlace) => "main_inplace",
             Op::RmsNorm(NormMode::Add) => "main_add",
+            Op::RmsNorm(NormMode::AddTo) => "main_add_to",
             Op::Glu(Glu::SwiGlu) => "swiglu",
             Op::Glu(Glu::GeGlu) => "geglu",
             Op::Gemm {
@@ -932,28 +986,38 @@ impl Op {
                         main.replace("//PROLOGUE", ""),
                     ),
                     Some(pro) => {
-                        let load = match pro {
-                            Prologue::Norm | Prologue::Round => "fn load4(g: u32) -> vec4<f32> {\n    \
+                        // The input's loads and the row scale(s).
+                        let (load, rms) = match pro {
+                            Prologue::Norm | Prologue::Round => (
+                                "fn load4(g: u32) -> vec4<f32> {\n    \
                                  return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}\n\
                                  fn aux4(g: u32) -> vec4<f32> {\n    \
                                  return vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u]);\n}"
-                                .to_string(),
-                            Prologue::Gated(kind) => gated_load(kind, "aux"),
-                        };
-                        (
-                            format!(
-                                "const XS_VEC4: u32 = {}u;\n{}\n{load}\n{}\n{}\n{}\n{wg_reduce}",
-                                fused_act_vec4s(k),
-                                include_str!("act_fused.wgsl"),
-                                fused_prologue(k, mode.norm_wg, pro == Prologue::Norm),
-                                include_str!("quant_round.wgsl"),
+                                    .to_string(),
                                 if pro == Prologue::Norm {
                                     include_str!("rms_common.wgsl")
                                 } else {
                                     ""
-                                },
+                                }
+                                .to_string(),
                             ),
-                            main.replace("//PROLOGUE", "    prologue(li);"),
+                            Prologue::AddNorm => (add_norm_source(k), String::new()),
+                            Prologue::Gated(kind) => (gated_load(kind, "aux"), String::new()),
+                        };
+                        let call = if pro == Prologue::AddNorm {
+                            "    prologue(li, wid.x + wid.y * nwg.x == 0u);"
+                        } else {
+                            "    prologue(li);"
+                        };
+                        (
+                            format!(
+                                "const XS_VEC4: u32 = {}u;\n{}\n{load}\n{}\n{}\n{rms}\n{wg_reduce}",
+                                fused_act_vec4s(k),
+                                include_str!("act_fused.wgsl"),
+                                fused_prologue(k, mode.norm_wg, pro),
+                                include_str!("quant_round.wgsl"),
+                            ),
+                            main.replace("//PROLOGUE", call),
                         )
                     }
                 };
@@ -1578,12 +1642,19 @@ impl GpuContext {
 
     /// Whether a decode product over rows of `k` values can round its own input in blocks of
     /// `block` (act_fused.wgsl): whole blocks, and its workgroup arrays fit the adapter's
-    /// workgroup memory.
-    pub(crate) fn fits_fused_act(&self, k: u32, block: u32) -> bool {
+    /// workgroup memory ([`Prologue::AddNorm`]: with its row of f32 and its eight storage
+    /// buffers).
+    pub(crate) fn fits_fused_act(&self, k: u32, block: u32, pro: Prologue) -> bool {
         // The input's quants, the rms sums, the group maxima (and without subgroups their
         // integer sums and the row sums).
         let arrays = if self.matvec.subgroups { 3 } else { 5 };
-        let bytes = 16 * fused_act_vec4s(k) + 4 * arrays * self.norm_wg();
+        let mut bytes = 16 * fused_act_vec4s(k) + 4 * arrays * self.norm_wg();
+        if pro == Prologue::AddNorm {
+            if self.limits.max_storage_buffers_per_shader_stage < 8 {
+                return false;
+            }
+            bytes += 4 * k;
+        }
         k.is_multiple_of(block) && bytes <= self.limits.max_compute_workgroup_storage_size
     }
 

@@ -32,7 +32,7 @@ use crate::context::{
     MAX_STEP_TOKENS,
 };
 use crate::error::{GpuError, Result};
-use crate::ops::{ActQuant, AttnParams, AttnRope, Gated, PackedAct, RopeParams};
+use crate::ops::{ActQuant, AttnParams, AttnRope, Gated, PackedAct, PostAdd, RopeParams};
 
 /// One GGUF tensor as stored in the file.
 #[derive(Clone, Copy, Debug)]
@@ -316,6 +316,7 @@ impl GpuHparams {
 struct Scratch {
     ids: GpuTensor,    // [B] token ids
     x: GpuTensor,      // [B][n_embd] residual stream
+    x2: GpuTensor,     // [B][n_embd] the residual stream mid-layer in folded decode steps
     xb: GpuTensor,     // [B][n_embd] normed input of a block
     xb2: GpuTensor,    // [B][n_embd] block output before the residual add
     q: GpuTensor,      // [B][n_head * head_dim]
@@ -616,6 +617,7 @@ impl ActScratch {
         pro: Prologue,
         x: &GpuTensor,
         aux: Option<&GpuTensor>,
+        post: Option<PostAdd<'_>>,
         eps: f32,
         glu_f16: bool,
         accumulate: bool,
@@ -626,7 +628,7 @@ impl ActScratch {
             if !self.fuse.allows(q, &p.w) {
                 return Ok(None);
             }
-            match c.prep_matvec_fused(&p.w, pro, x, aux, q, eps, glu_f16, &p.ys(), accumulate)? {
+            match c.prep_matvec_fused(&p.w, pro, x, aux, post, q, eps, glu_f16, &p.ys(), accumulate)? {
                 Some(v) => all.extend(v),
                 None => return Ok(None),
             }
@@ -693,7 +695,17 @@ impl ActScratch {
     ) -> Result<()> {
         if fuse {
             let ws = std::slice::from_ref(w);
-            if let Some(v) = self.fused(c, ws, Prologue::Gated(glu), gate, Some(up), 0.0, f16_table, accumulate)? {
+            if let Some(v) = self.fused(
+                c,
+                ws,
+                Prologue::Gated(glu),
+                gate,
+                Some(up),
+                None,
+                0.0,
+                f16_table,
+                accumulate,
+            )? {
                 out.extend(v);
                 return Ok(());
             }
@@ -754,7 +766,7 @@ impl ActScratch {
         out.push(c.prep_attention(q, k_cache, v_cache, att, a, self.batch, n_ctx, None, rope)?);
         let ws = std::slice::from_ref(wo);
         if fuse {
-            if let Some(v) = self.fused(c, ws, Prologue::Round, att, None, 0.0, false, accumulate)? {
+            if let Some(v) = self.fused(c, ws, Prologue::Round, att, None, None, 0.0, false, accumulate)? {
                 out.extend(v);
                 return Ok(());
             }
@@ -765,11 +777,14 @@ impl ActScratch {
     /// `y = W rms_norm(x) * norm` for each (W, y) through `xb`: with `fuse`, by products that
     /// norm and round their input themselves where all can; otherwise when every W sees the
     /// same 8-bit rounding, the norm and the rounding are one dispatch (norm_quant.wgsl).
+    /// With `post`, the input is h = x + rms_norm(post.delta) * post.weight, written to
+    /// `post.out` by the products ([`Prologue::AddNorm`]) or by a dispatch before them.
     #[allow(clippy::too_many_arguments)]
     fn project_normed(
         &mut self,
         c: &GpuContext,
         x: &GpuTensor,
+        post: Option<PostAdd<'_>>,
         norm: &GpuTensor,
         eps: f32,
         xb: &GpuTensor,
@@ -779,11 +794,23 @@ impl ActScratch {
         out: &mut Vec<Prepared>,
     ) -> Result<()> {
         if fuse {
-            if let Some(v) = self.fused(c, ws, Prologue::Norm, x, Some(norm), eps, false, false)? {
+            let pro = if post.is_some() {
+                Prologue::AddNorm
+            } else {
+                Prologue::Norm
+            };
+            if let Some(v) = self.fused(c, ws, pro, x, Some(norm), post, eps, false, false)? {
                 out.extend(v);
                 return Ok(());
             }
         }
+        let x = match post {
+            Some(pa) => {
+                out.push(c.prep_rms_norm_add_to(pa.delta, pa.weight, x, pa.out, k, eps, self.batch)?);
+                pa.out
+            }
+            None => x,
+        };
         let q = ws.first().map(|p| self.quant(&p.w));
         let one = ws.iter().all(|p| Some(self.quant(&p.w)) == q);
         if let (Some(q @ (ActQuant::Q8_0 | ActQuant::Q8K)), true) = (q, one) {
@@ -829,6 +856,7 @@ impl GpuModel {
         let s = Scratch {
             ids: c.zeros(b)?,
             x: c.zeros(b * e)?,
+            x2: c.zeros(b * e)?,
             xb: c.zeros(b * e)?,
             xb2: c.zeros(b * e)?,
             q,
@@ -851,6 +879,18 @@ impl GpuModel {
             batch: b,
             bufs: HashMap::new(),
         };
+        // One-token decode steps fold every post-norm into the products after it
+        // (`Prologue::AddNorm`) where every layer has both: the attention block's into the
+        // gate/up products, which write the residual to x2, the feed-forward block's into the
+        // next layer's q/k/v products, which write it back to x; the last layer's is a dispatch
+        // from x2 to x.
+        let fold = hp.fuse_act != FuseAct::Off
+            && (0..hp.n_layer).all(|il| {
+                ["post_attention_norm", "post_ffw_norm"]
+                    .iter()
+                    .all(|n| t.map.contains_key(format!("blk.{il}.{n}.weight").as_str()))
+            });
+        let mut prev_post_ffw: Option<GpuTensor> = None;
         let mut layers = Vec::with_capacity(hp.n_layer);
         let mut caches = Vec::with_capacity(hp.n_layer);
         for (il, lp) in hp.layers.iter().enumerate() {
@@ -906,9 +946,24 @@ impl GpuModel {
 
             // The layer's ops for any batch (`decode` false), for decode steps, and with `fuse`
             // for decode steps of one token.
+            let last = il + 1 == hp.n_layer;
             let mut layer_ops = |decode: bool, fuse: bool| -> Result<Vec<Prepared>> {
                 let mut ops = Vec::new();
-                acts.project_normed(c, &s.x, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
+                let fold = fold && fuse;
+                // Folded: the previous layer's feed-forward output (xb2) is still to be normed
+                // and added to the residual (x2).
+                let (x_in, post_in) = match (fold, &prev_post_ffw) {
+                    (true, Some(w)) => (
+                        &s.x2,
+                        Some(PostAdd {
+                            delta: &s.xb2,
+                            weight: w,
+                            out: &s.x,
+                        }),
+                    ),
+                    _ => (&s.x, None),
+                };
+                acts.project_normed(c, x_in, post_in, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
                 // Decode steps' attention norms the heads of q and k itself where it can.
                 let qk_norm = match (&q_norm, &k_norm) {
                     (Some(qn), Some(kn)) if decode && c.attention_norms_heads() => Some((qn, kn, hp.rms_eps)),
@@ -962,10 +1017,21 @@ impl GpuModel {
                     fuse,
                     &mut ops,
                 )?;
-                if let Some(w) = &post_attn {
-                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
-                }
-                acts.project_normed(c, &s.x, &ffn_norm, hp.rms_eps, &s.xb, e, &gate_up, fuse, &mut ops)?;
+                let post_mid = match (&post_attn, fold) {
+                    (Some(w), true) => Some(PostAdd {
+                        delta: &s.xb2,
+                        weight: w,
+                        out: &s.x2,
+                    }),
+                    (Some(w), false) => {
+                        ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
+                        None
+                    }
+                    (None, _) => None,
+                };
+                acts.project_normed(
+                    c, &s.x, post_mid, &ffn_norm, hp.rms_eps, &s.xb, e, &gate_up, fuse, &mut ops,
+                )?;
                 acts.project_gated(
                     c,
                     hp.glu,
@@ -978,19 +1044,27 @@ impl GpuModel {
                     fuse,
                     &mut ops,
                 )?;
-                if let Some(w) = &post_ffw {
-                    ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?);
+                match (&post_ffw, fold) {
+                    (Some(w), false) => {
+                        ops.push(c.prep_rms_norm(NormMode::Add, &s.xb2, w, Some(&s.x), e, 1, hp.rms_eps, b)?)
+                    }
+                    (Some(w), true) if last => {
+                        ops.push(c.prep_rms_norm_add_to(&s.xb2, w, &s.x2, &s.x, e, hp.rms_eps, b)?)
+                    }
+                    _ => {}
                 }
                 Ok(ops)
             };
             let ops = layer_ops(false, false)?;
             let decode = layer_ops(true, false)?;
-            // Kept where some product rounds its own input (each such one saves a dispatch).
+            // Kept where some product rounds its own input (each such one saves a dispatch);
+            // folded post-norms pass the residual from layer to layer, so every layer keeps it.
             let single = match hp.fuse_act {
                 FuseAct::Off => None,
-                _ => Some(layer_ops(true, true)?).filter(|l| l.len() < decode.len()),
+                _ => Some(layer_ops(true, true)?).filter(|l| fold || l.len() < decode.len()),
             };
             layers.push(LayerOps { ops, decode, single });
+            prev_post_ffw = post_ffw;
         }
 
         let output_norm = t.vector(c, "output_norm.weight", e)?;
@@ -1033,6 +1107,7 @@ impl GpuModel {
                 Prologue::Norm,
                 &s.last,
                 Some(&output_norm),
+                None,
                 q,
                 hp.rms_eps,
                 false,

@@ -282,6 +282,18 @@ pub(crate) struct Gated<'a> {
     pub(crate) f16_table: bool,
 }
 
+/// A post-norm folded into the products after it ([`Prologue::AddNorm`]): their input is
+/// h = x + rms_norm(delta) * weight, which also goes to `out` (the residual stream).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PostAdd<'a> {
+    /// The block's output before its post-norm.
+    pub(crate) delta: &'a GpuTensor,
+    /// The post-norm's weights.
+    pub(crate) weight: &'a GpuTensor,
+    /// Where h goes.
+    pub(crate) out: &'a GpuTensor,
+}
+
 /// Maximum head dimension attention.wgsl handles.
 pub const MAX_HEAD_DIM: u32 = 512;
 
@@ -543,6 +555,11 @@ impl GpuContext {
         check_len("rms_norm input", x, max_tok * rows_per_tok * n)?;
         check_len("rms_norm weight", w, n)?;
         let y_buf = match (mode, y) {
+            (NormMode::AddTo, _) => {
+                return Err(GpuError::Shape(
+                    "rms_norm AddTo takes its residual (prep_rms_norm_add_to)".into(),
+                ))
+            }
             (NormMode::InPlace, _) => &self.dummy as &dyn AsBinding,
             (_, Some(y)) => {
                 check_len("rms_norm output", y, max_tok * rows_per_tok * n)?;
@@ -563,6 +580,37 @@ impl GpuContext {
             Grid::Rows {
                 per_tok: rows_per_tok as u32,
             },
+        )
+    }
+
+    /// `y = r + rms_norm(x) * w` for rows of `n` (one per token): [`NormMode::Add`]'s sum
+    /// from a residual `r` in another buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prep_rms_norm_add_to(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        r: &GpuTensor,
+        y: &GpuTensor,
+        n: usize,
+        eps: f32,
+        max_tok: usize,
+    ) -> Result<Prepared> {
+        check_len("rms_norm input", x, max_tok * n)?;
+        check_len("rms_norm weight", w, n)?;
+        check_len("rms_norm residual", r, max_tok * n)?;
+        check_len("rms_norm output", y, max_tok * n)?;
+        let params = NormParams {
+            n: n as u32,
+            rows_per_tok: 1,
+            eps,
+            _pad: 0,
+        };
+        self.prepare(
+            Op::RmsNorm(NormMode::AddTo),
+            &params,
+            &[x, w, y, r],
+            Grid::Rows { per_tok: 1 },
         )
     }
 
@@ -591,10 +639,12 @@ impl GpuContext {
     /// `y = W f(x)` (`accumulate`: `y += ..`) for one token, by the int8 decode product that
     /// rounds its input as `q` itself (act_fused.wgsl), so one dispatch does the work of two:
     /// f(x) = rms_norm(x) * aux with `eps` ([`Prologue::Norm`], norm_quant.wgsl's bits), x
-    /// ([`Prologue::Round`]) or act(x) * aux ([`Prologue::Gated`]; `glu_f16` as
-    /// quantize_act.wgsl's). `ys` as [`GpuContext::prep_matmul`]'s. None where W has no int8
-    /// product, `q` is not an 8-bit rounding, or the row does not fit workgroup memory: the
-    /// caller keeps the separate dispatches. Recorded only for batches of one token.
+    /// ([`Prologue::Round`]), act(x) * aux ([`Prologue::Gated`]; `glu_f16` as
+    /// quantize_act.wgsl's) or rms_norm(h) * aux of h = x + rms_norm(post.delta) * post.weight,
+    /// h also written to `post.out` ([`Prologue::AddNorm`]). `ys` as
+    /// [`GpuContext::prep_matmul`]'s. None where W has no int8 product, `q` is not an 8-bit
+    /// rounding, or the row does not fit workgroup memory: the caller keeps the separate
+    /// dispatches. Recorded only for batches of one token.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn prep_matvec_fused(
         &self,
@@ -602,6 +652,7 @@ impl GpuContext {
         pro: Prologue,
         x: &GpuTensor,
         aux: Option<&GpuTensor>,
+        post: Option<PostAdd<'_>>,
         q: ActQuant,
         eps: f32,
         glu_f16: bool,
@@ -612,11 +663,21 @@ impl GpuContext {
             Some(mb @ (0 | 1, _)) => mb,
             _ => return Ok(None),
         };
-        if !has_matvec(w.ty) || !self.fits_fused_act(w.k, block) {
+        if !has_matvec(w.ty) || !self.fits_fused_act(w.k, block, pro) {
             return Ok(None);
         }
         let k = w.k();
         check_len("product input", x, k)?;
+        let post = match (pro, post) {
+            (Prologue::AddNorm, Some(pa)) => {
+                check_len("post-norm input", pa.delta, k)?;
+                check_len("post-norm weights", pa.weight, k)?;
+                check_len("residual output", pa.out, k)?;
+                Some(pa)
+            }
+            (Prologue::AddNorm, None) => return Err(GpuError::Shape("AddNorm needs its post-norm".into())),
+            _ => None,
+        };
         let aux = match (pro, aux) {
             (Prologue::Round, _) => x,
             (_, Some(a)) => {
@@ -647,7 +708,15 @@ impl GpuContext {
                     ..MatmulParams::chunk(w, c, accumulate, segs)
                 };
                 let grid = Grid::MatVec { rows: c.n_rows, per_wg };
-                self.prepare(op, &params, &[&c.buf, x, &y, &c.buf, aux], grid)
+                match post {
+                    Some(pa) => self.prepare(
+                        op,
+                        &params,
+                        &[&c.buf, x, &y, &c.buf, aux, pa.delta, pa.weight, pa.out],
+                        grid,
+                    ),
+                    None => self.prepare(op, &params, &[&c.buf, x, &y, &c.buf, aux], grid),
+                }
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
