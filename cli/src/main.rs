@@ -81,6 +81,23 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// An error and its causes joined by ": ", leaving out a cause whose text an earlier message
+/// already holds (library errors that name their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
 fn main() {
     // Mesa's device-select Vulkan layer prints "XDG_RUNTIME_DIR is invalid" on headless machines
     // whenever adapters are probed (`--device auto`); it selects nothing ferro needs. Set here,
@@ -106,7 +123,7 @@ fn main() {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Commands::Serve(_)));
     if let Err(e) = dispatch(cli) {
-        eprintln!("error: {}", one_line(&format!("{e:#}")));
+        eprintln!("error: {}", one_line(&error_text(&e)));
         std::process::exit(1);
     }
 }

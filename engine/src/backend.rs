@@ -301,10 +301,7 @@ impl Backend {
     /// at most [`Backend::max_slots`].
     pub fn set_slots(&mut self, n_slots: usize) -> Result<()> {
         match self {
-            Backend::Cpu(m) => {
-                m.set_slots(n_slots);
-                Ok(())
-            }
+            Backend::Cpu(m) => m.set_slots(n_slots),
             Backend::Gpu(g) => {
                 let max = g.model.hparams().n_slots;
                 if n_slots > max {

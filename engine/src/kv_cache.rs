@@ -146,12 +146,64 @@ pub struct KvCache {
     store: Store,
 }
 
+/// A cache that would not fit: its size in bytes (None: past `usize`) and the memory there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheTooLarge {
+    /// None: past `u128` (or the positions past `usize`).
+    pub bytes: Option<u128>,
+    pub memory: Option<u64>,
+}
+
+impl fmt::Display for CacheTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        match (self.bytes, self.memory) {
+            (Some(b), Some(m)) => write!(
+                f,
+                "the KV cache would take {:.1} GiB, more than this machine's {:.1} GiB of memory",
+                gib(b as f64),
+                gib(m as f64)
+            ),
+            (Some(b), None) => write!(f, "the KV cache would take {:.1} GiB", gib(b as f64)),
+            (None, _) => write!(f, "the KV cache would be larger than the address space"),
+        }
+    }
+}
+
+/// Total memory of this machine in bytes (Linux: `/proc/meminfo`'s MemTotal), if known.
+fn total_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, k_width: usize, v_width: usize, ty: KvType) -> Self {
+    pub fn new(
+        n_layer: usize,
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+        ty: KvType,
+    ) -> Result<Self, CacheTooLarge> {
         Self::with_slots(n_layer, n_ctx, 1, k_width, v_width, ty)
     }
 
-    /// A cache of `n_slots` sequences of `n_ctx` positions each.
+    /// Bytes of a cache of `positions` positions (all slots), None past `u128`.
+    pub fn bytes_for(n_layer: usize, positions: usize, k_width: usize, v_width: usize, ty: KvType) -> Option<u128> {
+        let elem: u128 = match ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        (positions as u128)
+            .checked_mul(k_width as u128 + v_width as u128)?
+            .checked_mul(n_layer as u128)?
+            .checked_mul(elem)
+    }
+
+    /// A cache of `n_slots` sequences of `n_ctx` positions each; an error, instead of an
+    /// allocation failure, where it would not fit in the machine's memory. (The rows are
+    /// zeroed lazily by the system: positions never used take no memory.)
     pub fn with_slots(
         n_layer: usize,
         n_ctx: usize,
@@ -159,21 +211,29 @@ impl KvCache {
         k_width: usize,
         v_width: usize,
         ty: KvType,
-    ) -> Self {
+    ) -> Result<Self, CacheTooLarge> {
         let n_slots = n_slots.max(1);
-        let positions = n_slots * n_ctx;
+        let positions = (n_slots as u128 * n_ctx as u128).min(u128::from(u64::MAX)) as usize;
+        let bytes =
+            Self::bytes_for(n_layer, positions, k_width, v_width, ty).filter(|_| n_slots.checked_mul(n_ctx).is_some());
+        let memory = total_memory();
+        // Without a memory size, at most what a Vec may hold.
+        let limit = memory.map_or(isize::MAX as u128, u128::from).min(isize::MAX as u128);
+        if bytes.is_none_or(|b| b > limit) {
+            return Err(CacheTooLarge { bytes, memory });
+        }
         let store = match ty {
             KvType::F16 => Store::F16(Rows::new(n_layer, positions, k_width, v_width)),
             KvType::F32 => Store::F32(Rows::new(n_layer, positions, k_width, v_width)),
         };
-        KvCache {
+        Ok(KvCache {
             n_ctx,
             n_slots,
             k_width,
             v_width,
             n_layer,
             store,
-        }
+        })
     }
 
     /// The element type.
@@ -235,7 +295,7 @@ mod tests {
     #[test]
     fn both_types_store_copy_and_read_back() {
         for ty in [KvType::F16, KvType::F32] {
-            let mut kv = KvCache::with_slots(2, 4, 2, 3, 2, ty);
+            let mut kv = KvCache::with_slots(2, 4, 2, 3, 2, ty).unwrap();
             assert_eq!(kv.size_bytes(), 2 * 2 * 4 * 5 * ty.size());
             let k = [1.0, -2.5, 0.1, 7.0, 8.0, 9.0];
             let v = [0.5, 1.5, 2.5, 3.5];
@@ -273,5 +333,18 @@ mod tests {
         }
         assert_eq!("F32".parse::<KvType>(), Ok(KvType::F32));
         assert!("q8_0".parse::<KvType>().is_err());
+    }
+
+    /// A cache past the machine's memory (or past any address space) is an error, not an
+    /// aborted allocation.
+    #[test]
+    fn a_cache_too_large_is_an_error() {
+        let e = KvCache::with_slots(32, 100_000_000, 1, 1024, 1024, KvType::F32).unwrap_err();
+        assert_eq!(e.bytes, Some(32 * 100_000_000 * 2048 * 4));
+        assert!(e.to_string().contains("GiB"), "{e}");
+        let e = KvCache::with_slots(usize::MAX, usize::MAX, 2, 8, 8, KvType::F16).unwrap_err();
+        assert_eq!(e.bytes, None);
+        assert!(e.to_string().contains("address space"), "{e}");
+        assert!(KvCache::with_slots(2, 16, 2, 8, 8, KvType::F16).is_ok());
     }
 }

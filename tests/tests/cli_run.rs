@@ -89,6 +89,36 @@ fn prompt_longer_than_context_is_an_error() {
     assert!(err.contains("context"), "{err}");
 }
 
+/// Options with no meaning (a context whose KV cache cannot fit, a NaN or out-of-range
+/// sampling value) are one clear error line and exit code 1, before any token is made.
+#[test]
+fn impossible_options_are_errors() {
+    let Some(path) = require_model("smollm2-135m-instruct") else {
+        return;
+    };
+    for (args, want) in [
+        (&["-c", "100000000"][..], "KV cache"),
+        (&["--min-p", "nan"][..], "--min-p"),
+        (&["--top-p", "1.5"][..], "--top-p"),
+        (&["--repeat-penalty", "-1"][..], "--repeat-penalty"),
+        (&["--temp", "inf"][..], "--temp"),
+    ] {
+        let out = Command::new(ferro_bin())
+            .arg("run")
+            .arg(&path)
+            .arg("hi")
+            .args(["--raw", "-n", "2"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
 /// Synthetic models of every architecture generate without NaN through `ferro run`.
 #[test]
 fn gen_model_tiny_files_run() {

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use ferro_engine::gen_model::{generate_model, GenArch, GenOptions, GenQuant, GenShape};
 use ferro_gguf::Gguf;
 
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         quant,
         seed: args.seed,
     };
-    let d = generate_model(&opts, &src, &args.out)?;
+    let d = generate_model(&opts, &src, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "wrote {} ({:.1} MiB in {:.1} s): {} {}x{} layers, {} heads / {} kv, ffn {}, vocab {} (tokenizer of {source})",

@@ -33,6 +33,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.device.device()?;
+    if args.ctx_size < 4 {
+        bail!(
+            "-c/--ctx-size must be at least 4 tokens for perplexity; got {}",
+            args.ctx_size
+        );
+    }
     let path = store::resolve_model(args.model.as_deref())?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let g = Arc::new(Gguf::open(&path)?);

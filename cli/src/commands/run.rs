@@ -28,20 +28,20 @@ pub struct Args {
     /// Most tokens to generate (-1: until the model stops or the context is full).
     #[arg(short = 'n', long = "max-tokens", default_value_t = -1, allow_negative_numbers = true)]
     pub max_tokens: i64,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
+    /// Sampling temperature; 0 (or below) is greedy.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temp: f32,
-    /// Keep the k most likely tokens (0: all).
-    #[arg(long = "top-k", default_value_t = 40)]
+    /// Keep the k most likely tokens (0 or below: all).
+    #[arg(long = "top-k", default_value_t = 40, allow_negative_numbers = true)]
     pub top_k: i32,
     /// Nucleus sampling threshold (1: off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
+    #[arg(long = "top-p", default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Drop tokens below min-p times the most likely one's probability (0: off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
+    #[arg(long = "min-p", default_value_t = 0.05, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Penalty on the last 64 tokens (1: off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(long = "repeat-penalty", default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     /// Random seed (default: random).
     #[arg(long)]
@@ -168,8 +168,28 @@ impl Session {
     }
 }
 
+/// The sampling options' values that mean something: finite numbers, probabilities in 0..=1.
+fn check_sampling(args: &Args) -> Result<()> {
+    for (name, v, lo, hi) in [
+        ("--temp", args.temp, f32::NEG_INFINITY, f32::INFINITY),
+        ("--top-p", args.top_p, 0.0, 1.0),
+        ("--min-p", args.min_p, 0.0, 1.0),
+        ("--repeat-penalty", args.repeat_penalty, 0.0, f32::INFINITY),
+    ] {
+        if !v.is_finite() || v < lo || v > hi {
+            match (lo.is_finite(), hi.is_finite()) {
+                (true, true) => bail!("{name} must be between {lo} and {hi}; got {v}"),
+                (true, false) => bail!("{name} must be a finite number of at least {lo}; got {v}"),
+                _ => bail!("{name} must be a finite number; got {v}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
     args.device.device()?;
+    check_sampling(&args)?;
     let (model_arg, prompt) = match (args.model.clone(), args.prompt.clone()) {
         (Some(m), None) if !looks_like_model(&m) => (None, Some(m)),
         other => other,

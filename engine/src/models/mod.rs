@@ -44,6 +44,12 @@ pub enum ModelError {
     BadToken { id: u32, n_vocab: usize },
     #[error("KV slot {slot} is out of range or used twice in one step ({n_slots} slots)")]
     BadSlot { slot: usize, n_slots: usize },
+    #[error("context of {n_ctx} positions x {n_slots} sequences: {reason} (lower -c/--ctx-size)")]
+    CacheTooLarge {
+        n_ctx: usize,
+        n_slots: usize,
+        reason: crate::kv_cache::CacheTooLarge,
+    },
     #[error("could not build a thread pool of {threads} threads: {reason}")]
     ThreadPool { threads: usize, reason: String },
     /// The GPU backend failed (no adapter, unsupported tensor type, device error ...).
@@ -676,7 +682,13 @@ impl Model {
             opts.n_ctx
         };
         let n_batch = opts.n_batch.clamp(1, n_ctx.max(1));
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim(), opts.cache_type);
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim(), opts.cache_type).map_err(|reason| {
+            ModelError::CacheTooLarge {
+                n_ctx,
+                n_slots: 1,
+                reason,
+            }
+        })?;
         let pool = if opts.threads > 0 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -824,9 +836,12 @@ pub struct SeqStep<'a> {
 impl Model {
     /// Reallocate the KV cache for `n_slots` independent sequences of `n_ctx()` positions each
     /// (everything cached is dropped). [`Model::forward`] uses slot 0.
-    pub fn set_slots(&mut self, n_slots: usize) {
+    pub fn set_slots(&mut self, n_slots: usize) -> Result<()> {
         let hp = &self.hp;
-        self.kv = KvCache::with_slots(hp.n_layer, self.kv.n_ctx, n_slots, hp.k_dim(), hp.v_dim(), self.kv.ty());
+        let n_ctx = self.kv.n_ctx;
+        self.kv = KvCache::with_slots(hp.n_layer, n_ctx, n_slots, hp.k_dim(), hp.v_dim(), self.kv.ty())
+            .map_err(|reason| ModelError::CacheTooLarge { n_ctx, n_slots, reason })?;
+        Ok(())
     }
 
     /// Sequences the KV cache holds.
