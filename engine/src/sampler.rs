@@ -25,6 +25,9 @@ pub struct SamplerConfig {
     pub frequency_penalty: f32,
     /// RNG seed; `None` picks a random one.
     pub seed: Option<u64>,
+    /// Added to the logits of these token ids first (ids past the vocabulary are ignored;
+    /// -inf bans a token).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplerConfig {
@@ -39,6 +42,7 @@ impl Default for SamplerConfig {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -159,6 +163,11 @@ impl Sampler {
                 *l = f32::NEG_INFINITY;
             } else if *l == f32::INFINITY {
                 *l = f32::MAX;
+            }
+        }
+        for &(id, bias) in &self.cfg.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
             }
         }
         apply_penalties(&self.cfg, logits, history);

@@ -111,6 +111,43 @@ fn bad_inputs_get_openai_errors() {
     assert_eq!(r.json()["object"], "chat.completion");
 }
 
+/// `logit_bias` moves the logits of the tokens it names (a bias of 100 makes greedy choose
+/// that token every step, -100 bans it), and bad maps get a 400 naming `logit_bias`.
+#[test]
+fn logit_bias_moves_and_bans_tokens() {
+    let Some(s) = Server::start(&[]) else {
+        return;
+    };
+    let path = server_common::model_path().unwrap();
+    let tok = ferro_engine::tokenizer::Tokenizer::from_gguf(&ferro_gguf::Gguf::open(&path).unwrap()).unwrap();
+    let text_of = |bias: Value| {
+        let body = json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0, "logit_bias": bias});
+        let r = s.post("/v1/completions", &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let plain = text_of(json!({}));
+    let forced = text_of(json!({"28": 100}));
+    assert_eq!(forced, tok.decode(&[28, 28, 28]), "token 28 forced");
+    let first = tok.encode(&plain, false, false)[0];
+    let banned = text_of(json!({ first.to_string(): -100 }));
+    assert_ne!(banned, plain, "banning the first greedy token {first} changes the text");
+    assert!(!tok.encode(&banned, false, false).starts_with(&[first]), "{banned:?}");
+
+    for (bias, want) in [
+        (json!({"hello": 1}), "token ids"),
+        (json!({"28": 101}), "between -100 and 100"),
+        (json!({"99999999": 1}), "outside the vocabulary"),
+    ] {
+        let body = json!({"prompt": "Hi", "max_tokens": 1, "logit_bias": bias});
+        let r = s.post("/v1/completions", &body.to_string());
+        assert_eq!(r.status, 400, "{}", r.body);
+        let e = error_of(&r);
+        assert_eq!(e["param"], "logit_bias");
+        assert!(e["message"].as_str().unwrap().contains(want), "{}", r.body);
+    }
+}
+
 #[test]
 fn api_key_is_required_when_set() {
     let Some(s) = Server::start(&["--api-key", "sekrit"]) else {

@@ -2,6 +2,8 @@
 //! OpenAI's own server does for fields it does not know); known fields of the wrong type are
 //! rejected with the field's path. Responses are built with `serde_json::json!` in routes.rs.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -114,6 +116,8 @@ pub struct Sampling {
     pub stream_options: Option<StreamOptions>,
     #[allow(dead_code)] // accepted for OpenAI compatibility, not used by ferro
     pub user: Option<String>,
+    /// Token id (as a string) -> bias added to its logit, -100..=100.
+    pub logit_bias: Option<HashMap<String, f32>>,
 }
 
 /// `Sampling` of a request struct that declares the shared fields.
@@ -135,6 +139,7 @@ macro_rules! sampling_of {
             stream: $r.stream.clone(),
             stream_options: $r.stream_options.clone(),
             user: $r.user.clone(),
+            logit_bias: $r.logit_bias.clone(),
         }
     };
 }
@@ -174,6 +179,8 @@ pub struct ChatRequest {
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub user: Option<String>,
+    #[serde(default)]
+    pub logit_bias: Option<HashMap<String, f32>>,
     #[serde(default)]
     pub logprobs: Option<bool>,
     #[serde(default)]
@@ -237,6 +244,8 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub user: Option<String>,
+    #[serde(default)]
+    pub logit_bias: Option<HashMap<String, f32>>,
     /// Number of alternatives per token to report (the legacy API's integer).
     #[serde(default)]
     pub logprobs: Option<u32>,

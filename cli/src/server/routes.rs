@@ -107,7 +107,7 @@ struct Prepared {
     include_usage: bool,
 }
 
-fn prepare(s: &Sampling) -> Result<Prepared, ApiError> {
+fn prepare(s: &Sampling, n_vocab: u32) -> Result<Prepared, ApiError> {
     let range = |v: Option<f32>, lo: f32, hi: f32, name: &str| -> Result<(), ApiError> {
         match v {
             Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(ApiError::bad(
@@ -165,6 +165,28 @@ fn prepare(s: &Sampling) -> Result<Prepared, ApiError> {
         cfg.repeat_penalty = p;
     }
     cfg.seed = s.seed.map(|x| x as u64);
+    for (key, &bias) in s.logit_bias.iter().flatten() {
+        let param = Some("logit_bias");
+        let id: u32 = key
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::bad(format!("'logit_bias' keys must be token ids; got '{key}'"), param))?;
+        if id >= n_vocab {
+            return Err(ApiError::bad(
+                format!("'logit_bias' token id {id} is outside the vocabulary of {n_vocab} tokens"),
+                param,
+            ));
+        }
+        if !(-100.0..=100.0).contains(&bias) {
+            return Err(ApiError::bad(
+                format!("'logit_bias' values must be between -100 and 100; got {bias} for token {id}"),
+                param,
+            ));
+        }
+        cfg.logit_bias.push((id, bias));
+    }
+    // In id order (a map's order is random).
+    cfg.logit_bias.sort_by_key(|&(id, _)| id);
     Ok(Prepared {
         sampling: cfg,
         stop,
@@ -491,7 +513,7 @@ fn tool_call_json(name: &str, args: &str) -> Value {
 pub async fn chat(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body, st.body_limit)?;
     st.check_model(&req.model)?;
-    let p = prepare(&req.sampling())?;
+    let p = prepare(&req.sampling(), st.tok.vocab_size() as u32)?;
     let mode = tool_mode(&req)?;
     let top_logprobs = req.top_logprobs.unwrap_or(0);
     if top_logprobs > MAX_TOP_LOGPROBS {
@@ -898,7 +920,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body, st.body_limit)?;
     st.check_model(&req.model)?;
-    let p = prepare(&req.sampling())?;
+    let p = prepare(&req.sampling(), st.tok.vocab_size() as u32)?;
     let logprobs = match req.logprobs {
         Some(n) if n > MAX_TOP_LOGPROBS => {
             return Err(ApiError::bad(
