@@ -125,7 +125,8 @@ impl GpuBackend {
             opts.n_ctx
         };
         let n_slots = opts.n_slots.max(1);
-        let model = GpuModel::from_gguf_slots(ctx, &gguf, n_ctx, n_slots)?;
+        let kv_f16 = opts.cache_type != Some(crate::KvType::F32);
+        let model = GpuModel::from_gguf_with(ctx, &gguf, n_ctx, n_slots, kv_f16)?;
         Ok(GpuBackend {
             gguf,
             hp,

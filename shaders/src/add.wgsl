@@ -1,8 +1,9 @@
-// Residual add in place: a[i] += b[i] over n_tok * n values.
+// Residual add in place: a[i] += b[i] over n_tok * n values; with bcast = 1, a[i] += b[i % n]
+// (a bias row added to every token's).
 
 struct Params {
     n: u32,   // values per token
-    _pad0: u32,
+    bcast: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -19,5 +20,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= batch.n_tok * p.n) {
         return;
     }
-    a[i] += b[i];
+    a[i] += b[select(i, i % p.n, p.bcast == 1u)];
 }

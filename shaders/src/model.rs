@@ -1,4 +1,5 @@
-//! A whole decoder forward pass on the GPU (llama- and gemma3-style models).
+//! A whole decoder forward pass on the GPU (llama-style models: llama, mistral, qwen2, phi3; and
+//! gemma3).
 //!
 //! The engine hands over the GGUF tensors as they are ([`WeightRef`]) and the hyper-parameters
 //! ([`GpuHparams`]); the model uploads the weights once, keeps the KV cache in GPU memory, and for
@@ -8,7 +9,7 @@
 //! tensors exist):
 //! ```text
 //! xb  = rms_norm(x) * attn_norm
-//! q, k, v = Wq xb, Wk xb, Wv xb
+//! q, k, v = Wq xb, Wk xb, Wv xb  (+ bq, bk, bv: qwen2; one fused Wqkv: phi3)
 //! q, k = rms_norm per head * attn_{q,k}_norm          (gemma3, qwen3)
 //! q, k = rope(q, k)                                   (normal or neox layout)
 //! kv cache[pos0..pos0+n] = k, v
@@ -16,7 +17,7 @@
 //! o   = Wo att
 //! x  += post_attention_norm ? rms_norm(o) * w : o     (gemma3 post-norms)
 //! xb  = rms_norm(x) * ffn_norm
-//! h   = act(W_gate xb) * (W_up xb)                    (SwiGLU or GeGLU)
+//! h   = act(W_gate xb) * (W_up xb)                    (SwiGLU or GeGLU; phi3: one fused W_up)
 //! o   = W_down h
 //! x  += post_ffw_norm ? rms_norm(o) * w : o
 //! ```
@@ -89,6 +90,10 @@ pub struct GpuHparams {
     /// Round activations before each product as llama.cpp's CPU backend does (Q8_0/Q8_K/f16,
     /// and ggml's f16 GELU table), so greedy tokens follow the CPU engine's. On by default.
     pub emulate_cpu_rounding: bool,
+    /// With `emulate_cpu_rounding`, keys and values go into the cache rounded to f16 (as
+    /// llama.cpp's default cache); false keeps them as computed (as the CPU engine's f32
+    /// cache). On by default.
+    pub kv_f16: bool,
     /// Which products of a decode step of one token round (and norm) their own input
     /// (act_fused.wgsl) instead of reading what a dispatch before them wrote: the same bits in
     /// fewer dispatches.
@@ -138,6 +143,7 @@ impl GpuHparams {
             n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
+            kv_f16: true,
             fuse_act: FuseAct::from_env(),
         }
     }
@@ -200,11 +206,12 @@ impl GpuHparams {
             n_slots: 1,
             n_batch: 512,
             emulate_cpu_rounding: true,
+            kv_f16: true,
             fuse_act: FuseAct::from_env(),
         }
     }
 
-    /// Reads the hyper-parameters of a `llama` or `gemma3` GGUF (as llama.cpp's
+    /// Reads the hyper-parameters of a `llama`, `qwen2`, `phi3` or `gemma3` GGUF (as llama.cpp's
     /// `llm_load_hparams`), with a KV cache of `n_ctx` positions.
     pub fn from_gguf(g: &Gguf, n_ctx: usize) -> Result<Self> {
         let arch = g.architecture()?.to_string();
@@ -230,16 +237,21 @@ impl GpuHparams {
         let freq_scale = match g.get_str(&key("rope.scaling.type")) {
             Some("linear") | None => 1.0 / f("rope.scaling.factor", 1.0).max(1e-6),
             Some("none") => 1.0,
+            // Llama 3.1: the factors are the file's rope_freqs tensor.
+            Some("llama3") if g.tensor("rope_freqs.weight").is_ok() => 1.0,
             Some(other) => {
                 return Err(GpuError::Hparams(format!("rope scaling {other}")));
             }
         };
         let n_ctx = n_ctx.max(1);
         let mut hp = match arch.as_str() {
-            "llama" => {
+            // qwen2 adds biases to q, k and v; phi3 fuses q/k/v and gate/up into one tensor
+            // each (GpuModel::new reads what the file has); both rotate in the NeoX layout.
+            "llama" | "qwen2" | "phi3" => {
                 let mut hp = Self::llama(n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, eps, rope_base, n_ctx);
                 hp.head_dim = head_dim;
                 hp.attn_scale = 1.0 / (head_dim as f32).sqrt();
+                hp.rope_neox = arch != "llama";
                 for l in &mut hp.layers {
                     l.rope_freq_scale = freq_scale;
                 }
@@ -522,6 +534,17 @@ impl<'a> Tensors<'a> {
                 })
             })
             .collect()
+    }
+
+    /// One product of a fused GGUF tensor (phi3's attn_qkv, ffn_up) whose consecutive row
+    /// ranges go to `outs` (output, rows), as [`Tensors::projections`] stacks separate ones.
+    fn fused_projection(&self, ctx: &GpuContext, name: &str, k: usize, outs: &[(&GpuTensor, usize)]) -> Result<Proj> {
+        let rows = outs.iter().map(|(_, r)| r).sum();
+        let w = self.get_matrix(name, k, rows)?;
+        Ok(Proj {
+            w: ctx.upload_weight(w.ty, w.dims, w.bytes)?,
+            outs: outs.iter().map(|(y, r)| ((*y).clone(), *r)).collect(),
+        })
     }
 
     /// A norm weight as f32 (GGUF stores them as F32; F16 is converted).
@@ -839,7 +862,13 @@ impl GpuModel {
         let t = Tensors {
             map: weights.into_iter().map(|w| (w.name, w)).collect(),
         };
-        if let Some(b) = t.map.keys().find(|n| n.ends_with(".bias")) {
+        // Biases: only qwen2's, on q, k and v (added after their products).
+        let qkv_bias = [".attn_q.bias", ".attn_k.bias", ".attn_v.bias"];
+        if let Some(b) = t
+            .map
+            .keys()
+            .find(|n| n.ends_with(".bias") && !qkv_bias.iter().any(|s| n.ends_with(s)))
+        {
             return Err(GpuError::UnsupportedType(if b.contains("attn") {
                 "attention bias"
             } else {
@@ -872,7 +901,12 @@ impl GpuModel {
         let tok_embd = t.matrix(c, "token_embd.weight", e, hp.n_vocab)?;
         let embed = c.prep_get_rows(&tok_embd, &s.ids, &s.x, b, hp.embd_scale)?;
 
-        let rope_freqs = t.optional_vector(c, "rope_freqs.weight", hp.n_rot / 2)?;
+        // Llama 3.1's rope_freqs, or phi3's short factors (the CPU engine's choice: contexts
+        // within the original training length).
+        let rope_freqs = match t.optional_vector(c, "rope_freqs.weight", hp.n_rot / 2)? {
+            Some(f) => Some(f),
+            None => t.optional_vector(c, "rope_factors_short.weight", hp.n_rot / 2)?,
+        };
         let mut acts = ActScratch {
             emulate: hp.emulate_cpu_rounding,
             fuse: hp.fuse_act,
@@ -896,20 +930,44 @@ impl GpuModel {
         for (il, lp) in hp.layers.iter().enumerate() {
             let n = |suffix: &str| format!("blk.{il}.{suffix}.weight");
             let attn_norm = t.vector(c, &n("attn_norm"), e)?;
-            let qkv = t.projections(
-                c,
-                e,
-                &[
-                    (n("attn_q"), &s.q, nh * hd),
-                    (n("attn_k"), &s.k, nkv * hd),
-                    (n("attn_v"), &s.v, nkv * hd),
-                ],
-            )?;
+            let qkv_outs = [(&s.q, nh * hd), (&s.k, nkv * hd), (&s.v, nkv * hd)];
+            let qkv = if t.map.contains_key(n("attn_qkv").as_str()) {
+                vec![t.fused_projection(c, &n("attn_qkv"), e, &qkv_outs)?]
+            } else {
+                t.projections(
+                    c,
+                    e,
+                    &[
+                        (n("attn_q"), &s.q, nh * hd),
+                        (n("attn_k"), &s.k, nkv * hd),
+                        (n("attn_v"), &s.v, nkv * hd),
+                    ],
+                )?
+            };
+            // qwen2: all three biases or none.
+            let bias = |m: &str| format!("blk.{il}.{m}.bias");
+            let qkv_bias = if ["attn_q", "attn_k", "attn_v"]
+                .iter()
+                .any(|m| t.map.contains_key(bias(m).as_str()))
+            {
+                Some([
+                    (t.vector(c, &bias("attn_q"), nh * hd)?, &s.q, nh * hd),
+                    (t.vector(c, &bias("attn_k"), nkv * hd)?, &s.k, nkv * hd),
+                    (t.vector(c, &bias("attn_v"), nkv * hd)?, &s.v, nkv * hd),
+                ])
+            } else {
+                None
+            };
             let q_norm = t.optional_vector(c, &n("attn_q_norm"), hd)?;
             let k_norm = t.optional_vector(c, &n("attn_k_norm"), hd)?;
             let post_attn = t.optional_vector(c, &n("post_attention_norm"), e)?;
             let ffn_norm = t.vector(c, &n("ffn_norm"), e)?;
-            let gate_up = t.projections(c, e, &[(n("ffn_gate"), &s.hg, ff), (n("ffn_up"), &s.hu, ff)])?;
+            // phi3: one ffn_up of 2·n_ff rows, the gate's first.
+            let gate_up = if t.map.contains_key(n("ffn_gate").as_str()) {
+                t.projections(c, e, &[(n("ffn_gate"), &s.hg, ff), (n("ffn_up"), &s.hu, ff)])?
+            } else {
+                vec![t.fused_projection(c, &n("ffn_up"), e, &[(&s.hg, ff), (&s.hu, ff)])?]
+            };
             let post_ffw = t.optional_vector(c, &n("post_ffw_norm"), e)?;
 
             let rope = |heads: usize| RopeParams {
@@ -947,6 +1005,7 @@ impl GpuModel {
             // The layer's ops for any batch (`decode` false), for decode steps, and with `fuse`
             // for decode steps of one token.
             let last = il + 1 == hp.n_layer;
+            let kv_round = hp.emulate_cpu_rounding && hp.kv_f16;
             let mut layer_ops = |decode: bool, fuse: bool| -> Result<Vec<Prepared>> {
                 let mut ops = Vec::new();
                 let fold = fold && fuse;
@@ -964,6 +1023,9 @@ impl GpuModel {
                     _ => (&s.x, None),
                 };
                 acts.project_normed(c, x_in, post_in, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
+                for (bias, y, n) in qkv_bias.iter().flatten() {
+                    ops.push(c.prep_bias(y, bias, *n, b)?);
+                }
                 // Decode steps' attention norms the heads of q and k itself where it can.
                 let qk_norm = match (&q_norm, &k_norm) {
                     (Some(qn), Some(kn)) if decode && c.attention_norms_heads() => Some((qn, kn, hp.rms_eps)),
@@ -989,7 +1051,7 @@ impl GpuModel {
                         &rope_q,
                         nkv as u32,
                         rope_freqs.as_ref(),
-                        hp.emulate_cpu_rounding,
+                        kv_round,
                         b,
                     )?);
                     None
@@ -999,7 +1061,7 @@ impl GpuModel {
                         k: &s.k,
                         v: &s.v,
                         factors: rope_freqs.as_ref(),
-                        round: hp.emulate_cpu_rounding,
+                        round: kv_round,
                         qk_norm,
                     })
                 };
@@ -1152,8 +1214,15 @@ impl GpuModel {
     /// [`GpuModel::from_gguf`] with a KV cache of `n_slots` independent sequences of `n_ctx`
     /// positions each ([`GpuModel::forward_multi`]).
     pub fn from_gguf_slots(ctx: Arc<GpuContext>, g: &Gguf, n_ctx: usize, n_slots: usize) -> Result<Self> {
+        Self::from_gguf_with(ctx, g, n_ctx, n_slots, true)
+    }
+
+    /// [`GpuModel::from_gguf_slots`] whose KV cache holds f16-rounded values (`kv_f16`, as
+    /// llama.cpp's f16 cache) or the values as computed ([`GpuHparams::kv_f16`]).
+    pub fn from_gguf_with(ctx: Arc<GpuContext>, g: &Gguf, n_ctx: usize, n_slots: usize, kv_f16: bool) -> Result<Self> {
         let mut hp = GpuHparams::from_gguf(g, n_ctx)?;
         hp.n_slots = n_slots;
+        hp.kv_f16 = kv_f16;
         let mut refs = Vec::with_capacity(g.tensors().len());
         for info in g.tensors() {
             let (info, bytes) = g.tensor(&info.name)?;

@@ -933,6 +933,18 @@ impl GpuContext {
         self.prepare(Op::Add, &params, &[a, b], Grid::Threads { per_tok: n as u32 })
     }
 
+    /// `a[t][i] += bias[i]` for the `n` values of every token (qwen2's q, k and v biases).
+    pub(crate) fn prep_bias(&self, a: &GpuTensor, bias: &GpuTensor, n: usize, max_tok: usize) -> Result<Prepared> {
+        check_len("bias input", a, max_tok * n)?;
+        check_len("bias", bias, n)?;
+        let params = LenParams {
+            n: n as u32,
+            n_rows: 1,
+            _pad: [0; 2],
+        };
+        self.prepare(Op::Add, &params, &[a, bias], Grid::Threads { per_tok: n as u32 })
+    }
+
     pub(crate) fn prep_softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<Prepared> {
         check_len("softmax input", x, n * rows)?;
         let params = LenParams {

@@ -17,7 +17,10 @@
 //! - ferro's greedy token equal to llama.cpp's wherever llama.cpp's top-1/top-2 margin exceeds
 //!   `Tol::margin` (below it, summation order may legitimately flip the choice).
 
-use ferro_engine::{KvType, Logits, Model, ModelOptions};
+use std::sync::Arc;
+
+use ferro_engine::{Backend, Device, Forward, KvType, Logits, ModelOptions};
+use ferro_gguf::Gguf;
 use ferro_tests::{ferro_home, require_model, run_ferro, TempDir};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -98,6 +101,21 @@ fn argmax(x: &[f64]) -> usize {
 }
 
 fn check(name: &str) {
+    check_on(name, Device::Cpu)
+}
+
+/// The same models on the GPU (lavapipe in CI): the whole forward pass in shaders, biases and
+/// fused tensors included, against llama.cpp's CPU logits with the same bounds. The GPU adds
+/// in other orders than the CPU, within what the bounds allow for the CPU's own.
+fn check_gpu(name: &str) {
+    if std::env::var("FERRO_SKIP_GPU_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping GPU test: FERRO_SKIP_GPU_TESTS=1");
+        return;
+    }
+    check_on(name, Device::Gpu)
+}
+
+fn check_on(name: &str, device: Device) {
     // gen-model copies SmolLM2's tokenizer from the store.
     if require_model("smollm2-135m-instruct").is_none() {
         return;
@@ -127,7 +145,7 @@ fn check(name: &str) {
          (rerun scripts/gen-arch-fixtures if gen-model changed on purpose)"
     );
 
-    compare(name, &model_path, &f, SYNTHETIC);
+    compare(name, &model_path, &f, SYNTHETIC, device);
 }
 
 /// A store model after single-token prompts, against `tests/fixtures/real-logits-{name}.json`.
@@ -144,22 +162,25 @@ fn check_real(name: &str, f: &Value) {
     let path_name = ferro_kernels::kernel_path();
     let tol = REAL;
     eprintln!("{name}: kernels {path_name}, tolerances {tol:?}");
-    compare(name, &path, f, tol);
+    compare(name, &path, f, tol, Device::Cpu);
 }
 
 /// Teacher-forced comparison of ferro's log-probabilities with the fixture's, step by step.
-fn compare(name: &str, model_path: &std::path::Path, f: &Value, tol: Tol) {
-    let mut model = Model::load(
-        model_path,
+fn compare(name: &str, model_path: &std::path::Path, f: &Value, tol: Tol, device: Device) {
+    let gguf = Arc::new(Gguf::open(model_path).expect("open model"));
+    let mut model = Backend::load(
+        gguf,
         &ModelOptions {
             n_ctx: 64,
             // The fixtures are llama.cpp's with an f32 cache (DEVELOPERS.md), whatever the
             // environment asks.
-            cache_type: KvType::F32,
+            cache_type: Some(KvType::F32),
             ..ModelOptions::default()
         },
+        device,
     )
     .expect("load model");
+    let name = &format!("{name} ({})", model.describe());
     let n_vocab = f["n_vocab"].as_u64().expect("n_vocab") as usize;
     assert_eq!(model.n_vocab(), n_vocab);
     let mut failures = Vec::new();
@@ -248,6 +269,31 @@ fn mistral_q8_0_logits_match_llama_cpp() {
 #[test]
 fn mistral_q4_0_logits_match_llama_cpp() {
     check("mistral-q4_0");
+}
+
+#[test]
+fn gpu_qwen2_q8_0_logits_match_llama_cpp() {
+    check_gpu("qwen2-q8_0");
+}
+
+#[test]
+fn gpu_qwen2_q4_0_logits_match_llama_cpp() {
+    check_gpu("qwen2-q4_0");
+}
+
+#[test]
+fn gpu_phi3_q8_0_logits_match_llama_cpp() {
+    check_gpu("phi3-q8_0");
+}
+
+#[test]
+fn gpu_phi3_q4_0_logits_match_llama_cpp() {
+    check_gpu("phi3-q4_0");
+}
+
+#[test]
+fn gpu_mistral_q4_0_logits_match_llama_cpp() {
+    check_gpu("mistral-q4_0");
 }
 
 #[test]

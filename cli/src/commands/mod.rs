@@ -23,9 +23,10 @@ pub struct DeviceArgs {
     /// or auto (a hardware GPU when one can run the model, else the CPU).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Element type of the CPU's KV cache: f32 (keys and values exactly as computed: the
-    /// default, or `FERRO_CACHE_TYPE`) or f16 (half the memory and faster decode at long
-    /// contexts; greedy output may part from f32's at near ties).
+    /// Element type of the KV cache: f32 (keys and values exactly as computed: the CPU's
+    /// default) or f16 (half the memory on the CPU and faster decode at long contexts; the
+    /// GPU's default, values rounded as llama.cpp's cache rounds them); greedy output may part
+    /// between the two at near ties. `FERRO_CACHE_TYPE` sets it too.
     #[arg(long, value_name = "TYPE", value_parser = parse_cache_type)]
     pub cache_type: Option<KvType>,
 }
@@ -44,7 +45,7 @@ impl DeviceArgs {
     pub fn load(&self, gguf: Arc<Gguf>, opts: &ModelOptions) -> anyhow::Result<Backend> {
         let device = self.device()?;
         let opts = ModelOptions {
-            cache_type: self.cache_type.unwrap_or(opts.cache_type),
+            cache_type: self.cache_type.or(opts.cache_type),
             ..opts.clone()
         };
         match Backend::load(gguf, &opts, device) {

@@ -620,9 +620,11 @@ pub struct ModelOptions {
     /// Independent sequences the GPU backend's KV cache holds, allocated at load (the server's
     /// `--parallel`); the CPU's cache is resized by `set_slots` instead. Default 1.
     pub n_slots: usize,
-    /// Element type of the CPU's KV cache. Default f32, unless the environment sets
-    /// `FERRO_CACHE_TYPE=f16`.
-    pub cache_type: KvType,
+    /// Element type of the KV cache's values. None (the default, unless the environment sets
+    /// `FERRO_CACHE_TYPE`): each device's own, f32 on the CPU, f16-rounded values on the GPU
+    /// (llama.cpp's default there). The GPU holds f32 buffers either way; f32 there leaves the
+    /// keys and values unrounded.
+    pub cache_type: Option<KvType>,
 }
 
 impl Default for ModelOptions {
@@ -633,10 +635,7 @@ impl Default for ModelOptions {
             threads: 0,
             n_slots: 1,
             repack: std::env::var("FERRO_REPACK").map_or(true, |v| v.trim() != "0"),
-            cache_type: std::env::var("FERRO_CACHE_TYPE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_default(),
+            cache_type: std::env::var("FERRO_CACHE_TYPE").ok().and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -682,7 +681,8 @@ impl Model {
             opts.n_ctx
         };
         let n_batch = opts.n_batch.clamp(1, n_ctx.max(1));
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim(), opts.cache_type).map_err(|reason| {
+        let cache_type = opts.cache_type.unwrap_or(KvType::F32);
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim(), cache_type).map_err(|reason| {
             ModelError::CacheTooLarge {
                 n_ctx,
                 n_slots: 1,
