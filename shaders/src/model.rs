@@ -979,8 +979,20 @@ impl GpuModel {
                 freq_scale: lp.rope_freq_scale,
             };
             let rope_q = rope(nh);
-            let k_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
-            let v_cache = c.zeros(hp.n_slots * hp.n_ctx * nkv * hd)?;
+            let cache = || {
+                c.zeros(hp.n_slots * hp.n_ctx * nkv * hd).map_err(|e| match e {
+                    GpuError::TooLarge { bytes, limit, .. } => GpuError::TooLarge {
+                        what: format!(
+                            "a layer's KV cache ({} positions x {} sequences; lower -c/--ctx-size or --parallel)",
+                            hp.n_ctx, hp.n_slots
+                        ),
+                        bytes,
+                        limit,
+                    },
+                    e => e,
+                })
+            };
+            let (k_cache, v_cache) = (cache()?, cache()?);
             caches.push((k_cache.clone(), v_cache.clone()));
             let attn = AttnParams {
                 n_head: nh as u32,
