@@ -549,6 +549,11 @@ impl<'a> Tensors<'a> {
 
     /// A norm weight as f32 (GGUF stores them as F32; F16 is converted).
     fn vector(&self, ctx: &GpuContext, name: &str, n: usize) -> Result<GpuTensor> {
+        ctx.upload_f32(&self.values(name, n)?)
+    }
+
+    /// The `n` values of the vector `name` as f32.
+    fn values(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         let w = self.get(name)?;
         let elems: u64 = w.dims.iter().product();
         if elems != n as u64 {
@@ -573,7 +578,7 @@ impl<'a> Tensors<'a> {
             }
             other => return Err(GpuError::UnsupportedType(other.name())),
         };
-        ctx.upload_f32(&values)
+        Ok(values)
     }
 
     fn optional_vector(&self, ctx: &GpuContext, name: &str, n: usize) -> Result<Option<GpuTensor>> {
@@ -950,11 +955,10 @@ impl GpuModel {
                 .iter()
                 .any(|m| t.map.contains_key(bias(m).as_str()))
             {
-                Some([
-                    (t.vector(c, &bias("attn_q"), nh * hd)?, &s.q, nh * hd),
-                    (t.vector(c, &bias("attn_k"), nkv * hd)?, &s.k, nkv * hd),
-                    (t.vector(c, &bias("attn_v"), nkv * hd)?, &s.v, nkv * hd),
-                ])
+                let mut all = t.values(&bias("attn_q"), nh * hd)?;
+                all.extend(t.values(&bias("attn_k"), nkv * hd)?);
+                all.extend(t.values(&bias("attn_v"), nkv * hd)?);
+                Some(c.upload_f32(&all)?)
             } else {
                 None
             };
@@ -1035,8 +1039,8 @@ impl GpuModel {
                     _ => (&s.x, None),
                 };
                 acts.project_normed(c, x_in, post_in, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
-                for (bias, y, n) in qkv_bias.iter().flatten() {
-                    ops.push(c.prep_bias(y, bias, *n, b)?);
+                if let Some(bias) = &qkv_bias {
+                    ops.extend(c.prep_bias(&qkv_outs, bias, b)?);
                 }
                 // Decode steps' attention norms the heads of q and k itself where it can.
                 let qk_norm = match (&q_norm, &k_norm) {

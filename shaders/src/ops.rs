@@ -153,6 +153,19 @@ struct LenParams {
     _pad: [u32; 2],
 }
 
+/// add.wgsl's parameters.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    n: u32,
+    mode: u32,
+    seg1: u32,
+    seg2: u32,
+    base1: u32,
+    base2: u32,
+    _pad: [u32; 2],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct AttnUniform {
@@ -925,24 +938,70 @@ impl GpuContext {
     pub(crate) fn prep_add(&self, a: &GpuTensor, b: &GpuTensor, n: usize, max_tok: usize) -> Result<Prepared> {
         check_len("add a", a, max_tok * n)?;
         check_len("add b", b, max_tok * n)?;
-        let params = LenParams {
+        let params = AddParams {
             n: n as u32,
-            n_rows: 0,
-            _pad: [0; 2],
+            ..AddParams::default()
         };
         self.prepare(Op::Add, &params, &[a, b], Grid::Threads { per_tok: n as u32 })
     }
 
-    /// `a[t][i] += bias[i]` for the `n` values of every token (qwen2's q, k and v biases).
-    pub(crate) fn prep_bias(&self, a: &GpuTensor, bias: &GpuTensor, n: usize, max_tok: usize) -> Result<Prepared> {
-        check_len("bias input", a, max_tok * n)?;
+    /// `y[t][..] += bias` for every token of each (y, rows) of `ys` (qwen2's q, k and v
+    /// biases), `bias` holding their rows one after another: one dispatch where the outputs are
+    /// views of one buffer (as a stacked product's), else one per output.
+    pub(crate) fn prep_bias(
+        &self,
+        ys: &[(&GpuTensor, usize)],
+        bias: &GpuTensor,
+        max_tok: usize,
+    ) -> Result<Vec<Prepared>> {
+        let n: usize = ys.iter().map(|(_, r)| r).sum();
         check_len("bias", bias, n)?;
-        let params = LenParams {
-            n: n as u32,
-            n_rows: 1,
-            _pad: [0; 2],
+        for (y, rows) in ys {
+            check_len("bias input", y, max_tok * rows)?;
+        }
+        let one = match *ys {
+            [(y0, r0), (y1, r1), (y2, _)] => {
+                y0.elems_to(y1)
+                    .zip(y0.elems_to(y2))
+                    .zip(y0.through(y2))
+                    .map(|((base1, base2), all)| {
+                        let params = AddParams {
+                            n: n as u32,
+                            mode: 2,
+                            seg1: r0 as u32,
+                            seg2: (r0 + r1) as u32,
+                            base1,
+                            base2,
+                            ..AddParams::default()
+                        };
+                        (params, all)
+                    })
+            }
+            _ => None,
         };
-        self.prepare(Op::Add, &params, &[a, bias], Grid::Threads { per_tok: n as u32 })
+        if let Some((params, all)) = one {
+            return Ok(vec![self.prepare(
+                Op::Add,
+                &params,
+                &[&all, bias],
+                Grid::Threads { per_tok: n as u32 },
+            )?]);
+        }
+        let mut start = 0;
+        let mut out = Vec::new();
+        for (y, rows) in ys {
+            let b = bias
+                .view(start, *rows, self.limits.min_storage_buffer_offset_alignment as u64)
+                .map_or_else(|| self.upload_f32(&self.read_range(bias, start, *rows)?), Ok)?;
+            let params = AddParams {
+                n: *rows as u32,
+                mode: 1,
+                ..AddParams::default()
+            };
+            out.push(self.prepare(Op::Add, &params, &[*y, &b], Grid::Threads { per_tok: *rows as u32 })?);
+            start += rows;
+        }
+        Ok(out)
     }
 
     pub(crate) fn prep_softmax(&self, x: &GpuTensor, n: usize, rows: usize) -> Result<Prepared> {
