@@ -146,10 +146,10 @@ pub struct KvCache {
     store: Store,
 }
 
-/// A cache that would not fit: its size in bytes (None: past `usize`) and the memory there is.
+/// A cache that would not fit: its size in bytes and the memory there is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheTooLarge {
-    /// None: past `u128` (or the positions past `usize`).
+    /// None: the positions past `usize` or the bytes past `u128`.
     pub bytes: Option<u128>,
     pub memory: Option<u64>,
 }
@@ -213,15 +213,14 @@ impl KvCache {
         ty: KvType,
     ) -> Result<Self, CacheTooLarge> {
         let n_slots = n_slots.max(1);
-        let positions = (n_slots as u128 * n_ctx as u128).min(u128::from(u64::MAX)) as usize;
-        let bytes =
-            Self::bytes_for(n_layer, positions, k_width, v_width, ty).filter(|_| n_slots.checked_mul(n_ctx).is_some());
+        let positions = n_slots.checked_mul(n_ctx);
+        let bytes = positions.and_then(|p| Self::bytes_for(n_layer, p, k_width, v_width, ty));
         let memory = total_memory();
         // Without a memory size, at most what a Vec may hold.
         let limit = memory.map_or(isize::MAX as u128, u128::from).min(isize::MAX as u128);
-        if bytes.is_none_or(|b| b > limit) {
+        let Some(positions) = positions.filter(|_| bytes.is_some_and(|b| b <= limit)) else {
             return Err(CacheTooLarge { bytes, memory });
-        }
+        };
         let store = match ty {
             KvType::F16 => Store::F16(Rows::new(n_layer, positions, k_width, v_width)),
             KvType::F32 => Store::F32(Rows::new(n_layer, positions, k_width, v_width)),

@@ -749,6 +749,13 @@ pub(crate) enum Prologue {
     Gated(Glu),
 }
 
+/// The products' parameters with out_index.wgsl, which reads them.
+const PRODUCT_PARAMS: &str = concat!(
+    include_str!("product_params.wgsl"),
+    "\n",
+    include_str!("out_index.wgsl")
+);
+
 /// quant_round.wgsl and quant_core.wgsl, which calls it.
 const QUANT_CORE: &str = concat!(include_str!("quant_round.wgsl"), "\n", include_str!("quant_core.wgsl"));
 
@@ -821,12 +828,21 @@ fn add_norm_source(k: u32) -> String {
         "@group(0) @binding(6) var<storage, read> dlt: array<f32>;\n\
          @group(0) @binding(7) var<storage, read> pw: array<f32>;\n\
          @group(0) @binding(8) var<storage, read_write> rout: array<f32>;\n\
-         var<workgroup> hs: array<f32, {k}>;\n\
-         fn load4(g: u32) -> vec4<f32> {{\n    return vec4<f32>(hs[g], hs[g + 1u], hs[g + 2u], hs[g + 3u]);\n}}\n\
-         fn aux4(g: u32) -> vec4<f32> {{\n    \
-         return vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u]);\n}}\n{}\n{}",
+         var<workgroup> hs: array<f32, {k}>;\n{}\n{}\n{}",
+        input_loads("hs"),
         over("dlt").replace("fn row_scale(", "fn row_scale_d("),
         over("hs")
+    )
+}
+
+/// act_fused.wgsl's `load4(g)` from `array` (the input: x, or AddNorm's `hs`) and `aux4(g)`
+/// (the norm weights).
+fn input_loads(array: &str) -> String {
+    let four = |a: &str| format!("vec4<f32>({a}[g], {a}[g + 1u], {a}[g + 2u], {a}[g + 3u])");
+    format!(
+        "fn load4(g: u32) -> vec4<f32> {{\n    return {};\n}}\nfn aux4(g: u32) -> vec4<f32> {{\n    return {};\n}}",
+        four(array),
+        four("aux")
     )
 }
 
@@ -961,7 +977,7 @@ impl Op {
         Ok(match self {
             Op::Matmul { ty, tile } => format!(
                 "{step}\n{}\n{}\n{}\nconst TILE: u32 = {tile}u;\nconst LANES: u32 = {}u;\n{}",
-                include_str!("product_params.wgsl"),
+                PRODUCT_PARAMS,
                 include_str!("common.wgsl"),
                 quant(ty)?,
                 matmul_lanes(tile),
@@ -989,11 +1005,7 @@ impl Op {
                         // The input's loads and the row scale(s).
                         let (load, rms) = match pro {
                             Prologue::Norm | Prologue::Round => (
-                                "fn load4(g: u32) -> vec4<f32> {\n    \
-                                 return vec4<f32>(x[g], x[g + 1u], x[g + 2u], x[g + 3u]);\n}\n\
-                                 fn aux4(g: u32) -> vec4<f32> {\n    \
-                                 return vec4<f32>(aux[g], aux[g + 1u], aux[g + 2u], aux[g + 3u]);\n}"
-                                    .to_string(),
+                                input_loads("x"),
                                 if pro == Prologue::Norm {
                                     include_str!("rms_common.wgsl")
                                 } else {
@@ -1024,7 +1036,7 @@ impl Op {
                 format!(
                     "{step}\n{}\n{}\n{}\n{}\n{act}\n{}\n{unit}\nconst LANES: u32 = {}u;\nconst ROWS: u32 = {}u;\n{reduce}\n{main}",
                     include_str!("f16.wgsl"),
-                    include_str!("product_params.wgsl"),
+                    PRODUCT_PARAMS,
                     include_str!("common.wgsl"),
                     include_str!("int8_product.wgsl"),
                     quant(ty)?,
@@ -1034,7 +1046,7 @@ impl Op {
             }
             Op::Gemm { ty, tile } => format!(
                 "{step}\n{}\n{}\n{}\n{}\n{}",
-                include_str!("product_params.wgsl"),
+                PRODUCT_PARAMS,
                 include_str!("common.wgsl"),
                 quant(ty)?,
                 include_str!("gemm.wgsl").replace("//KK_STEPS", &gemm_steps(64)),
@@ -1051,7 +1063,7 @@ impl Op {
                     "{step}\n{}\n{}\n{}\n{}\n{}\n{}\n{unit}\nconst TR: u32 = {rows}u;\nconst TT: u32 = {toks}u;\n\
                      const GQ_MINS: bool = {mins};\nconst GQ_MIN_F16: bool = {};\nconst GQ_DB: bool = {};\n{}",
                     include_str!("f16.wgsl"),
-                    include_str!("product_params.wgsl"),
+                    PRODUCT_PARAMS,
                     include_str!("common.wgsl"),
                     include_str!("int8_product.wgsl"),
                     include_str!("act_global.wgsl"),
@@ -1083,7 +1095,11 @@ impl Op {
                 include_str!("glu_common.wgsl"),
                 include_str!("glu.wgsl")
             ),
-            Op::Add => format!("{step}\n{}", include_str!("add.wgsl")),
+            Op::Add => format!(
+                "{step}\n{}\n{}",
+                include_str!("add.wgsl"),
+                include_str!("out_index.wgsl")
+            ),
             Op::Attention { .. } => format!(
                 "{step}\n{}\n{}\n{}\n{wg_reduce}\n{}",
                 include_str!("f16.wgsl"),

@@ -958,7 +958,7 @@ impl GpuModel {
                 let mut all = t.values(&bias("attn_q"), nh * hd)?;
                 all.extend(t.values(&bias("attn_k"), nkv * hd)?);
                 all.extend(t.values(&bias("attn_v"), nkv * hd)?);
-                Some(c.upload_f32(&all)?)
+                Some(all)
             } else {
                 None
             };

@@ -153,11 +153,11 @@ struct LenParams {
     _pad: [u32; 2],
 }
 
-/// add.wgsl's parameters.
+/// add.wgsl's parameters (out_index.wgsl's segments in mode 2).
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct AddParams {
-    n: u32,
+    y_stride: u32,
     mode: u32,
     seg1: u32,
     seg2: u32,
@@ -939,7 +939,7 @@ impl GpuContext {
         check_len("add a", a, max_tok * n)?;
         check_len("add b", b, max_tok * n)?;
         let params = AddParams {
-            n: n as u32,
+            y_stride: n as u32,
             ..AddParams::default()
         };
         self.prepare(Op::Add, &params, &[a, b], Grid::Threads { per_tok: n as u32 })
@@ -948,25 +948,22 @@ impl GpuContext {
     /// `y[t][..] += bias` for every token of each (y, rows) of `ys` (qwen2's q, k and v
     /// biases), `bias` holding their rows one after another: one dispatch where the outputs are
     /// views of one buffer (as a stacked product's), else one per output.
-    pub(crate) fn prep_bias(
-        &self,
-        ys: &[(&GpuTensor, usize)],
-        bias: &GpuTensor,
-        max_tok: usize,
-    ) -> Result<Vec<Prepared>> {
+    pub(crate) fn prep_bias(&self, ys: &[(&GpuTensor, usize)], bias: &[f32], max_tok: usize) -> Result<Vec<Prepared>> {
         let n: usize = ys.iter().map(|(_, r)| r).sum();
-        check_len("bias", bias, n)?;
+        if bias.len() != n {
+            return Err(GpuError::Shape(format!("{} bias values for {n} rows", bias.len())));
+        }
         for (y, rows) in ys {
             check_len("bias input", y, max_tok * rows)?;
         }
-        let one = match *ys {
+        let stacked = match *ys {
             [(y0, r0), (y1, r1), (y2, _)] => {
                 y0.elems_to(y1)
                     .zip(y0.elems_to(y2))
                     .zip(y0.through(y2))
                     .map(|((base1, base2), all)| {
                         let params = AddParams {
-                            n: n as u32,
+                            y_stride: n as u32,
                             mode: 2,
                             seg1: r0 as u32,
                             seg2: (r0 + r1) as u32,
@@ -979,22 +976,21 @@ impl GpuContext {
             }
             _ => None,
         };
-        if let Some((params, all)) = one {
+        if let Some((params, all)) = stacked {
+            let b = self.upload_f32(bias)?;
             return Ok(vec![self.prepare(
                 Op::Add,
                 &params,
-                &[&all, bias],
+                &[&all, &b],
                 Grid::Threads { per_tok: n as u32 },
             )?]);
         }
         let mut start = 0;
         let mut out = Vec::new();
         for (y, rows) in ys {
-            let b = bias
-                .view(start, *rows, self.limits.min_storage_buffer_offset_alignment as u64)
-                .map_or_else(|| self.upload_f32(&self.read_range(bias, start, *rows)?), Ok)?;
+            let b = self.upload_f32(&bias[start..start + rows])?;
             let params = AddParams {
-                n: *rows as u32,
+                y_stride: *rows as u32,
                 mode: 1,
                 ..AddParams::default()
             };

@@ -23,14 +23,3 @@ struct Params {
     mode: u32,
     glu_f16: u32,
 }
-
-// Where output row r (of the whole product: row0 + the chunk's row) of token t goes in y.
-fn out_index(t: u32, r: u32) -> u32 {
-    if (r < p.seg1) {
-        return t * p.seg1 + r;
-    }
-    if (r < p.seg2) {
-        return p.base1 + t * (p.seg2 - p.seg1) + (r - p.seg1);
-    }
-    return p.base2 + t * (p.y_stride - p.seg2) + (r - p.seg2);
-}
