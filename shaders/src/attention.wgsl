@@ -32,7 +32,7 @@ struct Params {
     packed: u32,
     d_off: u32,
     s_off: u32,
-    _pad0: u32,
+    bias: u32,     // 1: attention_rope.wgsl adds q, k and v's biases first (in q_norm)
     _pad1: u32,
     // Decode steps (attention_rope.wgsl): rope as rope_kv.wgsl's, caches f16-rounded with round = 1.
     n_rot: u32,

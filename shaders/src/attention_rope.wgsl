@@ -1,6 +1,7 @@
 // Appended to attention.wgsl for decode steps (every token of the batch the next one of its own
 // sequence), in place of its q load: rope_kv.wgsl's work for this token, so that dispatch goes
-// (and with p.qk_norm the per-head rms norms of q and k before it, rms_norm.wgsl's dispatches).
+// (and with p.qk_norm the per-head rms norms of q and k before it, rms_norm.wgsl's dispatches;
+// with p.bias the bias adds of q, k and v, add.wgsl's).
 // The workgroup of (head h, token t) rotates its query head into `qs` (scaled), and rotates the
 // key of its kv head and copies the value into the caches at the token's row (f16-rounded with
 // p.round). Every query head of a group writes the same bits to that row, and each reads it
@@ -10,7 +11,9 @@
 @group(0) @binding(6) var<storage, read> kin: array<f32>; // [n_tok][n_kv_head * head_dim]
 @group(0) @binding(7) var<storage, read> vin: array<f32>;
 @group(0) @binding(8) var<storage, read> factors: array<f32>; // [n_rot / 2]
-@group(0) @binding(9) var<storage, read> q_norm: array<f32>; // [head_dim], with p.qk_norm
+// [head_dim] with p.qk_norm; with p.bias instead, the biases of q, k and v one after another
+// ([n_head * head_dim], then [n_kv_head * head_dim] twice: qwen2's).
+@group(0) @binding(9) var<storage, read> q_norm: array<f32>;
 @group(0) @binding(10) var<storage, read> k_norm: array<f32>;
 
 // With p.qk_norm, 1 / sqrt(mean(v^2) + eps) of the head at `base` of q (of_q) or of kin
@@ -28,10 +31,25 @@ fn head_scale(base: u32, li: u32, of_q: bool) -> f32 {
 }
 
 fn head_in(i: u32, of_q: bool) -> f32 {
+    let nq = p.n_head * p.head_dim;
     if (of_q) {
-        return q[i];
+        return with_bias(q[i], i % nq);
     }
-    return kin[i];
+    return with_bias(kin[i], nq + i % (p.n_kv_head * p.head_dim));
+}
+
+// Element i of vin (with its bias).
+fn v_in(i: u32) -> f32 {
+    let kv = p.n_kv_head * p.head_dim;
+    return with_bias(vin[i], p.n_head * p.head_dim + kv + i % kv);
+}
+
+// x plus bias value r with p.bias (the same f32 add as add.wgsl's), else x.
+fn with_bias(x: f32, r: u32) -> f32 {
+    if (p.bias == 0u) {
+        return x;
+    }
+    return x + q_norm[r];
 }
 
 // Element d of the head at `base` of q or kin, normed with scale sc (x * sc * w, as
@@ -104,8 +122,8 @@ fn rope_prologue(h: u32, t: u32, kvh: u32, li: u32) {
             set_k(c0 + d, head_at(kb, d, ksc, false));
             set_k(c0 + d + 1u, head_at(kb, d + 1u, ksc, false));
         }
-        set_v(c0 + 2u * i, vin[kb + 2u * i]);
-        set_v(c0 + 2u * i + 1u, vin[kb + 2u * i + 1u]);
+        set_v(c0 + 2u * i, v_in(kb + 2u * i));
+        set_v(c0 + 2u * i + 1u, v_in(kb + 2u * i + 1u));
     }
     storageBarrier();
 }

@@ -60,10 +60,16 @@ fn k_scale_min(blk: u32, j: u32) -> vec2<f32> {
 // k_scale_min as integers.
 fn k_scale_min_u(blk: u32, j: u32) -> vec2<u32> {
     let w = blk >> 2u;
+    return k_scale_min_h(vec4<u32>(0u, wq[w + 1u], wq[w + 2u], wq[w + 3u]), j);
+}
+
+// k_scale_min_u from the block's first 16 bytes as words (d and dmin, then the 12 bytes of
+// scales and mins): one 16-byte load where the block is 16-byte aligned.
+fn k_scale_min_h(h: vec4<u32>, j: u32) -> vec2<u32> {
     let sh = (j & 3u) * 8u;
-    let b0 = (wq[w + 1u] >> sh) & 0xFFu;
-    let b1 = (wq[w + 2u] >> sh) & 0xFFu;
-    let b2 = (wq[w + 3u] >> sh) & 0xFFu;
+    let b0 = (h.y >> sh) & 0xFFu;
+    let b1 = (h.z >> sh) & 0xFFu;
+    let b2 = (h.w >> sh) & 0xFFu;
     let lo = j < 4u;
     let sc = select((b2 & 15u) | ((b0 >> 6u) << 4u), b0 & 63u, lo);
     let m = select((b2 >> 4u) | ((b1 >> 6u) << 4u), b1 & 63u, lo);

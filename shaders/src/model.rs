@@ -962,6 +962,7 @@ impl GpuModel {
             } else {
                 None
             };
+            let qkv_bias_t = qkv_bias.as_deref().map(|b| c.upload_f32(b)).transpose()?;
             let q_norm = t.optional_vector(c, &n("attn_q_norm"), hd)?;
             let k_norm = t.optional_vector(c, &n("attn_k_norm"), hd)?;
             let post_attn = t.optional_vector(c, &n("post_attention_norm"), e)?;
@@ -1039,7 +1040,11 @@ impl GpuModel {
                     _ => (&s.x, None),
                 };
                 acts.project_normed(c, x_in, post_in, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
-                if let Some(bias) = &qkv_bias {
+                // Decode steps' attention adds the biases itself where it can bind them.
+                let attn_bias = qkv_bias_t
+                    .as_ref()
+                    .filter(|_| decode && q_norm.is_none() && c.attention_norms_heads());
+                if let (Some(bias), None) = (&qkv_bias, attn_bias) {
                     ops.extend(c.prep_bias(&qkv_outs, bias, b)?);
                 }
                 // Decode steps' attention norms the heads of q and k itself where it can.
@@ -1079,6 +1084,7 @@ impl GpuModel {
                         factors: rope_freqs.as_ref(),
                         round: kv_round,
                         qk_norm,
+                        bias: attn_bias,
                     })
                 };
                 acts.attend_project(

@@ -9,8 +9,10 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let r = u & 7u;
     let c = r >> 1u;
     let h = r & 1u;
-    let lo = k_scale_min_u(blk, 2u * c);
-    let hi = k_scale_min_u(blk, 2u * c + 1u);
+    // The block's d, dmin, scales and mins: one 16-byte load (blocks are 144 bytes: aligned).
+    let head = wq4[blk >> 4u];
+    let lo = k_scale_min_h(head, 2u * c);
+    let hi = k_scale_min_h(head, 2u * c + 1u);
     // Chunks start 16 + 32c bytes into the 144-byte block: 16-byte aligned.
     let q = wq4[((blk >> 2u) + 4u + 8u * c + 4u * h) >> 2u];
     let ql = q & vec4<u32>(0x0F0F0F0Fu);
@@ -23,7 +25,7 @@ fn part_dot(rb: u32, u: u32, a: u32, s: u32) -> f32 {
     let ih = dot4I8Packed(qh.x, xh.x) + dot4I8Packed(qh.y, xh.y) + dot4I8Packed(qh.z, xh.z) + dot4I8Packed(qh.w, xh.w);
     let si = i32(lo.x) * il + i32(hi.x) * ih;
     let mi = i32(lo.y) * xsum(s - h) + i32(hi.y) * xsum(s - h + 2u);
-    let dm = unpack2x16float(wq[blk >> 2u]);
+    let dm = unpack2x16float(head.x);
     return dm.x * f32(si) - dm.y * f32(mi);
 }
 

@@ -181,7 +181,9 @@ struct AttnUniform {
     packed: u32,
     d_off: u32,
     s_off: u32,
-    _pad: [u32; 2],
+    // attention_rope.wgsl's bias adds of q, k and v first (1).
+    bias: u32,
+    _pad: u32,
     // attention_rope.wgsl's rope (zeros for plain attention).
     n_rot: u32,
     neox: u32,
@@ -207,6 +209,8 @@ pub(crate) struct AttnRope<'a> {
     /// Per-head rms norms of q and k before the rope (gemma3's, qwen3's): their weights
     /// (head_dim each) and eps.
     pub(crate) qk_norm: Option<(&'a GpuTensor, &'a GpuTensor, f32)>,
+    /// Biases added to q, k and v first (qwen2's), one after another; not with `qk_norm`.
+    pub(crate) bias: Option<&'a GpuTensor>,
 }
 
 /// Rotary embedding settings of one layer.
@@ -1069,7 +1073,8 @@ impl GpuContext {
             packed: packed.is_some() as u32,
             d_off: packed.map_or(0, |pa| pa.d_off),
             s_off: packed.map_or(0, |pa| pa.s_off),
-            _pad: [0; 2],
+            bias: 0,
+            _pad: 0,
             n_rot: 0,
             neox: 0,
             base: 0.0,
@@ -1105,19 +1110,32 @@ impl GpuContext {
             round: r.round as u32,
             qk_norm: r.qk_norm.is_some() as u32,
             eps: r.qk_norm.map_or(0.0, |(_, _, eps)| eps),
+            bias: r.bias.is_some() as u32,
             ..params
         };
+        if (r.qk_norm.is_some() || r.bias.is_some()) && !self.attention_norms_heads() {
+            return Err(GpuError::Shape(
+                "the adapter cannot bind attention's head norms or biases".into(),
+            ));
+        }
         if let Some((qn, kn, _)) = r.qk_norm {
-            if !self.attention_norms_heads() {
-                return Err(GpuError::Shape("the adapter cannot bind attention's head norms".into()));
-            }
             check_len("attention q norm", qn, a.head_dim as usize)?;
             check_len("attention k norm", kn, a.head_dim as usize)?;
+        }
+        if let Some(b) = r.bias {
+            if r.qk_norm.is_some() {
+                return Err(GpuError::Shape("attention takes head norms or biases, not both".into()));
+            }
+            check_len("attention biases", b, (a.n_head * a.head_dim) as usize + 2 * kv)?;
         }
         // Without factors or norms, any read-only buffer (the dummy may be bound read-write as
         // outq).
         let factors = r.factors.unwrap_or(r.k);
-        let (qn, kn) = r.qk_norm.map_or((r.k, r.k), |(qn, kn, _)| (qn, kn));
+        let (qn, kn) = match (r.qk_norm, r.bias) {
+            (Some((qn, kn, _)), _) => (qn, kn),
+            (None, Some(b)) => (b, r.k),
+            (None, None) => (r.k, r.k),
+        };
         self.prepare(
             self.attention_op(a.head_dim, true),
             &params,
