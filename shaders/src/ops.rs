@@ -425,17 +425,18 @@ impl GpuContext {
                         grid,
                     )
                 };
+                let mode = self.matvec_mode(w.k);
                 let matvec = |toks: u32, pa: &PackedAct| {
                     let op = Op::MatVec {
                         ty: w.ty,
-                        mode: self.matvec,
+                        mode,
                         k: w.k,
                         toks,
                         pro: None,
                     };
                     let grid = Grid::MatVec {
                         rows: c.n_rows,
-                        per_wg: self.matvec_rows_per_wg(),
+                        per_wg: mode.wg / mode.lanes * mode.rows,
                     };
                     int8(op, pa, grid)
                 };
@@ -447,7 +448,7 @@ impl GpuContext {
                 if let Some(pa) = packed.filter(|_| max_tok > 1 && !toks.is_empty()) {
                     // Several sequences decoding together: one weight load for `t` tokens,
                     // taken by the batches past the previous variant's tokens.
-                    let m = self.matvec;
+                    let m = mode;
                     let mut min_tokens = 2;
                     for &t in toks {
                         let b = matvec(t, pa)?;
@@ -704,7 +705,7 @@ impl GpuContext {
             (_, None) => return Err(GpuError::Shape(format!("{pro:?} needs its second input"))),
         };
         let (y, segs) = product_outputs(w, ys, 1)?;
-        let (mv, per_wg) = self.fused_matvec();
+        let (mv, per_wg) = self.fused_matvec(w.k);
         let op = Op::MatVec {
             ty: w.ty,
             mode: mv,
