@@ -1,5 +1,5 @@
-// Residual add in place: a[i] += b[i] over n_tok * y_stride values. mode 1: a[i] += b[i % y_stride]
-// (a bias row added to every token's). mode 2: a is q, k and v (views of one buffer) and b their
+// Residual add in place: a[i] += b[i] over n_tok * y_stride values. mode 1: a[i] +=
+// b[b_off + i % y_stride] (a bias row added to every token's). mode 2: a is q, k and v (views of one buffer) and b their
 // biases one after another (qwen2): row r of token t gets b[r] where out_index.wgsl (appended)
 // places a stacked product's output row.
 
@@ -10,8 +10,8 @@ struct Params {
     seg2: u32,
     base1: u32,
     base2: u32,
-    _pad0: u32,
-    _pad1: u32,
+    b_off: u32, // mode 1: where the bias row starts in b
+    _pad: u32,
 }
 
 override WG: u32 = 64u;
@@ -31,5 +31,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         a[out_index(i / p.y_stride, r)] += b[r];
         return;
     }
-    a[i] += b[select(i, r, p.mode == 1u)];
+    a[i] += b[select(i, p.b_off + r, p.mode == 1u)];
 }

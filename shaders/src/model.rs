@@ -958,11 +958,10 @@ impl GpuModel {
                 let mut all = t.values(&bias("attn_q"), nh * hd)?;
                 all.extend(t.values(&bias("attn_k"), nkv * hd)?);
                 all.extend(t.values(&bias("attn_v"), nkv * hd)?);
-                Some(all)
+                Some(c.upload_f32(&all)?)
             } else {
                 None
             };
-            let qkv_bias_t = qkv_bias.as_deref().map(|b| c.upload_f32(b)).transpose()?;
             let q_norm = t.optional_vector(c, &n("attn_q_norm"), hd)?;
             let k_norm = t.optional_vector(c, &n("attn_k_norm"), hd)?;
             let post_attn = t.optional_vector(c, &n("post_attention_norm"), e)?;
@@ -1041,7 +1040,7 @@ impl GpuModel {
                 };
                 acts.project_normed(c, x_in, post_in, &attn_norm, hp.rms_eps, &s.xb, e, &qkv, fuse, &mut ops)?;
                 // Decode steps' attention adds the biases itself where it can bind them.
-                let attn_bias = qkv_bias_t
+                let attn_bias = qkv_bias
                     .as_ref()
                     .filter(|_| decode && q_norm.is_none() && c.attention_norms_heads());
                 if let (Some(bias), None) = (&qkv_bias, attn_bias) {

@@ -163,7 +163,8 @@ struct AddParams {
     seg2: u32,
     base1: u32,
     base2: u32,
-    _pad: [u32; 2],
+    b_off: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -953,7 +954,12 @@ impl GpuContext {
     /// `y[t][..] += bias` for every token of each (y, rows) of `ys` (qwen2's q, k and v
     /// biases), `bias` holding their rows one after another: one dispatch where the outputs are
     /// views of one buffer (as a stacked product's), else one per output.
-    pub(crate) fn prep_bias(&self, ys: &[(&GpuTensor, usize)], bias: &[f32], max_tok: usize) -> Result<Vec<Prepared>> {
+    pub(crate) fn prep_bias(
+        &self,
+        ys: &[(&GpuTensor, usize)],
+        bias: &GpuTensor,
+        max_tok: usize,
+    ) -> Result<Vec<Prepared>> {
         let n: usize = ys.iter().map(|(_, r)| r).sum();
         if bias.len() != n {
             return Err(GpuError::Shape(format!("{} bias values for {n} rows", bias.len())));
@@ -982,24 +988,23 @@ impl GpuContext {
             _ => None,
         };
         if let Some((params, all)) = stacked {
-            let b = self.upload_f32(bias)?;
             return Ok(vec![self.prepare(
                 Op::Add,
                 &params,
-                &[&all, &b],
+                &[&all, bias],
                 Grid::Threads { per_tok: n as u32 },
             )?]);
         }
         let mut start = 0;
         let mut out = Vec::new();
         for (y, rows) in ys {
-            let b = self.upload_f32(&bias[start..start + rows])?;
             let params = AddParams {
                 y_stride: *rows as u32,
                 mode: 1,
+                b_off: start as u32,
                 ..AddParams::default()
             };
-            out.push(self.prepare(Op::Add, &params, &[*y, &b], Grid::Threads { per_tok: *rows as u32 })?);
+            out.push(self.prepare(Op::Add, &params, &[*y, bias], Grid::Threads { per_tok: *rows as u32 })?);
             start += rows;
         }
         Ok(out)
@@ -1414,5 +1419,53 @@ impl GpuContext {
         }
         let op = self.prep_attention(q, k_cache, v_cache, out, a, n_tok, n_ctx, None, None)?;
         self.run(n_tok, pos0, &[op])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// qwen2's bias adds: q, k and v as views of one buffer (one dispatch, out_index.wgsl's
+    /// segments) and as buffers of their own (one dispatch each, the bias read from its
+    /// offset), for every token of a batch.
+    #[test]
+    fn bias_adds_reach_every_output() {
+        let ctx = match GpuContext::new() {
+            Ok(c) => c,
+            Err(e) if std::env::var("FERRO_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+                eprintln!("skipping GPU test: {e}");
+                return;
+            }
+            Err(e) => panic!("{e} (set FERRO_SKIP_GPU_TESTS=1 to skip GPU tests)"),
+        };
+        // Outputs of 64-float multiples, so the views fall on binding-offset boundaries.
+        let (rows, n_tok) = ([64usize, 32, 32], 2);
+        let n: usize = rows.iter().sum();
+        let bias: Vec<f32> = (0..n).map(|i| 100.0 * (i + 1) as f32).collect();
+        let b = ctx.upload_f32(&bias).unwrap();
+        let lens: Vec<usize> = rows.iter().map(|r| r * n_tok).collect();
+        let stacked = ctx.zeros_stacked(&lens).unwrap();
+        let separate: Vec<GpuTensor> = lens.iter().map(|&l| ctx.zeros(l).unwrap()).collect();
+        for (ys, dispatches) in [(&stacked, 1), (&separate, 3)] {
+            let outs: Vec<(&GpuTensor, usize)> = ys.iter().zip(rows).collect();
+            for (i, (y, _)) in outs.iter().enumerate() {
+                let init: Vec<f32> = (0..y.len()).map(|j| (10 * i + j) as f32).collect();
+                ctx.write_f32(y, 0, &init).unwrap();
+            }
+            let ops = ctx.prep_bias(&outs, &b, n_tok).unwrap();
+            assert_eq!(ops.len(), dispatches);
+            ctx.run(n_tok, 0, &ops).unwrap();
+            let mut start = 0;
+            for (i, (y, r)) in outs.iter().enumerate() {
+                let got = ctx.read_f32(y).unwrap();
+                for (j, v) in got.iter().enumerate() {
+                    let want = (10 * i + j) as f32 + bias[start + j % r];
+                    assert_eq!(*v, want, "output {i} element {j} ({dispatches} dispatches)");
+                }
+                start += r;
+            }
+        }
+        assert!(ctx.prep_bias(&[(&stacked[0], 64)], &b, n_tok).is_err(), "bias length");
     }
 }
