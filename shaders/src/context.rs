@@ -612,6 +612,11 @@ fn matvec_main(rows: u32, straight: Option<(u32, u32)>, toks: u32, split: bool) 
 }
 
 impl MatVecMode {
+    /// Rows per workgroup of the plain (not fused) product.
+    pub(crate) fn rows_per_wg(self) -> u32 {
+        self.wg / self.lanes * self.rows
+    }
+
     /// Subgroup shuffles when the adapter has subgroups of at least 4 threads and
     /// `FERRO_GPU_SUBGROUPS` is not `0`; for measurement `FERRO_GPU_MATVEC_WG` (64..=1024, a
     /// power of two) replaces [`MATVEC_WG`], `FERRO_GPU_MATVEC_ROWS` (1, 2 or 4)

@@ -437,7 +437,7 @@ impl GpuContext {
                     };
                     let grid = Grid::MatVec {
                         rows: c.n_rows,
-                        per_wg: mode.wg / mode.lanes * mode.rows,
+                        per_wg: mode.rows_per_wg(),
                     };
                     int8(op, pa, grid)
                 };
@@ -449,14 +449,13 @@ impl GpuContext {
                 if let Some(pa) = packed.filter(|_| max_tok > 1 && !toks.is_empty()) {
                     // Several sequences decoding together: one weight load for `t` tokens,
                     // taken by the batches past the previous variant's tokens.
-                    let m = mode;
                     let mut min_tokens = 2;
                     for &t in toks {
                         let b = matvec(t, pa)?;
                         p.batched.push(Batched {
                             pipeline: b.pipeline,
                             bind: b.bind,
-                            rows: m.wg / m.lanes * m.rows,
+                            rows: mode.rows_per_wg(),
                             tile: t,
                             min_tokens,
                         });
