@@ -101,6 +101,7 @@ fn impossible_options_are_errors() {
         (&["--min-p", "nan"][..], "--min-p"),
         (&["--top-p", "1.5"][..], "--top-p"),
         (&["--repeat-penalty", "-1"][..], "--repeat-penalty"),
+        (&["--repeat-penalty", "0"][..], "--repeat-penalty"),
         (&["--temp", "inf"][..], "--temp"),
     ] {
         let out = Command::new(ferro_bin())

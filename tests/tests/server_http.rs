@@ -71,6 +71,10 @@ fn bad_inputs_get_openai_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(error_of(&r)["param"], "n");
 
+    let r = s.post("/v1/completions", r#"{"prompt": "Hi", "repetition_penalty": 0}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(error_of(&r)["param"], "repetition_penalty");
+
     let r = s.post(
         "/v1/chat/completions",
         r#"{"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}"#,

@@ -176,6 +176,10 @@ fn check_sampling(args: &Args) -> Result<()> {
         ("--min-p", args.min_p, 0.0, 1.0),
         ("--repeat-penalty", args.repeat_penalty, 0.0, f32::INFINITY),
     ] {
+        // A penalty divides the repeated tokens' positive logits: 0 would make them infinite.
+        if name == "--repeat-penalty" && v == 0.0 {
+            bail!("--repeat-penalty must be greater than 0 (1 is off); got 0");
+        }
         if !v.is_finite() || v < lo || v > hi {
             match (lo.is_finite(), hi.is_finite()) {
                 (true, true) => bail!("{name} must be between {lo} and {hi}; got {v}"),

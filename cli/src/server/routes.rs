@@ -123,6 +123,13 @@ fn prepare(s: &Sampling, n_vocab: u32) -> Result<Prepared, ApiError> {
     range(s.presence_penalty, -2.0, 2.0, "presence_penalty")?;
     range(s.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
     range(s.repetition_penalty, 0.0, 10.0, "repetition_penalty")?;
+    // It divides the repeated tokens' positive logits: 0 would make them infinite.
+    if s.repetition_penalty == Some(0.0) {
+        return Err(ApiError::bad(
+            "'repetition_penalty' must be greater than 0 (1 is off); got 0".to_string(),
+            Some("repetition_penalty"),
+        ));
+    }
     let n = s.n.unwrap_or(1);
     if n == 0 || n > MAX_N {
         return Err(ApiError::bad(
