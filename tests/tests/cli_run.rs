@@ -70,6 +70,44 @@ fn default_model_knows_the_capital_of_france() {
 }
 
 /// A prompt longer than the context is one clear error line and exit code 1.
+/// A chat prompt piped on stdin is the argument's prompt: its ending line break (`echo`'s, or
+/// `\r\n`) is not part of the question. A `--raw` one keeps every byte.
+#[test]
+fn stdin_prompt_is_the_argument_prompt() {
+    use std::io::Write;
+    if require_model("smollm2-135m-instruct").is_none() {
+        return;
+    }
+    let q = "Tell me the capital of France.";
+    let prompt_tokens = |arg: Option<&str>, stdin: &[u8], raw: bool| -> Vec<u64> {
+        let mut cmd = Command::new(ferro_bin());
+        cmd.args(["run", "--json", "--temp", "0", "-n", "1"]);
+        if raw {
+            cmd.arg("--raw");
+        }
+        cmd.arg(arg.unwrap_or("-"));
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids(&j["prompt_tokens"])
+    };
+    let want = prompt_tokens(Some(q), b"", false);
+    assert_eq!(prompt_tokens(None, format!("{q}\n").as_bytes(), false), want);
+    assert_eq!(prompt_tokens(None, format!("{q}\r\n").as_bytes(), false), want);
+    let raw = prompt_tokens(None, format!("{q}\n").as_bytes(), true);
+    assert_eq!(
+        raw.len(),
+        prompt_tokens(Some(q), b"", true).len() + 1,
+        "--raw keeps the line break"
+    );
+}
+
 #[test]
 fn prompt_longer_than_context_is_an_error() {
     let Some(path) = require_model("smollm2-135m-instruct") else {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use ferro_engine::chat_template::{ChatMessage, ChatTemplate};
 use ferro_engine::generate::{generate, Generation};
 use ferro_engine::sampler::{Sampler, SamplerConfig};
@@ -240,10 +240,10 @@ pub fn run(args: Args) -> Result<()> {
         verbose: args.verbose,
     };
     let prompt = match prompt.as_deref() {
-        Some("-") => Some(read_stdin()?),
+        Some("-") => Some(read_stdin(args.raw)?),
         Some(p) => Some(p.to_string()),
         None if std::io::stdin().is_terminal() => None,
-        None => Some(read_stdin()?),
+        None => Some(read_stdin(args.raw)?),
     };
     let Some(prompt) = prompt else {
         return repl(&mut s, &args);
@@ -273,9 +273,25 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn read_stdin() -> Result<String> {
-    let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s)?;
+/// The prompt on stdin. A chat prompt loses the line break that ends it (`echo question |
+/// ferro run` asks what `ferro run question` asks); a `--raw` one is tokenized as it is.
+fn read_stdin(raw: bool) -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("reading the prompt from stdin")?;
+    let mut s = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the prompt on stdin is not valid UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if !raw {
+        let trimmed = s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t));
+        if let Some(t) = trimmed {
+            s.truncate(t.len());
+        }
+    }
     Ok(s)
 }
 
