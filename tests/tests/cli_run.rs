@@ -108,6 +108,27 @@ fn stdin_prompt_is_the_argument_prompt() {
     );
 }
 
+/// Generation that runs into the end of the context stops there and says so on stderr; one
+/// that stops at -n does not.
+#[test]
+fn full_context_ends_generation_with_a_note() {
+    if require_model("smollm2-135m-instruct").is_none() {
+        return;
+    }
+    let run = |n: &str| {
+        let out = Command::new(ferro_bin())
+            .args(["run", "hi", "--temp", "0", "-c", "40", "-n", n])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("100");
+    assert!(err.contains("context of 40 tokens is full"), "{err}");
+    let err = run("2");
+    assert!(!err.contains("full"), "{err}");
+}
+
 #[test]
 fn prompt_longer_than_context_is_an_error() {
     let Some(path) = require_model("smollm2-135m-instruct") else {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ferro_engine::chat_template::{ChatMessage, ChatTemplate};
-use ferro_engine::generate::{generate, Generation};
+use ferro_engine::generate::{generate, Generation, StopReason};
 use ferro_engine::sampler::{Sampler, SamplerConfig};
 use ferro_engine::tokenizer::Tokenizer;
 use ferro_engine::{Backend, Forward, ModelOptions};
@@ -104,11 +104,7 @@ impl Session {
             );
         }
         let room = n_ctx - n_past - prompt.len();
-        let max = if max_tokens < 0 {
-            room
-        } else {
-            (max_tokens as usize).min(room)
-        };
+        let max = requested(max_tokens).min(room);
         let Session {
             model, tok, sampler, ..
         } = self;
@@ -137,6 +133,16 @@ impl Session {
             let _ = stdout.write_all(rest.as_bytes());
         }
         text.push_str(&rest);
+        let mut gen = gen;
+        // The room left in the context, not -n, ended it: say so (llama.cpp's "context full").
+        if gen.stop == StopReason::MaxTokens && max < requested(max_tokens) {
+            gen.stop = StopReason::ContextFull;
+            drop(stdout);
+            eprintln!(
+                "\n[the context of {n_ctx} tokens is full after {} generated; raise -c/--ctx-size for more]",
+                gen.tokens.len()
+            );
+        }
         Ok((gen, text))
     }
 
@@ -271,6 +277,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     s.report(&g);
     Ok(())
+}
+
+/// The tokens `-n` asks for (negative: no limit).
+fn requested(max_tokens: i64) -> usize {
+    usize::try_from(max_tokens).unwrap_or(usize::MAX)
 }
 
 /// The prompt on stdin. A chat prompt loses the line break that ends it (`echo question |
