@@ -1,7 +1,7 @@
 // Residual add in place: a[i] += b[i] over n_tok * y_stride values. mode 1: a[i] +=
-// b[b_off + i % y_stride] (a bias row added to every token's). mode 2: a is q, k and v (views of one buffer) and b their
-// biases one after another (qwen2): row r of token t gets b[r] where out_index.wgsl (appended)
-// places a stacked product's output row.
+// b[b_off + i % y_stride] (a bias row added to every token's). mode 2: a is q, k and v (views
+// of one buffer) and b their biases one after another (qwen2): row r of token t gets b[r] where
+// out_index.wgsl (appended) places a stacked product's output row.
 
 struct Params {
     y_stride: u32, // values per token

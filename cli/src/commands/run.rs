@@ -104,14 +104,15 @@ impl Session {
             );
         }
         let room = n_ctx - n_past - prompt.len();
-        let max = requested(max_tokens).min(room);
+        let wanted = requested(max_tokens);
+        let max = wanted.min(room);
         let Session {
             model, tok, sampler, ..
         } = self;
         let mut detok = tok.detokenizer();
         let mut text = String::new();
         let mut stdout = std::io::stdout().lock();
-        let gen = generate(
+        let mut gen = generate(
             model,
             cached,
             prompt,
@@ -133,9 +134,8 @@ impl Session {
             let _ = stdout.write_all(rest.as_bytes());
         }
         text.push_str(&rest);
-        let mut gen = gen;
         // The room left in the context, not -n, ended it: say so (llama.cpp's "context full").
-        if gen.stop == StopReason::MaxTokens && max < requested(max_tokens) {
+        if gen.stop == StopReason::MaxTokens && max < wanted {
             gen.stop = StopReason::ContextFull;
             drop(stdout);
             eprintln!(
@@ -182,10 +182,6 @@ fn check_sampling(args: &Args) -> Result<()> {
         ("--min-p", args.min_p, 0.0, 1.0),
         ("--repeat-penalty", args.repeat_penalty, 0.0, f32::INFINITY),
     ] {
-        // A penalty divides the repeated tokens' positive logits: 0 would make them infinite.
-        if name == "--repeat-penalty" && v == 0.0 {
-            bail!("--repeat-penalty must be greater than 0 (1 is off); got 0");
-        }
         if !v.is_finite() || v < lo || v > hi {
             match (lo.is_finite(), hi.is_finite()) {
                 (true, true) => bail!("{name} must be between {lo} and {hi}; got {v}"),
@@ -193,6 +189,10 @@ fn check_sampling(args: &Args) -> Result<()> {
                 _ => bail!("{name} must be a finite number; got {v}"),
             }
         }
+    }
+    // A penalty divides the repeated tokens' positive logits: 0 would make them infinite.
+    if args.repeat_penalty == 0.0 {
+        bail!("--repeat-penalty must be greater than 0 (1 is off); got 0");
     }
     Ok(())
 }
