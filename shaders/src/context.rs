@@ -363,10 +363,6 @@ pub(crate) struct MatVecMode {
     /// input (the same, so they sum in the same order): as many as the adapter allows, up to
     /// 1024.
     pub(crate) norm_wg: u32,
-    /// Threads per row of the products whose rows would take more than one trip of four parts a
-    /// lane with `lanes` (`FERRO_GPU_MATVEC_LONG`; 0: `lanes` for every product). Rows then span
-    /// several subgroups, their sums added through shared memory (reduce_hybrid.wgsl).
-    pub(crate) long_lanes: u32,
 }
 
 /// Threads per row of the int8 decode product (fewer where the adapter's subgroups are smaller).
@@ -643,16 +639,12 @@ impl MatVecMode {
                     .filter(|l| l.is_power_of_two() && (4..=sg).contains(l))
                     .unwrap_or(MATVEC_LANES),
             );
-            let long_lanes = env_u32("FERRO_GPU_MATVEC_LONG")
-                .filter(|l| l.is_power_of_two() && *l > lanes && *l <= wg.min(norm_wg))
-                .unwrap_or(0);
             Self {
                 subgroups: true,
                 lanes,
                 wg,
                 rows,
                 norm_wg,
-                long_lanes,
             }
         } else {
             Self {
@@ -661,7 +653,6 @@ impl MatVecMode {
                 wg,
                 rows,
                 norm_wg,
-                long_lanes: 0,
             }
         }
     }
@@ -974,8 +965,6 @@ impl Op {
     /// The shader text; `mode` picks the workgroup reductions (subgroup shuffles or shared
     /// memory) of the ops that have them.
     fn source(self, mode: MatVecMode) -> Result<String> {
-        // Threads of one subgroup's row sums (the adapter's smallest subgroup, up to 32).
-        let sg = mode.lanes;
         let wg_reduce = if mode.subgroups {
             format!(
                 "const SG: u32 = {}u;\n{}\n{}",
@@ -1008,18 +997,10 @@ impl Op {
                 // The format's quant_*.wgsl comes too: its layout helpers (load8 goes unused).
                 // naga takes subgroup built-ins without `enable subgroups;` once the device has
                 // the feature (and rejects the directive).
-                let reduce = if mode.subgroups && mode.lanes > sg {
-                    format!(
-                        "const SGM: u32 = {sg}u;\n{}\n{}",
-                        include_str!("reduce_subgroup.wgsl")
-                            .replace("fn row_sum(", "fn subgroup_sum(")
-                            .replace("LANES", "SGM"),
-                        include_str!("reduce_hybrid.wgsl")
-                    )
-                } else if mode.subgroups {
-                    include_str!("reduce_subgroup.wgsl").to_string()
+                let reduce = if mode.subgroups {
+                    include_str!("reduce_subgroup.wgsl")
                 } else {
-                    include_str!("reduce_shared.wgsl").to_string()
+                    include_str!("reduce_shared.wgsl")
                 };
                 let main = matvec_main(mode.rows, straight, toks, toks > 1 && unit.contains("fn part_w("));
                 let (act, main) = match pro {
@@ -1700,31 +1681,14 @@ impl GpuContext {
         k.is_multiple_of(block) && bytes <= self.limits.max_compute_workgroup_storage_size
     }
 
-    /// The int8 decode product's mode for rows of `k` values: [`MatVecMode::long_lanes`] threads
-    /// a row where it has them and the rows are long.
-    pub(crate) fn matvec_mode(&self, k: u32) -> MatVecMode {
-        let m = self.matvec;
-        if m.long_lanes > m.lanes && k / 32 > 4 * m.lanes {
-            MatVecMode {
-                lanes: m.long_lanes,
-                ..m
-            }
-        } else {
-            m
-        }
-    }
-
     /// The int8 decode product's mode where it rounds its own input: rows per group of lanes
     /// as the plain product's, or for measurement `FERRO_GPU_FUSED_ROWS` (1, 2 or 4: fewer
     /// workgroups, each rounding the input once for more rows); and its rows per workgroup.
-    pub(crate) fn fused_matvec(&self, k: u32) -> (MatVecMode, u32) {
+    pub(crate) fn fused_matvec(&self) -> (MatVecMode, u32) {
         let rows = env_u32("FERRO_GPU_FUSED_ROWS")
             .filter(|r| [1, 2, 4].contains(r))
             .unwrap_or(self.matvec.rows);
-        let mode = MatVecMode {
-            rows,
-            ..self.matvec_mode(k)
-        };
+        let mode = MatVecMode { rows, ..self.matvec };
         (mode, self.norm_wg() / mode.lanes * rows)
     }
 

@@ -426,7 +426,7 @@ impl GpuContext {
                         grid,
                     )
                 };
-                let mode = self.matvec_mode(w.k);
+                let mode = self.matvec;
                 let matvec = |toks: u32, pa: &PackedAct| {
                     let op = Op::MatVec {
                         ty: w.ty,
@@ -705,7 +705,7 @@ impl GpuContext {
             (_, None) => return Err(GpuError::Shape(format!("{pro:?} needs its second input"))),
         };
         let (y, segs) = product_outputs(w, ys, 1)?;
-        let (mv, per_wg) = self.fused_matvec(w.k);
+        let (mv, per_wg) = self.fused_matvec();
         let op = Op::MatVec {
             ty: w.ty,
             mode: mv,
