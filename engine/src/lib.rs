@@ -16,6 +16,6 @@ pub mod tokenizer;
 
 pub use backend::{Backend, Device, Forward};
 pub use kv_cache::KvType;
-pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep};
+pub use models::{Arch, Hparams, Logits, Model, ModelError, ModelOptions, SeqStep, MAX_THREADS};
 pub mod grammar;
 pub mod scheduler;

@@ -296,3 +296,40 @@ fn cache_type_f16_halves_the_kv_cache() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown KV cache type"));
 }
+
+/// `-t` past the engine's limit is a usage error in every command that runs a model, before
+/// any model is read (100000 spinning workers on two cores took minutes a token).
+#[test]
+fn too_many_threads_is_a_usage_error() {
+    let over = (ferro_engine::MAX_THREADS + 1).to_string();
+    for cmd in [
+        &["run", "no-such-model.gguf", "hi"][..],
+        &["bench", "no-such-model.gguf"][..],
+        &["perplexity", "no-such-model.gguf", "-f", "no-such-file"][..],
+        &["serve", "no-such-model.gguf"][..],
+    ] {
+        let out = Command::new(ferro_bin())
+            .args(cmd)
+            .args(["-t", &over])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains("at most 512 threads"), "{cmd:?}: {err}");
+    }
+}
+
+/// The engine refuses such a thread count too (for library callers that skip the CLI).
+#[test]
+fn engine_refuses_too_many_threads() {
+    let Some(path) = require_model("smollm2-135m-instruct") else {
+        return;
+    };
+    let opts = ferro_engine::ModelOptions {
+        threads: ferro_engine::MAX_THREADS + 1,
+        n_ctx: 64,
+        ..Default::default()
+    };
+    let err = ferro_engine::Model::load(&path, &opts).expect_err("too many threads");
+    assert!(err.to_string().contains("at most 512"), "{err}");
+}

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
     pub n_gen: Vec<usize>,
     /// Worker threads (default: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    #[arg(short = 't', long = "threads", default_value_t = 0, value_parser = super::parse_threads)]
     pub threads: usize,
     /// Timed repetitions of each test (after one warm-up run).
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]

@@ -35,6 +35,16 @@ fn parse_cache_type(s: &str) -> Result<KvType, String> {
     s.parse()
 }
 
+/// `-t/--threads` of the commands that run a model: 0 (one per core) up to
+/// [`ferro_engine::MAX_THREADS`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if n > ferro_engine::MAX_THREADS {
+        return Err(format!("at most {} threads", ferro_engine::MAX_THREADS));
+    }
+    Ok(n)
+}
+
 impl DeviceArgs {
     /// The parsed `--device`; an unknown name is an error.
     pub fn device(&self) -> anyhow::Result<Device> {

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
     /// Worker threads (default: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    #[arg(short = 't', long = "threads", default_value_t = 0, value_parser = super::parse_threads)]
     pub threads: usize,
     #[command(flatten)]
     pub device: DeviceArgs,

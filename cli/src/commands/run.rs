@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     pub ctx_size: usize,
     /// Worker threads (default: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    #[arg(short = 't', long = "threads", default_value_t = 0, value_parser = super::parse_threads)]
     pub threads: usize,
     /// System message for the chat template.
     #[arg(long)]

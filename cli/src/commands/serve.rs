@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     pub cors: Option<String>,
     /// Worker threads (0: one per core).
-    #[arg(long, short = 't', default_value_t = 0)]
+    #[arg(long, short = 't', default_value_t = 0, value_parser = super::parse_threads)]
     pub threads: usize,
     /// Requests that may wait for a free sequence before the server answers 503.
     #[arg(long, default_value_t = 64)]

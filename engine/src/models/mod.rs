@@ -602,6 +602,10 @@ pub enum Logits {
     None,
 }
 
+/// The most worker threads a model runs on (llama.cpp's limit too). Decode's workers spin
+/// between products, so thousands of them on a few cores take minutes a token.
+pub const MAX_THREADS: usize = 512;
+
 /// Options for [`Model::load`].
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
@@ -609,7 +613,7 @@ pub struct ModelOptions {
     pub n_ctx: usize,
     /// Most tokens one internal forward step processes (bounds the scratch buffers).
     pub n_batch: usize,
-    /// Worker threads; 0 = rayon's default (one per core).
+    /// Worker threads; 0 = rayon's default (one per core). At most [`MAX_THREADS`].
     pub threads: usize,
     /// Repack the matrices whose type the CPU kernels in use read faster in a layout of their
     /// own (x86: Q4_0, Q4_1, Q8_0 and Q4_K, eight rows interleaved; Q/K/V and gate/up stacked
@@ -689,6 +693,12 @@ impl Model {
                 reason,
             }
         })?;
+        if opts.threads > MAX_THREADS {
+            return Err(ModelError::ThreadPool {
+                threads: opts.threads,
+                reason: format!("at most {MAX_THREADS} are supported"),
+            });
+        }
         let pool = if opts.threads > 0 {
             Some(
                 rayon::ThreadPoolBuilder::new()
