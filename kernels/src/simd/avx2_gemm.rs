@@ -7,9 +7,10 @@
 use crate::dispatch::GemmKernels;
 
 /// The x86 tables': decode uses the tiles too (the row-lane ones for Q4_0..Q5_1, Q8_0 and
-/// Q4_K; Q6_K decodes one row at a time, as its dot does, which streams fastest on Zen). The
-/// AVX-512 dots are not the tiles' bits, so there matrix-vector and batched products must both
-/// use the tiles, which `decode` makes them do.
+/// Q4_K; Q6_K decodes one row at a time, as its dot does, which streams fastest on Zen; on the
+/// avx512-vnni table with the AVX-512 Q6_K dot, whose bits are the tiles'). The other AVX-512
+/// dots are not the tiles' bits, so there matrix-vector and batched products must both use
+/// the tiles, which `decode` makes them do.
 pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q4_0: Some(super::avx2_lanes::gemm_q4_0),
     q4_1: Some(super::avx2_lanes::gemm_q4_1),

@@ -293,7 +293,9 @@ pub(crate) fn gemm_q6_k_vnni(w: &[BlockQ6K], a: &[BlockQ8K], nb: usize, out: &mu
             out,
             ldo,
             |w, a| q6_k_tile::<8, true>(w, a),
-            |w, a| q6_k_tile::<1, true>(w, a),
+            // One token: the AVX-512 row kernel, the same bits in half the instructions
+            // (avx2_lanes.rs `q6_k_avx512_dot_equals_the_tiles_bit_for_bit`).
+            |w, a| [super::avx512_kquants::vec_dot_q6_k_vnni(w, a[0])],
         );
     }
     // SAFETY: handed out only by the avx512-vnni table, after its features were detected;

@@ -1237,4 +1237,50 @@ mod tests {
             }
         }
     }
+
+    /// The AVX-512 Q6_K row kernel (512-bit) gives the bits of the 256-bit Q6_K tiles: the same
+    /// eight i32 lanes of partial sums (its two 256-bit halves added lane by lane), the same
+    /// FMA per lane and super-block, the same final sum.
+    #[test]
+    fn q6_k_avx512_dot_equals_the_tiles_bit_for_bit() {
+        if !(std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && super::super::avx2::detected())
+        {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        use crate::quants::{q6_k, q8_k};
+        use crate::simd::{avx2_kquants, avx512_kquants};
+        let (rows, nb) = (23, 5);
+        let mut w = vec![q6_k::BlockQ6K::zeroed(); rows * nb];
+        q6_k::quantize(&values(rows * nb * 256, 7), &mut w);
+        w[0].ql = [0xFF; 128];
+        w[0].qh = [0xFF; 64];
+        w[0].scales[5] = -128;
+        let mut a = vec![super::BlockQ8K::zeroed(); nb];
+        q8_k::quantize(&values(nb * 256, 8), &mut a);
+        let mut out = vec![f32::NAN; rows];
+        avx2_kquants::gemm_q6_k_vnni(&w, &a, nb, &mut out, rows);
+        let mut tiles = vec![f32::NAN; rows];
+        avx2_kquants::gemm_q6_k(&w, &a, nb, &mut tiles, rows);
+        for r in 0..rows {
+            let wr = &w[r * nb..(r + 1) * nb];
+            // SAFETY: AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C detected above.
+            let (d, dv) = unsafe {
+                (
+                    avx512_kquants::vec_dot_q6_k(wr, &a),
+                    avx512_kquants::vec_dot_q6_k_vnni(wr, &a),
+                )
+            };
+            assert_eq!(
+                out[r].to_bits(),
+                dv.to_bits(),
+                "row {r}: vnni tile {} vs vnni dot {dv}",
+                out[r]
+            );
+            assert_eq!(tiles[r].to_bits(), d.to_bits(), "row {r}: tile {} vs dot {d}", tiles[r]);
+        }
+    }
 }

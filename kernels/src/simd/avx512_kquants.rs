@@ -239,7 +239,9 @@ unsafe fn q6k_impl<const VNNI: bool>(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm512_set1_epi8(3);
     let idx = [rep_idx(0, 8), rep_idx(4, 8), rep_idx(8, 8), rep_idx(12, 8)];
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        // Decode streams rows one after another (see `prefetch_next_row`).
+        crate::simd::avx2_kquants::prefetch_next_row(w, b);
         let d = y.d * h2f(x.d);
         // SAFETY: 16 scale bytes, 32 bsums bytes.
         let sc8 = _mm_loadu_si128(x.scales.as_ptr().cast());
