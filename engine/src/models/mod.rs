@@ -686,13 +686,14 @@ impl Model {
         };
         let n_batch = opts.n_batch.clamp(1, n_ctx.max(1));
         let cache_type = opts.cache_type.unwrap_or(KvType::F32);
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.k_dim(), hp.v_dim(), cache_type).map_err(|reason| {
-            ModelError::CacheTooLarge {
-                n_ctx,
-                n_slots: 1,
-                reason,
-            }
-        })?;
+        let kv =
+            KvCache::new(hp.n_layer, n_ctx, hp.n_head_kv, hp.k_dim(), hp.v_dim(), cache_type).map_err(|reason| {
+                ModelError::CacheTooLarge {
+                    n_ctx,
+                    n_slots: 1,
+                    reason,
+                }
+            })?;
         if opts.threads > MAX_THREADS {
             return Err(ModelError::ThreadPool {
                 threads: opts.threads,
@@ -849,8 +850,16 @@ impl Model {
     pub fn set_slots(&mut self, n_slots: usize) -> Result<()> {
         let hp = &self.hp;
         let n_ctx = self.kv.n_ctx;
-        self.kv = KvCache::with_slots(hp.n_layer, n_ctx, n_slots, hp.k_dim(), hp.v_dim(), self.kv.ty())
-            .map_err(|reason| ModelError::CacheTooLarge { n_ctx, n_slots, reason })?;
+        self.kv = KvCache::with_slots(
+            hp.n_layer,
+            n_ctx,
+            n_slots,
+            hp.n_head_kv,
+            hp.k_dim(),
+            hp.v_dim(),
+            self.kv.ty(),
+        )
+        .map_err(|reason| ModelError::CacheTooLarge { n_ctx, n_slots, reason })?;
         Ok(())
     }
 
@@ -1255,14 +1264,14 @@ impl BlockCtx<'_> {
         let hp = self.hp;
         let (n, hd) = (self.n, hp.head_dim);
         let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
-        // Each row's first cache row of its slot and its position in its sequence.
+        // Each row's slot and its position in its sequence.
         let mut at = Vec::with_capacity(n);
         for sp in self.spans {
             let rows = sp.start..sp.start + sp.len;
             for (i, t) in rows.clone().enumerate() {
                 self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, sp.pos + i);
                 self.rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, sp.pos + i);
-                at.push((sp.slot * kv.n_ctx, sp.pos + i));
+                at.push((sp.slot, sp.pos + i));
             }
             kv.store_slot(
                 self.il,
@@ -1273,18 +1282,19 @@ impl BlockCtx<'_> {
             );
         }
         match kv.layer(self.il) {
-            KvLayer::F16(kc, vc) => self.attend(s, &at, kc, vc, kv.n_ctx),
-            KvLayer::F32(kc, vc) => self.attend(s, &at, kc, vc, kv.n_ctx),
+            KvLayer::F16(kc, vc) => self.attend(s, &at, kc, vc, kv),
+            KvLayer::F32(kc, vc) => self.attend(s, &at, kc, vc, kv),
         }
         mm(&self.layer.wo, self.file, &s.att, n, &mut s.xb2);
     }
 
-    /// Attention of every row (`at`: its slot's first cache row and its position) over the
-    /// cached keys `kc` and values `vc` into `s.att`.
-    fn attend<E: CacheElem>(&self, s: &mut RunState, at: &[(usize, usize)], kc: &[E], vc: &[E], n_ctx: usize) {
+    /// Attention of every row (`at`: its slot and its position) over the cached keys `kc` and
+    /// values `vc` (this layer's, laid out as `kv` says) into `s.att`.
+    fn attend<E: CacheElem>(&self, s: &mut RunState, at: &[(usize, usize)], kc: &[E], vc: &[E], kv: &KvCache) {
         let hp = self.hp;
         let (n, hd, hdv) = (self.n, hp.head_dim, hp.head_dim_v);
-        let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
+        let qd = hp.q_dim();
+        let n_ctx = kv.n_ctx;
         let window = if hp.is_swa(self.il) { hp.sliding_window } else { 0 };
         let group = hp.n_head / hp.n_head_kv;
         let scale = hp.attn_scale;
@@ -1301,21 +1311,22 @@ impl BlockCtx<'_> {
         let per_task = hp.n_head / heads;
         let task = |i: usize, out: &mut [f32], scores: &mut Vec<f32>| {
             let (t, h0) = (i / per_task, i % per_task * heads);
-            let (base, p) = at[t];
+            let (slot, p) = at[t];
             let kvh = h0 / group;
             let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
             let qh = &q[t * qd + h0 * hd..t * qd + (h0 + heads) * hd];
-            let first = base + lo;
+            // The key head's plane: its positions hd (hdv) elements apart.
+            let (k0, v0) = kv.plane(slot, kvh);
             let len = p + 1 - lo;
             scores.clear();
             scores.resize(heads * len, 0.0);
-            E::dots(qh, heads, &kc[first * kd + kvh * hd..], kd, scores);
+            E::dots(qh, heads, &kc[k0 + lo * hd..], hd, scores);
             for row in scores.chunks_exact_mut(len) {
                 row.iter_mut().for_each(|s| *s *= scale);
                 softmax_f32(row);
             }
             out.fill(0.0);
-            E::weighted_sum(scores, heads, &vc[first * vd + kvh * hdv..], vd, out);
+            E::weighted_sum(scores, heads, &vc[v0 + lo * hdv..], hdv, out);
         };
         let att = &mut s.att[..n * hp.n_head * hdv];
         if n == 1 {
