@@ -121,6 +121,8 @@ pub type WeightedSumF16Fn = fn(a: &[f32], heads: usize, v: &[f16], stride: usize
 pub type WeightedSumFn = fn(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]);
 /// Softmax of a row in place (attention weights): `x[i] = exp(x[i] − max) / Σ exp(x[j] − max)`.
 pub type SoftmaxFn = fn(x: &mut [f32]);
+/// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU).
+pub type SwigluFn = fn(gate: &mut [f32], up: &[f32]);
 
 /// Quantize an f32 activation row into blocks.
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
@@ -162,6 +164,8 @@ pub struct KernelTable {
     pub weighted_sum_f16: WeightedSumF16Fn,
     /// Softmax of a row (attention weights).
     pub softmax_f32: SoftmaxFn,
+    /// SiLU-gated linear unit in place (the feed-forward's activation).
+    pub swiglu_f32: SwigluFn,
     /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
     pub kquants: KQuantKernels,
     /// Tiled matrix products of the 32-element formats, where the path has them.
@@ -195,6 +199,7 @@ static SCALAR: KernelTable = KernelTable {
     dots_f16: float::dots_f16,
     weighted_sum_f16: float::weighted_sum_f16,
     softmax_f32: float::softmax_f32,
+    swiglu_f32: float::swiglu_f32,
     kquants: KQuantKernels::SCALAR,
     gemm: GemmKernels::NONE,
 };

@@ -223,6 +223,14 @@ pub fn softmax_f32(x: &mut [f32]) {
     (KernelTable::get().softmax_f32)(x)
 }
 
+/// SwiGLU in place with the kernels in use: `gate[i] = silu(gate[i]) · up[i]`.
+///
+/// # Panics
+/// When the lengths differ.
+pub fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    (KernelTable::get().swiglu_f32)(gate, up)
+}
+
 /// y[rows] = W · x with the kernels in use (see [`KernelTable::matvec`]).
 pub fn matvec(w: &WeightMatrix, x: &[f32], y: &mut [f32]) {
     KernelTable::get().matvec(w, x, y)

@@ -198,3 +198,32 @@ fn rows_outside_the_data_panic() {
     let mut out = [0f32; 3];
     ferro_kernels::dots_f32(&[1.0; 8], 1, &[0.0; 20], 8, &mut out);
 }
+
+#[test]
+fn swiglu_matches_the_scalar_reference() {
+    let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
+    for t in KernelTable::variants() {
+        for n in [1usize, 7, 8, 9, 31, 1536] {
+            // Gates from tiny to past exp's range (silu(-100) is -0, silu(100) is 100).
+            for spread in [1e-3f32, 1.0, 10.0, 100.0] {
+                let gate: Vec<f32> = values(n, n + spread as usize).iter().map(|v| v * spread).collect();
+                let up = values(n, 7 * n + 1);
+                let (mut want, mut got) = (gate.clone(), gate.clone());
+                (scalar.swiglu_f32)(&mut want, &up);
+                (t.swiglu_f32)(&mut got, &up);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        // (Gates near -88.7, where exp leaves f32's range, give ~1e-37.)
+                        (g - w).abs() <= 4.0 * f32::EPSILON * w.abs() + 1e-35,
+                        "{} n {n} spread {spread} [{i}] gate {}: {g} vs {w}",
+                        t.name,
+                        gate[i]
+                    );
+                }
+            }
+        }
+        let mut edge = [-100.0f32, 100.0, 0.0];
+        (t.swiglu_f32)(&mut edge, &[1.0, 1.0, 1.0]);
+        assert_eq!(edge, [0.0, 100.0, 0.0], "{}", t.name);
+    }
+}

@@ -170,6 +170,18 @@ pub fn weighted_sum_f16(a: &[f32], heads: usize, v: &[f16], stride: usize, out: 
     weighted_sum(a, heads, v, stride, out)
 }
 
+/// `gate[i] = gate[i] / (1 + exp(−gate[i])) · up[i]` with the C library's `expf` (scalar
+/// reference of SwiGLU; ggml's `swiglu`).
+///
+/// # Panics
+/// When the lengths differ.
+pub fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 /// Softmax of `x` in place (scalar reference): `exp(x[i] − max)` with the C library's `expf`,
 /// summed in f64 in order, then scaled by the f32 inverse of the sum.
 pub fn softmax_f32(x: &mut [f32]) {

@@ -36,6 +36,7 @@ static TABLE: KernelTable = KernelTable {
     dots_f16,
     weighted_sum_f16,
     softmax_f32,
+    swiglu_f32,
     kquants: super::avx2_kquants::KERNELS,
     gemm: super::avx2_gemm::KERNELS,
 };
@@ -62,6 +63,12 @@ safe_entry!(dot_bf16, dot_bf16_impl, bf16, f32);
 pub(super) fn softmax_f32(x: &mut [f32]) {
     // SAFETY: as for the dot products; every access lies inside `x`.
     unsafe { softmax_f32_impl(x) }
+}
+
+pub(super) fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
+    // SAFETY: as for the dot products; every access lies inside `gate` and `up` (equal lengths).
+    unsafe { swiglu_f32_impl(gate, up) }
 }
 
 macro_rules! heads_entry {
@@ -452,6 +459,37 @@ unsafe fn pow2(k: __m256i) -> __m256 {
 unsafe fn add_pd(s: &mut [__m256d; 2], e: __m256) {
     s[0] = _mm256_add_pd(s[0], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
     s[1] = _mm256_add_pd(s[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+}
+
+/// `x / (1 + exp(−x)) · y` in eight lanes (a function, not a closure: a closure would not
+/// inherit the target features).
+#[inline(always)]
+unsafe fn silu_mul(x: __m256, y: __m256) -> __m256 {
+    let nx = _mm256_sub_ps(_mm256_setzero_ps(), x);
+    // exp8 stops at exp(88.7); past f32's range expf is +inf, and silu a signed 0.
+    let over = _mm256_cmp_ps::<_CMP_GT_OQ>(nx, _mm256_set1_ps(88.72284));
+    let e = _mm256_blendv_ps(exp8(nx), _mm256_set1_ps(f32::INFINITY), over);
+    _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e)), y)
+}
+
+/// SwiGLU with [`exp8`]: the scalar formula's operations in the same order, eight lanes at a
+/// time; the tail through the same lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn swiglu_f32_impl(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len();
+    let n8 = n & !7;
+    let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
+    for i in (0..n8).step_by(8) {
+        _mm256_storeu_ps(g.add(i), silu_mul(_mm256_loadu_ps(g.add(i)), _mm256_loadu_ps(u.add(i))));
+    }
+    if n8 < n {
+        let (mut tg, mut tu) = ([0f32; 8], [0f32; 8]);
+        tg[..n - n8].copy_from_slice(&gate[n8..]);
+        tu[..n - n8].copy_from_slice(&up[n8..]);
+        let r = silu_mul(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()));
+        _mm256_storeu_ps(tg.as_mut_ptr(), r);
+        gate[n8..].copy_from_slice(&tg[..n - n8]);
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

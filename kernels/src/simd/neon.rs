@@ -100,6 +100,7 @@ macro_rules! neon_kernels {
                 dots_f16: crate::quants::float::dots_f16,
                 weighted_sum_f16: crate::quants::float::weighted_sum_f16,
                 softmax_f32: crate::quants::float::softmax_f32,
+                swiglu_f32: crate::quants::float::swiglu_f32,
                 kquants: $kquants,
                 gemm: crate::dispatch::GemmKernels::NONE,
             };
