@@ -290,7 +290,7 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
     gemm: Option<GemmFn<W, A>>,
     y: &mut [f32],
 ) {
-    matvec_tasks(y, |r0, ys| {
+    matvec_tasks(bytemuck::cast_slice(w), y, |r0, ys| {
         if let Some(gemm) = gemm {
             let ldo = ys.len();
             return gemm(&w[r0 * per_row..(r0 + ys.len()) * per_row], act, per_row, ys, ldo);
@@ -303,7 +303,9 @@ fn run_matvec<W: Pod + Sync, A: Sync>(
 }
 
 /// Splits `y` (one value per row) into rayon tasks of [`matvec_chunk`] rows: `f(r0, ys)`.
-fn matvec_tasks(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+/// `weights`: the matrix's bytes, for the thread team's warming of the next product.
+fn matvec_tasks(weights: &[u8], y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    crate::team::product_starts(weights);
     let chunk = matvec_chunk(y.len());
     crate::team::for_each_chunk(y, chunk, f);
 }
@@ -390,7 +392,7 @@ fn run_packed<A: Sync>(p: &PackedMatrix, act: &[A], n: usize, f: PackedGemmFn<A>
     let groups = |r0: usize, nr: usize| &w[r0 / GROUP_ROWS * gb..(r0 + nr).div_ceil(GROUP_ROWS) * gb];
     if n == 1 {
         // matvec_chunk is a multiple of the group size.
-        return matvec_tasks(y, |r0, ys| f(groups(r0, ys.len()), ys.len(), nb, act, ys, ys.len()));
+        return matvec_tasks(w, y, |r0, ys| f(groups(r0, ys.len()), ys.len(), nb, act, ys, ys.len()));
     }
     let row_bytes = gb / GROUP_ROWS;
     matmul_tasks(y, n, row_bytes, GROUP_ROWS, |r0, nr, out| {

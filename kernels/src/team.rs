@@ -21,8 +21,11 @@
 //! caller's stack, which [`run`] keeps alive until every task it handed out has finished.
 
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +58,66 @@ struct Team {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+    /// The weights of the product expected next (address and length; `warm_gen` counts the
+    /// changes), whose share idle threads pull into their caches: see [`product_starts`].
+    warm_gen: AtomicU64,
+    warm_addr: AtomicUsize,
+    warm_len: AtomicUsize,
+    order: Mutex<Order>,
+}
+
+/// The order of a step's products, learned as they run: each product's weights (by address)
+/// and the weights of the one that followed it.
+#[derive(Default)]
+struct Order {
+    next: HashMap<usize, (usize, usize)>,
+    last: usize,
+}
+
+/// Products remembered at most (a few hundred per model); past this the map starts over.
+const MAX_ORDER: usize = 1 << 14;
+
+/// Bytes of the next product's weights each idle thread pulls into its cache: its own share,
+/// up to this many (`FERRO_WARM_KB`, 0 = none).
+fn warm_cap() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::env::var("FERRO_WARM_KB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(256 << 10, |kb| kb << 10)
+    })
+}
+
+/// A thread's progress through its share of the expected product's weights.
+#[derive(Default)]
+struct Warm {
+    gen: u64,
+    next: usize,
+    end: usize,
+}
+
+impl Warm {
+    /// Prefetches the next cache line of thread `me`'s share of the expected product (where
+    /// its range of the product's row chunks lies, as [`Team::run`] hands them out); false
+    /// once its share, up to [`warm_cap`], is done.
+    fn step(&mut self, t: &Team, me: usize) -> bool {
+        let gen = t.warm_gen.load(Relaxed);
+        if gen != self.gen {
+            // The address and length may be a moment older or newer than `gen`: they are only
+            // hints, and a prefetch of any address is harmless.
+            self.gen = gen;
+            let share = t.warm_len.load(Relaxed) / t.ranges.len();
+            self.next = (t.warm_addr.load(Relaxed) + me * share) & !63;
+            self.end = self.next + share.min(warm_cap());
+        }
+        if self.next >= self.end {
+            return false;
+        }
+        crate::simd::prefetch_l2(self.next);
+        self.next += 64;
+        true
+    }
 }
 
 /// Most tasks a loop can have on a team (a range's bounds are 16 bits); larger loops run on
@@ -120,12 +183,16 @@ impl Team {
     /// Worker `me` (1..): runs its share of each loop as its epoch opens.
     fn worker(&'static self, me: usize) {
         let mut seen = 0u32;
+        let mut warm = Warm::default();
         loop {
             let start = Instant::now();
             let mut spins = 0u32;
             loop {
                 if self.epoch.load(SeqCst) != seen {
                     break;
+                }
+                if warm.step(self, me) {
+                    continue;
                 }
                 spins = spins.wrapping_add(1);
                 if !spins.is_multiple_of(1024) || start.elapsed() < SPIN {
@@ -169,8 +236,11 @@ impl Team {
             }
             self.done.fetch_add(1, SeqCst);
         }
+        let mut warm = Warm::default();
         while self.done.load(SeqCst) < n {
-            std::hint::spin_loop();
+            if !warm.step(self, 0) {
+                std::hint::spin_loop();
+            }
         }
         if let Some(p) = caught {
             resume_unwind(p);
@@ -205,6 +275,10 @@ fn team(threads: usize) -> Option<&'static Team> {
                 sleepers: AtomicUsize::new(0),
                 lock: Mutex::new(()),
                 wake: Condvar::new(),
+                warm_gen: AtomicU64::new(0),
+                warm_addr: AtomicUsize::new(0),
+                warm_len: AtomicUsize::new(0),
+                order: Mutex::new(Order::default()),
             }));
             for i in 0..threads - 1 {
                 let spawned = std::thread::Builder::new()
@@ -247,6 +321,33 @@ pub(crate) fn for_each(n: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Tells the team of the calling pool that a one-token product over `weights` starts: it learns
+/// which product follows which (a decode step runs the same products in the same order every
+/// token), and its threads, when idle (at the end of a loop, while the caller runs the serial
+/// work between loops), pull their shares of the product expected next into their caches, so
+/// the memory is never idle between products.
+pub(crate) fn product_starts(weights: &[u8]) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || warm_cap() == 0 {
+        return;
+    }
+    let Some(t) = team(threads) else { return };
+    let key = weights.as_ptr() as usize;
+    let mut order = t.order.lock().unwrap_or_else(|e| e.into_inner());
+    if order.next.len() >= MAX_ORDER {
+        order.next.clear();
+    }
+    let last = std::mem::replace(&mut order.last, key);
+    if last != 0 && last != key {
+        order.next.insert(last, (key, weights.len()));
+    }
+    if let Some(&(addr, len)) = order.next.get(&key) {
+        t.warm_addr.store(addr, Relaxed);
+        t.warm_len.store(len, Relaxed);
+        t.warm_gen.fetch_add(1, Relaxed);
+    }
+}
+
 /// Splits `data` into runs of `chunk` items and runs `f(index of the run's first item, run)` on
 /// each, in parallel on the calling rayon pool's number of threads: on the pool's thread team
 /// (workers that spin between loops, for the many short loops of a decode step) when it is
@@ -257,6 +358,26 @@ pub fn for_each_chunk<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &
     for_each(runs.len(), &|i| {
         let mut run = runs[i].lock().unwrap_or_else(|e| e.into_inner());
         f(i * chunk, &mut run)
+    });
+}
+
+/// Splits `data` into consecutive runs of the given lengths (which must add up to at most its
+/// length; what is left is not visited) and runs `f(index of the run's first item, run)` on
+/// each, as [`for_each_chunk`] does.
+pub fn for_each_run<T: Send>(data: &mut [T], lens: &[usize], f: impl Fn(usize, &mut [T]) + Sync) {
+    let mut runs = Vec::with_capacity(lens.len());
+    let mut rest = data;
+    let mut start = 0;
+    for &len in lens {
+        let (run, tail) = rest.split_at_mut(len.min(rest.len()));
+        start += run.len();
+        runs.push((start - run.len(), Mutex::new(run)));
+        rest = tail;
+    }
+    for_each(runs.len(), &|i| {
+        let (start, run) = &runs[i];
+        let mut run = run.lock().unwrap_or_else(|e| e.into_inner());
+        f(*start, &mut run)
     });
 }
 
@@ -334,6 +455,43 @@ mod tests {
                 }
                 assert!(checked > 0, "n {n}: no loop ran on the team");
             }
+        });
+    }
+
+    /// The team learns which product follows which and points its idle threads at the one
+    /// expected next. (Five threads, a count no other test here uses.)
+    #[test]
+    fn the_next_product_is_the_one_that_followed_last_time() {
+        pool(5).install(|| {
+            let (a, b, c) = (vec![0u8; 4096], vec![1u8; 8192], vec![2u8; 100]);
+            let t = team(5).unwrap();
+            let hint = || (t.warm_addr.load(SeqCst), t.warm_len.load(SeqCst));
+            for w in [&a, &b, &c, &a] {
+                product_starts(w);
+            }
+            assert_eq!(hint(), (b.as_ptr() as usize, b.len()), "after a: b");
+            product_starts(&b);
+            assert_eq!(hint(), (c.as_ptr() as usize, c.len()), "after b: c");
+            // A step that now runs a, c: after a comes c.
+            product_starts(&c);
+            product_starts(&a);
+            product_starts(&c);
+            product_starts(&a);
+            assert_eq!(hint(), (c.as_ptr() as usize, c.len()));
+        });
+    }
+
+    #[test]
+    fn runs_cover_their_lengths() {
+        pool(2).install(|| {
+            let mut v = vec![0usize; 20];
+            for_each_run(&mut v, &[3, 1, 7, 4], |start, run| {
+                for (k, x) in run.iter_mut().enumerate() {
+                    *x = start + k + 1;
+                }
+            });
+            let want: Vec<usize> = (1..=15).chain([0; 5]).collect();
+            assert_eq!(v, want);
         });
     }
 

@@ -1040,6 +1040,22 @@ fn mm(t: &Tensor, file: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
     }
 }
 
+/// Output lengths (`hdv` per head) of a decode step's attention tasks on `threads` threads: each
+/// thread's even share of the `n_head` query heads, cut where the key head (`group` query heads
+/// each) changes, so that a task reads its key head's rows once for all its heads.
+fn decode_head_runs(n_head: usize, group: usize, threads: usize, hdv: usize) -> Vec<usize> {
+    let mut lens = Vec::new();
+    for k in 0..threads {
+        let (mut h, end) = (k * n_head / threads, (k + 1) * n_head / threads);
+        while h < end {
+            let next = ((h / group + 1) * group).min(end);
+            lens.push((next - h) * hdv);
+            h = next;
+        }
+    }
+    lens
+}
+
 /// `x[n][len] += b` for each row.
 fn add_bias(x: &mut [f32], b: &[f32], n: usize) {
     for row in x.chunks_exact_mut(b.len()).take(n) {
@@ -1299,18 +1315,11 @@ impl BlockCtx<'_> {
         let group = hp.n_head / hp.n_head_kv;
         let scale = hp.attn_scale;
         let q = &s.q;
-        // One task per (token, key head) with the query heads that share it, so that each key
-        // and value row is read once for all of them; when that gives the threads too few tasks
-        // (a decode step of a model with few key heads), one task per query head. The kernels
-        // give the same bits either way.
-        let heads = if n * hp.n_head_kv >= 4 * rayon::current_num_threads() {
-            group
-        } else {
-            1
-        };
-        let per_task = hp.n_head / heads;
-        let task = |i: usize, out: &mut [f32], scores: &mut Vec<f32>| {
-            let (t, h0) = (i / per_task, i % per_task * heads);
+        // Query heads `h0..h0 + heads` of token `t` (heads of one key head): each key and value
+        // row is read once for all of them. The kernels give each head the same bits whatever
+        // the grouping.
+        let task = |t: usize, h0: usize, out: &mut [f32], scores: &mut Vec<f32>| {
+            let heads = out.len() / hdv;
             let (slot, p) = at[t];
             let kvh = h0 / group;
             let lo = if window > 0 { (p + 1).saturating_sub(window) } else { 0 };
@@ -1329,16 +1338,23 @@ impl BlockCtx<'_> {
             E::weighted_sum(scores, heads, &vc[v0 + lo * hdv..], hdv, out);
         };
         let att = &mut s.att[..n * hp.n_head * hdv];
+        let threads = rayon::current_num_threads();
         if n == 1 {
             // A decode step: on the kernels' thread team, as its matrix-vector products (whose
-            // spinning workers would take cores from rayon's in a prefill).
-            ferro_kernels::for_each_chunk(att, heads * hdv, |start, out| {
-                task(start / (heads * hdv), out, &mut Vec::new())
-            });
+            // spinning workers would take cores from rayon's in a prefill). Each thread's even
+            // share of the query heads, cut where the key head changes.
+            let lens = decode_head_runs(hp.n_head, group, threads, hdv);
+            ferro_kernels::for_each_run(att, &lens, |start, out| task(0, start / hdv, out, &mut Vec::new()));
         } else {
+            // One task per (token, key head) when that gives every thread four tasks, else one
+            // per query head.
+            let heads = if n * hp.n_head_kv >= 4 * threads { group } else { 1 };
             att.par_chunks_mut(heads * hdv).enumerate().for_each_init(
                 || Vec::with_capacity(heads * n_ctx),
-                |scores, (i, out)| task(i, out, scores),
+                |scores, (i, out)| {
+                    let (t, h) = (i * heads / hp.n_head, i * heads % hp.n_head);
+                    task(t, h, out, scores)
+                },
             );
         }
     }
@@ -1383,5 +1399,23 @@ impl BlockCtx<'_> {
         }
         let gated: &[f32] = if in_place { &s.hb2[..ff] } else { &s.hb };
         mm(&l.down, f, gated, n, &mut s.xb2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_head_runs;
+
+    #[test]
+    fn decode_attention_splits_the_heads_evenly_within_key_heads() {
+        // SmolLM2 (9 query heads, 3 key heads) on two threads: heads 0..4 and 4..9.
+        assert_eq!(decode_head_runs(9, 3, 2, 1), [3, 1, 2, 3]);
+        assert_eq!(decode_head_runs(9, 3, 2, 64), [192, 64, 128, 192]);
+        // gemma3-270m (4 heads, 1 key head); the 8B (32 heads, 8 key heads).
+        assert_eq!(decode_head_runs(4, 4, 2, 256), [512, 512]);
+        assert_eq!(decode_head_runs(32, 4, 2, 1), [4; 8]);
+        // More threads than heads: every head still runs once.
+        assert_eq!(decode_head_runs(2, 2, 3, 1), [1, 1]);
+        assert_eq!(decode_head_runs(6, 1, 1, 1), [1; 6]);
     }
 }

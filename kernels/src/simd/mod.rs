@@ -72,6 +72,24 @@ pub(crate) fn neon_table() -> Option<&'static KernelTable> {
     }
 }
 
+/// Asks the CPU to bring the cache line holding `addr` into its L2 cache. Only a hint: the
+/// address may be anything (a prefetch reads nothing and never faults); a no-op elsewhere.
+#[inline]
+pub(crate) fn prefetch_l2(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT1 has no architectural effect and does not fault on any address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(addr as *const i8)
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: PRFM has no architectural effect and does not fault on any address.
+    unsafe {
+        core::arch::asm!("prfm pldl2keep, [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly))
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = addr;
+}
+
 pub(crate) fn cpu_features() -> Vec<&'static str> {
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
