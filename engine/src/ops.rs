@@ -5,7 +5,6 @@
 //! f64 as ggml's do, and GELU goes through an f16 round trip like ggml's `GGML_GELU_FP16` table.
 
 use ferro_kernels::{dequantize_row, GgmlType, KernelError};
-use half::f16;
 use rayon::prelude::*;
 
 /// `out = x / sqrt(mean(x²) + eps) * w` (ggml `rms_norm` followed by `mul`).
@@ -133,22 +132,10 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// token's stay on the caller's).
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
-/// Elements from which one token's element-wise op is split over the threads (on the kernels'
-/// thread team, as the decode products): SmolLM2's 1536-wide SwiGLU with libm's `exp` took
-/// ~5 us a layer on the caller while the team's worker spun.
-const ELEMENTWISE_SPLIT: usize = 1024;
-
-/// `f` over matching chunks of `a` and `b` (of one length), in parallel when there are several.
+/// `f` over matching chunks of [`ELEMENTWISE_CHUNK`] elements of `a` and `b` (of one length),
+/// in parallel.
 fn par_zip(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
     assert_eq!(a.len(), b.len(), "gated linear unit: gate and up differ in length");
-    if a.len() <= ELEMENTWISE_CHUNK {
-        let threads = rayon::current_num_threads();
-        if a.len() < ELEMENTWISE_SPLIT || threads < 2 {
-            return f(a, b);
-        }
-        let chunk = a.len().div_ceil(threads);
-        return ferro_kernels::for_each_chunk(a, chunk, |start, run| f(run, &b[start..start + run.len()]));
-    }
     a.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(b.par_chunks(ELEMENTWISE_CHUNK))
         .for_each(|(a, b)| f(a, b));
@@ -157,46 +144,18 @@ fn par_zip(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
 /// GELU, tanh approximation, as ggml's CPU backend computes it: the input rounded to f16 and
 /// the result looked up in an f16 table (`GGML_GELU_FP16`), saturating beyond ±10.
 pub fn gelu(x: f32) -> f32 {
-    gelu_with(gelu_table(), x)
+    ferro_kernels::quants::float::gelu(x)
 }
 
-/// [`gelu`] with the table at hand.
-#[inline]
-fn gelu_with(table: &[f32], x: f32) -> f32 {
-    if x <= -10.0 {
-        0.0
-    } else if x >= 10.0 {
-        x
-    } else {
-        table[f16::from_f32(x).to_bits() as usize]
-    }
-}
-
-/// GELU of every fp16 value, rounded to fp16 (llama.cpp's CPU table, built the same way) and
-/// kept as f32, so the tanh runs 65536 times once instead of once per activation.
-fn gelu_table() -> &'static [f32] {
-    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|b| f16::from_f32(gelu_exact(f16::from_bits(b).to_f32())).to_f32())
-            .collect()
-    })
-}
-
-fn gelu_exact(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const COEF_A: f32 = 0.044_715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
-}
-
-/// GELU-gated linear unit in place: `gate = gelu(gate) * up` (ggml `geglu`).
+/// GELU-gated linear unit in place: `gate = gelu(gate) * up` (ggml `geglu`, its fp16 table),
+/// on the kernels' vector path (x86: fp16 rounding and table gathers eight lanes at a time, the
+/// same bits). One token's stays on the caller, as [`swiglu`]'s: gemma3's 2048 elements had
+/// taken ~9 us a layer split over two threads with the scalar lookup.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
-    let table = gelu_table();
-    par_zip(gate, up, |gate, up| {
-        for (g, &u) in gate.iter_mut().zip(up) {
-            *g = gelu_with(table, *g) * u;
-        }
-    });
+    if gate.len() <= ELEMENTWISE_CHUNK {
+        return ferro_kernels::geglu_f32(gate, up);
+    }
+    par_zip(gate, up, ferro_kernels::geglu_f32);
 }
 
 /// `x += y`.
@@ -228,6 +187,8 @@ pub fn softcap(x: &mut [f32], cap: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferro_kernels::quants::float::gelu_exact;
+    use half::f16;
 
     #[test]
     fn gelu_table_is_the_rounded_formula() {
@@ -266,19 +227,19 @@ mod tests {
         assert_eq!(y, [0.3, -0.7, 1.1, 0.2]);
     }
 
-    /// One token's gated units split over the threads from ELEMENTWISE_SPLIT elements (GeGLU)
-    /// or in chunks of ELEMENTWISE_CHUNK (SwiGLU, prefill): every element as the one-element
-    /// formula gives it, on both sides of the split sizes.
+    /// Gated units on the caller (one token) or in chunks of ELEMENTWISE_CHUNK over the
+    /// threads (prefill): every element as the one-element formula gives it, on both sides of
+    /// the chunk size.
     #[test]
     fn gated_units_split_over_threads_give_every_element() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for n in [
             7,
-            ELEMENTWISE_SPLIT - 1,
-            ELEMENTWISE_SPLIT,
             1536,
             3001,
+            ELEMENTWISE_CHUNK,
             ELEMENTWISE_CHUNK + 9,
+            3 * ELEMENTWISE_CHUNK + 1,
         ] {
             let gate: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
             let up: Vec<f32> = (0..n).map(|i| ((i * 11 % 23) as f32 - 11.0) / 5.0).collect();

@@ -166,6 +166,8 @@ pub struct KernelTable {
     pub softmax_f32: SoftmaxFn,
     /// SiLU-gated linear unit in place (the feed-forward's activation).
     pub swiglu_f32: SwigluFn,
+    /// GELU-gated linear unit in place (gemma's feed-forward), by ggml's fp16 table.
+    pub geglu_f32: SwigluFn,
     /// The K-quant kernels (Q8_K quantizer, Q2_K..Q6_K · Q8_K) of the same path.
     pub kquants: KQuantKernels,
     /// Tiled matrix products of the 32-element formats, where the path has them.
@@ -200,6 +202,7 @@ static SCALAR: KernelTable = KernelTable {
     weighted_sum_f16: float::weighted_sum_f16,
     softmax_f32: float::softmax_f32,
     swiglu_f32: float::swiglu_f32,
+    geglu_f32: float::geglu_f32,
     kquants: KQuantKernels::SCALAR,
     gemm: GemmKernels::NONE,
 };

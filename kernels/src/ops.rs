@@ -231,6 +231,15 @@ pub fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
     (KernelTable::get().swiglu_f32)(gate, up)
 }
 
+/// `gate[i] = gelu(gate[i]) · up[i]` in place, GELU as ggml's CPU backend computes it (its fp16
+/// table), on the dispatched path; every path gives the scalar reference's bits.
+///
+/// # Panics
+/// When the lengths differ.
+pub fn geglu_f32(gate: &mut [f32], up: &[f32]) {
+    (KernelTable::get().geglu_f32)(gate, up)
+}
+
 /// y[rows] = W · x with the kernels in use (see [`KernelTable::matvec`]).
 pub fn matvec(w: &WeightMatrix, x: &[f32], y: &mut [f32]) {
     KernelTable::get().matvec(w, x, y)

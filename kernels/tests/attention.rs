@@ -199,6 +199,43 @@ fn rows_outside_the_data_panic() {
     ferro_kernels::dots_f32(&[1.0; 8], 1, &[0.0; 20], 8, &mut out);
 }
 
+/// GeGLU by ggml's fp16 table: every path gives the scalar reference's bits, including the
+/// saturated ends, values that round across fp16 ties, and odd lengths (the vector tail).
+#[test]
+fn geglu_matches_the_scalar_reference_bit_for_bit() {
+    let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
+    for t in KernelTable::variants() {
+        for n in [1usize, 7, 8, 9, 31, 2048] {
+            for spread in [1e-3f32, 1.0, 4.0, 12.0] {
+                let gate: Vec<f32> = values(n, n + spread as usize).iter().map(|v| v * spread).collect();
+                let up = values(n, 3 * n + 2);
+                let (mut want, mut got) = (gate.clone(), gate.clone());
+                (scalar.geglu_f32)(&mut want, &up);
+                (t.geglu_f32)(&mut got, &up);
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "{} n {n} spread {spread}: {got:?} vs {want:?}", t.name);
+            }
+        }
+        // The ends, halfway cases of fp16 rounding (1 + 2^-11 ties to 1, 1 + 3·2^-11 to
+        // 1 + 2^-9), and -0.
+        let mut edge = [
+            -10.0f32,
+            -10.5,
+            10.0,
+            11.0,
+            9.99,
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+            -0.0,
+        ];
+        let mut want = edge;
+        (scalar.geglu_f32)(&mut want, &[2.0; 8]);
+        (t.geglu_f32)(&mut edge, &[2.0; 8]);
+        assert_eq!(edge.map(f32::to_bits), want.map(f32::to_bits), "{}", t.name);
+        assert_eq!(&want[..4], &[0.0, 0.0, 20.0, 22.0]);
+    }
+}
+
 #[test]
 fn swiglu_matches_the_scalar_reference() {
     let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();

@@ -182,6 +182,50 @@ pub fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU (tanh approximation) of every fp16 value, rounded to fp16, kept as f32: llama.cpp's
+/// CPU table (`GGML_GELU_FP16`), built the same way, indexed by the input's fp16 bits.
+pub fn gelu_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0f32; 65536]);
+        for (b, v) in t.iter_mut().enumerate() {
+            *v = f16::from_f32(gelu_exact(f16::from_bits(b as u16).to_f32())).to_f32();
+        }
+        t
+    })
+}
+
+/// GELU, tanh approximation, in f32 (what the table rounds).
+pub fn gelu_exact(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// GELU as ggml's CPU backend computes it: the input rounded to fp16 and the result looked up
+/// in [`gelu_table`]; 0 at or below −10 and the input itself at or above 10.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        gelu_table()[f16::from_f32(x).to_bits() as usize]
+    }
+}
+
+/// `gate[i] = gelu(gate[i]) · up[i]` (scalar reference of GeGLU; ggml's `geglu`).
+///
+/// # Panics
+/// When the lengths differ.
+pub fn geglu_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu: gate and up differ in length");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
 /// Softmax of `x` in place (scalar reference): `exp(x[i] − max)` with the C library's `expf`,
 /// summed in f64 in order, then scaled by the f32 inverse of the sum.
 pub fn softmax_f32(x: &mut [f32]) {

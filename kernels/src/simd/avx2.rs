@@ -37,6 +37,7 @@ static TABLE: KernelTable = KernelTable {
     weighted_sum_f16,
     softmax_f32,
     swiglu_f32,
+    geglu_f32,
     kquants: super::avx2_kquants::KERNELS,
     gemm: super::avx2_gemm::KERNELS,
 };
@@ -69,6 +70,13 @@ pub(super) fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
     // SAFETY: as for the dot products; every access lies inside `gate` and `up` (equal lengths).
     unsafe { swiglu_f32_impl(gate, up) }
+}
+
+pub(super) fn geglu_f32(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu: gate and up differ in length");
+    // SAFETY: as for the dot products; every access lies inside `gate`, `up` (equal lengths)
+    // and the table (indices are 16-bit).
+    unsafe { geglu_f32_impl(gate, up, crate::quants::float::gelu_table()) }
 }
 
 macro_rules! heads_entry {
@@ -487,6 +495,40 @@ unsafe fn swiglu_f32_impl(gate: &mut [f32], up: &[f32]) {
         tg[..n - n8].copy_from_slice(&gate[n8..]);
         tu[..n - n8].copy_from_slice(&up[n8..]);
         let r = silu_mul(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()));
+        _mm256_storeu_ps(tg.as_mut_ptr(), r);
+        gate[n8..].copy_from_slice(&tg[..n - n8]);
+    }
+}
+
+/// `gelu(x) · y` for eight lanes: x rounded to fp16 (`vcvtps2ph`, to nearest even, as
+/// `half`'s conversion), its bits gathered from the table, 0 at or below −10, x at or above 10.
+#[inline(always)]
+unsafe fn gelu_mul(x: __m256, y: __m256, table: &[f32; 65536]) -> __m256 {
+    let idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+    let g = _mm256_i32gather_ps::<4>(table.as_ptr(), idx);
+    let low = _mm256_cmp_ps::<_CMP_LE_OQ>(x, _mm256_set1_ps(-10.0));
+    let high = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(10.0));
+    let g = _mm256_blendv_ps(_mm256_andnot_ps(low, g), x, high);
+    _mm256_mul_ps(g, y)
+}
+
+/// GeGLU by ggml's table, eight lanes at a time; the tail through the same lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn geglu_f32_impl(gate: &mut [f32], up: &[f32], table: &[f32; 65536]) {
+    let n = gate.len();
+    let n8 = n & !7;
+    let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
+    for i in (0..n8).step_by(8) {
+        _mm256_storeu_ps(
+            g.add(i),
+            gelu_mul(_mm256_loadu_ps(g.add(i)), _mm256_loadu_ps(u.add(i)), table),
+        );
+    }
+    if n8 < n {
+        let (mut tg, mut tu) = ([0f32; 8], [0f32; 8]);
+        tg[..n - n8].copy_from_slice(&gate[n8..]);
+        tu[..n - n8].copy_from_slice(&up[n8..]);
+        let r = gelu_mul(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()), table);
         _mm256_storeu_ps(tg.as_mut_ptr(), r);
         gate[n8..].copy_from_slice(&tg[..n - n8]);
     }

@@ -70,6 +70,7 @@ macro_rules! avx512_kernels {
                 weighted_sum_f16: avx2::weighted_sum_f16,
                 softmax_f32: avx2::softmax_f32,
                 swiglu_f32: avx2::swiglu_f32,
+                geglu_f32: avx2::geglu_f32,
                 kquants: $kquants,
                 // The AVX2 row lanes and tiles (AVX-512 implies AVX2, FMA and F16C, checked by
                 // `detected`); they beat these dots, so decode uses them too.

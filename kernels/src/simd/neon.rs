@@ -101,6 +101,7 @@ macro_rules! neon_kernels {
                 weighted_sum_f16: crate::quants::float::weighted_sum_f16,
                 softmax_f32: crate::quants::float::softmax_f32,
                 swiglu_f32: crate::quants::float::swiglu_f32,
+                geglu_f32: crate::quants::float::geglu_f32,
                 kquants: $kquants,
                 gemm: crate::dispatch::GemmKernels::NONE,
             };
