@@ -69,8 +69,13 @@ impl Rope {
 
     /// Rotate every `head_dim`-long head in `x` for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.apply_all(&mut [x], head_dim, pos)
+    }
+
+    /// [`Rope::apply`] to each of `xs` (a token's queries and keys), with each pair's angle
+    /// computed once for all of them (the same values every head would compute).
+    pub fn apply_all(&self, xs: &mut [&mut [f32]], head_dim: usize, pos: usize) {
         let half = self.n_rot / 2;
-        // Each pair's angle once for all the heads (the same values every head computed).
         let mut buf = [(0f32, 0f32); 128];
         let mut long = Vec::new();
         let sc: &mut [(f32, f32)] = if half <= buf.len() {
@@ -82,7 +87,7 @@ impl Rope {
         for (sc, &f) in sc.iter_mut().zip(&self.inv_freq) {
             *sc = (pos as f32 * f).sin_cos();
         }
-        for head in x.chunks_exact_mut(head_dim) {
+        for head in xs.iter_mut().flat_map(|x| x.chunks_exact_mut(head_dim)) {
             for (i, &(sin, cos)) in sc.iter().enumerate() {
                 let (a, b) = match self.style {
                     RopeStyle::Normal => (2 * i, 2 * i + 1),
@@ -209,6 +214,24 @@ mod tests {
         rms_norm(&mut out, &x, &[1.0; 4], 0.0);
         let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / 4.0;
         assert!((ms - 1.0).abs() < 1e-5);
+    }
+
+    /// Queries and keys roped together (one angle per pair for both) get the bits each gets
+    /// alone; partial rotation (`n_rot` < head_dim) leaves the rest of each head.
+    #[test]
+    fn rope_of_several_rows_is_rope_of_each() {
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let r = Rope::new(style, 6, 10000.0, 1.0, None);
+            let q: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
+            let k: Vec<f32> = (0..8).map(|i| (i as f32 * 0.71).cos()).collect();
+            let (mut q1, mut k1, mut q2, mut k2) = (q.clone(), k.clone(), q.clone(), k.clone());
+            r.apply(&mut q1, 8, 37);
+            r.apply(&mut k1, 8, 37);
+            r.apply_all(&mut [&mut q2, &mut k2], 8, 37);
+            assert_eq!((q1.clone(), k1), (q2, k2), "{style:?}");
+            assert_eq!(q1[6..8], q[6..8]);
+            assert_ne!(q1[..6], q[..6]);
+        }
     }
 
     #[test]

@@ -1285,8 +1285,8 @@ impl BlockCtx<'_> {
         for sp in self.spans {
             let rows = sp.start..sp.start + sp.len;
             for (i, t) in rows.clone().enumerate() {
-                self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, sp.pos + i);
-                self.rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, sp.pos + i);
+                let (q, k) = (&mut s.q[t * qd..(t + 1) * qd], &mut s.k[t * kd..(t + 1) * kd]);
+                self.rope.apply_all(&mut [q, k], hd, sp.pos + i);
                 at.push((sp.slot, sp.pos + i));
             }
             kv.store_slot(
