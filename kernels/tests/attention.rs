@@ -199,23 +199,44 @@ fn rows_outside_the_data_panic() {
     ferro_kernels::dots_f32(&[1.0; 8], 1, &[0.0; 20], 8, &mut out);
 }
 
+/// A gated unit (`op` of a table) on every table against the scalar one: gates of lengths 1 to
+/// `long` (vector tails included) times each spread; `check(case, gate, got, want)`.
+fn gated_cases(
+    op: impl Fn(&KernelTable, &mut [f32], &[f32]),
+    spreads: &[f32],
+    long: usize,
+    check: impl Fn(&str, &[f32], &[f32], &[f32]),
+) {
+    let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
+    for t in KernelTable::variants() {
+        for n in [1usize, 7, 8, 9, 31, long] {
+            for &spread in spreads {
+                let gate: Vec<f32> = values(n, n + spread as usize).iter().map(|v| v * spread).collect();
+                let up = values(n, 7 * n + 1);
+                let (mut want, mut got) = (gate.clone(), gate.clone());
+                op(scalar, &mut want, &up);
+                op(t, &mut got, &up);
+                check(&format!("{} n {n} spread {spread}", t.name), &gate, &got, &want);
+            }
+        }
+    }
+}
+
 /// GeGLU by ggml's fp16 table: every path gives the scalar reference's bits, including the
 /// saturated ends, values that round across fp16 ties, and odd lengths (the vector tail).
 #[test]
 fn geglu_matches_the_scalar_reference_bit_for_bit() {
     let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
+    gated_cases(
+        |t, g, u| (t.geglu_f32)(g, u),
+        &[1e-3, 1.0, 4.0, 12.0],
+        2048,
+        |name, _, got, want| {
+            let same = got.iter().zip(want).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "{name}: {got:?} vs {want:?}");
+        },
+    );
     for t in KernelTable::variants() {
-        for n in [1usize, 7, 8, 9, 31, 2048] {
-            for spread in [1e-3f32, 1.0, 4.0, 12.0] {
-                let gate: Vec<f32> = values(n, n + spread as usize).iter().map(|v| v * spread).collect();
-                let up = values(n, 3 * n + 2);
-                let (mut want, mut got) = (gate.clone(), gate.clone());
-                (scalar.geglu_f32)(&mut want, &up);
-                (t.geglu_f32)(&mut got, &up);
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "{} n {n} spread {spread}: {got:?} vs {want:?}", t.name);
-            }
-        }
         // The ends, halfway cases of fp16 rounding (1 + 2^-11 ties to 1, 1 + 3·2^-11 to
         // 1 + 2^-9), and -0.
         let mut edge = [
@@ -238,27 +259,23 @@ fn geglu_matches_the_scalar_reference_bit_for_bit() {
 
 #[test]
 fn swiglu_matches_the_scalar_reference() {
-    let scalar = KernelTable::for_path(KernelPath::Scalar).unwrap();
-    for t in KernelTable::variants() {
-        for n in [1usize, 7, 8, 9, 31, 1536] {
-            // Gates from tiny to past exp's range (silu(-100) is -0, silu(100) is 100).
-            for spread in [1e-3f32, 1.0, 10.0, 100.0] {
-                let gate: Vec<f32> = values(n, n + spread as usize).iter().map(|v| v * spread).collect();
-                let up = values(n, 7 * n + 1);
-                let (mut want, mut got) = (gate.clone(), gate.clone());
-                (scalar.swiglu_f32)(&mut want, &up);
-                (t.swiglu_f32)(&mut got, &up);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        // (Gates near -88.7, where exp leaves f32's range, give ~1e-37.)
-                        (g - w).abs() <= 4.0 * f32::EPSILON * w.abs() + 1e-35,
-                        "{} n {n} spread {spread} [{i}] gate {}: {g} vs {w}",
-                        t.name,
-                        gate[i]
-                    );
-                }
+    // Gates from tiny to past exp's range (silu(-100) is -0, silu(100) is 100).
+    gated_cases(
+        |t, g, u| (t.swiglu_f32)(g, u),
+        &[1e-3, 1.0, 10.0, 100.0],
+        1536,
+        |name, gate, got, want| {
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    // (Gates near -88.7, where exp leaves f32's range, give ~1e-37.)
+                    (g - w).abs() <= 4.0 * f32::EPSILON * w.abs() + 1e-35,
+                    "{name} [{i}] gate {}: {g} vs {w}",
+                    gate[i]
+                );
             }
-        }
+        },
+    );
+    for t in KernelTable::variants() {
         let mut edge = [-100.0f32, 100.0, 0.0];
         (t.swiglu_f32)(&mut edge, &[1.0, 1.0, 1.0]);
         assert_eq!(edge, [0.0, 100.0, 0.0], "{}", t.name);
