@@ -13,6 +13,11 @@
 //! counter interleaves the threads' chunks: on SmolLM2's small matrices each thread then
 //! restarted its stream every 20-40 KB.)
 //!
+//! An idle thread is not idle for the memory: while it waits (its range done, or the caller
+//! running the serial work between two products) it prefetches its share of the product the
+//! step runs next, which the team learns from the order of the last step's products
+//! ([`product_starts`]).
+//!
 //! One team per thread count (the calling rayon pool's), created on first use and kept for the
 //! life of the process. A loop started while the team is busy (another model's step, or a loop
 //! inside a task) runs on rayon instead, so nesting and concurrent callers never wait on it.
