@@ -75,18 +75,30 @@ impl Rope {
     /// [`Rope::apply`] to each of `xs` (a token's queries and keys), with each pair's angle
     /// computed once for all of them (the same values every head would compute).
     pub fn apply_all(&self, xs: &mut [&mut [f32]], head_dim: usize, pos: usize) {
-        let half = self.n_rot / 2;
         let mut buf = [(0f32, 0f32); 128];
         let mut long = Vec::new();
-        let sc: &mut [(f32, f32)] = if half <= buf.len() {
-            &mut buf[..half]
+        let sc: &mut [(f32, f32)] = if self.inv_freq.len() <= buf.len() {
+            &mut buf[..self.inv_freq.len()]
         } else {
-            long.resize(half, (0.0, 0.0));
+            long.resize(self.inv_freq.len(), (0.0, 0.0));
             &mut long
         };
         for (sc, &f) in sc.iter_mut().zip(&self.inv_freq) {
             *sc = (pos as f32 * f).sin_cos();
         }
+        self.rotate(xs, head_dim, sc)
+    }
+
+    /// Each pair's `(sin, cos)` at `pos`, for [`Rope::rotate`].
+    pub fn angles(&self, pos: usize, out: &mut Vec<(f32, f32)>) {
+        out.clear();
+        out.extend(self.inv_freq.iter().map(|&f| (pos as f32 * f).sin_cos()));
+    }
+
+    /// Rotate every `head_dim`-long head of each of `xs` by the pairs' `(sin, cos)` `sc`
+    /// ([`Rope::angles`] of the position).
+    pub fn rotate(&self, xs: &mut [&mut [f32]], head_dim: usize, sc: &[(f32, f32)]) {
+        let half = self.n_rot / 2;
         for head in xs.iter_mut().flat_map(|x| x.chunks_exact_mut(head_dim)) {
             for (i, &(sin, cos)) in sc.iter().enumerate() {
                 let (a, b) = match self.style {

@@ -409,9 +409,9 @@ fn run_packed<A: Sync>(p: &PackedMatrix, act: &[A], n: usize, f: PackedGemmFn<A>
     })
 }
 
-/// Activations of `n` rows quantized with `q`.
-fn quantize_acts<A: Pod + Send>(x: &[f32], n: usize, per_row: usize, q: fn(&[f32], &mut [A])) -> Vec<A> {
-    let mut act = vec![A::zeroed(); n * per_row];
+/// Activations of `n` rows quantized with `q`, in the calling thread's reused buffer.
+fn quantize_acts<A: Pod + Send>(x: &[f32], n: usize, per_row: usize, q: fn(&[f32], &mut [A])) -> Acts<A> {
+    let mut act = Acts::new(n * per_row);
     let cols = x.len() / n.max(1);
     if n == 1 {
         q(x, &mut act);
@@ -421,6 +421,62 @@ fn quantize_acts<A: Pod + Send>(x: &[f32], n: usize, per_row: usize, q: fn(&[f32
             .for_each(|(a, x)| q(x, a));
     }
     act
+}
+
+thread_local! {
+    /// The words of the thread's [`Acts`] between calls.
+    static ACT_WORDS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `len` activation blocks in a buffer the thread keeps from call to call: a decode step
+/// rounds the input of every product, and a fresh zeroed vector each time (allocation, memset,
+/// free) showed in the caller's profile between the products. The quantizers write every
+/// block, so the buffer is not cleared; it goes back to the thread when dropped.
+struct Acts<A> {
+    words: Vec<u32>,
+    len: usize,
+    _blocks: std::marker::PhantomData<A>,
+}
+
+impl<A: Pod> Acts<A> {
+    fn new(len: usize) -> Self {
+        let mut words = ACT_WORDS.with(std::cell::Cell::take);
+        let need = (len * std::mem::size_of::<A>()).div_ceil(4);
+        if words.len() < need {
+            words.resize(need, 0);
+        }
+        Acts {
+            words,
+            len,
+            _blocks: std::marker::PhantomData,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<A>()
+    }
+}
+
+impl<A: Pod> std::ops::Deref for Acts<A> {
+    type Target = [A];
+    fn deref(&self) -> &[A] {
+        // u32 words are 4-aligned, more than any activation block needs.
+        bytemuck::cast_slice(&bytemuck::cast_slice::<u32, u8>(&self.words)[..self.bytes()])
+    }
+}
+
+impl<A: Pod> std::ops::DerefMut for Acts<A> {
+    fn deref_mut(&mut self) -> &mut [A] {
+        let bytes = self.bytes();
+        bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u32, u8>(&mut self.words)[..bytes])
+    }
+}
+
+impl<A> Drop for Acts<A> {
+    fn drop(&mut self) {
+        let words = std::mem::take(&mut self.words);
+        ACT_WORDS.with(|c| c.set(words));
+    }
 }
 
 macro_rules! dispatch_types {

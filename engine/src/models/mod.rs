@@ -565,6 +565,17 @@ pub struct RunState {
     pub hb2: Vec<f32>,
     /// `[n][n_vocab]` logits of the tokens asked for; grows on first use of `Logits::All`
     pub logits: Vec<f32>,
+    /// Rope angles of the last decode position, per rope: every layer of a decode step ropes
+    /// at the same position (gemma3 alternates two ropes).
+    pub(crate) rope_angles: Vec<RopeAngles>,
+}
+
+/// A rope's (by address) `(sin, cos)` pairs at one position.
+#[derive(Debug)]
+pub(crate) struct RopeAngles {
+    rope: usize,
+    pos: usize,
+    sc: Vec<(f32, f32)>,
 }
 
 impl RunState {
@@ -587,6 +598,7 @@ impl RunState {
             hb: vec![0.0; b * hp.n_ff],
             hb2: vec![0.0; b * hp.n_ff * if fused_up { 2 } else { 1 }],
             logits: vec![0.0; hp.n_vocab],
+            rope_angles: Vec::new(),
         }
     }
 }
@@ -1040,6 +1052,29 @@ fn mm(t: &Tensor, file: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
     }
 }
 
+/// `rope`'s angles at `pos` from `cache` (see [`RunState::rope_angles`]), computed when the
+/// position is new.
+fn rope_angles<'a>(cache: &'a mut Vec<RopeAngles>, rope: &Rope, pos: usize) -> &'a [(f32, f32)] {
+    let key = rope as *const Rope as usize;
+    let i = match cache.iter().position(|c| c.rope == key) {
+        Some(i) => i,
+        None => {
+            cache.push(RopeAngles {
+                rope: key,
+                pos: usize::MAX,
+                sc: Vec::new(),
+            });
+            cache.len() - 1
+        }
+    };
+    let c = &mut cache[i];
+    if c.pos != pos {
+        rope.angles(pos, &mut c.sc);
+        c.pos = pos;
+    }
+    &c.sc
+}
+
 /// Output lengths (`hdv` per head) of a decode step's attention tasks on `threads` threads: each
 /// thread's even share of the `n_head` query heads, cut where the key head (`group` query heads
 /// each) changes, so that a task reads its key head's rows once for all its heads.
@@ -1286,7 +1321,12 @@ impl BlockCtx<'_> {
             let rows = sp.start..sp.start + sp.len;
             for (i, t) in rows.clone().enumerate() {
                 let (q, k) = (&mut s.q[t * qd..(t + 1) * qd], &mut s.k[t * kd..(t + 1) * kd]);
-                self.rope.apply_all(&mut [q, k], hd, sp.pos + i);
+                if n == 1 {
+                    let sc = rope_angles(&mut s.rope_angles, self.rope, sp.pos);
+                    self.rope.rotate(&mut [q, k], hd, sc);
+                } else {
+                    self.rope.apply_all(&mut [q, k], hd, sp.pos + i);
+                }
                 at.push((sp.slot, sp.pos + i));
             }
             kv.store_slot(
@@ -1404,7 +1444,22 @@ impl BlockCtx<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_head_runs;
+    use super::{decode_head_runs, rope_angles};
+    use crate::ops::{Rope, RopeStyle};
+
+    /// The cached angles are each rope's own at each position, whatever the order of calls.
+    #[test]
+    fn cached_rope_angles_follow_the_rope_and_the_position() {
+        let a = Rope::new(RopeStyle::Normal, 64, 10000.0, 1.0, None);
+        let b = Rope::new(RopeStyle::Neox, 64, 1e6, 1.0, None);
+        let mut cache = Vec::new();
+        for (rope, pos) in [(&a, 5), (&b, 5), (&a, 5), (&b, 6), (&a, 6), (&a, 0), (&b, 6)] {
+            let mut want = Vec::new();
+            rope.angles(pos, &mut want);
+            assert_eq!(rope_angles(&mut cache, rope, pos), &want[..], "pos {pos}");
+        }
+        assert_eq!(cache.len(), 2);
+    }
 
     #[test]
     fn decode_attention_splits_the_heads_evenly_within_key_heads() {
