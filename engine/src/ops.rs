@@ -69,24 +69,9 @@ impl Rope {
 
     /// Rotate every `head_dim`-long head in `x` for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
-        self.apply_all(&mut [x], head_dim, pos)
-    }
-
-    /// [`Rope::apply`] to each of `xs` (a token's queries and keys), with each pair's angle
-    /// computed once for all of them (the same values every head would compute).
-    pub fn apply_all(&self, xs: &mut [&mut [f32]], head_dim: usize, pos: usize) {
-        let mut buf = [(0f32, 0f32); 128];
-        let mut long = Vec::new();
-        let sc: &mut [(f32, f32)] = if self.inv_freq.len() <= buf.len() {
-            &mut buf[..self.inv_freq.len()]
-        } else {
-            long.resize(self.inv_freq.len(), (0.0, 0.0));
-            &mut long
-        };
-        for (sc, &f) in sc.iter_mut().zip(&self.inv_freq) {
-            *sc = (pos as f32 * f).sin_cos();
-        }
-        self.rotate(xs, head_dim, sc)
+        let mut sc = Vec::new();
+        self.angles(pos, &mut sc);
+        self.rotate(&mut [x], head_dim, &sc)
     }
 
     /// Each pair's `(sin, cos)` at `pos`, for [`Rope::rotate`].
@@ -95,8 +80,8 @@ impl Rope {
         out.extend(self.inv_freq.iter().map(|&f| (pos as f32 * f).sin_cos()));
     }
 
-    /// Rotate every `head_dim`-long head of each of `xs` by the pairs' `(sin, cos)` `sc`
-    /// ([`Rope::angles`] of the position).
+    /// Rotate every `head_dim`-long head of each of `xs` (a token's queries and keys) by the
+    /// pairs' `(sin, cos)` `sc` ([`Rope::angles`] of the position), computed once for all.
     pub fn rotate(&self, xs: &mut [&mut [f32]], head_dim: usize, sc: &[(f32, f32)]) {
         let half = self.n_rot / 2;
         for head in xs.iter_mut().flat_map(|x| x.chunks_exact_mut(head_dim)) {
@@ -228,7 +213,7 @@ mod tests {
         assert!((ms - 1.0).abs() < 1e-5);
     }
 
-    /// Queries and keys roped together (one angle per pair for both) get the bits each gets
+    /// Queries and keys rotated together (one set of angles for both) get the bits each gets
     /// alone; partial rotation (`n_rot` < head_dim) leaves the rest of each head.
     #[test]
     fn rope_of_several_rows_is_rope_of_each() {
@@ -239,7 +224,9 @@ mod tests {
             let (mut q1, mut k1, mut q2, mut k2) = (q.clone(), k.clone(), q.clone(), k.clone());
             r.apply(&mut q1, 8, 37);
             r.apply(&mut k1, 8, 37);
-            r.apply_all(&mut [&mut q2, &mut k2], 8, 37);
+            let mut sc = Vec::new();
+            r.angles(37, &mut sc);
+            r.rotate(&mut [&mut q2, &mut k2], 8, &sc);
             assert_eq!((q1.clone(), k1), (q2, k2), "{style:?}");
             assert_eq!(q1[6..8], q[6..8]);
             assert_ne!(q1[..6], q[..6]);

@@ -565,7 +565,7 @@ pub struct RunState {
     pub hb2: Vec<f32>,
     /// `[n][n_vocab]` logits of the tokens asked for; grows on first use of `Logits::All`
     pub logits: Vec<f32>,
-    /// Rope angles of the last decode position, per rope: every layer of a decode step ropes
+    /// Rope angles of the last position roped, per rope: every layer of a decode step ropes
     /// at the same position (gemma3 alternates two ropes).
     pub(crate) rope_angles: Vec<RopeAngles>,
 }
@@ -1321,12 +1321,8 @@ impl BlockCtx<'_> {
             let rows = sp.start..sp.start + sp.len;
             for (i, t) in rows.clone().enumerate() {
                 let (q, k) = (&mut s.q[t * qd..(t + 1) * qd], &mut s.k[t * kd..(t + 1) * kd]);
-                if n == 1 {
-                    let sc = rope_angles(&mut s.rope_angles, self.rope, sp.pos);
-                    self.rope.rotate(&mut [q, k], hd, sc);
-                } else {
-                    self.rope.apply_all(&mut [q, k], hd, sp.pos + i);
-                }
+                let sc = rope_angles(&mut s.rope_angles, self.rope, sp.pos + i);
+                self.rope.rotate(&mut [q, k], hd, sc);
                 at.push((sp.slot, sp.pos + i));
             }
             kv.store_slot(
