@@ -127,6 +127,16 @@ enum Store {
     F32(Rows<f32>),
 }
 
+/// `$body` with `$r` bound to the store's rows, whatever their element type.
+macro_rules! with_rows {
+    ($store:expr, $r:ident => $body:expr) => {
+        match $store {
+            Store::F16($r) => $body,
+            Store::F32($r) => $body,
+        }
+    };
+}
+
 /// One layer's keys `[n_slots][n_head][n_ctx][head_dim_k]` and values (the same with
 /// `head_dim_v`), in the cache's element type ([`KvCache::plane`] finds a slot's head).
 pub(crate) enum KvLayer<'a> {
@@ -275,16 +285,10 @@ impl KvCache {
         for h in 0..self.n_head {
             let (ko, vo) = self.plane(slot, h);
             let (ko, vo) = (ko + pos * hk, vo + pos * hv);
-            match &mut self.store {
-                Store::F16(r) => {
-                    Rows::store_head(&mut r.k[layer], ko, k, kw, h * hk, hk);
-                    Rows::store_head(&mut r.v[layer], vo, v, vw, h * hv, hv);
-                }
-                Store::F32(r) => {
-                    Rows::store_head(&mut r.k[layer], ko, k, kw, h * hk, hk);
-                    Rows::store_head(&mut r.v[layer], vo, v, vw, h * hv, hv);
-                }
-            }
+            with_rows!(&mut self.store, r => {
+                Rows::store_head(&mut r.k[layer], ko, k, kw, h * hk, hk);
+                Rows::store_head(&mut r.v[layer], vo, v, vw, h * hv, hv);
+            })
         }
     }
 
@@ -315,16 +319,10 @@ impl KvCache {
         let (hk, hv) = (self.k_width / self.n_head, self.v_width / self.n_head);
         for h in 0..self.n_head {
             let ((kf, vf), (kt, vt)) = (self.plane(from, h), self.plane(to, h));
-            match &mut self.store {
-                Store::F16(r) => {
-                    r.copy(true, kf, kt, n * hk);
-                    r.copy(false, vf, vt, n * hv);
-                }
-                Store::F32(r) => {
-                    r.copy(true, kf, kt, n * hk);
-                    r.copy(false, vf, vt, n * hv);
-                }
-            }
+            with_rows!(&mut self.store, r => {
+                r.copy(true, kf, kt, n * hk);
+                r.copy(false, vf, vt, n * hv);
+            })
         }
     }
 
