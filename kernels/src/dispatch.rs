@@ -121,7 +121,7 @@ pub type WeightedSumF16Fn = fn(a: &[f32], heads: usize, v: &[f16], stride: usize
 pub type WeightedSumFn = fn(a: &[f32], heads: usize, v: &[f32], stride: usize, out: &mut [f32]);
 /// Softmax of a row in place (attention weights): `x[i] = exp(x[i] − max) / Σ exp(x[j] − max)`.
 pub type SoftmaxFn = fn(x: &mut [f32]);
-/// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU).
+/// A gated linear unit in place: `gate[i] = act(gate[i]) * up[i]` (SwiGLU, GeGLU).
 pub type SwigluFn = fn(gate: &mut [f32], up: &[f32]);
 
 /// Quantize an f32 activation row into blocks.

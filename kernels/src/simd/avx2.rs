@@ -480,24 +480,58 @@ unsafe fn silu_mul(x: __m256, y: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e)), y)
 }
 
-/// SwiGLU with [`exp8`]: the scalar formula's operations in the same order, eight lanes at a
-/// time; the tail through the same lanes.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn swiglu_f32_impl(gate: &mut [f32], up: &[f32]) {
+/// An element-wise gated unit on eight lanes: `f(gate, up)`.
+trait GatedLanes {
+    unsafe fn lanes(&self, gate: __m256, up: __m256) -> __m256;
+}
+
+/// SwiGLU with [`exp8`]: the scalar formula's operations in the same order.
+struct Silu;
+
+impl GatedLanes for Silu {
+    #[inline(always)]
+    unsafe fn lanes(&self, gate: __m256, up: __m256) -> __m256 {
+        silu_mul(gate, up)
+    }
+}
+
+/// GeGLU by ggml's table.
+struct Gelu<'a>(&'a [f32; 65536]);
+
+impl GatedLanes for Gelu<'_> {
+    #[inline(always)]
+    unsafe fn lanes(&self, gate: __m256, up: __m256) -> __m256 {
+        gelu_mul(gate, up, self.0)
+    }
+}
+
+/// `gate[i] = unit(gate[i], up[i])` (equal lengths), eight lanes at a time; the tail through
+/// the same lanes. Inlined into each `#[target_feature]` entry below (a plain function, not a
+/// closure, so that the intrinsics inherit their features).
+#[inline(always)]
+unsafe fn gated<U: GatedLanes>(gate: &mut [f32], up: &[f32], unit: U) {
     let n = gate.len();
     let n8 = n & !7;
     let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
     for i in (0..n8).step_by(8) {
-        _mm256_storeu_ps(g.add(i), silu_mul(_mm256_loadu_ps(g.add(i)), _mm256_loadu_ps(u.add(i))));
+        _mm256_storeu_ps(
+            g.add(i),
+            unit.lanes(_mm256_loadu_ps(g.add(i)), _mm256_loadu_ps(u.add(i))),
+        );
     }
     if n8 < n {
         let (mut tg, mut tu) = ([0f32; 8], [0f32; 8]);
         tg[..n - n8].copy_from_slice(&gate[n8..]);
         tu[..n - n8].copy_from_slice(&up[n8..]);
-        let r = silu_mul(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()));
+        let r = unit.lanes(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()));
         _mm256_storeu_ps(tg.as_mut_ptr(), r);
         gate[n8..].copy_from_slice(&tg[..n - n8]);
     }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn swiglu_f32_impl(gate: &mut [f32], up: &[f32]) {
+    gated(gate, up, Silu)
 }
 
 /// `gelu(x) · y` for eight lanes: x rounded to fp16 (`vcvtps2ph`, to nearest even, as
@@ -512,26 +546,9 @@ unsafe fn gelu_mul(x: __m256, y: __m256, table: &[f32; 65536]) -> __m256 {
     _mm256_mul_ps(g, y)
 }
 
-/// GeGLU by ggml's table, eight lanes at a time; the tail through the same lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn geglu_f32_impl(gate: &mut [f32], up: &[f32], table: &[f32; 65536]) {
-    let n = gate.len();
-    let n8 = n & !7;
-    let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
-    for i in (0..n8).step_by(8) {
-        _mm256_storeu_ps(
-            g.add(i),
-            gelu_mul(_mm256_loadu_ps(g.add(i)), _mm256_loadu_ps(u.add(i)), table),
-        );
-    }
-    if n8 < n {
-        let (mut tg, mut tu) = ([0f32; 8], [0f32; 8]);
-        tg[..n - n8].copy_from_slice(&gate[n8..]);
-        tu[..n - n8].copy_from_slice(&up[n8..]);
-        let r = gelu_mul(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()), table);
-        _mm256_storeu_ps(tg.as_mut_ptr(), r);
-        gate[n8..].copy_from_slice(&tg[..n - n8]);
-    }
+    gated(gate, up, Gelu(table))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
