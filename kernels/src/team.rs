@@ -359,11 +359,11 @@ pub(crate) fn product_starts(weights: &[u8]) {
 /// free, else on rayon.
 pub fn for_each_chunk<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
-    let runs: Vec<Mutex<&mut [T]>> = data.chunks_mut(chunk).map(Mutex::new).collect();
-    for_each(runs.len(), &|i| {
-        let mut run = runs[i].lock().unwrap_or_else(|e| e.into_inner());
-        f(i * chunk, &mut run)
-    });
+    let runs = data
+        .chunks_mut(chunk)
+        .enumerate()
+        .map(|(i, run)| (i * chunk, Mutex::new(run)));
+    for_each_slice(runs.collect(), f)
 }
 
 /// Splits `data` into consecutive runs of the given lengths (which must add up to at most its
@@ -379,6 +379,13 @@ pub fn for_each_run<T: Send>(data: &mut [T], lens: &[usize], f: impl Fn(usize, &
         runs.push((start - run.len(), Mutex::new(run)));
         rest = tail;
     }
+    for_each_slice(runs, f)
+}
+
+/// `f(start, run)` for every `(start, run)` of `runs` (disjoint parts of one slice, each behind
+/// a lock that only its own task takes), in parallel: the body of [`for_each_chunk`] and
+/// [`for_each_run`].
+fn for_each_slice<T: Send>(runs: Vec<(usize, Mutex<&mut [T]>)>, f: impl Fn(usize, &mut [T]) + Sync) {
     for_each(runs.len(), &|i| {
         let (start, run) = &runs[i];
         let mut run = run.lock().unwrap_or_else(|e| e.into_inner());
