@@ -29,7 +29,8 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    Ordering::SeqCst,
 };
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -47,17 +48,16 @@ struct Team {
     /// Threads besides the caller.
     workers: usize,
     /// One loop at a time.
-    busy: AtomicBool,
-    /// The current loop's epoch, which workers watch.
-    epoch: AtomicU32,
-    /// Per thread (the caller first): `epoch << 32 | front << 16 | back`, the tasks
-    /// `front..back` of its range not yet claimed. A claim names the loop it is for, so a
-    /// worker that is late for one loop can never take a task of the next.
-    ranges: Vec<AtomicU64>,
-    /// The current loop's closure, valid while its tasks are claimed.
-    job: AtomicPtr<Job<'static>>,
-    /// Tasks of the current loop that have finished.
-    done: AtomicUsize,
+    busy: Line<AtomicBool>,
+    /// What the caller posts for a loop, on one cache line that only it writes.
+    post: Line<Post>,
+    /// Per thread (the caller first), each on its own cache line: `epoch << 32 | front << 16 |
+    /// back`, the tasks `front..back` of its range not yet claimed. A claim names the loop it is
+    /// for, so a worker that is late for one loop can never take a task of the next.
+    ranges: Vec<Line<AtomicU64>>,
+    /// Per worker (index 0, the caller's, unused), on a line only that worker writes:
+    /// `epoch << 32 | count`, how many tasks of loop `epoch` it has finished.
+    finished: Vec<Line<AtomicU64>>,
     /// A task of the current loop panicked on a worker.
     panicked: AtomicBool,
     sleepers: AtomicUsize,
@@ -65,10 +65,37 @@ struct Team {
     wake: Condvar,
     /// The weights of the product expected next (address and length; `warm_gen` counts the
     /// changes), whose share idle threads pull into their caches: see [`product_starts`].
-    warm_gen: AtomicU64,
-    warm_addr: AtomicUsize,
-    warm_len: AtomicUsize,
+    warm: Line<WarmHint>,
     order: Mutex<Order>,
+}
+
+/// A value alone on its cache line (two lines: the adjacent-line prefetcher fetches pairs), so
+/// that threads writing different ones never pass a line back and forth.
+#[repr(align(128))]
+#[derive(Default)]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A loop as the caller posts it: the workers watch `epoch`, whose store publishes `job`.
+#[derive(Default)]
+struct Post {
+    /// The current loop's epoch.
+    epoch: AtomicU32,
+    /// The current loop's closure, valid while its tasks are claimed.
+    job: AtomicPtr<Job<'static>>,
+}
+
+#[derive(Default)]
+struct WarmHint {
+    gen: AtomicU64,
+    addr: AtomicUsize,
+    len: AtomicUsize,
 }
 
 /// The order of a step's products, learned as they run: each product's weights (by address)
@@ -107,13 +134,13 @@ impl Warm {
     /// its range of the product's row chunks lies, as [`Team::run`] hands them out); false
     /// once its share, up to [`warm_cap`], is done.
     fn step(&mut self, t: &Team, me: usize) -> bool {
-        let gen = t.warm_gen.load(Relaxed);
+        let gen = t.warm.gen.load(Relaxed);
         if gen != self.gen {
             // The address and length may be a moment older or newer than `gen`: they are only
             // hints, and a prefetch of any address is harmless.
             self.gen = gen;
-            let share = t.warm_len.load(Relaxed) / t.ranges.len();
-            self.next = (t.warm_addr.load(Relaxed) + me * share) & !63;
+            let share = t.warm.len.load(Relaxed) / t.ranges.len();
+            self.next = (t.warm.addr.load(Relaxed) + me * share) & !63;
             self.end = self.next + share.min(warm_cap());
         }
         if self.next >= self.end {
@@ -168,21 +195,36 @@ impl Team {
         None
     }
 
-    /// Runs the tasks of loop `ep` thread `me` can claim.
+    /// Runs the tasks of loop `ep` worker `me` can claim.
     fn work(&self, ep: u32, me: usize) {
-        let job = self.job.load(SeqCst);
+        let job = self.post.job.load(Acquire);
+        let mut count = 0u32;
         while let Some(i) = self.claim(ep, me) {
             // SAFETY: a claim for `ep` succeeded, so `ep`'s loop is still running: `run` stores
-            // `job` before it opens the epoch and returns only after every claimed task has
-            // finished (`done`), and the job lives on its stack until then. The value read
-            // above is `ep`'s: the next loop writes it only after all of `ep`'s tasks were
-            // claimed, after which no claim for `ep` succeeds.
+            // `job` before the Release store that opens the epoch (which this worker saw with
+            // an Acquire load) and returns only after every claimed task has finished
+            // (`finished`), and the job lives on its stack until then. The value read above is
+            // `ep`'s: the next loop writes it only after all of `ep`'s tasks were claimed, after
+            // which no claim for `ep` succeeds.
             let f = unsafe { (*job).f };
             if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
                 self.panicked.store(true, SeqCst);
             }
-            self.done.fetch_add(1, SeqCst);
+            count += 1;
+            // Publishes the task's writes to the caller, which reads this count with Acquire.
+            self.finished[me].store(u64::from(ep) << 32 | u64::from(count), Release);
         }
+    }
+
+    fn wake_all(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// Tasks of loop `ep` the workers have finished.
+    fn finished(&self, ep: u32) -> usize {
+        let count = |v: u64| if (v >> 32) as u32 == ep { v as u32 as usize } else { 0 };
+        self.finished[1..].iter().map(|f| count(f.load(Acquire))).sum()
     }
 
     /// Worker `me` (1..): runs its share of each loop as its epoch opens.
@@ -193,7 +235,7 @@ impl Team {
             let start = Instant::now();
             let mut spins = 0u32;
             loop {
-                if self.epoch.load(SeqCst) != seen {
+                if self.post.epoch.load(Acquire) != seen {
                     break;
                 }
                 if warm.step(self, me) {
@@ -206,43 +248,55 @@ impl Team {
                 }
                 let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleepers.fetch_add(1, SeqCst);
-                while self.epoch.load(SeqCst) == seen {
+                while self.post.epoch.load(SeqCst) == seen {
                     guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
                 self.sleepers.fetch_sub(1, SeqCst);
                 break;
             }
-            seen = self.epoch.load(SeqCst);
+            seen = self.post.epoch.load(Acquire);
             self.work(seen, me);
         }
     }
 
     fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        // The posting stores are plain ones (no store here waits for its cache line): the
+        // epoch's Release store publishes the job and the ranges to the workers that see it.
         let job = Job { f };
-        self.done.store(0, SeqCst);
-        self.panicked.store(false, SeqCst);
-        self.job.store(&job as *const Job as *mut Job<'static>, SeqCst);
-        let ep = self.epoch.load(SeqCst).wrapping_add(1);
-        // Thread k's range: tasks k·n/T .. (k+1)·n/T.
+        self.post.job.store(&job as *const Job as *mut Job<'static>, Relaxed);
+        let ep = self.post.epoch.load(Relaxed).wrapping_add(1);
+        // Thread k's range: tasks k·n/T .. (k+1)·n/T. The caller's first task is its own
+        // already (it starts it without a claim); its range is the rest.
         let t = self.ranges.len();
+        let first = (n / t > 0).then_some(0);
         for (k, r) in self.ranges.iter().enumerate() {
-            r.store(pack(ep, k * n / t, (k + 1) * n / t), SeqCst);
+            let front = k * n / t + usize::from(k == 0 && first.is_some());
+            r.store(pack(ep, front, (k + 1) * n / t), Relaxed);
         }
-        self.epoch.store(ep, SeqCst);
-        if self.sleepers.load(SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.wake.notify_all();
+        self.post.epoch.store(ep, Release);
+        // Workers asleep since long before this loop are woken now; one that fell asleep just
+        // now, after the check below.
+        if self.sleepers.load(Relaxed) > 0 {
+            self.wake_all();
         }
         // The caller's own tasks: a panic is held until the workers are done with `job`.
         let mut caught = None;
-        while let Some(i) = self.claim(ep, 0) {
+        let mut done = 0;
+        for i in first.into_iter().chain(std::iter::from_fn(|| self.claim(ep, 0))) {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(i))) {
                 caught = Some(p);
             }
-            self.done.fetch_add(1, SeqCst);
+            done += 1;
+        }
+        // A worker that fell asleep around the epoch's store is woken here. The fence orders
+        // that store before this load of `sleepers`, as a worker's increment of `sleepers`
+        // comes before its load of the epoch: one of the two sees the other.
+        std::sync::atomic::fence(SeqCst);
+        if self.sleepers.load(Relaxed) > 0 {
+            self.wake_all();
         }
         let mut warm = Warm::default();
-        while self.done.load(SeqCst) < n {
+        while done + self.finished(ep) < n {
             if !warm.step(self, 0) {
                 std::hint::spin_loop();
             }
@@ -250,7 +304,8 @@ impl Team {
         if let Some(p) = caught {
             resume_unwind(p);
         }
-        if self.panicked.load(SeqCst) {
+        if self.panicked.load(Relaxed) {
+            self.panicked.store(false, Relaxed);
             panic!("a task of a parallel loop panicked on a team thread");
         }
     }
@@ -271,18 +326,15 @@ fn team(threads: usize) -> Option<&'static Team> {
         None => {
             let t: &'static Team = Box::leak(Box::new(Team {
                 workers: threads - 1,
-                busy: AtomicBool::new(false),
-                epoch: AtomicU32::new(0),
-                ranges: (0..threads).map(|_| AtomicU64::new(0)).collect(),
-                job: AtomicPtr::new(std::ptr::null_mut()),
-                done: AtomicUsize::new(0),
+                busy: Line::default(),
+                post: Line::default(),
+                ranges: (0..threads).map(|_| Line::default()).collect(),
+                finished: (0..threads).map(|_| Line::default()).collect(),
                 panicked: AtomicBool::new(false),
                 sleepers: AtomicUsize::new(0),
                 lock: Mutex::new(()),
                 wake: Condvar::new(),
-                warm_gen: AtomicU64::new(0),
-                warm_addr: AtomicUsize::new(0),
-                warm_len: AtomicUsize::new(0),
+                warm: Line::default(),
                 order: Mutex::new(Order::default()),
             }));
             for i in 0..threads - 1 {
@@ -347,9 +399,10 @@ pub(crate) fn product_starts(weights: &[u8]) {
         order.next.insert(last, (key, weights.len()));
     }
     if let Some(&(addr, len)) = order.next.get(&key) {
-        t.warm_addr.store(addr, Relaxed);
-        t.warm_len.store(len, Relaxed);
-        t.warm_gen.fetch_add(1, Relaxed);
+        // Plain stores (a hint: two callers at once may lose one's change).
+        t.warm.addr.store(addr, Relaxed);
+        t.warm.len.store(len, Relaxed);
+        t.warm.gen.store(t.warm.gen.load(Relaxed).wrapping_add(1), Relaxed);
     }
 }
 
@@ -477,7 +530,7 @@ mod tests {
         pool(5).install(|| {
             let (a, b, c) = (vec![0u8; 4096], vec![1u8; 8192], vec![2u8; 100]);
             let t = team(5).unwrap();
-            let hint = || (t.warm_addr.load(SeqCst), t.warm_len.load(SeqCst));
+            let hint = || (t.warm.addr.load(SeqCst), t.warm.len.load(SeqCst));
             for w in [&a, &b, &c, &a] {
                 product_starts(w);
             }
