@@ -63,8 +63,8 @@ struct Team {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
-    /// The weights of the product expected next (address and length; `warm_gen` counts the
-    /// changes), whose share idle threads pull into their caches: see [`product_starts`].
+    /// The weights of the product expected next, whose share idle threads pull into their
+    /// caches: see [`product_starts`].
     warm: Line<WarmHint>,
     order: Mutex<Order>,
 }
@@ -91,6 +91,8 @@ struct Post {
     job: AtomicPtr<Job<'static>>,
 }
 
+/// The address and length of the weights of the product expected next; `gen` counts the
+/// changes.
 #[derive(Default)]
 struct WarmHint {
     gen: AtomicU64,
