@@ -9,10 +9,11 @@
 //! most one step in eight may be one.
 //!
 //! Why near ties are allowed: the reference was made by llama.cpp on another machine (an
-//! AVX-512 build). On this project's AVX2 machines llama.cpp itself does not reproduce it: its
-//! defaults part from it at step 13 of SmolLM2's second prompt (`must_match_tokens` 32) and of
-//! gemma3's second (17); with flash attention off and an f32 KV cache at step 5 of SmolLM2's
-//! first (`scripts/reference-vs-configs` prints the table). Deep models amplify last-bit
+//! AVX-512 build), and on this project's machines llama.cpp itself does not reproduce it. On
+//! AVX2 machines its defaults part from it at step 13 of SmolLM2's second prompt
+//! (`must_match_tokens` 32) and of gemma3's second (17); with flash attention off and an f32 KV
+//! cache at step 5 of SmolLM2's first. On a Zen 4 with AVX-512 its defaults part at step 3 of
+//! gemma3's second (`scripts/reference-vs-configs` prints the table). Deep models amplify last-bit
 //! differences of summation order (an 8-bit activation rounded the other way) into
 //! log-probability differences of 0.1-1 after a few dozen tokens. A real bug (a wrong rope
 //! layout, a missing norm) parts at a large margin within the first tokens, which this catches.
