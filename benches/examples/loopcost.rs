@@ -6,14 +6,10 @@
 //!     cargo run --release -p ferro-benches --example loopcost
 //!
 //! Environment: `N` loops per measurement (100000), `TY` the products' type (q4_1).
-use ferro_benches::{matrix, values};
+use ferro_benches::{env, matrix, values};
 use ferro_kernels::{GgmlType, KernelTable, PackedMatrix, WeightMatrix};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-
-fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
 
 fn spin(d: Duration) {
     let s = Instant::now();

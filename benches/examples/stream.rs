@@ -10,13 +10,9 @@
 //! taken (3), `ROWS=N` one N x 4096 matrix per layer instead of the 8b shapes (to time the
 //! products from cache), `SHAPES=960x576,576x576,...` a layer's matrices (SmolLM2's:
 //! `960x576,576x576,3072x576,576x1536`).
-use ferro_benches::{matrix, values};
+use ferro_benches::{env, matrix, values};
 use ferro_kernels::{measure_read_bandwidth, GgmlType, KernelTable, PackedMatrix, WeightMatrix};
 use std::time::Instant;
-
-fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
 
 /// A matrix as the engine keeps it: repacked where the table packs its type, else the GGUF
 /// blocks (the words and their byte count).

@@ -14,11 +14,14 @@ pub fn model_path(name: &str) -> PathBuf {
     home.join("models").join(format!("{name}.gguf"))
 }
 
+/// The environment variable `name` parsed as a `T`; `None` when unset or unparsable.
+pub fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
 /// Worker threads of the model benches: `FERRO_BENCH_THREADS`, else one per core.
 pub fn bench_threads() -> usize {
-    std::env::var("FERRO_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
+    env("FERRO_BENCH_THREADS")
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

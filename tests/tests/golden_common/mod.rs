@@ -1,7 +1,5 @@
 //! Shared by the greedy golden tests: llama.cpp's reference file, greedy generation that
 //! records each step's top-2 logit margin, and a model's choices along a given path.
-//! (Each test binary that includes this module uses a part of it.)
-#![allow(dead_code)]
 
 use std::ops::ControlFlow;
 
@@ -42,6 +40,7 @@ pub fn top2(logits: &[f32]) -> (u32, f32) {
 }
 
 /// `n` greedy tokens after `prompt` (no end-of-generation stop), and each step's top-2 margin.
+#[allow(dead_code)] // golden_generate includes this module too; only gpu_golden generates freely
 pub fn greedy(model: &mut dyn Forward, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
     let mut margins = Vec::new();
     let g = generate(
