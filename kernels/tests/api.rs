@@ -202,6 +202,63 @@ fn packed_products_equal_the_unpacked_ones() {
 }
 
 #[test]
+fn packing_into_one_map_gives_each_matrix_s_bytes() {
+    // `pack_all` puts every packable set into one shared map: each result holds the bytes that
+    // `pack_stacked` gives the set alone, starts on a cache line, and the sets a table cannot
+    // pack (a type without packed kernels, mixed widths) come back as None in their place.
+    for t in KernelTable::variants() {
+        let path = t.name;
+        let shapes = [
+            (GgmlType::Q4_0, 13, 512),
+            (GgmlType::Q6_K, 8, 256),
+            (GgmlType::Q4_1, 27, 64),
+            (GgmlType::Q8_0, 9, 96),
+            (GgmlType::Q4_K, 16, 512),
+            (GgmlType::Q4_0, 8, 64),
+        ];
+        let data: Vec<Vec<u32>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, rows, cols))| aligned(quantize_matrix(ty, rows, cols, 3 + i as u64)))
+            .collect();
+        let ws: Vec<WeightMatrix> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(&(ty, rows, cols), d)| {
+                let len = rows * ty.row_bytes(cols as u64).unwrap() as usize;
+                WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u32, u8>(d)[..len]).unwrap()
+            })
+            .collect();
+        // Each matrix alone, then Q4_0 stacked with the Q4_0 of another width (not packable).
+        let mut jobs: Vec<Vec<&WeightMatrix>> = ws.iter().map(|w| vec![w]).collect();
+        jobs.push(vec![&ws[0], &ws[5]]);
+        let all = PackedMatrix::pack_all(t, &jobs);
+        assert_eq!(all.len(), jobs.len());
+        for (i, (job, got)) in jobs.iter().zip(&all).enumerate() {
+            let want = PackedMatrix::pack_stacked(t, job);
+            assert_eq!(PackedMatrix::packs(t, job), want.is_some(), "{path:?} set {i}");
+            match (want, got) {
+                (None, None) => {}
+                (Some(w), Some(g)) => {
+                    assert_eq!((g.ty, g.rows, g.cols), (w.ty, w.rows, w.cols), "{path:?} set {i}");
+                    assert!(g.bytes() == w.bytes(), "{path:?} set {i}: bytes differ");
+                    assert!((g.bytes().as_ptr() as usize).is_multiple_of(64), "{path:?} set {i}");
+                }
+                (w, g) => panic!(
+                    "{path:?} set {i}: alone {:?}, in the map {:?}",
+                    w.is_some(),
+                    g.is_some()
+                ),
+            }
+        }
+        assert!(
+            all[1].is_none() && all[6].is_none(),
+            "{path:?}: Q6_K and mixed widths do not pack"
+        );
+    }
+}
+
+#[test]
 fn stacked_matrices_give_each_matrix_s_products() {
     // Q, K and V stacked into one packed matrix: token t's outputs are each matrix's outputs
     // one after another, with their bits. Row counts that straddle the 8-row groups.

@@ -358,29 +358,80 @@ pub(crate) struct Weights {
 
 impl Weights {
     /// Repacks every matrix `table` has a packed layout for (in parallel; the embedding table
-    /// stays in the file, only its rows are read).
+    /// stays in the file, only its rows are read), all into one map in the order a decode step
+    /// reads them ([`PackedMatrix::pack_all`]).
     fn repack(&mut self, table: &KernelTable, file: &[u8]) {
-        // Q/K/V and gate/up stacked where they share a packed type; every other matrix alone.
-        self.layers.par_iter_mut().for_each(|l| {
-            if let (Some(q), Some(k), Some(v)) = (&l.wq, &l.wk, &l.wv) {
-                l.qkv_packed =
-                    PackedMatrix::pack_stacked(table, &[&q.view(file), &k.view(file), &v.view(file)]).map(Arc::new);
-            }
-            if let Some(g) = &l.gate {
-                l.gate_up_packed = PackedMatrix::pack_stacked(table, &[&g.view(file), &l.up.view(file)]).map(Arc::new);
-            }
-        });
-        let mut all: Vec<&mut Tensor> = Vec::new();
-        for l in &mut self.layers {
-            let (qkv, gate_up) = (l.qkv_packed.is_some(), l.gate_up_packed.is_some());
-            all.extend(l.wq.iter_mut().chain(&mut l.wk).chain(&mut l.wv).filter(|_| !qkv));
-            all.extend(l.gate.iter_mut().chain([&mut l.up]).filter(|_| !gate_up));
-            all.extend(l.wqkv.iter_mut().chain([&mut l.wo, &mut l.down]));
+        /// Where a packed matrix goes.
+        enum Dest {
+            Qkv(usize),
+            GateUp(usize),
+            /// Layer, and which of its matrices (`matrix`).
+            One(usize, usize),
+            Output,
         }
-        all.push(&mut self.output);
-        all.par_iter_mut().for_each(|t| {
-            t.packed = PackedMatrix::pack(table, &t.view(file)).map(Arc::new);
-        });
+        /// Matrix `i` of a layer's q, k, v, fused qkv, o, gate, up and down, where it has one.
+        fn matrix(l: &Layer, i: usize) -> Option<&Tensor> {
+            match i {
+                0 => l.wq.as_ref(),
+                1 => l.wk.as_ref(),
+                2 => l.wv.as_ref(),
+                3 => l.wqkv.as_ref(),
+                4 => Some(&l.wo),
+                5 => l.gate.as_ref(),
+                6 => Some(&l.up),
+                _ => Some(&l.down),
+            }
+        }
+        fn matrix_mut(l: &mut Layer, i: usize) -> Option<&mut Tensor> {
+            match i {
+                0 => l.wq.as_mut(),
+                1 => l.wk.as_mut(),
+                2 => l.wv.as_mut(),
+                3 => l.wqkv.as_mut(),
+                4 => Some(&mut l.wo),
+                5 => l.gate.as_mut(),
+                6 => Some(&mut l.up),
+                _ => Some(&mut l.down),
+            }
+        }
+        // Q/K/V and gate/up stacked where they share a packed type; every other matrix alone.
+        let mut jobs: Vec<(Dest, Vec<WeightMatrix>)> = Vec::new();
+        for (il, l) in self.layers.iter().enumerate() {
+            let mut add = |stacked: Option<(Dest, &[usize])>, alone: &[usize]| {
+                if let Some((dest, ix)) = stacked {
+                    let ws: Option<Vec<_>> = ix.iter().map(|&i| matrix(l, i).map(|t| t.view(file))).collect();
+                    if let Some(ws) = ws.filter(|ws| PackedMatrix::packs(table, &ws.iter().collect::<Vec<_>>())) {
+                        jobs.push((dest, ws));
+                        return;
+                    }
+                }
+                for &i in alone {
+                    if let Some(t) = matrix(l, i) {
+                        jobs.push((Dest::One(il, i), vec![t.view(file)]));
+                    }
+                }
+            };
+            add(Some((Dest::Qkv(il), &[0, 1, 2])), &[0, 1, 2]);
+            add(None, &[3, 4]);
+            add(Some((Dest::GateUp(il), &[5, 6])), &[5, 6]);
+            add(None, &[7]);
+        }
+        jobs.push((Dest::Output, vec![self.output.view(file)]));
+        let sets: Vec<Vec<&WeightMatrix>> = jobs.iter().map(|(_, ws)| ws.iter().collect()).collect();
+        let packed = PackedMatrix::pack_all(table, &sets);
+        for ((dest, _), p) in jobs.into_iter().zip(packed) {
+            let p = p.map(Arc::new);
+            match dest {
+                Dest::Qkv(il) => self.layers[il].qkv_packed = p,
+                Dest::GateUp(il) => self.layers[il].gate_up_packed = p,
+                Dest::One(il, i) => {
+                    if let Some(t) = matrix_mut(&mut self.layers[il], i) {
+                        t.packed = p;
+                    }
+                }
+                Dest::Output => self.output.packed = p,
+            }
+        }
     }
 }
 
