@@ -92,7 +92,9 @@ fn bench_matvec(c: &mut Criterion) {
                     })
                 });
                 // The rows repacked at load time, where the path does that for the type.
-                let packed: Option<Vec<PackedMatrix>> = ms.iter().map(|m| PackedMatrix::pack(t, m)).collect();
+                // As the engine packs them: one map, in huge pages where the system has them.
+                let sets: Vec<Vec<&WeightMatrix>> = ms.iter().map(|m| vec![m]).collect();
+                let packed: Option<Vec<PackedMatrix>> = PackedMatrix::pack_all(t, &sets).into_iter().collect();
                 if let Some(ps) = packed {
                     g.bench_function(BenchmarkId::new(ty.name(), format!("{id}/packed/1t")), |b| {
                         pool.install(|| {

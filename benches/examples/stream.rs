@@ -65,17 +65,26 @@ fn main() {
     let t = KernelTable::best();
     let mut sets = Vec::new();
     for ty in types {
-        let mut ps = Vec::new();
-        for _ in 0..layers {
-            for &(r, c) in &shapes {
-                let (words, n) = matrix(ty, r, c);
-                let w = WeightMatrix::new(ty, r, c, &bytemuck::cast_slice::<u64, u8>(&words)[..n]).unwrap();
-                ps.push(match PackedMatrix::pack(t, &w) {
-                    Some(p) => Matrix::Packed(p),
-                    None => Matrix::Plain(words, ty, r, c, n),
-                });
-            }
-        }
+        let plain: Vec<_> = (0..layers)
+            .flat_map(|_| shapes.iter().map(|&(r, c)| (matrix(ty, r, c), r, c)))
+            .collect();
+        let ws: Vec<WeightMatrix> = plain
+            .iter()
+            .map(|((words, n), r, c)| {
+                WeightMatrix::new(ty, *r, *c, &bytemuck::cast_slice::<u64, u8>(words)[..*n]).unwrap()
+            })
+            .collect();
+        // Packed as the engine packs a model: all in one map, in huge pages where the system has them.
+        let packed = PackedMatrix::pack_all(t, &ws.iter().map(|w| vec![w]).collect::<Vec<_>>());
+        drop(ws);
+        let ps: Vec<Matrix> = plain
+            .into_iter()
+            .zip(packed)
+            .map(|(((words, n), r, c), p)| match p {
+                Some(p) => Matrix::Packed(p),
+                None => Matrix::Plain(words, ty, r, c, n),
+            })
+            .collect();
         let total: usize = ps.iter().map(Matrix::bytes).sum();
         eprintln!(
             "{ty}: {} matrices ({} packed), {:.0} MB, {} table",

@@ -77,6 +77,18 @@ enum Storage {
 /// starts on this boundary.
 const HUGE_PAGE: usize = 2 << 20;
 
+/// An anonymous map with room for `bytes` bytes from a huge-page boundary (the offset
+/// returned), advised as transparent huge pages before anything touches it (the pages are made
+/// on first touch). The advice is a hint: where the system has no transparent huge pages, the
+/// map works the same with small ones. None where the map cannot be made.
+pub(crate) fn huge_anon(bytes: usize) -> Option<(MmapMut, usize)> {
+    let map = MmapMut::map_anon(bytes.checked_add(HUGE_PAGE)?).ok()?;
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    let base = map.as_ptr() as usize;
+    Some((map, base.next_multiple_of(HUGE_PAGE) - base))
+}
+
 /// Each matrix of the arena starts on a cache line.
 const ARENA_ALIGN: usize = 64;
 
@@ -400,15 +412,9 @@ impl PackedMatrix {
         if total == 0 {
             return plans.iter().map(|_| None).collect();
         }
-        let Ok(mut map) = MmapMut::map_anon(total + HUGE_PAGE) else {
+        let Some((mut map, start)) = huge_anon(total) else {
             return jobs.par_iter().map(|ws| Self::pack_stacked(table, ws)).collect();
         };
-        // Before the first write: the pages are made on first touch. A hint (the system may
-        // not have transparent huge pages); small pages work the same.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        let base = map.as_ptr() as usize;
-        let start = base.next_multiple_of(HUGE_PAGE) - base;
         let mut offs = Vec::with_capacity(plans.len());
         let mut parts = Vec::with_capacity(plans.len());
         let (mut off, mut rest) = (start, &mut map[start..]);
