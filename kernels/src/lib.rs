@@ -22,7 +22,7 @@ pub use ops::{
     softmax_f32, swiglu_f32, weighted_sum_f16, weighted_sum_f32, WeightMatrix,
 };
 pub use packed::PackedMatrix;
-pub use team::{for_each_chunk, for_each_run};
+pub use team::{for_each_chunk, for_each_run, threads, with_threads};
 
 /// Errors of the kernel API.
 #[derive(Debug, thiserror::Error)]

@@ -285,7 +285,7 @@ fn gemm_mode() -> GemmMode {
 
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise them.
 fn matvec_chunk(rows: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::team::threads().max(1);
     // A multiple of 8: the row-lane kernels take rows eight at a time, packed ones in groups.
     rows.div_ceil(threads * GROUP_ROWS).next_multiple_of(GROUP_ROWS)
 }
@@ -357,7 +357,7 @@ fn matmul_tasks(y: &mut [f32], n: usize, row_bytes: usize, align: usize, f: impl
     if n == 0 || rows == 0 {
         return;
     }
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::team::threads().max(1);
     let chunk = (MATMUL_CHUNK_BYTES / row_bytes.max(1))
         .clamp(1, rows.div_ceil(threads).max(1))
         .next_multiple_of(align);

@@ -313,6 +313,37 @@ impl Team {
     }
 }
 
+thread_local! {
+    /// The thread count [`with_threads`] sets for the calling thread's loops (0: none set).
+    static THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many threads the calling thread's parallel loops use: the count of the [`with_threads`]
+/// around it, else its rayon pool's.
+pub fn threads() -> usize {
+    match THREADS.with(|t| t.get()) {
+        0 => rayon::current_num_threads(),
+        n => n,
+    }
+}
+
+/// Runs `f` on the calling thread with its loops sized for `threads` threads: the team's loops
+/// run on the team of that many threads, as they would inside a rayon pool of that size, without
+/// handing `f` to such a pool's thread first. (A decode step handed to a pool's thread cost
+/// ~3% of SmolLM2's decode: the pool's idle threads spin and yield beside the team's, and the
+/// step's threads were preempted ten times as often.) Loops that fall back to rayon run on the
+/// calling thread's pool.
+pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREADS.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(THREADS.with(|t| t.replace(threads.max(1))));
+    f()
+}
+
 /// The team for `threads` threads (the caller and `threads - 1` workers), started on first use.
 fn team(threads: usize) -> Option<&'static Team> {
     static TEAMS: Mutex<Vec<&'static Team>> = Mutex::new(Vec::new());
@@ -361,7 +392,7 @@ fn team(threads: usize) -> Option<&'static Team> {
 /// Runs `f(i)` for every `i` in `0..n`, on the calling rayon pool's number of threads: on its
 /// team when that is free, else as a rayon loop.
 pub(crate) fn for_each(n: usize, f: &(dyn Fn(usize) + Sync)) {
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     if n <= 1 || threads <= 1 || n > MAX_TASKS {
         return (0..n).for_each(f);
     }
@@ -386,7 +417,7 @@ pub(crate) fn for_each(n: usize, f: &(dyn Fn(usize) + Sync)) {
 /// work between loops), pull their shares of the product expected next into their caches, so
 /// the memory is never idle between products.
 pub(crate) fn product_starts(weights: &[u8]) {
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     if threads <= 1 || warm_cap() == 0 {
         return;
     }
@@ -454,6 +485,28 @@ mod tests {
 
     fn pool(threads: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+    }
+
+    #[test]
+    fn with_threads_sizes_the_callers_loops_and_restores() {
+        let outer = threads();
+        assert_eq!(outer, rayon::current_num_threads());
+        with_threads(3, || {
+            assert_eq!(threads(), 3);
+            with_threads(0, || assert_eq!(threads(), 1, "0 threads means one"));
+            assert_eq!(threads(), 3);
+            // A loop under it runs every task once.
+            let hits: Vec<AtomicUsize> = (0..40).map(|_| AtomicUsize::new(0)).collect();
+            for_each(hits.len(), &|i| {
+                hits[i].fetch_add(1, SeqCst);
+            });
+            assert!(hits.iter().all(|h| h.load(SeqCst) == 1));
+        });
+        assert_eq!(threads(), outer);
+        // Restored when the closure panics.
+        let r = catch_unwind(|| with_threads(5, || panic!("inside")));
+        assert!(r.is_err());
+        assert_eq!(threads(), outer);
     }
 
     #[test]

@@ -435,6 +435,18 @@ impl Weights {
     }
 }
 
+/// Runs `f` on the model's threads (`pool`; none: the caller's rayon context). A step of one
+/// token runs on the calling thread, its loops on the kernels' team for the pool's thread count
+/// ([`ferro_kernels::with_threads`]): handed to a pool thread, each token cost ~3% more on
+/// SmolLM2 (DEVELOPERS.md). Longer steps run in the pool, whose threads their rayon loops use.
+fn on_threads<R: Send>(pool: &Option<rayon::ThreadPool>, tokens: usize, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) if tokens <= 1 => ferro_kernels::with_threads(p.current_num_threads(), f),
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
 /// Reads tensors by name, checking shapes and kernel support.
 pub(crate) struct Loader<'a> {
     pub g: &'a Gguf,
@@ -873,7 +885,7 @@ impl Model {
             ..
         } = self;
         let file = gguf.bytes();
-        let mut run = || -> Result<()> {
+        let run = || -> Result<()> {
             let b = s.n_batch;
             let n_chunks = tokens.len().div_ceil(b);
             for (ci, chunk) in tokens.chunks(b).enumerate() {
@@ -887,10 +899,7 @@ impl Model {
             }
             Ok(())
         };
-        match pool {
-            Some(pool) => pool.install(run)?,
-            None => run()?,
-        }
+        on_threads(pool, tokens.len(), run)?;
         Ok(&self.s.logits[..want])
     }
 }
@@ -989,7 +998,7 @@ impl Model {
             ..
         } = self;
         let file = gguf.bytes();
-        let mut run = || -> Result<()> {
+        let run = || -> Result<()> {
             let b = s.n_batch;
             let mut tokens: Vec<u32> = Vec::with_capacity(b);
             let mut spans: Vec<Span> = Vec::new();
@@ -1024,10 +1033,7 @@ impl Model {
             }
             Ok(())
         };
-        match pool {
-            Some(pool) => pool.install(run)?,
-            None => run()?,
-        }
+        on_threads(pool, seqs.iter().map(|st| st.tokens.len()).sum(), run)?;
         Ok(&self.s.logits[..n_out * n_vocab])
     }
 
@@ -1052,7 +1058,7 @@ impl Model {
             ..
         } = self;
         let file = gguf.bytes();
-        let mut run = || -> Result<()> {
+        let run = || -> Result<()> {
             let b = s.n_batch;
             for (ci, chunk) in tokens.chunks(b).enumerate() {
                 let spans = [Span {
@@ -1065,10 +1071,7 @@ impl Model {
             }
             Ok(())
         };
-        match pool {
-            Some(pool) => pool.install(run)?,
-            None => run()?,
-        }
+        on_threads(pool, tokens.len(), run)?;
         unit_length(&mut sum);
         Ok(sum)
     }
@@ -1425,7 +1428,7 @@ impl BlockCtx<'_> {
             E::weighted_sum(scores, heads, &vc[v0 + lo * hdv..], hdv, out);
         };
         let att = &mut s.att[..n * hp.n_head * hdv];
-        let threads = rayon::current_num_threads();
+        let threads = ferro_kernels::threads();
         if n == 1 {
             // A decode step: on the kernels' thread team, as its matrix-vector products (whose
             // spinning workers would take cores from rayon's in a prefill). Each thread's even
