@@ -41,7 +41,9 @@ pub struct Args {
     /// Print a JSON array of records instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Measure the memory read bandwidth (alone, or before the model's tests to show the bound).
+    /// Measure the memory read bandwidth (alone, or before the model's tests to show the bound):
+    /// a streaming read of a 1 GiB buffer, in huge pages where the system has them (as the
+    /// packed weights are).
     #[arg(long)]
     pub membw: bool,
     /// Memory bandwidth in GB/s to compute the tg bound with (instead of measuring it).
