@@ -400,8 +400,9 @@ impl PackedMatrix {
     /// Decode streams every weight once a token, and with 4 KiB pages every 4 KiB of that
     /// stream is a TLB miss and a page walk: a model's weights are tens to thousands of times
     /// what the TLB covers. Per-token A/B with the weights in transparent huge pages against
-    /// without: SmolLM2 tg128 +5-15%, gemma3 +7-9% (DEVELOPERS.md). Where the map cannot be
-    /// made, each matrix gets a vector of its own, as `pack_stacked` gives it.
+    /// without: SmolLM2 tg128 +13-20%, gemma3 +15%, the 8b Q4_0 shape +1.5% (DEVELOPERS.md).
+    /// Where the map cannot be made, each matrix gets a vector of its own, as `pack_stacked`
+    /// gives it.
     pub fn pack_all(table: &KernelTable, jobs: &[Vec<&WeightMatrix>]) -> Vec<Option<PackedMatrix>> {
         let plans: Vec<Option<Plan>> = jobs.iter().map(|ws| plan(table, ws)).collect();
         let total: usize = plans
