@@ -21,7 +21,7 @@ pub use ops::{
     dequantize_row, dots_f16, dots_f32, geglu_f32, is_supported, matmul, matmul_packed, matvec, quantize_row,
     softmax_f32, swiglu_f32, weighted_sum_f16, weighted_sum_f32, WeightMatrix,
 };
-pub use packed::PackedMatrix;
+pub use packed::{transparent_huge_pages, PackedMatrix};
 pub use team::{for_each_chunk, for_each_run, threads, with_threads};
 
 /// Errors of the kernel API.

@@ -89,6 +89,21 @@ pub(crate) fn huge_anon(bytes: usize) -> Option<(MmapMut, usize)> {
     Some((map, base.next_multiple_of(HUGE_PAGE) - base))
 }
 
+/// The system's transparent huge page mode (`always`, `madvise` or `never`: the packed weights
+/// get huge pages under the first two), None where it does not say (not Linux, or no
+/// transparent huge pages).
+pub fn transparent_huge_pages() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    thp_mode(&text)
+}
+
+/// The bracketed choice of a sysfs mode line such as `always [madvise] never`.
+fn thp_mode(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once('[')?;
+    let (mode, _) = rest.split_once(']')?;
+    Some(mode.trim().to_string()).filter(|m| !m.is_empty())
+}
+
 /// Each matrix of the arena starts on a cache line.
 const ARENA_ALIGN: usize = 64;
 
@@ -469,5 +484,20 @@ impl PackedMatrix {
     /// Bytes of one group.
     pub(crate) fn group_bytes(&self) -> usize {
         group_bytes(self.ty, self.blocks_per_row())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thp_mode;
+
+    #[test]
+    fn reads_the_chosen_huge_page_mode() {
+        assert_eq!(thp_mode("always [madvise] never\n").as_deref(), Some("madvise"));
+        assert_eq!(thp_mode("[always] madvise never").as_deref(), Some("always"));
+        assert_eq!(thp_mode("always madvise [never]").as_deref(), Some("never"));
+        assert_eq!(thp_mode("always madvise never"), None);
+        assert_eq!(thp_mode("[]"), None);
+        assert_eq!(thp_mode(""), None);
     }
 }

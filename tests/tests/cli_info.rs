@@ -64,6 +64,7 @@ fn info_of_a_written_file() {
     assert!(long.len() < 400 && long.ends_with("(5000 bytes)"), "{long}");
     assert!(j["cpu_features"].is_array());
     assert!(j["kernels"].is_string());
+    assert!(j["huge_pages"].is_string() || j["huge_pages"].is_null());
 
     // Human summary.
     let out = run_ferro(dir.path(), &["info", p.to_str().unwrap()]);
@@ -71,6 +72,7 @@ fn info_of_a_written_file() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("architecture") && text.contains("llama"), "{text}");
     assert!(text.contains("q8_0 1"), "{text}");
+    assert!(text.contains("huge pages "), "{text}");
 
     // A store name resolves to the store.
     std::fs::create_dir_all(dir.path().join("models")).unwrap();

@@ -167,8 +167,8 @@ fn print_human(info: &Json, g: &Gguf) {
     print_devices(info);
 }
 
-/// `cpu_features`, `kernels` and `gpu_adapters` (name, backend, device_type, driver, and whether
-/// `--device auto` would use it).
+/// `cpu_features`, `kernels`, `huge_pages` (the transparent huge page mode) and `gpu_adapters`
+/// (name, backend, device_type, driver, and whether `--device auto` would use it).
 fn devices_json(adapters: &[AdapterSummary]) -> Json {
     let list: Vec<Json> = adapters
         .iter()
@@ -186,6 +186,7 @@ fn devices_json(adapters: &[AdapterSummary]) -> Json {
     json!({
         "cpu_features": ferro_kernels::cpu_features(),
         "kernels": ferro_kernels::kernel_path(),
+        "huge_pages": ferro_kernels::transparent_huge_pages(),
         "gpu_adapters": list,
     })
 }
@@ -197,6 +198,12 @@ fn print_devices(info: &Json) {
         .unwrap_or_default();
     println!("{:<20} {}", "cpu features", features.join(" "));
     println!("{:<20} {}", "kernels", info["kernels"].as_str().unwrap_or("-"));
+    let pages = match info["huge_pages"].as_str() {
+        Some(m @ ("always" | "madvise")) => format!("{m} (the packed weights are in transparent huge pages)"),
+        Some(m) => format!("{m} (the packed weights are in 4 KiB pages: decode is slower)"),
+        None => "unknown (the packed weights are in the system's default pages)".into(),
+    };
+    println!("{:<20} {pages}", "huge pages");
     let adapters = info["gpu_adapters"].as_array().cloned().unwrap_or_default();
     if adapters.is_empty() {
         println!("{:<20} none (no Vulkan, Metal or DX12 driver found)", "gpu adapters");
