@@ -76,7 +76,6 @@ fn main() {
             .collect();
         // Packed as the engine packs a model: all in one map, in huge pages where the system has them.
         let packed = PackedMatrix::pack_all(t, &ws.iter().map(|w| vec![w]).collect::<Vec<_>>());
-        drop(ws);
         let ps: Vec<Matrix> = plain
             .into_iter()
             .zip(packed)

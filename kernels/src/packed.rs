@@ -428,8 +428,10 @@ impl PackedMatrix {
         if total == 0 {
             return plans.iter().map(|_| None).collect();
         }
+        // Without the map (or its read-only protection): a vector per matrix.
+        let alone = || jobs.par_iter().map(|ws| Self::pack_stacked(table, ws)).collect();
         let Some((mut map, start)) = huge_anon(total) else {
-            return jobs.par_iter().map(|ws| Self::pack_stacked(table, ws)).collect();
+            return alone();
         };
         let mut offs = Vec::with_capacity(plans.len());
         let mut parts = Vec::with_capacity(plans.len());
@@ -448,7 +450,7 @@ impl PackedMatrix {
         });
         let map = match map.make_read_only() {
             Ok(m) => Arc::new(m),
-            Err(_) => return jobs.par_iter().map(|ws| Self::pack_stacked(table, ws)).collect(),
+            Err(_) => return alone(),
         };
         plans
             .into_iter()
