@@ -32,6 +32,9 @@
 //! order.
 //!
 //! The packed products give the same bits as the table's products of the unpacked matrix.
+//!
+//! [`PackedMatrix::pack_all`] also copies matrices of the other types, as they are, into its
+//! huge pages (`Layout::Rows`): the table's row kernels read those.
 
 use crate::dispatch::KernelTable;
 use crate::ops::{blocks, WeightMatrix};
@@ -53,7 +56,8 @@ pub(crate) const SLOT_ROW: [usize; GROUP_ROWS] = [0, 1, 4, 5, 2, 3, 6, 7];
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct Chunk32(pub [u8; 32]);
 
-/// A weight matrix repacked for the kernel table that made it (see the module docs).
+/// A weight matrix repacked for the kernel table that made it (see the module docs), or copied
+/// as it is into [`PackedMatrix::pack_all`]'s huge pages.
 pub struct PackedMatrix {
     /// Block format of the source.
     pub ty: GgmlType,
@@ -61,7 +65,18 @@ pub struct PackedMatrix {
     pub rows: usize,
     /// Input features.
     pub cols: usize,
+    layout: Layout,
     data: Storage,
+}
+
+/// How a packed matrix's bytes are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Groups of eight interleaved rows (the module docs), for the table's packed kernels.
+    Groups,
+    /// The source's rows as they are (a type the table has no packed kernels for), read by
+    /// the table's row kernels: in the arena only for its huge pages.
+    Rows,
 }
 
 /// Where a packed matrix's bytes live.
@@ -113,6 +128,7 @@ struct Plan {
     ty: GgmlType,
     rows: usize,
     cols: usize,
+    layout: Layout,
     bytes: usize,
 }
 
@@ -122,6 +138,7 @@ impl std::fmt::Debug for PackedMatrix {
             .field("ty", &self.ty)
             .field("rows", &self.rows)
             .field("cols", &self.cols)
+            .field("layout", &self.layout)
             .field("bytes", &self.bytes().len())
             .finish()
     }
@@ -341,6 +358,12 @@ pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
     }
 }
 
+/// Whether `table` has packed kernels at all (the x86 tables).
+fn packs_any(table: &KernelTable) -> bool {
+    let g = &table.gemm;
+    g.packed_q4_0.is_some() || g.packed_q4_1.is_some() || g.packed_q5_0.is_some() || g.packed_q8_0.is_some()
+}
+
 /// The packed matrix `ws` stack into, or None when `table` has no packed kernels for their type,
 /// or they differ in type or columns.
 fn plan(table: &KernelTable, ws: &[&WeightMatrix]) -> Option<Plan> {
@@ -359,12 +382,36 @@ fn plan(table: &KernelTable, ws: &[&WeightMatrix]) -> Option<Plan> {
     }
     let nb = cols / ty.block_size() as usize;
     let bytes = rows.div_ceil(GROUP_ROWS) * group_bytes(ty, nb);
-    Some(Plan { ty, rows, cols, bytes })
+    Some(Plan {
+        ty,
+        rows,
+        cols,
+        layout: Layout::Groups,
+        bytes,
+    })
+}
+
+/// What [`PackedMatrix::pack_all`] makes of a set: its packed matrix, or where the set is one
+/// matrix of a type without packed kernels and `table` packs others, a copy of its rows.
+fn plan_or_copy(table: &KernelTable, ws: &[&WeightMatrix]) -> Option<Plan> {
+    plan(table, ws).or_else(|| match ws {
+        [w] if packs_any(table) && w.rows > 0 && w.cols > 0 => Some(Plan {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            layout: Layout::Rows,
+            bytes: w.data.len(),
+        }),
+        _ => None,
+    })
 }
 
 /// Writes the packed groups of `ws` (as `p` plans them) into `out` (`p.bytes` long, zeroed,
 /// 32-aligned).
 fn fill(ws: &[&WeightMatrix], p: Plan, out: &mut [u8]) {
+    if p.layout == Layout::Rows {
+        return out.copy_from_slice(ws[0].data);
+    }
     /// `f` of the rows of every matrix, in order (blocks borrowed, or copied when unaligned).
     fn with_rows<B: Pod>(ws: &[&WeightMatrix], nb: usize, f: impl FnOnce(&[&[B]])) {
         let all: Vec<_> = ws.iter().map(|w| blocks::<B>(w.data)).collect();
@@ -399,6 +446,7 @@ impl PackedMatrix {
             ty: p.ty,
             rows: p.rows,
             cols: p.cols,
+            layout: p.layout,
             data: Storage::Owned(data),
         })
     }
@@ -418,8 +466,14 @@ impl PackedMatrix {
     /// without: SmolLM2 tg128 +13-20%, gemma3 +15%, the 8b Q4_0 shape +1.5% (DEVELOPERS.md).
     /// Where the map cannot be made, each matrix gets a vector of its own, as `pack_stacked`
     /// gives it.
+    ///
+    /// Where the table packs some types, a set that is one matrix of a type it has no packed
+    /// kernels for (Q6_K, the other K-quants, floats) is copied into the map as it is, rows
+    /// and all, for the huge pages alone; [`matmul_packed`](KernelTable::matmul_packed) runs
+    /// the table's row kernels on the copy. Per-token A/B: the 8b Q4_K_M shape (39% of its
+    /// bytes Q6_K) +2.1% and +1.2%, gemma3 +1.8% and +2.0%.
     pub fn pack_all(table: &KernelTable, jobs: &[Vec<&WeightMatrix>]) -> Vec<Option<PackedMatrix>> {
-        let plans: Vec<Option<Plan>> = jobs.iter().map(|ws| plan(table, ws)).collect();
+        let plans: Vec<Option<Plan>> = jobs.iter().map(|ws| plan_or_copy(table, ws)).collect();
         let total: usize = plans
             .iter()
             .flatten()
@@ -460,6 +514,7 @@ impl PackedMatrix {
                     ty: p.ty,
                     rows: p.rows,
                     cols: p.cols,
+                    layout: p.layout,
                     data: Storage::Shared {
                         map: Arc::clone(&map),
                         off,
@@ -470,7 +525,18 @@ impl PackedMatrix {
             .collect()
     }
 
-    /// The packed bytes (whole groups).
+    /// The matrix as the source's rows, where it is a copy of them (a type the table has no
+    /// packed kernels for, in [`pack_all`](Self::pack_all)'s arena).
+    pub fn as_rows(&self) -> Option<WeightMatrix<'_>> {
+        (self.layout == Layout::Rows).then(|| WeightMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: self.bytes(),
+        })
+    }
+
+    /// The packed bytes (whole groups, or the copied rows).
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Storage::Owned(v) => bytemuck::cast_slice(v),

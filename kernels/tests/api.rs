@@ -205,12 +205,14 @@ fn packed_products_equal_the_unpacked_ones() {
 fn packing_into_one_map_gives_each_matrix_s_bytes() {
     // `pack_all` puts every packable set into one shared map: each result holds the bytes that
     // `pack_stacked` gives the set alone, starts on a cache line, and the sets a table cannot
-    // pack (a type without packed kernels, mixed widths) come back as None in their place.
+    // pack come back as None in their place (mixed widths), or, where the set is one matrix of
+    // a type without packed kernels (Q6_K) and the table packs others, as a copy of its rows
+    // whose products are the row kernels'.
     for t in KernelTable::variants() {
         let path = t.name;
         let shapes = [
             (GgmlType::Q4_0, 13, 512),
-            (GgmlType::Q6_K, 8, 256),
+            (GgmlType::Q6_K, 9, 256),
             (GgmlType::Q4_1, 27, 64),
             (GgmlType::Q8_0, 9, 96),
             (GgmlType::Q4_K, 16, 512),
@@ -229,31 +231,57 @@ fn packing_into_one_map_gives_each_matrix_s_bytes() {
                 WeightMatrix::new(ty, rows, cols, &bytemuck::cast_slice::<u32, u8>(d)[..len]).unwrap()
             })
             .collect();
-        // Each matrix alone, then Q4_0 stacked with the Q4_0 of another width (not packable).
+        // Each matrix alone, then Q4_0 stacked with the Q4_0 of another width (not packable),
+        // then Q6_K stacked with itself (no packed kernel, not one matrix).
         let mut jobs: Vec<Vec<&WeightMatrix>> = ws.iter().map(|w| vec![w]).collect();
         jobs.push(vec![&ws[0], &ws[5]]);
+        jobs.push(vec![&ws[1], &ws[1]]);
         let all = PackedMatrix::pack_all(t, &jobs);
         assert_eq!(all.len(), jobs.len());
+        // Whether the table packs anything: then single matrices of other types are copied.
+        let copies = PackedMatrix::packs(t, &[&ws[0]]);
         for (i, (job, got)) in jobs.iter().zip(&all).enumerate() {
             let want = PackedMatrix::pack_stacked(t, job);
             assert_eq!(PackedMatrix::packs(t, job), want.is_some(), "{path:?} set {i}");
+            if let Some(g) = got {
+                assert!((g.bytes().as_ptr() as usize).is_multiple_of(64), "{path:?} set {i}");
+            }
             match (want, got) {
-                (None, None) => {}
+                (None, None) => assert!(!copies || job.len() > 1, "{path:?} set {i} not copied"),
                 (Some(w), Some(g)) => {
                     assert_eq!((g.ty, g.rows, g.cols), (w.ty, w.rows, w.cols), "{path:?} set {i}");
                     assert!(g.bytes() == w.bytes(), "{path:?} set {i}: bytes differ");
-                    assert!((g.bytes().as_ptr() as usize).is_multiple_of(64), "{path:?} set {i}");
+                    assert!(g.as_rows().is_none(), "{path:?} set {i}");
                 }
-                (w, g) => panic!(
-                    "{path:?} set {i}: alone {:?}, in the map {:?}",
-                    w.is_some(),
-                    g.is_some()
-                ),
+                (None, Some(g)) => {
+                    assert!(copies && job.len() == 1, "{path:?} set {i}: copied");
+                    let rows = g.as_rows().expect("a copy of the rows");
+                    assert_eq!((rows.ty, rows.rows, rows.cols), (job[0].ty, job[0].rows, job[0].cols));
+                    assert!(rows.data == job[0].data, "{path:?} set {i}: copied bytes differ");
+                    for n in [1, 3] {
+                        let x = values(n * rows.cols, 11 + i as u64);
+                        let (mut want, mut got) = (vec![0.0; n * rows.rows], vec![0.0; n * rows.rows]);
+                        if n == 1 {
+                            t.matvec(job[0], &x, &mut want);
+                        } else {
+                            t.matmul(job[0], &x, n, &mut want);
+                        }
+                        t.matmul_packed(g, &x, n, &mut got);
+                        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&got), bits(&want), "{path:?} set {i}, {n} tokens");
+                    }
+                }
+                (Some(_), None) => panic!("{path:?} set {i}: packed alone, not in the map"),
             }
         }
         assert!(
-            all[1].is_none() && all[6].is_none(),
-            "{path:?}: Q6_K and mixed widths do not pack"
+            all[6].is_none() && all[7].is_none(),
+            "{path:?}: mixed widths and stacked Q6_K"
+        );
+        assert_eq!(
+            all[1].is_some(),
+            copies,
+            "{path:?}: Q6_K is copied where the table packs"
         );
     }
 }

@@ -273,7 +273,8 @@ pub(crate) struct Tensor {
     pub start: usize,
     pub len: usize,
     /// The rows repacked for the CPU kernels in use, when they have a layout for the type that
-    /// runs faster than the file's (`ModelOptions::repack`); the products then read these.
+    /// runs faster than the file's, or copied into the packed weights' huge pages where they
+    /// have not (`ModelOptions::repack`); the products then read these.
     pub packed: Option<Arc<PackedMatrix>>,
 }
 
@@ -359,7 +360,8 @@ pub(crate) struct Weights {
 impl Weights {
     /// Repacks every matrix `table` has a packed layout for (in parallel; the embedding table
     /// stays in the file, only its rows are read), all into one map in the order a decode step
-    /// reads them ([`PackedMatrix::pack_all`]).
+    /// reads them ([`PackedMatrix::pack_all`]); the map holds a copy of the other matrices'
+    /// rows too, where the table packs any (huge pages).
     fn repack(&mut self, table: &KernelTable, file: &[u8]) {
         /// Where a packed matrix goes.
         enum Dest {
@@ -692,8 +694,9 @@ pub struct ModelOptions {
     pub threads: usize,
     /// Repack the matrices whose type the CPU kernels in use read faster in a layout of their
     /// own (x86: Q4_0, Q4_1, Q8_0 and Q4_K, eight rows interleaved; Q/K/V and gate/up stacked
-    /// into one matrix each where they share a type), as llama.cpp's CPU backend does for Q4_0.
-    /// Costs a copy of those weights in memory and a pass over them at load; false keeps every
+    /// into one matrix each where they share a type), as llama.cpp's CPU backend does for Q4_0,
+    /// and copy the other matrices as they are beside them, into transparent huge pages.
+    /// Costs a copy of the weights in memory and a pass over them at load; false keeps every
     /// weight in the memory map. Default: true, unless the environment sets `FERRO_REPACK=0`.
     pub repack: bool,
     /// Independent sequences the GPU backend's KV cache holds, allocated at load (the server's
