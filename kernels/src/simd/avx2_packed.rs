@@ -56,23 +56,29 @@ impl Packed for BlockQ8_0 {
     const TY: GgmlType = GgmlType::Q8_0;
 }
 
-/// How far ahead of the bytes in use decode prefetches `ty`: into L2 (the 32-element formats)
-/// 8 KB, into L1 (Q4_K) 4 KB, Q8_0 not at all. The hardware prefetchers alone ramp up
+/// How far ahead of the bytes in use decode prefetches `ty` in groups of `gb` bytes: into L2
+/// (the 32-element formats) 8 KB, or 6 KB where a group is 16 KB or more (rows of thousands of
+/// columns); into L1 (Q4_K) 6 KB; Q8_0 not at all. The hardware prefetchers alone ramp up
 /// too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
 /// 14336 columns) is more than L1 keeps. Into L2, 8 KB beat 4 KB on one thread (8b Q4_0 tg16
-/// 4.9-5.3 vs 4.5 t/s) and on SmolLM2's decode (+5-7%); into L1 it does not. Q8_0, whose
+/// 4.9-5.3 vs 4.5 t/s) and on SmolLM2's decode (+5-7%); into L1 it does not. The distances
+/// between were timed token by token in stop 33 (a model alternating distances every token):
+/// on the 8b Q4_0 shape 6 KB beat 8 KB by 2.5-7% in six runs (3, 4, 5, 7, 10, 12 and 24 KB all
+/// lost to it: the optimum is narrow), on the 8b Q4_K_M shape 6 KB beat Q4_K's former 4 KB by
+/// 1-6%, while SmolLM2's short rows kept 8 KB (6 KB -3.6, -1.3, +3.2%). Q8_0, whose
 /// blocks cost the least work per byte, streamed faster with the hardware prefetchers alone,
 /// on every shape tried (gemma3's 178 MB head 29-41 against 22-35 GB/s, in interleaved pairs
 /// of `benches/examples/stream.rs`; the 8b shapes and gemma3's layer shapes too), while Q4_1
 /// lost up to a third without it. `FERRO_PREFETCH` sets every distance for measurement (0: no
 /// software prefetch).
-fn prefetch_distance(ty: GgmlType) -> usize {
+fn prefetch_distance(ty: GgmlType, gb: usize) -> usize {
     static D: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *D.get_or_init(|| std::env::var("FERRO_PREFETCH").ok().and_then(|v| v.parse().ok()));
     set.unwrap_or(match ty {
         GgmlType::Q8_0 => 0,
-        GgmlType::Q4_K => 4096,
-        _ => 8192,
+        GgmlType::Q4_K => 6 << 10,
+        _ if gb >= 16 << 10 => 6 << 10,
+        _ => 8 << 10,
     })
 }
 
@@ -397,7 +403,7 @@ unsafe fn gemm<F: Packed, const VNNI: bool>(
         let mut info = INFO.with(Cell::take);
         act_info_into::<F>(a, &mut info);
         let o = out.as_mut_ptr();
-        let dist = prefetch_distance(F::TY);
+        let dist = prefetch_distance(F::TY, gb);
         let ng = rows.div_ceil(GROUP_ROWS);
         let two = two_streams(ng, gb);
         for i in 0..ng {
@@ -553,7 +559,7 @@ unsafe fn gemm_q4k<const VNNI: bool>(w: &[u8], rows: usize, nb: usize, a: &[Bloc
     let gb = group_bytes(GgmlType::Q4_K, nb);
     let o = out.as_mut_ptr();
     if n < PREFILL_MIN_TOKENS {
-        let dist = prefetch_distance(GgmlType::Q4_K);
+        let dist = prefetch_distance(GgmlType::Q4_K, gb);
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
