@@ -216,8 +216,9 @@ impl Backend {
             }
             Device::Auto => {
                 // The CPU model first: a file it cannot run fails here, before any GPU probing,
-                // and it is the fallback. Its weights are views of the map, its KV cache not yet
-                // touched, so holding it while the GPU loads costs little.
+                // and it is the fallback. Its KV cache is not yet touched, but on x86 its
+                // weights are a repacked copy (`ModelOptions::repack`): while the GPU loads, the
+                // host holds the model twice, until the CPU model is dropped below.
                 let cpu = Model::from_gguf(gguf.clone(), opts)?;
                 let ctx = match GpuContext::new() {
                     Ok(c) if is_hardware(&c.adapter()) => Arc::new(c),
