@@ -58,7 +58,8 @@ impl Packed for BlockQ8_0 {
 
 /// How far ahead of the bytes in use decode prefetches `ty` in groups of `gb` bytes: into L2
 /// (the 32-element formats) 8 KB, or 6 KB where a group is 16 KB or more (rows of thousands of
-/// columns); into L1 (Q4_K) 6 KB; Q8_0 not at all. The hardware prefetchers alone ramp up
+/// columns); into L1 (Q4_K) 6 KB; Q8_0 not at all on the avx512-vnni table (`vnni`), 4 KB
+/// on the others. The hardware prefetchers alone ramp up
 /// too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
 /// 14336 columns) is more than L1 keeps. Into L2, 8 KB beat 4 KB on one thread (8b Q4_0 tg16
 /// 4.9-5.3 vs 4.5 t/s) and on SmolLM2's decode (+5-7%); into L1 it does not. The distances
@@ -69,13 +70,20 @@ impl Packed for BlockQ8_0 {
 /// blocks cost the least work per byte, streamed faster with the hardware prefetchers alone,
 /// on every shape tried (gemma3's 178 MB head 29-41 against 22-35 GB/s, in interleaved pairs
 /// of `benches/examples/stream.rs`; the 8b shapes and gemma3's layer shapes too), while Q4_1
-/// lost up to a third without it. `FERRO_PREFETCH` sets every distance for measurement (0: no
+/// lost up to a third without it. That was Zen 4, whose products run on the avx512-vnni table
+/// (`vnni`). On Zen 3 (AVX2 only, so the avx2 table) the hardware prefetchers alone carried
+/// the Q8_0 heads at 60-80% of the read bandwidth against ~90% with software prefetch, and
+/// per token (stop 34) 6 KB ahead was 10% faster than none on SmolLM2 and 13% on gemma3, with
+/// 2-6 KB alike (8 KB -2%, 12 KB -5% on gemma3): the tables without VNNI prefetch Q8_0 4 KB
+/// ahead. (The other formats' distances, tried there as well, moved gemma3, SmolLM2 and the
+/// 8b Q4_0 shape by under 1%.) `FERRO_PREFETCH` sets every distance for measurement (0: no
 /// software prefetch).
-fn prefetch_distance(ty: GgmlType, gb: usize) -> usize {
+fn prefetch_distance(ty: GgmlType, gb: usize, vnni: bool) -> usize {
     static D: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *D.get_or_init(|| std::env::var("FERRO_PREFETCH").ok().and_then(|v| v.parse().ok()));
     set.unwrap_or(match ty {
-        GgmlType::Q8_0 => 0,
+        GgmlType::Q8_0 if vnni => 0,
+        GgmlType::Q8_0 => 4 << 10,
         GgmlType::Q4_K => 6 << 10,
         _ if gb >= 16 << 10 => 6 << 10,
         _ => 8 << 10,
@@ -403,7 +411,7 @@ unsafe fn gemm<F: Packed, const VNNI: bool>(
         let mut info = INFO.with(Cell::take);
         act_info_into::<F>(a, &mut info);
         let o = out.as_mut_ptr();
-        let dist = prefetch_distance(F::TY, gb);
+        let dist = prefetch_distance(F::TY, gb, VNNI);
         let ng = rows.div_ceil(GROUP_ROWS);
         let two = two_streams(ng, gb);
         for i in 0..ng {
@@ -559,7 +567,7 @@ unsafe fn gemm_q4k<const VNNI: bool>(w: &[u8], rows: usize, nb: usize, a: &[Bloc
     let gb = group_bytes(GgmlType::Q4_K, nb);
     let o = out.as_mut_ptr();
     if n < PREFILL_MIN_TOKENS {
-        let dist = prefetch_distance(GgmlType::Q4_K, gb);
+        let dist = prefetch_distance(GgmlType::Q4_K, gb, VNNI);
         for r0 in (0..rows).step_by(GROUP_ROWS) {
             let g = w.as_ptr().add(r0 / GROUP_ROWS * gb);
             for t in 0..n {
