@@ -21,17 +21,10 @@ pub(crate) const KERNELS: GemmKernels = GemmKernels {
     q6_k: Some(super::avx2_kquants::gemm_q6_k),
     packed_q4_0: Some(super::avx2_packed::gemm_q4_0),
     packed_q4_1: Some(super::avx2_packed::gemm_q4_1),
-    packed_q5_0: None,
+    packed_q5_0: Some(super::avx2_packed::gemm_q5_0),
     packed_q8_0: Some(super::avx2_packed::gemm_q8_0),
     packed_q4_k: Some(super::avx2_packed::gemm_q4_k),
     decode: true,
-};
-
-/// The AVX-512 tables': the same, and packed Q5_0 (its fifth bits go in with AVX-512 BW/VL
-/// masked adds; the tables are handed out only where those were detected).
-pub(crate) const KERNELS_AVX512: GemmKernels = GemmKernels {
-    packed_q5_0: Some(super::avx2_packed::gemm_q5_0),
-    ..KERNELS
 };
 
 /// The avx512-vnni table's: the packed decode products and the prefill tiles sum with
@@ -49,7 +42,7 @@ pub(crate) const KERNELS_AVX512_VNNI: GemmKernels = GemmKernels {
     packed_q4_1: Some(super::avx2_packed::vnni_q4_1),
     packed_q5_0: Some(super::avx2_packed::vnni_q5_0),
     packed_q8_0: Some(super::avx2_packed::vnni_q8_0),
-    ..KERNELS_AVX512
+    ..KERNELS
 };
 
 /// Tokens per pass of all rows in the K-quant tiles.

@@ -1,4 +1,4 @@
-//! AVX2 products of Q4_0, Q4_1 and Q8_0 weights repacked eight rows at a time (layout in
+//! AVX2 products of Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K weights repacked eight rows at a time (layout in
 //! `crate::packed`). The arithmetic is the row-lane kernels' (`avx2_lanes.rs`): per block the
 //! exact integer `i = Σ u·q − o·Σq` (Q8_0: `Σ |w|·(q with the sign of w)`), then
 //! `acc = fma(d_w·d_a, i, acc)` (and the mins' sum), so the results have the same bits as the
@@ -34,8 +34,9 @@ const _: () = assert!(L == GROUP_ROWS);
 /// The packed formats: their type and their head bytes per block.
 trait Packed: Format {
     const TY: GgmlType;
-    /// Q5_0: the fifth bits come as masks in the head bytes (`crate::packed::Q5_MASKS`), added
-    /// with AVX-512 BW/VL masked byte adds.
+    /// Q5_0: the fifth bits come as masks in the head bytes (`crate::packed::Q5_MASKS`): 32
+    /// bits spread to 32 bytes of 0x10 and or-ed into a vector of nibbles (the avx512-vnni
+    /// table: masked byte adds).
     const FIFTH: bool = false;
 }
 
@@ -173,7 +174,7 @@ unsafe fn sum4<const WIDE: bool>(w: [__m256i; 4], a: &[__m256i; 4]) -> __m256i {
 /// `v` holds their bytes 0..8, `w` bytes 8..16. Two i32 partial sums per slot, in slot order.
 /// Q5_0 (`masks`: those of `v`'s and `w`'s low nibbles; their high nibbles' lie two masks on,
 /// see `crate::packed::Q5_MASKS`): each nibble vector gains 16
-/// where its mask has the bit (AVX-512 BW and VL). Eight products of 5-bit and 8-bit quants
+/// where its mask has the bit. Eight products of 5-bit and 8-bit quants
 /// summed in i16 reach at most 8·31·128 = 31744.
 /// (Plain functions, not closures: closures do not inherit the caller's target features.)
 #[inline(always)]
@@ -186,10 +187,12 @@ unsafe fn four_slots(v: *const u8, w: *const u8, masks: Option<[*const u32; 2]>,
     sum4::<false>([v0, w0, v1, w1], a)
 }
 
-/// `x` plus 16 in the bytes whose bit is set in the mask at `k`.
+/// `x` (nibbles) plus 16 in the bytes whose bit is set in the mask at `k`: byte 8j + i takes
+/// bit i of the mask's byte j, as `fifth_bits` spreads a row's `qh` (AVX2 only: the tables
+/// without AVX-512 BW pack Q5_0 too).
 #[inline(always)]
 unsafe fn fifth(x: __m256i, k: *const u32) -> __m256i {
-    _mm256_mask_add_epi8(x, core::ptr::read_unaligned(k), x, _mm256_set1_epi8(16))
+    _mm256_or_si256(x, fifth_bits(core::ptr::read_unaligned(k).to_le_bytes()))
 }
 
 /// Four slots' Q8_0 sums: `v` points at the vector of their bytes 0..8, the vectors of bytes
@@ -610,15 +613,8 @@ pub(crate) fn vnni_q4_k(w: &[u8], rows: usize, nb: usize, a: &[BlockQ8K], out: &
 entry!(gemm_q4_0, BlockQ4_0, BlockQ8_0);
 entry!(gemm_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(gemm_q8_0, BlockQ8_0, BlockQ8_0);
-// Only the AVX-512 tables hand these out: Q5_0 needs BW and VL; the `vnni_*` products (AVX-512
-// VNNI's `vpdpbusd` on 256-bit vectors) are the avx512-vnni table's.
-entry!(
-    gemm_q5_0,
-    BlockQ5_0,
-    BlockQ8_0,
-    false,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
-);
+entry!(gemm_q5_0, BlockQ5_0, BlockQ8_0);
+// The `vnni_*` products (AVX-512 VNNI's `vpdpbusd`) are the avx512-vnni table's only.
 entry!(vnni vnni_q4_0, BlockQ4_0, BlockQ8_0);
 entry!(vnni vnni_q4_1, BlockQ4_1, BlockQ8_1);
 entry!(vnni vnni_q5_0, BlockQ5_0, BlockQ8_0);

@@ -246,7 +246,7 @@ avx512_kernels!(
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
     sum4_bw,
     crate::simd::avx512_kquants::KERNELS,
-    crate::simd::avx2_gemm::KERNELS_AVX512
+    crate::simd::avx2_gemm::KERNELS
 );
 avx512_kernels!(
     vnni,
