@@ -716,11 +716,7 @@ impl KernelTable {
             w.rows
         );
         if let Some(rows) = w.as_rows() {
-            return if n == 1 {
-                self.matvec(&rows, x, y)
-            } else {
-                self.matmul(&rows, x, n, y)
-            };
+            return self.matmul(&rows, x, n, y);
         }
         let per_row = w.blocks_per_row();
         let missing = || -> ! { panic!("matmul_packed: the {} table has no packed {} kernel", self.name, w.ty) };

@@ -358,24 +358,38 @@ pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
     }
 }
 
+/// The types `table` may have packed kernels for.
+const PACKABLE: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+];
+
+/// Whether `table` has packed kernels for `ty`.
+fn packs_type(table: &KernelTable, ty: GgmlType) -> bool {
+    let g = &table.gemm;
+    match ty {
+        GgmlType::Q4_0 => g.packed_q4_0.is_some(),
+        GgmlType::Q4_1 => g.packed_q4_1.is_some(),
+        GgmlType::Q5_0 => g.packed_q5_0.is_some(),
+        GgmlType::Q8_0 => g.packed_q8_0.is_some(),
+        GgmlType::Q4_K => g.packed_q4_k.is_some(),
+        _ => false,
+    }
+}
+
 /// Whether `table` has packed kernels at all (the x86 tables).
 fn packs_any(table: &KernelTable) -> bool {
-    let g = &table.gemm;
-    g.packed_q4_0.is_some() || g.packed_q4_1.is_some() || g.packed_q5_0.is_some() || g.packed_q8_0.is_some()
+    PACKABLE.iter().any(|&ty| packs_type(table, ty))
 }
 
 /// The packed matrix `ws` stack into, or None when `table` has no packed kernels for their type,
 /// or they differ in type or columns.
 fn plan(table: &KernelTable, ws: &[&WeightMatrix]) -> Option<Plan> {
     let (ty, cols) = (ws.first()?.ty, ws[0].cols);
-    let has = match ty {
-        GgmlType::Q4_0 => table.gemm.packed_q4_0.is_some(),
-        GgmlType::Q4_1 => table.gemm.packed_q4_1.is_some(),
-        GgmlType::Q5_0 => table.gemm.packed_q5_0.is_some(),
-        GgmlType::Q8_0 => table.gemm.packed_q8_0.is_some(),
-        GgmlType::Q4_K => table.gemm.packed_q4_k.is_some(),
-        _ => false,
-    };
+    let has = packs_type(table, ty);
     let rows: usize = ws.iter().map(|w| w.rows).sum();
     if !has || rows == 0 || cols == 0 || ws.iter().any(|w| w.ty != ty || w.cols != cols) {
         return None;
