@@ -59,9 +59,9 @@ impl Packed for BlockQ8_0 {
 
 /// How far ahead of the bytes in use decode prefetches `ty` in groups of `gb` bytes: into L2
 /// (the 32-element formats) 8 KB, or 6 KB where a group is 16 KB or more (rows of thousands of
-/// columns); into L1 (Q4_K) 6 KB; Q8_0 not at all on the avx512-vnni table (`vnni`), 4 KB
-/// on the others. The hardware prefetchers alone ramp up
-/// too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
+/// columns); into L1 (Q4_K) 6 KB on the avx512-vnni table (`vnni`), 12 KB on the others;
+/// Q8_0 not at all on the avx512-vnni table, 4 KB on the others. The hardware prefetchers alone
+/// ramp up too slowly on the short runs of rows a task gets, and a whole group ahead (up to 66 KB for
 /// 14336 columns) is more than L1 keeps. Into L2, 8 KB beat 4 KB on one thread (8b Q4_0 tg16
 /// 4.9-5.3 vs 4.5 t/s) and on SmolLM2's decode (+5-7%); into L1 it does not. The distances
 /// between were timed token by token in stop 33 (a model alternating distances every token):
@@ -77,7 +77,10 @@ impl Packed for BlockQ8_0 {
 /// per token (stop 34) 6 KB ahead was 10% faster than none on SmolLM2 and 13% on gemma3, with
 /// 2-6 KB alike (8 KB -2%, 12 KB -5% on gemma3): the tables without VNNI prefetch Q8_0 4 KB
 /// ahead. (The other formats' distances, tried there as well, moved gemma3, SmolLM2 and the
-/// 8b Q4_0 shape by under 1%.) `FERRO_PREFETCH` sets every distance for measurement (0: no
+/// 8b Q4_0 shape by under 1%.) Q4_K on Zen 3 (stop 35, the 8b Q4_K_M shape alternating
+/// distances every token, 12 rounds of 16 tokens): 12 KB beat 6 KB by 2.0, 2.5 and 2.4%, 16 KB
+/// by 2.1 and 0.3%, 8 and 10 KB within 0.7%; gemma3 +2.9% (its Q4_K is 4% of a token).
+/// `FERRO_PREFETCH` sets every distance for measurement (0: no
 /// software prefetch).
 fn prefetch_distance(ty: GgmlType, gb: usize, vnni: bool) -> usize {
     static D: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
@@ -85,7 +88,8 @@ fn prefetch_distance(ty: GgmlType, gb: usize, vnni: bool) -> usize {
     set.unwrap_or(match ty {
         GgmlType::Q8_0 if vnni => 0,
         GgmlType::Q8_0 => 4 << 10,
-        GgmlType::Q4_K => 6 << 10,
+        GgmlType::Q4_K if vnni => 6 << 10,
+        GgmlType::Q4_K => 12 << 10,
         _ if gb >= 16 << 10 => 6 << 10,
         _ => 8 << 10,
     })
