@@ -358,7 +358,7 @@ pub(crate) fn unpack_group_q4k(g: &[u8], nb: usize, out: &mut [BlockQ4K]) {
     }
 }
 
-/// The types `table` may have packed kernels for.
+/// The types a table may have packed kernels for ([`packs_type`]).
 const PACKABLE: [GgmlType; 5] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,

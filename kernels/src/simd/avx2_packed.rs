@@ -80,8 +80,7 @@ impl Packed for BlockQ8_0 {
 /// 8b Q4_0 shape by under 1%.) Q4_K on Zen 3 (stop 35, the 8b Q4_K_M shape alternating
 /// distances every token, 12 rounds of 16 tokens): 12 KB beat 6 KB by 2.0, 2.5 and 2.4%, 16 KB
 /// by 2.1 and 0.3%, 8 and 10 KB within 0.7%; gemma3 +2.9% (its Q4_K is 4% of a token).
-/// `FERRO_PREFETCH` sets every distance for measurement (0: no
-/// software prefetch).
+/// `FERRO_PREFETCH` sets every distance for measurement (0: no software prefetch).
 fn prefetch_distance(ty: GgmlType, gb: usize, vnni: bool) -> usize {
     static D: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *D.get_or_init(|| std::env::var("FERRO_PREFETCH").ok().and_then(|v| v.parse().ok()));
